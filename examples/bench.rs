@@ -1,0 +1,388 @@
+//! Benchmark driver: runs one workload of `../shared/bench/README.md` and prints one JSON line.
+//!
+//! ```text
+//! cargo build --release -p pipeline-examples --example bench
+//! target/release/examples/bench --id W1.sync.c1 --n 200000
+//! ```
+//!
+//! `items_per_sec` is source items divided by the time from just before the pipeline is built
+//! to after the last item is drained and the pipeline stopped. Every run checks its own output
+//! and exits non-zero when it is wrong.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder, StageOptions};
+
+struct Args {
+    id: String,
+    n: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut id = None;
+    let mut n = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--id" => id = it.next(),
+            "--n" => {
+                let v = it.next().ok_or("--n needs a value")?;
+                n = Some(v.parse().map_err(|e| format!("--n {v}: {e}"))?);
+            }
+            "--data-dir" => {
+                it.next();
+            }
+            "--list" => {
+                for id in IDS {
+                    println!("{id}");
+                }
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Args {
+        id: id.ok_or("--id is required (see --list)")?,
+        n,
+    })
+}
+
+const IDS: &[&str] = &[
+    "W1.sync.c1",
+    "W1.sync.c8",
+    "W1.sync.chain5.c1",
+    "W1.plain.s1",
+    "W1.plain.s5",
+    "W1.x.src_sink_only",
+    "W1.x.async_op.c1",
+    "W1.x.handwritten.c1",
+    "W1.x.handwritten.chain5",
+    "W2.c1",
+    "W2.c8",
+    "W2.c32",
+    "W2.c128",
+    "W3.c1",
+    "W3.c32",
+    "W3.c256",
+    "W5.pipeline",
+    "W5.plain",
+];
+
+struct Outcome {
+    n_items: u64,
+    wall: Duration,
+    extra: Vec<(&'static str, String)>,
+}
+
+fn identity(x: u64) -> u64 {
+    black_box(x)
+}
+
+fn finish<T>(spec: SinkBuilder<T>) -> Pipeline<T>
+where
+    T: Send + 'static,
+{
+    spec.build().expect("valid pipeline")
+}
+
+/// Drains a pipeline of numbers, returning (count, sum); the pipeline is stopped after.
+fn drain_sum(mut pipeline: Pipeline<u64>) -> (u64, u64) {
+    let (mut count, mut sum) = (0u64, 0u64);
+    for item in pipeline.by_ref() {
+        sum += item.expect("no failure");
+        count += 1;
+    }
+    pipeline.stop().expect("clean stop");
+    (count, sum)
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("check failed: {what}"))
+    }
+}
+
+fn w1(n: u64, stages: usize, concurrency: usize, threads: usize) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let mut b = PipelineBuilder::new().source(0..n);
+    for _ in 0..stages {
+        b = b.pipe(identity, StageOptions::new().concurrency(concurrency));
+    }
+    let (count, sum) = drain_sum(finish(b.sink(32).num_threads(threads)));
+    let wall = t0.elapsed();
+    check(count == n, "item count")?;
+    check(sum == n * (n - 1) / 2, "checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+fn w1_async(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .pipe_async(|x| async move { black_box(x) }, StageOptions::new())
+        .sink(32)
+        .num_threads(1);
+    let (count, sum) = drain_sum(finish(p));
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+fn w1_src_sink(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new().source(0..n).sink(32).num_threads(1);
+    let (count, sum) = drain_sum(finish(p));
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+/// The plain-Rust reference a user would otherwise write: one thread per stage, bounded
+/// channels of the same capacities as our pipeline's queues.
+fn w1_handwritten(n: u64, stages: usize) -> Result<Outcome, String> {
+    let cap = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let t0 = Instant::now();
+    let (tx, mut rx) = sync_channel::<u64>(cap);
+    let mut threads = vec![std::thread::spawn(move || {
+        for i in 0..n {
+            if tx.send(i).is_err() {
+                return;
+            }
+        }
+    })];
+    for s in 0..stages {
+        let (tx, next_rx) = sync_channel::<u64>(if s + 1 == stages { 32 } else { cap });
+        let input = std::mem::replace(&mut rx, next_rx);
+        threads.push(std::thread::spawn(move || {
+            for x in input {
+                if tx.send(identity(x)).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let (mut count, mut sum) = (0u64, 0u64);
+    for x in rx {
+        count += 1;
+        sum += x;
+    }
+    for t in threads {
+        t.join().map_err(|_| "stage thread panicked")?;
+    }
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+fn plain(n: u64, stages: usize) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let mut total = 0u64;
+    for i in 0..n {
+        let mut x = i;
+        for _ in 0..stages {
+            x = identity(x);
+        }
+        total += x;
+    }
+    let wall = t0.elapsed();
+    check(total == n * (n - 1) / 2, "checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+fn mean_latency(samples: u32, mut sleep_once: impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..samples {
+        sleep_once();
+    }
+    t0.elapsed().as_secs_f64() / f64::from(samples)
+}
+
+fn w2(n: u64, c: usize) -> Result<Outcome, String> {
+    let latency = mean_latency(200, || std::thread::sleep(Duration::from_millis(2)));
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .pipe(
+            |x| {
+                std::thread::sleep(Duration::from_millis(2));
+                x
+            },
+            StageOptions::new().concurrency(c),
+        )
+        .sink(32)
+        .num_threads(c);
+    let (count, sum) = drain_sum(finish(p));
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![("sleep_latency_s", format!("{latency:.6}"))],
+    })
+}
+
+fn w3(n: u64, c: usize) -> Result<Outcome, String> {
+    // The same kind of sleep as the stage's: a tokio timer on a current-thread runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let latency = mean_latency(200, || {
+        rt.block_on(tokio::time::sleep(Duration::from_millis(2)))
+    });
+    drop(rt);
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .pipe_async(
+            |x| async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                x
+            },
+            StageOptions::new().concurrency(c),
+        )
+        .sink(32)
+        .num_threads(1);
+    let (count, sum) = drain_sum(finish(p));
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![("sleep_latency_s", format!("{latency:.6}"))],
+    })
+}
+
+fn w5(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .aggregate(32)
+        .pipe(
+            |batch: Vec<u64>| batch.iter().sum::<u64>(),
+            StageOptions::new().name("sum"),
+        )
+        .sink(32)
+        .num_threads(1);
+    let mut pipeline = finish(p);
+    let (mut batches, mut sum) = (0u64, 0u64);
+    for s in pipeline.by_ref() {
+        sum += s.map_err(|e| e.to_string())?;
+        batches += 1;
+    }
+    pipeline.stop().map_err(|e| e.to_string())?;
+    let wall = t0.elapsed();
+    check(batches == n.div_ceil(32), "batch count")?;
+    check(sum == n * (n - 1) / 2, "checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![(
+            "batches_per_sec",
+            format!("{:.1}", batches as f64 / wall.as_secs_f64()),
+        )],
+    })
+}
+
+fn w5_plain(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let mut batch = Vec::with_capacity(32);
+    let mut sum = 0u64;
+    for i in 0..n {
+        batch.push(black_box(i));
+        if batch.len() == 32 {
+            sum += batch.iter().sum::<u64>();
+            batch.clear();
+        }
+    }
+    sum += batch.iter().sum::<u64>();
+    let wall = t0.elapsed();
+    check(sum == n * (n - 1) / 2, "checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
+    let n_or = |default: u64| n.unwrap_or(default);
+    match id {
+        "W1.sync.c1" => w1(n_or(200_000), 1, 1, 1),
+        "W1.sync.c8" => w1(n_or(200_000), 1, 8, 8),
+        "W1.sync.chain5.c1" => w1(n_or(200_000), 5, 1, 1),
+        "W1.plain.s1" => plain(n_or(200_000), 1),
+        "W1.plain.s5" => plain(n_or(200_000), 5),
+        "W1.x.src_sink_only" => w1_src_sink(n_or(200_000)),
+        "W1.x.async_op.c1" => w1_async(n_or(200_000)),
+        "W1.x.handwritten.c1" => w1_handwritten(n_or(200_000), 1),
+        "W1.x.handwritten.chain5" => w1_handwritten(n_or(200_000), 5),
+        "W2.c1" => w2(n_or(1_500), 1),
+        "W2.c8" => w2(n_or(10_000), 8),
+        "W2.c32" => w2(n_or(12_000), 32),
+        "W2.c128" => w2(n_or(12_000), 128),
+        "W3.c1" => w3(n_or(1_500), 1),
+        "W3.c32" => w3(n_or(16_000), 32),
+        "W3.c256" => w3(n_or(16_000), 256),
+        "W5.pipeline" => w5(n_or(200_000)),
+        "W5.plain" => w5_plain(n_or(200_000)),
+        other => Err(format!("unknown workload id `{other}` (see --list)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args.id, args.n) {
+        Ok(o) => {
+            let wall = o.wall.as_secs_f64();
+            let mut line = format!(
+                "{{\"id\": \"{}\", \"n_items\": {}, \"wall_s\": {:.6}, \"items_per_sec\": {:.1}",
+                args.id,
+                o.n_items,
+                wall,
+                o.n_items as f64 / wall
+            );
+            for (k, v) in o.extra {
+                line.push_str(&format!(", \"{k}\": {v}"));
+            }
+            line.push('}');
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench {}: {e}", args.id);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Example programs live beside this file; see `examples/*.rs`.

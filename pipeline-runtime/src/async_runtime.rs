@@ -1,0 +1,68 @@
+//! The pipeline's async runtime: a current-thread tokio runtime on its own thread, started
+//! only when a stage is `async` or the source is a `Stream`. Async stage functions may use
+//! tokio (timers, `tokio::spawn`) from inside.
+
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use tokio::runtime::Handle;
+
+use crate::error::BuildError;
+use crate::executor::join_all_until;
+
+#[derive(Debug)]
+pub(crate) struct AsyncRuntime {
+    handle: Handle,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AsyncRuntime {
+    pub(crate) fn start() -> Result<Self, BuildError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| BuildError::new(format!("cannot start the async runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("pipeline-async".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Dropping the runtime drops every lane still parked on it.
+                drop(runtime);
+            })
+            .map_err(|e| BuildError::new(format!("cannot start the async runtime thread: {e}")))?;
+        Ok(Self {
+            handle,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Ends the runtime (cancelling its tasks) and waits for its thread until `deadline`.
+    pub(crate) fn shutdown(&mut self, deadline: Instant) -> bool {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => join_all_until(vec![thread], deadline),
+            None => true,
+        }
+    }
+}
+
+impl Drop for AsyncRuntime {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! The typed builder: `PipelineBuilder::new().source(..)` → stages → `.sink(n)` → `.build()`.
+//!
+//! Each method wraps the previous stages' launch function, so the chain is statically typed
+//! (a stage takes what the previous one produces) and nothing runs until the pipeline starts.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, Stream, StreamExt};
+
+use crate::async_runtime::AsyncRuntime;
+use crate::error::{BoxError, BudgetScope, BuildError};
+use crate::executor::{Executor, ThreadPool};
+use crate::failure::{FailureScope, MaxFailures};
+use crate::pipeline::{Pipeline, Settings};
+use crate::queue::{bounded, Rx};
+use crate::run_state::RunState;
+use crate::stage::aggregate::{AggregateLane, Aggregator, Batch};
+use crate::stage::pipe::{Body, Lane, Order, Output, StageInput};
+use crate::stage::source::{run_iter_source, run_stream_source, Pass, SourceKind};
+use crate::stage::StageCtx;
+use crate::stats::StageKind;
+
+/// Capacity of each queue between two stages unless set otherwise (items).
+///
+/// Larger than SPDL's 2: a hand-off between threads costs a wake-up when a queue runs empty
+/// or full, and a deeper queue lets one wake-up cover many items. See the guide's chapter
+/// on backpressure for the bound on items in flight that follows.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+
+/// Capacity of the sink (output) queue unless set otherwise.
+pub const DEFAULT_SINK_BUFFER: usize = 3;
+
+/// What starting a pipeline needs, handed down the chain of launch functions.
+pub(crate) struct Launch {
+    pub(crate) run: Arc<RunState>,
+    pub(crate) default_pool: ThreadPool,
+    pub(crate) runtime: Option<AsyncRuntime>,
+    pub(crate) pipeline_scope: Arc<FailureScope>,
+    pub(crate) stages: Vec<Arc<StageCtx>>,
+    pub(crate) queue_capacity: usize,
+}
+
+impl Launch {
+    fn runtime(&mut self) -> Result<&tokio::runtime::Handle, BuildError> {
+        if self.runtime.is_none() {
+            self.runtime = Some(AsyncRuntime::start()?);
+        }
+        Ok(self.runtime.as_ref().expect("just started").handle())
+    }
+
+    fn scope(&self, own: Option<MaxFailures>) -> Arc<FailureScope> {
+        match own {
+            Some(budget) => Arc::new(FailureScope::new(budget, BudgetScope::Stage)),
+            None => self.pipeline_scope.clone(),
+        }
+    }
+}
+
+/// Starts the stages up to here; takes the capacity of the queue the caller reads from.
+pub(crate) type LaunchFn<T> =
+    Box<dyn FnOnce(&mut Launch, usize) -> Result<Rx<T>, BuildError> + Send>;
+
+/// Options of one `pipe` stage.
+#[derive(Clone, Default)]
+pub struct StageOptions {
+    concurrency: Option<usize>,
+    name: Option<String>,
+    order: Order,
+    max_failures: Option<MaxFailures>,
+    executor: Option<Executor>,
+    buffer: Option<usize>,
+}
+
+impl fmt::Debug for StageOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageOptions")
+            .field("concurrency", &self.concurrency)
+            .field("name", &self.name)
+            .field("order", &self.order)
+            .field("max_failures", &self.max_failures)
+            .field("executor", &self.executor)
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+impl StageOptions {
+    /// Defaults: concurrency 1, completion order, the pipeline's budget and default pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Items in flight at once (at least 1). For a synchronous stage the executor's thread
+    /// count also caps how many calls truly run in parallel.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// The stage's name in logs, errors and stats.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Output order; [`Order::Input`] keeps source order.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// A failure budget for this stage alone, instead of the pipeline-wide one.
+    pub fn max_failures(mut self, budget: MaxFailures) -> Self {
+        self.max_failures = Some(budget);
+        self
+    }
+
+    /// Where the (synchronous) stage runs. Async stages reject this.
+    pub fn executor(mut self, executor: impl Into<Executor>) -> Self {
+        self.executor = Some(executor.into());
+        self
+    }
+
+    /// Capacity of the queue in front of this stage (default: the pipeline's
+    /// `queue_capacity`). Lower it for large items.
+    pub fn buffer(mut self, capacity: usize) -> Self {
+        self.buffer = Some(capacity);
+        self
+    }
+}
+
+/// Options of an `aggregate` stage.
+#[derive(Debug, Clone, Default)]
+pub struct AggregateOptions {
+    drop_last: bool,
+    name: Option<String>,
+    buffer: Option<usize>,
+}
+
+impl AggregateOptions {
+    /// Defaults: the last partial batch is kept.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drop the partial batch at the end of the stream instead of emitting it.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// The stage's name in logs, errors and stats.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Capacity of the queue in front of this stage.
+    pub fn buffer(mut self, capacity: usize) -> Self {
+        self.buffer = Some(capacity);
+        self
+    }
+}
+
+/// Starts a pipeline definition; the first call must name the source.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipelineBuilder {
+    _private: (),
+}
+
+impl PipelineBuilder {
+    /// A new pipeline definition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Items from an iterator, pulled on a dedicated thread (one pass).
+    pub fn source<I>(self, items: I) -> StageBuilder<I::Item>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Send + 'static,
+    {
+        let pass: Pass<I::Item> = Box::new(items.into_iter().map(Ok));
+        StageBuilder::from_source(SourceKind::Once(pass), "source")
+    }
+
+    /// Items from an iterator of `Result`s: an `Err` ends the pipeline with a source error,
+    /// after the items before it are delivered.
+    pub fn try_source<I, T, E>(self, items: I) -> StageBuilder<T>
+    where
+        I: IntoIterator<Item = Result<T, E>>,
+        I::IntoIter: Send + 'static,
+        T: Send + 'static,
+        E: Into<BoxError>,
+    {
+        let pass: Pass<T> = Box::new(items.into_iter().map(|r| r.map_err(Into::into)));
+        StageBuilder::from_source(SourceKind::Once(pass), "source")
+    }
+
+    /// Continuous mode: `items` is iterated again for every epoch, forever, and the consumer
+    /// sees the epoch boundaries (see [`Pipeline::epoch`]).
+    pub fn continuous_source<I>(self, items: I) -> StageBuilder<I::Item>
+    where
+        I: IntoIterator + Clone + Send + 'static,
+        I::IntoIter: Send + 'static,
+        I::Item: Send + 'static,
+    {
+        let make_pass = move || -> Pass<I::Item> { Box::new(items.clone().into_iter().map(Ok)) };
+        StageBuilder::from_source(SourceKind::Continuous(Box::new(make_pass)), "source")
+    }
+
+    /// Items from an async `Stream`, polled on the pipeline's async runtime.
+    pub fn source_stream<S>(self, stream: S) -> StageBuilder<S::Item>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Send + 'static,
+    {
+        StageBuilder::from_source(SourceKind::Stream(stream.map(Ok).boxed()), "source")
+    }
+}
+
+/// A pipeline under construction whose items are `T` at this point.
+pub struct StageBuilder<T> {
+    launch: LaunchFn<T>,
+    errors: Vec<BuildError>,
+    stage_count: usize,
+}
+
+impl<T> fmt::Debug for StageBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageBuilder")
+            .field("stages", &self.stage_count)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Shape {
+    Single,
+    Many,
+}
+
+impl<T: Send + 'static> StageBuilder<T> {
+    fn from_source(kind: SourceKind<T>, name: &'static str) -> Self {
+        let launch: LaunchFn<T> = Box::new(move |l: &mut Launch, out_cap| {
+            let (tx, rx) = bounded(out_cap);
+            l.run.register_queue(&tx);
+            let ctx = Arc::new(StageCtx::new(
+                name.to_owned(),
+                StageKind::Source,
+                1,
+                l.pipeline_scope.clone(),
+                l.run.clone(),
+            ));
+            l.stages.push(ctx.clone());
+            match kind {
+                SourceKind::Stream(stream) => {
+                    l.runtime()?.spawn(run_stream_source(ctx, stream, tx));
+                }
+                kind => {
+                    let thread = std::thread::Builder::new()
+                        .name("pipeline-source".to_owned())
+                        .spawn(move || run_iter_source(ctx, kind, tx))
+                        .map_err(|e| BuildError::new(format!("cannot start source thread: {e}")))?;
+                    l.run.register_thread(thread);
+                }
+            }
+            Ok(rx)
+        });
+        Self {
+            launch,
+            errors: Vec::new(),
+            stage_count: 1,
+        }
+    }
+
+    /// The given name, else the function's name, else `{kind}#{index}`.
+    fn stage_name(&self, given: Option<String>, fn_name: Option<&str>, kind: &str) -> String {
+        given
+            .or_else(|| fn_name.map(str::to_owned))
+            .unwrap_or_else(|| format!("{kind}#{}", self.stage_count))
+    }
+
+    fn add_pipe<U: Send + 'static>(
+        mut self,
+        body: Body<T, U>,
+        shape: Shape,
+        opts: StageOptions,
+        fn_name: Option<&str>,
+        kind: StageKind,
+    ) -> StageBuilder<U> {
+        let name = self.stage_name(opts.name.clone(), fn_name, "pipe");
+        let concurrency = opts.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}`: concurrency must be at least 1"
+            )));
+        }
+        if opts.buffer == Some(0) {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}`: buffer must be at least 1"
+            )));
+        }
+        if let Some(budget) = &opts.max_failures {
+            if let Err(e) = budget.validate(&format!("stage `{name}`")) {
+                self.errors.push(e);
+            }
+        }
+        let is_async = matches!(body, Body::Async(_));
+        if is_async && opts.executor.is_some() {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}` is async: it runs on the pipeline's async runtime, and \
+                 `executor` applies to synchronous stages only"
+            )));
+        }
+        if matches!(shape, Shape::Many) && opts.order == Order::Input && concurrency > 1 {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}` yields many items per input: `Order::Input` is not supported \
+                 for it with concurrency > 1 (use `Order::Completion` or concurrency 1)"
+            )));
+        }
+        let concurrency = concurrency.max(1);
+        let prev = self.launch;
+        let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
+            let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
+            let (tx, out_rx) = bounded(out_cap);
+            l.run.register_queue(&tx);
+            let ctx = Arc::new(StageCtx::new(
+                name,
+                kind,
+                concurrency,
+                l.scope(opts.max_failures),
+                l.run.clone(),
+            ));
+            l.stages.push(ctx.clone());
+            let input = Arc::new(StageInput::new(rx, concurrency));
+            let executor = opts.executor.unwrap_or_default();
+            for _ in 0..concurrency {
+                let lane = Lane {
+                    ctx: ctx.clone(),
+                    input: input.clone(),
+                    output: tx.clone(),
+                    body: body.clone(),
+                    order: opts.order,
+                };
+                if is_async {
+                    l.runtime()?.spawn(lane.run());
+                } else {
+                    executor.spawn_lane(&l.default_pool, Box::pin(lane.run()));
+                }
+            }
+            Ok(out_rx)
+        });
+        StageBuilder {
+            launch,
+            errors: self.errors,
+            stage_count: self.stage_count + 1,
+        }
+    }
+
+    /// A synchronous stage: `f` maps each item to one output. Runs on the stage's executor.
+    pub fn pipe<U, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Sync(Arc::new(move |t| Output::One(f(t)))),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A fallible synchronous stage: `Err` fails the item (counted against the budget).
+    pub fn try_pipe<U, E, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Sync(Arc::new(move |t| match f(t) {
+                Ok(u) => Output::One(u),
+                Err(e) => Output::Fail(e.into()),
+            })),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A synchronous stage that may drop items: `None` drops the item (not a failure).
+    pub fn pipe_opt<U, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> Option<U> + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Sync(Arc::new(move |t| match f(t) {
+                Some(u) => Output::One(u),
+                None => Output::Skip,
+            })),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A one-to-many synchronous stage: every item of the returned iterator is passed on as
+    /// soon as it is produced (not collected first).
+    pub fn pipe_iter<I, F>(self, f: F, opts: StageOptions) -> StageBuilder<I::Item>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Send + 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Sync(Arc::new(move |t| {
+                Output::Iter(Box::new(f(t).into_iter().map(Ok)))
+            })),
+            Shape::Many,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A one-to-many synchronous stage whose iterator may fail midway: outputs before the
+    /// `Err` are kept, the rest of that input is lost, and the item counts as failed.
+    pub fn try_pipe_iter<U, E, I, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        I: IntoIterator<Item = Result<U, E>>,
+        I::IntoIter: Send + 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Sync(Arc::new(move |t| {
+                Output::Iter(Box::new(f(t).into_iter().map(|r| r.map_err(Into::into))))
+            })),
+            Shape::Many,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// An async stage: `f` returns a future, awaited on the pipeline's async runtime.
+    pub fn pipe_async<U, Fut, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        Fut: Future<Output = U> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Async(Arc::new(move |t| f(t).map(Output::One).boxed())),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A fallible async stage.
+    pub fn try_pipe_async<U, E, Fut, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        Fut: Future<Output = Result<U, E>> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Async(Arc::new(move |t| {
+                f(t).map(|r| match r {
+                    Ok(u) => Output::One(u),
+                    Err(e) => Output::Fail(e.into()),
+                })
+                .boxed()
+            })),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// An async stage that may drop items (`None`).
+    pub fn pipe_opt_async<U, Fut, F>(self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        Fut: Future<Output = Option<U>> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Async(Arc::new(move |t| {
+                f(t).map(|o| o.map_or(Output::Skip, Output::One)).boxed()
+            })),
+            Shape::Single,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// A one-to-many async stage: each item of the returned stream is passed on as soon as
+    /// it is produced.
+    pub fn pipe_stream<S, F>(self, f: F, opts: StageOptions) -> StageBuilder<S::Item>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Send + 'static,
+        F: Fn(T) -> S + Send + Sync + 'static,
+    {
+        let name = fn_name::<F>();
+        self.add_pipe(
+            Body::Async(Arc::new(move |t| {
+                let stream = f(t).map(Ok).boxed();
+                async move { Output::Stream(stream) }.boxed()
+            })),
+            Shape::Many,
+            opts,
+            name.as_deref(),
+            StageKind::Pipe,
+        )
+    }
+
+    /// Batches of `size` items; the last partial batch is emitted.
+    pub fn aggregate(self, size: usize) -> StageBuilder<Vec<T>> {
+        self.aggregate_sized(size, AggregateOptions::new())
+    }
+
+    /// Batches of `size` items with options (e.g. `drop_last`).
+    pub fn aggregate_sized(mut self, size: usize, opts: AggregateOptions) -> StageBuilder<Vec<T>> {
+        if size == 0 {
+            self.errors.push(BuildError::new(
+                "aggregate: the batch size must be at least 1",
+            ));
+        }
+        let opts = AggregateOptions {
+            name: Some(
+                opts.name
+                    .clone()
+                    .unwrap_or_else(|| format!("aggregate({size}, drop_last={})", opts.drop_last)),
+            ),
+            ..opts
+        };
+        self.aggregate_with(Batch::new(size.max(1)), opts)
+    }
+
+    /// A user-defined [`Aggregator`].
+    pub fn aggregate_with<A>(
+        mut self,
+        aggregator: A,
+        opts: AggregateOptions,
+    ) -> StageBuilder<A::Output>
+    where
+        A: Aggregator<T>,
+    {
+        if opts.buffer == Some(0) {
+            self.errors
+                .push(BuildError::new("aggregate: buffer must be at least 1"));
+        }
+        let name = self.stage_name(opts.name.clone(), None, "aggregate");
+        let prev = self.launch;
+        let launch: LaunchFn<A::Output> = Box::new(move |l: &mut Launch, out_cap| {
+            let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
+            let (tx, out_rx) = bounded(out_cap);
+            l.run.register_queue(&tx);
+            let ctx = Arc::new(StageCtx::new(
+                name,
+                StageKind::Aggregate,
+                1,
+                l.pipeline_scope.clone(),
+                l.run.clone(),
+            ));
+            l.stages.push(ctx.clone());
+            let lane = AggregateLane {
+                ctx,
+                input: rx,
+                output: tx,
+                aggregator,
+                drop_last: opts.drop_last,
+            };
+            l.default_pool.spawn_lane(Box::pin(lane.run()));
+            Ok(out_rx)
+        });
+        StageBuilder {
+            launch,
+            errors: self.errors,
+            stage_count: self.stage_count + 1,
+        }
+    }
+
+    /// Turns each collection (e.g. a batch) back into its items, in order.
+    pub fn disaggregate(self) -> StageBuilder<<T as IntoIterator>::Item>
+    where
+        T: IntoIterator,
+        T::IntoIter: Send + 'static,
+        T::Item: Send + 'static,
+    {
+        self.add_pipe(
+            Body::Sync(Arc::new(|batch: T| {
+                Output::Iter(Box::new(batch.into_iter().map(Ok)))
+            })),
+            Shape::Many,
+            StageOptions::new(),
+            Some("disaggregate"),
+            StageKind::Disaggregate,
+        )
+    }
+
+    /// Ends the definition: the consumer reads from a queue of `buffer` items.
+    pub fn sink(mut self, buffer: usize) -> SinkBuilder<T> {
+        if buffer == 0 {
+            self.errors.push(BuildError::new(
+                "sink: the buffer must hold at least 1 item",
+            ));
+        }
+        SinkBuilder {
+            launch: self.launch,
+            errors: self.errors,
+            buffer: buffer.max(1),
+            settings: Settings::default(),
+        }
+    }
+}
+
+/// A complete pipeline definition; set pipeline-wide options, then [`build`](Self::build).
+pub struct SinkBuilder<T> {
+    launch: LaunchFn<T>,
+    errors: Vec<BuildError>,
+    buffer: usize,
+    settings: Settings,
+}
+
+impl<T> fmt::Debug for SinkBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkBuilder")
+            .field("buffer", &self.buffer)
+            .field("settings", &self.settings)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> SinkBuilder<T> {
+    /// Threads of the default pool that runs synchronous stages (default: the number of
+    /// CPUs). Like SPDL's `num_threads`.
+    pub fn num_threads(mut self, n: usize) -> Self {
+        self.settings.num_threads = n;
+        self
+    }
+
+    /// Pipeline-wide failure budget, shared by every stage without its own (default:
+    /// unlimited; failures are still counted and logged).
+    pub fn max_failures(mut self, budget: MaxFailures) -> Self {
+        self.settings.max_failures = budget;
+        self
+    }
+
+    /// Capacity of each queue between stages (default [`DEFAULT_QUEUE_CAPACITY`]).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.settings.queue_capacity = capacity;
+        self
+    }
+
+    /// How long stopping waits for the pipeline's threads before leaving behind one that is
+    /// still inside a stage function (default 1 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.stop_timeout = timeout;
+        self
+    }
+
+    /// Checks the definition and returns the pipeline, not yet started.
+    pub fn build(mut self) -> Result<Pipeline<T>, BuildError> {
+        if self.settings.num_threads == 0 {
+            self.errors
+                .push(BuildError::new("num_threads must be at least 1"));
+        }
+        if self.settings.queue_capacity == 0 {
+            self.errors
+                .push(BuildError::new("queue_capacity must be at least 1"));
+        }
+        if let Err(e) = self.settings.max_failures.validate("max_failures") {
+            self.errors.push(e);
+        }
+        if let Some(first) = self.errors.into_iter().next() {
+            return Err(first);
+        }
+        Ok(Pipeline::new(self.launch, self.buffer, self.settings))
+    }
+}
+
+/// A readable default stage name from a function's type: `my_crate::decode` gives
+/// `decode`; a closure has no name.
+fn fn_name<F>() -> Option<String> {
+    let full = std::any::type_name::<F>();
+    if full.contains("{{closure}}") || full.contains('<') {
+        return None;
+    }
+    full.rsplit("::").next().map(str::to_owned)
+}

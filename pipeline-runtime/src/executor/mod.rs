@@ -1,0 +1,83 @@
+//! Where a synchronous stage runs.
+//!
+//! A stage keeps `concurrency` *lanes*; each lane takes an item, calls the stage function and
+//! passes the result on. The executor decides which threads run the lanes:
+//!
+//! * [`Executor::Default`]: the pipeline's own pool of `num_threads` threads.
+//! * [`Executor::Threads`]: a [`ThreadPool`] of yours, e.g. one dedicated thread that owns a
+//!   CUDA stream. A pool can serve several stages and pipelines.
+//! * [`Executor::Rayon`]: a `rayon::ThreadPool` of yours; the stage may use rayon inside.
+//!
+//! `concurrency` caps the items a stage has in flight; the executor's thread count caps how
+//! many stage calls truly run at once. A lane waiting on a queue does not hold a thread.
+//! Async stages run on the pipeline's async runtime and take no executor.
+
+mod rayon;
+pub(crate) mod task;
+mod thread_pool;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub(crate) use thread_pool::join_all_until;
+pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
+
+use task::LaneFuture;
+
+/// Which threads run a synchronous stage. See the [module docs](self).
+#[derive(Clone, Default)]
+pub enum Executor {
+    /// The pipeline's default pool (`num_threads` threads).
+    #[default]
+    Default,
+    /// A thread pool of your own.
+    Threads(ThreadPool),
+    /// A rayon pool of your own.
+    Rayon(Arc<::rayon::ThreadPool>),
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Executor::Default => f.write_str("Executor::Default"),
+            Executor::Threads(pool) => write!(f, "Executor::Threads({pool:?})"),
+            Executor::Rayon(pool) => {
+                write!(f, "Executor::Rayon({} threads)", pool.current_num_threads())
+            }
+        }
+    }
+}
+
+impl From<ThreadPool> for Executor {
+    fn from(pool: ThreadPool) -> Self {
+        Executor::Threads(pool)
+    }
+}
+
+impl From<&ThreadPool> for Executor {
+    fn from(pool: &ThreadPool) -> Self {
+        Executor::Threads(pool.clone())
+    }
+}
+
+impl From<Arc<::rayon::ThreadPool>> for Executor {
+    fn from(pool: Arc<::rayon::ThreadPool>) -> Self {
+        Executor::Rayon(pool)
+    }
+}
+
+impl From<&Arc<::rayon::ThreadPool>> for Executor {
+    fn from(pool: &Arc<::rayon::ThreadPool>) -> Self {
+        Executor::Rayon(pool.clone())
+    }
+}
+
+impl Executor {
+    pub(crate) fn spawn_lane(&self, default_pool: &ThreadPool, lane: LaneFuture) {
+        match self {
+            Executor::Default => default_pool.spawn_lane(lane),
+            Executor::Threads(pool) => pool.spawn_lane(lane),
+            Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
+        }
+    }
+}

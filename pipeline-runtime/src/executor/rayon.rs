@@ -1,0 +1,19 @@
+//! Lanes on a user's `rayon::ThreadPool`, shared with the user's other rayon work.
+
+use std::sync::Arc;
+
+use super::task::{LaneFuture, Schedule, Task};
+
+pub(crate) struct RayonScheduler {
+    pub(crate) pool: Arc<rayon::ThreadPool>,
+}
+
+impl Schedule for RayonScheduler {
+    fn schedule(&self, task: Arc<Task>) {
+        self.pool.spawn(move || task.run());
+    }
+}
+
+pub(crate) fn spawn_lane(pool: &Arc<rayon::ThreadPool>, lane: LaneFuture) {
+    Task::spawn(lane, Arc::new(RayonScheduler { pool: pool.clone() }));
+}

@@ -1,0 +1,106 @@
+//! A lane task: a boxed future polled on whatever threads a scheduler owns.
+//!
+//! Synchronous stage functions run *inside* the poll of a lane future, on the executor's
+//! threads. A lane that waits for a queue returns `Pending` and gives its thread back, so a
+//! small pool never deadlocks on a long chain of stages.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+pub(crate) type LaneFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Where a woken task is sent to be polled again.
+pub(crate) trait Schedule: Send + Sync + 'static {
+    fn schedule(&self, task: Arc<Task>);
+}
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+
+pub(crate) struct Task {
+    future: Mutex<Option<LaneFuture>>,
+    state: AtomicU8,
+    scheduler: Arc<dyn Schedule>,
+}
+
+impl Task {
+    pub(crate) fn spawn(future: LaneFuture, scheduler: Arc<dyn Schedule>) {
+        let task = Arc::new(Task {
+            future: Mutex::new(Some(future)),
+            state: AtomicU8::new(SCHEDULED),
+            scheduler,
+        });
+        task.scheduler.schedule(task.clone());
+    }
+
+    /// Polls the future until it is pending with no wake-up in between, or finished.
+    pub(crate) fn run(self: Arc<Self>) {
+        self.state.store(RUNNING, Ordering::Release);
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut slot = self.future.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let Some(fut) = slot.as_mut() else { return };
+            if fut.as_mut().poll(&mut cx).is_ready() {
+                *slot = None;
+                return;
+            }
+            // Woken while running: poll again instead of re-queueing.
+            match self
+                .state
+                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(_) => self.state.store(RUNNING, Ordering::Release),
+            }
+        }
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => {
+                    self.scheduler.schedule(self.clone());
+                    return;
+                }
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+/// Yields once to the scheduler so that other lanes sharing the threads get a turn.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

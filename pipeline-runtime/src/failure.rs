@@ -1,0 +1,162 @@
+//! Failure budgets: how many failed items a stage, or the whole pipeline, tolerates.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{BudgetScope, BuildError, ItemError, StageFailureKind};
+
+/// How many failed items are tolerated before the pipeline ends with an error.
+///
+/// Counting follows SPDL: a count trips when failures exceed it (`Count(0)` allows none);
+/// a rate trips when `failures / invocations > rate`, checked only once `min_invocations`
+/// items have been tried, so that a few early failures do not end a long run.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum MaxFailures {
+    /// Never end the pipeline because of failed items (they are still counted and logged).
+    #[default]
+    Unlimited,
+    /// End the pipeline when more than this many items have failed.
+    Count(u64),
+    /// End the pipeline when more than this share of invocations failed, once at least
+    /// `min_invocations` invocations were made. `rate` is in `(0, 1]`.
+    Rate {
+        /// Largest tolerated share of failed invocations.
+        rate: f64,
+        /// Invocations before the rate is first checked.
+        min_invocations: u64,
+    },
+}
+
+impl MaxFailures {
+    /// A rate with SPDL's probation of 100 invocations.
+    pub fn rate(rate: f64) -> Self {
+        MaxFailures::Rate {
+            rate,
+            min_invocations: 100,
+        }
+    }
+
+    pub(crate) fn validate(&self, what: &str) -> Result<(), BuildError> {
+        match *self {
+            MaxFailures::Rate { rate, .. } if !(rate > 0.0 && rate <= 1.0) => Err(BuildError::new(
+                format!("{what}: a failure rate must be in (0, 1], got {rate}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn exceeded(&self, failures: u64, invocations: u64) -> bool {
+        match *self {
+            MaxFailures::Unlimited => false,
+            MaxFailures::Count(max) => failures > max,
+            MaxFailures::Rate {
+                rate,
+                min_invocations,
+            } => {
+                invocations >= min_invocations.max(1) && failures as f64 > rate * invocations as f64
+            }
+        }
+    }
+}
+
+impl fmt::Display for MaxFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxFailures::Unlimited => f.write_str("unlimited"),
+            MaxFailures::Count(n) => write!(f, "at most {n} failures"),
+            MaxFailures::Rate {
+                rate,
+                min_invocations,
+            } => write!(
+                f,
+                "at most {:.1}% failures after {min_invocations} invocations",
+                rate * 100.0
+            ),
+        }
+    }
+}
+
+/// Counters for one budget: a stage's own, or the pipeline-wide one shared by stages.
+#[derive(Debug)]
+pub(crate) struct FailureScope {
+    budget: MaxFailures,
+    scope: BudgetScope,
+    invocations: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl FailureScope {
+    pub(crate) fn new(budget: MaxFailures, scope: BudgetScope) -> Self {
+        Self {
+            budget,
+            scope,
+            invocations: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether invocations must be counted here (only rates look at them).
+    pub(crate) fn counts_invocations(&self) -> bool {
+        matches!(self.budget, MaxFailures::Rate { .. })
+    }
+
+    /// Records a successful invocation; returns the tripped state if the rate is now exceeded.
+    pub(crate) fn record_success(&self) -> Option<(u64, u64)> {
+        if !self.counts_invocations() {
+            return None;
+        }
+        let invocations = self.invocations.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self.failures.load(Ordering::Relaxed);
+        self.budget
+            .exceeded(failures, invocations)
+            .then_some((failures, invocations))
+    }
+
+    /// Records a failure; returns the tripped state if the budget is now exceeded.
+    pub(crate) fn record_failure(&self) -> Option<(u64, u64)> {
+        let invocations = self.invocations.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.budget
+            .exceeded(failures, invocations)
+            .then_some((failures, invocations))
+    }
+
+    pub(crate) fn tripped_kind(
+        &self,
+        (failures, invocations): (u64, u64),
+        causes: Vec<ItemError>,
+    ) -> StageFailureKind {
+        StageFailureKind::BudgetExceeded {
+            failures,
+            invocations,
+            budget: self.budget,
+            scope: self.scope,
+            causes,
+        }
+    }
+}
+
+/// The most recent item errors of a stage, kept to explain a budget failure.
+#[derive(Debug, Default)]
+pub(crate) struct RecentErrors {
+    errors: Mutex<VecDeque<ItemError>>,
+}
+
+const KEPT_ERRORS: usize = 16;
+
+impl RecentErrors {
+    pub(crate) fn push(&self, error: ItemError) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() == KEPT_ERRORS {
+            errors.pop_front();
+        }
+        errors.push_back(error);
+    }
+
+    pub(crate) fn take(&self) -> Vec<ItemError> {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.drain(..).collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! A data-loading pipeline engine: a source, concurrent stages, batches and a sink, with
+//! bounded queues between stages so that memory stays bounded and a slow consumer slows
+//! the source instead of filling memory.
+//!
+//! ```
+//! use pipeline_runtime::{PipelineBuilder, StageOptions};
+//!
+//! let pipeline = PipelineBuilder::new()
+//!     .source(0..100u64)
+//!     .pipe(|x| x * 2, StageOptions::new().concurrency(4).name("double"))
+//!     .aggregate(10)
+//!     .sink(4)
+//!     .num_threads(2)
+//!     .build()?;
+//!
+//! let mut total = 0;
+//! for batch in pipeline {
+//!     total += batch?.iter().sum::<u64>();
+//! }
+//! assert_eq!(total, 9900);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The guide in `docs/` explains stages, concurrency, executors, failures and epochs.
+
+mod async_runtime;
+mod block_on;
+mod builder;
+mod error;
+pub mod executor;
+mod failure;
+mod pipeline;
+mod queue;
+mod run_state;
+mod stage;
+mod stats;
+
+pub use builder::{
+    AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_BUFFER,
+};
+pub use error::{
+    BoxError, BudgetScope, BuildError, GetError, ItemError, PipelineError, StageFailure,
+    StageFailureKind,
+};
+pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
+pub use failure::MaxFailures;
+pub use pipeline::{Epoch, Pipeline};
+pub use stage::aggregate::{Aggregator, Batch};
+pub use stage::pipe::Order;
+pub use stats::{PipelineStats, StageKind, StageStats};

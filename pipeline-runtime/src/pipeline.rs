@@ -1,0 +1,363 @@
+//! The running pipeline: what the consumer iterates, and its lifecycle (start, stop, drop).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+
+use crate::async_runtime::AsyncRuntime;
+use crate::block_on::block_on_until;
+use crate::builder::{Launch, LaunchFn, DEFAULT_QUEUE_CAPACITY};
+use crate::error::{BudgetScope, BuildError, GetError, PipelineError};
+use crate::executor::{join_all_until, ThreadPool};
+use crate::failure::{FailureScope, MaxFailures};
+use crate::queue::{Msg, Rx};
+use crate::run_state::RunState;
+use crate::stage::StageCtx;
+use crate::stats::PipelineStats;
+
+/// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) num_threads: usize,
+    pub(crate) max_failures: MaxFailures,
+    pub(crate) queue_capacity: usize,
+    pub(crate) stop_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            max_failures: MaxFailures::Unlimited,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            stop_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+enum State<T> {
+    Built { launch: LaunchFn<T>, buffer: usize },
+    Running(Running<T>),
+    Stopped,
+}
+
+struct Running<T> {
+    output: Pin<Box<Rx<T>>>,
+    default_pool: ThreadPool,
+    runtime: Option<AsyncRuntime>,
+    stages: Vec<Arc<StageCtx>>,
+}
+
+/// A built pipeline. Read its items as a blocking [`Iterator`] or as an async [`Stream`];
+/// both yield `Result<T, PipelineError>`, so a failure arrives after the items produced
+/// before it and never looks like a short but successful run.
+///
+/// The pipeline starts on the first read (or [`start`](Self::start)). Dropping it stops it:
+/// queues close, stages end, and every thread it started exits (a thread still inside a
+/// stage function is left to finish that call on its own; see [`stop`](Self::stop)).
+pub struct Pipeline<T> {
+    state: State<T>,
+    run: Arc<RunState>,
+    settings: Settings,
+    stats: Vec<Arc<StageCtx>>,
+    finished: bool,
+}
+
+impl<T> fmt::Debug for Pipeline<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Built { .. } => "built",
+            State::Running(_) => "running",
+            State::Stopped => "stopped",
+        };
+        f.debug_struct("Pipeline")
+            .field("state", &state)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    pub(crate) fn new(launch: LaunchFn<T>, buffer: usize, settings: Settings) -> Self {
+        Self {
+            state: State::Built { launch, buffer },
+            run: Arc::new(RunState::default()),
+            settings,
+            stats: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// Starts the stages. Reading starts the pipeline too; starting twice is an error.
+    pub fn start(&mut self) -> Result<(), BuildError> {
+        let State::Built { .. } = self.state else {
+            return Err(BuildError::new("the pipeline was already started"));
+        };
+        let State::Built { launch, buffer } = std::mem::replace(&mut self.state, State::Stopped)
+        else {
+            unreachable!()
+        };
+        let default_pool = ThreadPool::builder()
+            .num_threads(self.settings.num_threads)
+            .name("pipeline-worker")
+            .build()?;
+        let mut l = Launch {
+            run: self.run.clone(),
+            default_pool: default_pool.clone(),
+            runtime: None,
+            pipeline_scope: Arc::new(FailureScope::new(
+                self.settings.max_failures,
+                BudgetScope::Pipeline,
+            )),
+            stages: Vec::new(),
+            queue_capacity: self.settings.queue_capacity,
+        };
+        match launch(&mut l, buffer) {
+            Ok(output) => {
+                self.stats = l.stages.clone();
+                self.state = State::Running(Running {
+                    output: Box::pin(output),
+                    default_pool,
+                    runtime: l.runtime.take(),
+                    stages: l.stages,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.run.request_stop();
+                let deadline = Instant::now() + self.settings.stop_timeout;
+                default_pool.shutdown(self.settings.stop_timeout);
+                if let Some(mut rt) = l.runtime.take() {
+                    rt.shutdown(deadline);
+                }
+                join_all_until(self.run.take_threads(), deadline);
+                Err(e)
+            }
+        }
+    }
+
+    fn ensure_started(&mut self) -> Result<(), PipelineError> {
+        if let State::Built { .. } = self.state {
+            if let Err(e) = self.start() {
+                return Err(PipelineError::start_failed(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn output(&self) -> Option<&Rx<T>> {
+        match &self.state {
+            State::Running(r) => Some(&*r.output),
+            _ => None,
+        }
+    }
+
+    /// Called when the output queue is closed and empty: the failure, if any, once.
+    fn end_of_stream(&mut self) -> Option<PipelineError> {
+        self.finished = true;
+        self.run.take_error()
+    }
+
+    /// The next item, waiting at most `timeout` (`None`: as long as it takes).
+    ///
+    /// Epoch boundaries of a continuous pipeline are skipped here; use [`epoch`](Self::epoch)
+    /// to see them.
+    pub fn get_timeout(&mut self, timeout: Option<Duration>) -> Result<T, GetError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.next_msg(deadline) {
+                Ok(Some(Msg::Item(item))) => return Ok(item),
+                Ok(Some(Msg::EpochEnd)) => continue,
+                Ok(None) => return Err(GetError::Finished),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one message: `Ok(None)` at the end, `Err` on timeout or failure.
+    fn next_msg(&mut self, deadline: Option<Instant>) -> Result<Option<Msg<T>>, GetError> {
+        if self.finished {
+            return Ok(None);
+        }
+        self.ensure_started().map_err(GetError::Failed)?;
+        let Some(rx) = self.output() else {
+            return Ok(None);
+        };
+        let received = match deadline {
+            None => Some(crate::queue::spin_then(
+                || match rx.try_recv() {
+                    Ok(msg) => Some(Ok(msg)),
+                    Err(async_channel::TryRecvError::Empty) => None,
+                    Err(async_channel::TryRecvError::Closed) => Some(Err(async_channel::RecvError)),
+                },
+                || rx.recv_blocking(),
+            )),
+            Some(deadline) => block_on_until(rx.recv(), Some(deadline)),
+        };
+        match received {
+            None => Err(GetError::Timeout),
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(_closed)) => match self.end_of_stream() {
+                Some(error) => Err(GetError::Failed(error)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// An iterator over the current epoch: it ends at the next epoch boundary of a
+    /// continuous pipeline (or at the end of the stream). Call again for the next epoch;
+    /// nothing is lost between calls.
+    pub fn epoch(&mut self) -> Epoch<'_, T> {
+        Epoch {
+            pipeline: self,
+            done: false,
+        }
+    }
+
+    /// A snapshot of every stage's counters (empty before the pipeline starts).
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            stages: self.stats.iter().map(|s| s.snapshot()).collect(),
+        }
+    }
+
+    /// Stops the pipeline: stages stop taking items, queues close, and the pipeline's
+    /// threads are joined for up to the build's `stop_timeout`. Items already in the sink
+    /// stay readable. Idempotent.
+    ///
+    /// A synchronous stage function cannot be interrupted: a thread still inside one when
+    /// the timeout passes is left running; it ends as soon as that call returns, since its
+    /// queues are closed. Returns the pipeline's failure if it failed and the failure was not
+    /// read yet.
+    pub fn stop(&mut self) -> Result<(), PipelineError> {
+        let deadline = Instant::now() + self.settings.stop_timeout;
+        self.run.request_stop();
+        match std::mem::replace(&mut self.state, State::Stopped) {
+            State::Running(mut running) => {
+                let mut all_joined = running.default_pool.shutdown(self.settings.stop_timeout);
+                if let Some(rt) = running.runtime.as_mut() {
+                    all_joined &= rt.shutdown(deadline);
+                }
+                all_joined &= join_all_until(self.run.take_threads(), deadline);
+                if !all_joined {
+                    tracing::warn!(
+                        "pipeline stopped; a thread still inside a stage function was left \
+                         to finish that call on its own"
+                    );
+                }
+                // Keep the output so buffered items stay readable after stop.
+                let drained = running.output;
+                drop(running.stages);
+                self.state = State::Running(Running {
+                    output: drained,
+                    default_pool: running.default_pool,
+                    runtime: None,
+                    stages: Vec::new(),
+                });
+            }
+            other => self.state = other,
+        }
+        if self.finished {
+            return Ok(());
+        }
+        match self.run.take_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T> Drop for Pipeline<T> {
+    fn drop(&mut self) {
+        self.run.request_stop();
+        if let State::Running(running) = std::mem::replace(&mut self.state, State::Stopped) {
+            let deadline = Instant::now() + self.settings.stop_timeout;
+            drop(running.output);
+            running.default_pool.shutdown(self.settings.stop_timeout);
+            if let Some(mut rt) = running.runtime {
+                rt.shutdown(deadline);
+            }
+            join_all_until(self.run.take_threads(), deadline);
+        }
+    }
+}
+
+impl<T: Send + 'static> Iterator for Pipeline<T> {
+    type Item = Result<T, PipelineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_msg(None) {
+                Ok(Some(Msg::Item(item))) => return Some(Ok(item)),
+                Ok(Some(Msg::EpochEnd)) => continue,
+                Ok(None) => return None,
+                Err(GetError::Failed(e)) => return Some(Err(e)),
+                Err(GetError::Timeout | GetError::Finished) => return None,
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream for Pipeline<T> {
+    type Item = Result<T, PipelineError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Err(e) = this.ensure_started() {
+            this.finished = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        loop {
+            let State::Running(running) = &mut this.state else {
+                return Poll::Ready(None);
+            };
+            match running.output.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Msg::Item(item))) => return Poll::Ready(Some(Ok(item))),
+                Poll::Ready(Some(Msg::EpochEnd)) => continue,
+                Poll::Ready(None) => {
+                    return Poll::Ready(this.end_of_stream().map(Err));
+                }
+            }
+        }
+    }
+}
+
+/// One epoch of a pipeline's items; see [`Pipeline::epoch`].
+#[derive(Debug)]
+pub struct Epoch<'a, T> {
+    pipeline: &'a mut Pipeline<T>,
+    done: bool,
+}
+
+impl<T: Send + 'static> Iterator for Epoch<'_, T> {
+    type Item = Result<T, PipelineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.pipeline.next_msg(None) {
+            Ok(Some(Msg::Item(item))) => Some(Ok(item)),
+            Ok(Some(Msg::EpochEnd)) | Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(GetError::Failed(e)) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Err(GetError::Timeout | GetError::Finished) => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}

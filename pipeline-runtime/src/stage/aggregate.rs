@@ -1,0 +1,184 @@
+//! The `aggregate` stage: items into batches, by a built-in [`Batch`] or your own
+//! [`Aggregator`]. One lane, so batches are formed in arrival order.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::pipe::item_error;
+use super::{StageCtx, LANE_BUDGET};
+use crate::error::{BoxError, StageFailureKind};
+use crate::executor::task::yield_now;
+use crate::queue::{Msg, Rx, Tx};
+
+/// Turns a stream of items into a stream of aggregates (batches, windows, packed buffers).
+///
+/// `accumulate` is called for each item and may return a finished aggregate; `flush` is
+/// called at the end of the stream (unless `drop_last`) and at each epoch boundary, and
+/// returns what is left. An error from either ends the pipeline with an error naming the
+/// stage: an aggregator holds state that a skipped item would corrupt.
+pub trait Aggregator<T>: Send + 'static {
+    /// The aggregate produced.
+    type Output: Send + 'static;
+
+    /// Adds one item; returns an aggregate when one is complete.
+    fn accumulate(&mut self, item: T) -> Result<Option<Self::Output>, BoxError>;
+
+    /// Returns whatever is held (a partial batch), or `None` if nothing is.
+    fn flush(&mut self) -> Result<Option<Self::Output>, BoxError>;
+}
+
+/// The built-in aggregator: batches of `size` items (`aggregate(n)`).
+#[derive(Debug)]
+pub struct Batch<T> {
+    size: usize,
+    items: Vec<T>,
+}
+
+impl<T> Batch<T> {
+    /// Batches of `size` items; `size` must be at least 1 (checked by the builder).
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            items: Vec::with_capacity(size),
+        }
+    }
+
+    /// The batch size.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl<T: Send + 'static> Aggregator<T> for Batch<T> {
+    type Output = Vec<T>;
+
+    fn accumulate(&mut self, item: T) -> Result<Option<Vec<T>>, BoxError> {
+        self.items.push(item);
+        if self.items.len() >= self.size {
+            let full = std::mem::replace(&mut self.items, Vec::with_capacity(self.size));
+            Ok(Some(full))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn flush(&mut self) -> Result<Option<Vec<T>>, BoxError> {
+        if self.items.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(std::mem::take(&mut self.items)))
+        }
+    }
+}
+
+pub(crate) struct AggregateLane<A, T, O> {
+    pub(crate) ctx: Arc<StageCtx>,
+    pub(crate) input: Rx<T>,
+    pub(crate) output: Tx<O>,
+    pub(crate) aggregator: A,
+    pub(crate) drop_last: bool,
+}
+
+impl<A, T, O> AggregateLane<A, T, O>
+where
+    A: Aggregator<T, Output = O>,
+    T: Send + 'static,
+    O: Send + 'static,
+{
+    pub(crate) async fn run(mut self) {
+        let mut budget = 0u32;
+        loop {
+            if self.ctx.should_stop() {
+                break;
+            }
+            match self.input.recv().await {
+                Ok(Msg::Item(item)) => {
+                    let started = Instant::now();
+                    let result =
+                        catch_unwind(AssertUnwindSafe(|| self.aggregator.accumulate(item)));
+                    let done = self.finish_call(result, started);
+                    if !self.emit(done).await {
+                        break;
+                    }
+                }
+                Ok(Msg::EpochEnd) => {
+                    // No batch spans two epochs: flush at every boundary.
+                    if !self.flush(self.drop_last).await
+                        || self.output.send(Msg::EpochEnd).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    if !self.ctx.run.stop_requested() {
+                        self.flush(self.drop_last).await;
+                    }
+                    break;
+                }
+            }
+            budget += 1;
+            if budget == LANE_BUDGET {
+                budget = 0;
+                yield_now().await;
+            }
+        }
+        if self.ctx.should_stop() {
+            self.input.close();
+        }
+    }
+
+    async fn flush(&mut self, discard: bool) -> bool {
+        let started = Instant::now();
+        let result = catch_unwind(AssertUnwindSafe(|| self.aggregator.flush()));
+        let done = self.finish_call(result, started);
+        match done {
+            Step::Emit(_) if discard => true,
+            other => self.emit(other).await,
+        }
+    }
+
+    fn finish_call(
+        &self,
+        result: std::thread::Result<Result<Option<O>, BoxError>>,
+        started: Instant,
+    ) -> Step<O> {
+        let step = match result {
+            Ok(Ok(Some(out))) => Step::Emit(out),
+            Ok(Ok(None)) => Step::Nothing,
+            Ok(Err(error)) => Step::Failed(error),
+            Err(panic) => Step::Failed(Box::new(crate::error::ItemError::panic(
+                &self.ctx.name,
+                panic.as_ref(),
+            ))),
+        };
+        self.ctx
+            .counters
+            .record_task(started.elapsed(), matches!(step, Step::Failed(_)));
+        step
+    }
+
+    async fn emit(&mut self, step: Step<O>) -> bool {
+        match step {
+            Step::Emit(out) => {
+                let ok = self.output.send(Msg::Item(out)).await.is_ok();
+                if ok {
+                    self.ctx.counters.record_outputs(1);
+                }
+                ok
+            }
+            Step::Nothing => true,
+            Step::Failed(error) => {
+                let error = item_error(&self.ctx, error);
+                self.ctx.fail_stage(StageFailureKind::Aggregator(error));
+                false
+            }
+        }
+    }
+}
+
+enum Step<O> {
+    Emit(O),
+    Nothing,
+    Failed(BoxError),
+}

@@ -1,0 +1,289 @@
+//! The `pipe` stage: a function applied to each item by `concurrency` lanes.
+//!
+//! Every function shape (plain, fallible, optional, one-to-many; sync or async) is turned
+//! into a [`Body`] returning an [`Output`], so that one lane loop implements ordering,
+//! epoch barriers, failure accounting and backpressure for all of them.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::task::AtomicWaker;
+use futures::{FutureExt, StreamExt};
+
+use super::{StageCtx, LANE_BUDGET};
+use crate::error::{BoxError, ItemError};
+use crate::executor::task::yield_now;
+use crate::queue::{Msg, Rx, Tx};
+
+/// What one call of a stage function produced.
+pub(crate) enum Output<U> {
+    One(U),
+    Skip,
+    Fail(BoxError),
+    Iter(Box<dyn Iterator<Item = Result<U, BoxError>> + Send>),
+    Stream(BoxStream<'static, Result<U, BoxError>>),
+}
+
+pub(crate) type SyncFn<T, U> = Arc<dyn Fn(T) -> Output<U> + Send + Sync>;
+pub(crate) type AsyncFn<T, U> = Arc<dyn Fn(T) -> BoxFuture<'static, Output<U>> + Send + Sync>;
+
+/// A stage function, normalised.
+pub(crate) enum Body<T, U> {
+    Sync(SyncFn<T, U>),
+    Async(AsyncFn<T, U>),
+}
+
+impl<T, U> Clone for Body<T, U> {
+    fn clone(&self) -> Self {
+        match self {
+            Body::Sync(f) => Body::Sync(f.clone()),
+            Body::Async(f) => Body::Async(f.clone()),
+        }
+    }
+}
+
+/// Output order of a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Results are passed on as they complete (the default; fastest).
+    #[default]
+    Completion,
+    /// Results keep the order of the stage's input; dropped and failed items leave no gap.
+    Input,
+}
+
+/// The input side of a stage, shared by its lanes. With more than one lane, a gate makes
+/// receiving and numbering an item one step, and lets an epoch boundary wait for the items
+/// in flight before it is passed on.
+pub(crate) struct StageInput<T> {
+    rx: Rx<T>,
+    gate: Option<futures::lock::Mutex<Gate>>,
+    in_flight: AtomicUsize,
+    idle: AtomicWaker,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// Completion signal of the most recently received item (input order only).
+    last_turn: Option<oneshot::Receiver<()>>,
+}
+
+/// The right to emit, in input order: wait for `prev`, emit, then drop `done`.
+struct Turn {
+    prev: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl<T> StageInput<T> {
+    pub(crate) fn new(rx: Rx<T>, lanes: usize) -> Self {
+        Self {
+            rx,
+            gate: (lanes > 1).then(|| futures::lock::Mutex::new(Gate::default())),
+            in_flight: AtomicUsize::new(0),
+            idle: AtomicWaker::new(),
+        }
+    }
+
+    fn finish_item(&self) {
+        if self.gate.is_some() && self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.wake();
+        }
+    }
+
+    async fn wait_idle(&self) {
+        std::future::poll_fn(|cx| {
+            self.idle.register(cx.waker());
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+pub(crate) struct Lane<T, U> {
+    pub(crate) ctx: Arc<StageCtx>,
+    pub(crate) input: Arc<StageInput<T>>,
+    pub(crate) output: Tx<U>,
+    pub(crate) body: Body<T, U>,
+    pub(crate) order: Order,
+}
+
+enum Next<T> {
+    Item(T, Option<Turn>),
+    Stop,
+}
+
+impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
+    pub(crate) async fn run(self) {
+        let mut budget = 0u32;
+        loop {
+            if self.ctx.should_stop() {
+                break;
+            }
+            let (item, turn) = match self.next().await {
+                Next::Item(item, turn) => (item, turn),
+                Next::Stop => break,
+            };
+            let keep_going = self.process(item, turn).await;
+            self.input.finish_item();
+            if !keep_going {
+                break;
+            }
+            budget += 1;
+            if budget == LANE_BUDGET {
+                budget = 0;
+                yield_now().await;
+            }
+        }
+        if self.ctx.should_stop() {
+            // Cancel upstream: nothing will read this stage's input any more.
+            self.input.rx.close();
+        }
+    }
+
+    /// Receives the next item, forwarding any epoch boundary on the way.
+    async fn next(&self) -> Next<T> {
+        loop {
+            let Some(gate) = &self.input.gate else {
+                match self.input.rx.recv().await {
+                    Ok(Msg::Item(item)) => return Next::Item(item, None),
+                    Ok(Msg::EpochEnd) => {
+                        if self.output.send(Msg::EpochEnd).await.is_err() {
+                            return Next::Stop;
+                        }
+                        continue;
+                    }
+                    Err(_) => return Next::Stop,
+                }
+            };
+            let mut gate = gate.lock().await;
+            match self.input.rx.recv().await {
+                Ok(Msg::Item(item)) => {
+                    self.input.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let turn = (self.order == Order::Input).then(|| {
+                        let (done, next_turn) = oneshot::channel();
+                        Turn {
+                            prev: gate.last_turn.replace(next_turn),
+                            _done: done,
+                        }
+                    });
+                    return Next::Item(item, turn);
+                }
+                Ok(Msg::EpochEnd) => {
+                    // Holding the gate: no lane takes a next-epoch item until the boundary
+                    // has gone out after every item of this epoch.
+                    self.input.wait_idle().await;
+                    if self.output.send(Msg::EpochEnd).await.is_err() {
+                        return Next::Stop;
+                    }
+                }
+                Err(_) => return Next::Stop,
+            }
+        }
+    }
+
+    /// Runs the function on one item and emits its outputs. Returns false to stop the lane.
+    async fn process(&self, item: T, mut turn: Option<Turn>) -> bool {
+        let started = Instant::now();
+        let output = match &self.body {
+            Body::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(item)))
+                .unwrap_or_else(|panic| Output::Fail(panic_error(&self.ctx, panic))),
+            Body::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(item))) {
+                Ok(fut) => AssertUnwindSafe(fut)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Output::Fail(panic_error(&self.ctx, panic))),
+                Err(panic) => Output::Fail(panic_error(&self.ctx, panic)),
+            },
+        };
+        let busy = started.elapsed();
+        if let Some(prev) = turn.as_mut().and_then(|t| t.prev.take()) {
+            let _ = prev.await; // a cancelled predecessor also passes the turn on
+        }
+        let (sent, failure) = match output {
+            Output::One(value) => (self.send(value).await, None),
+            Output::Skip => (true, None),
+            Output::Fail(error) => (true, Some(error)),
+            Output::Iter(iter) => self.send_iter(iter).await,
+            Output::Stream(stream) => self.send_stream(stream).await,
+        };
+        drop(turn);
+        self.ctx.counters.record_task(busy, failure.is_some());
+        let within_budget = match failure {
+            Some(error) => self.ctx.on_failure(item_error(&self.ctx, error)),
+            None => self.ctx.on_success(),
+        };
+        sent && within_budget
+    }
+
+    async fn send(&self, value: U) -> bool {
+        let ok = self.output.send(Msg::Item(value)).await.is_ok();
+        if ok {
+            self.ctx.counters.record_outputs(1);
+        }
+        ok
+    }
+
+    async fn send_iter(
+        &self,
+        mut iter: Box<dyn Iterator<Item = Result<U, BoxError>> + Send>,
+    ) -> (bool, Option<BoxError>) {
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| iter.next())) {
+                Ok(Some(Ok(value))) => {
+                    if !self.send(value).await {
+                        return (false, None);
+                    }
+                }
+                Ok(Some(Err(error))) => return (true, Some(error)),
+                Ok(None) => return (true, None),
+                Err(panic) => return (true, Some(panic_error(&self.ctx, panic))),
+            }
+            if self.ctx.should_stop() {
+                return (false, None);
+            }
+        }
+    }
+
+    async fn send_stream(
+        &self,
+        mut stream: BoxStream<'static, Result<U, BoxError>>,
+    ) -> (bool, Option<BoxError>) {
+        loop {
+            match AssertUnwindSafe(stream.next()).catch_unwind().await {
+                Ok(Some(Ok(value))) => {
+                    if !self.send(value).await {
+                        return (false, None);
+                    }
+                }
+                Ok(Some(Err(error))) => return (true, Some(error)),
+                Ok(None) => return (true, None),
+                Err(panic) => return (true, Some(panic_error(&self.ctx, panic))),
+            }
+            if self.ctx.should_stop() {
+                return (false, None);
+            }
+        }
+    }
+}
+
+/// The error of a failed item, attributed to the stage (panics already are).
+pub(crate) fn item_error(ctx: &StageCtx, error: BoxError) -> ItemError {
+    match error.downcast::<ItemError>() {
+        Ok(item_error) => *item_error,
+        Err(error) => ItemError::from_error(&ctx.name, error),
+    }
+}
+
+/// A panic turned into the error of the item that caused it.
+fn panic_error(ctx: &StageCtx, payload: Box<dyn std::any::Any + Send>) -> BoxError {
+    Box::new(ItemError::panic(&ctx.name, payload.as_ref()))
+}
