@@ -1,0 +1,11 @@
+//! Integration tests of the runtime core, following SPDL's test list
+//! (pipeline_builder_test, aggregate_test, failure_rate_test, continuous_pipeline_test).
+
+mod aggregate;
+mod backpressure;
+mod concurrency;
+mod epochs;
+mod failures;
+mod lifecycle;
+mod order;
+mod stages;
