@@ -296,11 +296,10 @@ fn source_error_after_items_delivers_them_then_fails() {
 
 #[test]
 fn source_panic_delivers_earlier_items_then_fails() {
-    let source = (0..10u32).map(|x| {
+    let source = (0..10u32).inspect(|&x| {
         if x == 4 {
             panic!("source exploded");
         }
-        x
     });
     let p = PipelineBuilder::new().source(source).sink(2).build().unwrap();
     let (items, error) = drain(p);

@@ -128,7 +128,7 @@ fn a_slow_source_does_not_stall_other_stages() {
     // The source blocks in `next()`; items already pulled still flow to the consumer.
     let (tx, rx) = std::sync::mpsc::channel::<u32>();
     let mut p = PipelineBuilder::new()
-        .source(rx.into_iter())
+        .source(rx)
         .pipe(|x| x * 2, StageOptions::new())
         .sink(1)
         .build()
