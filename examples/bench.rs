@@ -253,7 +253,7 @@ fn w3(n: u64, c: usize) -> Result<Outcome, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let latency = mean_latency(200, || {
-        rt.block_on(tokio::time::sleep(Duration::from_millis(2)))
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(2)).await })
     });
     drop(rt);
     let t0 = Instant::now();

@@ -95,7 +95,9 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Starts the stages. Reading starts the pipeline too; starting twice is an error.
     pub fn start(&mut self) -> Result<(), BuildError> {
         let State::Built { .. } = self.state else {
-            return Err(BuildError::new("the pipeline was already started"));
+            return Err(BuildError::new(
+                "the pipeline was already started (or stopped)",
+            ));
         };
         let State::Built { launch, buffer } = std::mem::replace(&mut self.state, State::Stopped)
         else {
@@ -259,7 +261,8 @@ impl<T: Send + 'static> Pipeline<T> {
                     stages: Vec::new(),
                 });
             }
-            other => self.state = other,
+            // Stopping a pipeline that never started: it stays stopped, with no items.
+            State::Built { .. } | State::Stopped => self.finished = true,
         }
         if self.finished {
             return Ok(());

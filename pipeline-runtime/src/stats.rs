@@ -32,7 +32,12 @@ impl StageCounters {
             name: name.to_owned(),
             kind,
             concurrency,
-            tasks: self.tasks.load(Ordering::Relaxed),
+            // A source has no tasks of its own: each item it produces counts as one.
+            tasks: if kind == StageKind::Source {
+                self.outputs.load(Ordering::Relaxed)
+            } else {
+                self.tasks.load(Ordering::Relaxed)
+            },
             failures: self.failures.load(Ordering::Relaxed),
             outputs: self.outputs.load(Ordering::Relaxed),
             busy: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
@@ -94,14 +99,14 @@ impl fmt::Display for PipelineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<24} {:>5} {:>10} {:>8} {:>10} {:>12} {:>10}",
+            "{:<34} {:>5} {:>10} {:>8} {:>10} {:>12} {:>10}",
             "stage", "conc", "tasks", "failed", "outputs", "mean task", "busy"
         )?;
         for s in &self.stages {
             writeln!(
                 f,
-                "{:<24} {:>5} {:>10} {:>8} {:>10} {:>12} {:>10}",
-                truncate(&s.name, 24),
+                "{:<34} {:>5} {:>10} {:>8} {:>10} {:>12} {:>10}",
+                truncate(&s.name, 34),
                 s.concurrency,
                 s.tasks,
                 s.failures,

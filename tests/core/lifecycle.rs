@@ -9,7 +9,11 @@ use pipeline_tests::CountingSource;
 fn starting_twice_is_an_error() {
     let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
     p.start().unwrap();
-    assert!(p.start().unwrap_err().to_string().contains("already started"));
+    assert!(p
+        .start()
+        .unwrap_err()
+        .to_string()
+        .contains("already started"));
 }
 
 #[test]
@@ -87,7 +91,11 @@ fn stop_while_stages_are_blocked_returns_promptly() {
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     p.stop().unwrap();
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -108,7 +116,11 @@ fn drop_with_an_async_stage_mid_await_returns_promptly() {
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
     drop(p);
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -139,4 +151,13 @@ fn a_slow_source_does_not_stall_other_stages() {
     assert_eq!(p.get_timeout(Some(Duration::from_secs(5))).unwrap(), 4);
     drop(tx);
     assert!(p.next().is_none());
+}
+
+#[test]
+fn stopping_before_starting_leaves_a_finished_pipeline() {
+    let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
+    p.stop().unwrap();
+    assert!(p.next().is_none());
+    assert!(p.start().is_err());
+    assert!(p.stats().stages.is_empty(), "no stage ran");
 }

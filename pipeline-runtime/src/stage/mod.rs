@@ -76,9 +76,18 @@ impl StageCtx {
         }
     }
 
-    fn trip(&self, state: (u64, u64)) {
+    fn trip(&self, (failures, invocations): (u64, u64)) {
         if !self.tripped.swap(true, Ordering::Relaxed) {
-            let kind = self.scope.tripped_kind(state, self.recent.take());
+            // A count budget does not count invocations on the hot path; report this
+            // stage's own tasks instead.
+            let invocations = if self.scope.counts_invocations() {
+                invocations
+            } else {
+                self.snapshot().tasks
+            };
+            let kind = self
+                .scope
+                .tripped_kind((failures, invocations), self.recent.take());
             self.run.fail(&self.name, kind);
         }
     }
