@@ -34,8 +34,16 @@ fn no_thread_is_left_behind() {
         assert!(thread_count() > before, "the pipeline runs threads");
         let t0 = Instant::now();
         drop(p);
-        assert!(t0.elapsed() < Duration::from_millis(800), "drop took {:?}", t0.elapsed());
-        assert_eq!(thread_count(), before, "threads left after dropping at k={k}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(800),
+            "drop took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(
+            thread_count(),
+            before,
+            "threads left after dropping at k={k}"
+        );
     }
 
     // 2. Async stage mid-await on a long timer.
@@ -76,14 +84,22 @@ fn no_thread_is_left_behind() {
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
     drop(p);
-    assert!(t0.elapsed() < Duration::from_millis(600), "drop took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(600),
+        "drop took {:?}",
+        t0.elapsed()
+    );
     assert!(
         settles_back_to(before, Duration::from_secs(5)),
         "the busy thread did not exit after its call returned"
     );
 
     // 4. A pipeline built but never started starts no thread.
-    let p = PipelineBuilder::new().source(0..10).sink(1).build().unwrap();
+    let p = PipelineBuilder::new()
+        .source(0..10)
+        .sink(1)
+        .build()
+        .unwrap();
     assert_eq!(thread_count(), before);
     drop(p);
 
@@ -98,7 +114,11 @@ fn no_thread_is_left_behind() {
     assert_eq!(thread_count(), before);
 
     // 6. A user pool outlives the pipeline; its threads end when the pool is dropped.
-    let pool = ThreadPool::builder().num_threads(2).name("mine").build().unwrap();
+    let pool = ThreadPool::builder()
+        .num_threads(2)
+        .name("mine")
+        .build()
+        .unwrap();
     let p = PipelineBuilder::new()
         .source(CountingSource::new())
         .pipe(|x| x, StageOptions::new().executor(&pool).concurrency(2))

@@ -35,6 +35,12 @@ mod run_state;
 mod stage;
 mod stats;
 
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
+
+pub use pipeline_macros::pipeline;
+
 pub use builder::{
     AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_BUFFER,

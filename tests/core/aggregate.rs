@@ -5,7 +5,12 @@ use pipeline_tests::collect_ok;
 
 #[test]
 fn batches_with_the_partial_last_one() {
-    let p = PipelineBuilder::new().source(0..7).aggregate(3).sink(2).build().unwrap();
+    let p = PipelineBuilder::new()
+        .source(0..7)
+        .aggregate(3)
+        .sink(2)
+        .build()
+        .unwrap();
     assert_eq!(collect_ok(p), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
 }
 
@@ -22,7 +27,12 @@ fn drop_last_drops_the_partial_batch() {
 
 #[test]
 fn exact_multiple_has_no_empty_batch() {
-    let p = PipelineBuilder::new().source(0..6).aggregate(3).sink(2).build().unwrap();
+    let p = PipelineBuilder::new()
+        .source(0..6)
+        .aggregate(3)
+        .sink(2)
+        .build()
+        .unwrap();
     assert_eq!(collect_ok(p), vec![vec![0, 1, 2], vec![3, 4, 5]]);
 }
 
@@ -64,7 +74,13 @@ impl Aggregator<u32> for SumTo {
 fn custom_aggregator() {
     let p = PipelineBuilder::new()
         .source(1..=10u32)
-        .aggregate_with(SumTo { threshold: 10, acc: 0 }, AggregateOptions::new())
+        .aggregate_with(
+            SumTo {
+                threshold: 10,
+                acc: 0,
+            },
+            AggregateOptions::new(),
+        )
         .sink(2)
         .build()
         .unwrap();
@@ -77,7 +93,10 @@ fn custom_aggregator_drop_last_skips_the_final_flush() {
     let p = PipelineBuilder::new()
         .source(1..=5u32)
         .aggregate_with(
-            SumTo { threshold: 10, acc: 0 },
+            SumTo {
+                threshold: 10,
+                acc: 0,
+            },
             AggregateOptions::new().drop_last(true),
         )
         .sink(2)
@@ -92,7 +111,10 @@ fn aggregate_after_a_concurrent_stage_loses_nothing() {
         .source(0..1000u32)
         .pipe(|x| x, StageOptions::new().concurrency(4))
         .aggregate(32)
-        .pipe(|b: Vec<u32>| (b.len(), b.iter().sum::<u32>()), StageOptions::new())
+        .pipe(
+            |b: Vec<u32>| (b.len(), b.iter().sum::<u32>()),
+            StageOptions::new(),
+        )
         .sink(2)
         .num_threads(2)
         .build()

@@ -37,7 +37,12 @@ fn formula(concurrencies: &[usize], q: usize, sink: usize) -> usize {
     let mut caps = vec![q; concurrencies.len()];
     caps.push(sink);
     // caps[0] is the queue in front of the first stage (or the sink when there is none).
-    1 + caps[0] + concurrencies.iter().zip(&caps[1..]).map(|(c, q)| c + q).sum::<usize>()
+    1 + caps[0]
+        + concurrencies
+            .iter()
+            .zip(&caps[1..])
+            .map(|(c, q)| c + q)
+            .sum::<usize>()
 }
 
 #[test]

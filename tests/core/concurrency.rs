@@ -86,7 +86,12 @@ fn dedicated_thread_runs_every_call_on_one_thread_with_its_state() {
         .pipe(
             |x| {
                 let name = std::thread::current().name().map(str::to_owned);
-                (x, std::thread::current().id(), name, STATE.with(|s| s.get()))
+                (
+                    x,
+                    std::thread::current().id(),
+                    name,
+                    STATE.with(|s| s.get()),
+                )
             },
             StageOptions::new().concurrency(4).executor(&pool),
         )
@@ -104,7 +109,11 @@ fn dedicated_thread_runs_every_call_on_one_thread_with_its_state() {
 
 #[test]
 fn one_pool_serves_several_stages_and_pipelines() {
-    let pool = ThreadPool::builder().num_threads(2).name("shared").build().unwrap();
+    let pool = ThreadPool::builder()
+        .num_threads(2)
+        .name("shared")
+        .build()
+        .unwrap();
     let names = Arc::new(Mutex::new(HashSet::new()));
     let record = |names: Arc<Mutex<HashSet<String>>>| {
         move |x: u32| {
@@ -118,8 +127,14 @@ fn one_pool_serves_several_stages_and_pipelines() {
     let build = || {
         PipelineBuilder::new()
             .source(0..100u32)
-            .pipe(record(names.clone()), StageOptions::new().concurrency(2).executor(&pool))
-            .pipe(record(names.clone()), StageOptions::new().concurrency(2).executor(&pool))
+            .pipe(
+                record(names.clone()),
+                StageOptions::new().concurrency(2).executor(&pool),
+            )
+            .pipe(
+                record(names.clone()),
+                StageOptions::new().concurrency(2).executor(&pool),
+            )
             .sink(4)
             .num_threads(1)
             .build()
@@ -144,12 +159,20 @@ fn small_pool_runs_a_long_chain_without_deadlock() {
     }
     let p = b.sink(2).num_threads(1).queue_capacity(2).build().unwrap();
     let out = collect_ok(p);
-    assert_eq!(out.iter().map(|&x| u64::from(x)).sum::<u64>(), (10..1010u64).sum());
+    assert_eq!(
+        out.iter().map(|&x| u64::from(x)).sum::<u64>(),
+        (10..1010u64).sum()
+    );
 }
 
 #[test]
 fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
     let p = PipelineBuilder::new()
         .source(0..20u64)
         .pipe(

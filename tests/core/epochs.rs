@@ -117,6 +117,9 @@ fn breaking_out_of_an_epoch_resumes_where_it_left_off() {
 #[test]
 fn a_one_pass_pipeline_is_a_single_epoch() {
     let mut p = PipelineBuilder::new().source(0..5).sink(2).build().unwrap();
-    assert_eq!(p.epoch().map(Result::unwrap).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        p.epoch().map(Result::unwrap).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     assert_eq!(p.epoch().count(), 0);
 }

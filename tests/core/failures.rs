@@ -7,9 +7,7 @@ use pipeline_runtime::{
 };
 
 /// Reads everything: the items, then the error if the pipeline failed.
-fn drain<T: Send + 'static>(
-    p: pipeline_runtime::Pipeline<T>,
-) -> (Vec<T>, Option<PipelineError>) {
+fn drain<T: Send + 'static>(p: pipeline_runtime::Pipeline<T>) -> (Vec<T>, Option<PipelineError>) {
     let mut items = Vec::new();
     let mut error = None;
     for r in p {
@@ -56,12 +54,18 @@ fn count_budget_trips_on_the_failure_after_the_threshold() {
         } => {
             assert_eq!(*failures, 6);
             assert_eq!(*scope, BudgetScope::Pipeline);
-            assert_eq!(causes.last().unwrap().to_string(), "stage `fail_odd`: odd 11");
+            assert_eq!(
+                causes.last().unwrap().to_string(),
+                "stage `fail_odd`: odd 11"
+            );
         }
         other => panic!("unexpected kind {other:?}"),
     }
     let text = error.to_string();
-    assert!(text.contains("fail_odd") && text.contains("odd 11"), "{text}");
+    assert!(
+        text.contains("fail_odd") && text.contains("odd 11"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -154,7 +158,11 @@ fn stage_budget_counts_only_that_stage() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(error.failures().len(), 1, "only the stage that tripped fails");
+    assert_eq!(
+        error.failures().len(),
+        1,
+        "only the stage that tripped fails"
+    );
 }
 
 #[test]
@@ -301,7 +309,11 @@ fn source_panic_delivers_earlier_items_then_fails() {
             panic!("source exploded");
         }
     });
-    let p = PipelineBuilder::new().source(source).sink(2).build().unwrap();
+    let p = PipelineBuilder::new()
+        .source(source)
+        .sink(2)
+        .build()
+        .unwrap();
     let (items, error) = drain(p);
     assert_eq!(items, vec![0, 1, 2, 3]);
     assert!(error.unwrap().to_string().contains("source exploded"));
@@ -342,7 +354,10 @@ fn aggregator_failure_ends_the_pipeline_with_its_name() {
     assert_eq!(items, (0..7).collect::<Vec<_>>());
     let error = error.unwrap();
     assert_eq!(error.first().stage(), "packer");
-    assert!(matches!(error.first().kind(), StageFailureKind::Aggregator(_)));
+    assert!(matches!(
+        error.first().kind(),
+        StageFailureKind::Aggregator(_)
+    ));
     assert!(error.to_string().contains("corrupt state"));
 }
 

@@ -9,7 +9,11 @@ use pipeline_tests::CountingSource;
 fn starting_twice_is_an_error() {
     let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
     p.start().unwrap();
-    assert!(p.start().unwrap_err().to_string().contains("already started"));
+    assert!(p
+        .start()
+        .unwrap_err()
+        .to_string()
+        .contains("already started"));
 }
 
 #[test]
@@ -87,7 +91,11 @@ fn stop_while_stages_are_blocked_returns_promptly() {
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     p.stop().unwrap();
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -108,7 +116,11 @@ fn drop_with_an_async_stage_mid_await_returns_promptly() {
     std::thread::sleep(Duration::from_millis(50));
     let t0 = Instant::now();
     drop(p);
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]

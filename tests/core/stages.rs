@@ -12,7 +12,11 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 
 #[test]
 fn source_straight_to_sink() {
-    let p = PipelineBuilder::new().source(0..10).sink(3).build().unwrap();
+    let p = PipelineBuilder::new()
+        .source(0..10)
+        .sink(3)
+        .build()
+        .unwrap();
     assert_eq!(collect_ok(p), (0..10).collect::<Vec<_>>());
 }
 
@@ -25,7 +29,10 @@ fn sync_pipe_maps_every_item() {
         .num_threads(2)
         .build()
         .unwrap();
-    assert_eq!(sorted(collect_ok(p)), (0..100).map(|x| x * 3).collect::<Vec<_>>());
+    assert_eq!(
+        sorted(collect_ok(p)),
+        (0..100).map(|x| x * 3).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -143,9 +150,18 @@ fn async_stages_of_every_shape() {
             },
             StageOptions::new().concurrency(4),
         )
-        .pipe_opt_async(|x| async move { (x % 2 == 0).then_some(x) }, StageOptions::new())
+        .pipe_opt_async(
+            |x| async move { (x % 2 == 0).then_some(x) },
+            StageOptions::new(),
+        )
         .try_pipe_async(
-            |x| async move { if x == 4 { Err("four") } else { Ok(x) } },
+            |x| async move {
+                if x == 4 {
+                    Err("four")
+                } else {
+                    Ok(x)
+                }
+            },
             StageOptions::new(),
         )
         .pipe_stream(|x| futures::stream::iter([x, x * 100]), StageOptions::new())
@@ -172,7 +188,11 @@ fn disaggregate_restores_items_in_order() {
     let kinds: Vec<StageKind> = p.stats().stages.iter().map(|s| s.kind).collect();
     assert_eq!(
         kinds,
-        vec![StageKind::Source, StageKind::Aggregate, StageKind::Disaggregate]
+        vec![
+            StageKind::Source,
+            StageKind::Aggregate,
+            StageKind::Disaggregate
+        ]
     );
 }
 
@@ -227,7 +247,13 @@ fn stage_names_default_to_the_function_name() {
     let names: Vec<String> = p.stats().stages.into_iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        vec!["source", "decode", "pipe#2", "named", "aggregate(2, drop_last=false)"]
+        vec![
+            "source",
+            "decode",
+            "pipe#2",
+            "named",
+            "aggregate(2, drop_last=false)"
+        ]
     );
 }
 
@@ -238,9 +264,16 @@ fn invalid_definitions_are_build_errors() {
         .pipe(|x: i32| x, StageOptions::new().concurrency(0).name("z"))
         .sink(1)
         .build();
-    assert!(zero_conc.unwrap_err().to_string().contains("stage `z`: concurrency must be at least 1"));
+    assert!(zero_conc
+        .unwrap_err()
+        .to_string()
+        .contains("stage `z`: concurrency must be at least 1"));
 
-    let zero_batch = PipelineBuilder::new().source(0..1).aggregate(0).sink(1).build();
+    let zero_batch = PipelineBuilder::new()
+        .source(0..1)
+        .aggregate(0)
+        .sink(1)
+        .build();
     assert!(zero_batch.unwrap_err().to_string().contains("batch size"));
 
     let zero_sink = PipelineBuilder::new().source(0..1).sink(0).build();
@@ -250,11 +283,16 @@ fn invalid_definitions_are_build_errors() {
         .source(0..1)
         .pipe_async(
             |x: i32| async move { x },
-            StageOptions::new().name("a").executor(pipeline_runtime::Executor::Default),
+            StageOptions::new()
+                .name("a")
+                .executor(pipeline_runtime::Executor::Default),
         )
         .sink(1)
         .build();
-    assert!(async_with_executor.unwrap_err().to_string().contains("async"));
+    assert!(async_with_executor
+        .unwrap_err()
+        .to_string()
+        .contains("async"));
 
     let bad_rate = PipelineBuilder::new()
         .source(0..1)
@@ -273,9 +311,16 @@ fn invalid_definitions_are_build_errors() {
         )
         .sink(1)
         .build();
-    assert!(ordered_many.unwrap_err().to_string().contains("Order::Input"));
+    assert!(ordered_many
+        .unwrap_err()
+        .to_string()
+        .contains("Order::Input"));
 
-    let zero_threads = PipelineBuilder::new().source(0..1).sink(1).num_threads(0).build();
+    let zero_threads = PipelineBuilder::new()
+        .source(0..1)
+        .sink(1)
+        .num_threads(0)
+        .build();
     assert!(zero_threads.is_err());
 }
 
