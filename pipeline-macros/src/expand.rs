@@ -123,7 +123,7 @@ fn annotated_closure(expr: &Expr) -> bool {
     }
 }
 
-fn input_trait(label: &str, prev: &str, prev_is_aggregate: bool, shape_hint: &str) -> TokenStream {
+fn input_trait(label: &str, prev: &str, prev_is_aggregate: bool) -> TokenStream {
     let rt = rt();
     let message = format!(
         "{} takes `{{A}}`, but {} produces `{{Self}}`",
@@ -135,10 +135,7 @@ fn input_trait(label: &str, prev: &str, prev_is_aggregate: bool, shape_hint: &st
          or add `-> disaggregate()` before it"
             .to_owned()
     } else {
-        format!(
-            "a stage takes the items that the stage before it produces; this stage is a \
-             function {shape_hint}"
-        )
+        "a stage takes the items that the stage before it produces".to_owned()
     };
     quote! {
         #[diagnostic::on_unimplemented(
@@ -166,85 +163,52 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
             func,
             options,
             span,
+            args_span,
         } => {
             use crate::validate::Shape;
-            let (bounds, output, hint) = match shape {
-                Shape::Map => (
-                    quote! { F: ::core::ops::Fn(A) -> U, U: #rt::Item, },
-                    quote!(U),
-                    "`Fn(A) -> U`",
-                ),
-                Shape::Try => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
-                        U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> Result<U, E>`",
-                ),
-                Shape::Opt => (
-                    quote! { F: ::core::ops::Fn(A) -> ::core::option::Option<U>, U: #rt::Item, },
-                    quote!(U),
-                    "`Fn(A) -> Option<U>`",
-                ),
-                Shape::Flat => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> I,
-                        I: ::core::iter::IntoIterator<Item = U>,
-                        I::IntoIter: ::core::marker::Send + 'static,
-                        U: #rt::Item,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl IntoIterator`",
-                ),
-                Shape::TryFlat => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> I,
-                        I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>,
-                        I::IntoIter: ::core::marker::Send + 'static,
-                        U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl IntoIterator<Item = Result<U, E>>`",
-                ),
-                Shape::Async => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> Fut,
-                        Fut: ::core::future::Future<Output = U> + ::core::marker::Send + 'static,
-                        U: #rt::Item,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl Future`",
-                ),
-                Shape::TryAsync => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> Fut,
-                        Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
-                            + ::core::marker::Send + 'static,
-                        U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl Future<Output = Result<U, E>>`",
-                ),
-                Shape::OptAsync => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> Fut,
-                        Fut: ::core::future::Future<Output = ::core::option::Option<U>>
-                            + ::core::marker::Send + 'static,
-                        U: #rt::Item,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl Future<Output = Option<U>>`",
-                ),
-                Shape::Stream => (
-                    quote! {
-                        F: ::core::ops::Fn(A) -> S,
-                        S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
-                        U: #rt::Item,
-                    },
-                    quote!(U),
-                    "`Fn(A) -> impl Stream`",
-                ),
+            let bounds = match shape {
+                Shape::Map => quote! { F: ::core::ops::Fn(A) -> U, U: #rt::Item, },
+                Shape::Try => quote! {
+                    F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                },
+                Shape::Opt => {
+                    quote! { F: ::core::ops::Fn(A) -> ::core::option::Option<U>, U: #rt::Item, }
+                }
+                Shape::Flat => quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    I: ::core::iter::IntoIterator<Item = U>,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                },
+                Shape::TryFlat => quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                },
+                Shape::Async => quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = U> + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                },
+                Shape::TryAsync => quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
+                        + ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                },
+                Shape::OptAsync => quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = ::core::option::Option<U>>
+                        + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                },
+                Shape::Stream => quote! {
+                    F: ::core::ops::Fn(A) -> S,
+                    S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                },
             };
             // Generic parameters the bounds above use.
             let extra: TokenStream = match shape {
@@ -258,7 +222,7 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
             };
             let method = Ident::new(shape.method(), *span);
             let guard = Ident::new("__pipeline_guard", *span);
-            let input = input_trait(label, prev, prev_is_aggregate, hint);
+            let input = input_trait(label, prev, prev_is_aggregate);
             let (first, last) = edge_spans(func);
             let arg = stage_arg(first, last);
             let opts = pipe_options(options);
@@ -269,6 +233,9 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
             } else {
                 quote!(#func)
             };
+            // The call spans the whole stage, `pipe(..)`, so that errors about the stage as a
+            // whole (what it produces, its future) point at it.
+            let call = spanned_call(&guard, quote!(#func_tokens, #arg, #opts), *args_span);
             quote! {
                 #[allow(unused_braces)]
                 let #stage = {
@@ -277,7 +244,7 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                         f: F,
                         stage: #rt::StageBuilder<T>,
                         options: #rt::StageOptions,
-                    ) -> #rt::StageBuilder<#output>
+                    ) -> #rt::StageBuilder<U>
                     where
                         #bounds
                         F: #rt::StageFn,
@@ -286,7 +253,7 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                     {
                         <T as __PipelineStageInput<A>>::__cast(stage).#method(f, options)
                     }
-                    #guard(#func_tokens, #arg, #opts)
+                    #call
                 };
             }
         }
@@ -312,14 +279,15 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                 let #stage = #stage.#method(#aggregator, #opts);
             }
         }
-        Step::Disaggregate { span } => {
+        Step::Disaggregate { span, args_span } => {
             let message = format!(
                 "{} takes collections, but {} produces `{{Self}}`, which is not one",
                 escape(label),
                 escape(prev)
             );
             let guard = Ident::new("__pipeline_guard", *span);
-            let arg = stage_arg(*span, *span);
+            let arg = stage_arg(*span, *args_span);
+            let call = spanned_call(&guard, arg, *args_span);
             quote! {
                 let #stage = {
                     #[diagnostic::on_unimplemented(
@@ -349,11 +317,18 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                     {
                         stage.disaggregate()
                     }
-                    #guard(#arg)
+                    #call
                 };
             }
         }
     }
+}
+
+/// `guard(args)` with the parentheses spanned at `args_span`.
+fn spanned_call(guard: &Ident, args: TokenStream, args_span: Span) -> TokenStream {
+    let mut group = Group::new(Delimiter::Parenthesis, args);
+    group.set_span(args_span);
+    quote!(#guard #group)
 }
 
 fn method_call(name: &str, opt: &Opt) -> TokenStream {

@@ -168,6 +168,8 @@ pub(crate) enum Step {
         options: PipeOptions,
         /// Span of the stage name (`pipe`).
         span: Span,
+        /// Span of the stage's `( .. )`.
+        args_span: Span,
     },
     Aggregate {
         size: Expr,
@@ -181,6 +183,7 @@ pub(crate) enum Step {
     },
     Disaggregate {
         span: Span,
+        args_span: Span,
     },
 }
 
@@ -491,8 +494,9 @@ impl Validator {
                     };
                     match name.to_string().as_str() {
                         "concurrency" => {
-                            self.at_least_one(&name, &opt.value);
-                            options.concurrency = Some(opt);
+                            if self.at_least_one(&name, &opt.value) {
+                                options.concurrency = Some(opt);
+                            }
                         }
                         "name" => options.name = Some(opt),
                         "order" => options.order = Some(order(opt)),
@@ -513,8 +517,9 @@ impl Validator {
                             }
                         }
                         _ => {
-                            self.at_least_one(&name, &opt.value);
-                            options.buffer = Some(opt);
+                            if self.at_least_one(&name, &opt.value) {
+                                options.buffer = Some(opt);
+                            }
                         }
                     }
                 }
@@ -554,6 +559,7 @@ impl Validator {
                         func,
                         options,
                         span,
+                        args_span: stage.args_span,
                     },
                     label,
                 })
@@ -563,9 +569,15 @@ impl Validator {
                 let options = self.aggregate_options(stage);
                 if kind == Kind::Aggregate {
                     let size = self.one_positional(stage, "the batch size")?;
+                    let mut size = size;
                     if let Some((negative, n)) = int_literal(&size) {
                         if negative || n == 0 {
-                            self.error(size.span(), "the batch size must be at least 1");
+                            self.errors.push(syn::Error::new_spanned(
+                                &size,
+                                "the batch size must be at least 1",
+                            ));
+                            // Best effort: go on with a valid size.
+                            size = syn::parse_quote_spanned!(size.span()=> 1);
                         }
                     }
                     let label = format!("stage {number} `aggregate({})`", describe(&size));
@@ -597,7 +609,10 @@ impl Validator {
                 self.no_positional(stage, "no arguments: `disaggregate()`");
                 self.options(stage, &[]);
                 Some(LabeledStep {
-                    step: Step::Disaggregate { span },
+                    step: Step::Disaggregate {
+                        span,
+                        args_span: stage.args_span,
+                    },
                     label: format!("stage {number} `disaggregate()`"),
                 })
             }
@@ -606,6 +621,7 @@ impl Validator {
     }
 
     fn shape(&mut self, stage: &Stage, mods: &BTreeSet<String>) -> Shape {
+        let written: Vec<String> = stage.modifiers.iter().map(ToString::to_string).collect();
         let words: Vec<&str> = mods.iter().map(String::as_str).collect();
         // BTreeSet order: async < flat < opt < stream < try.
         match words.as_slice() {
@@ -630,7 +646,11 @@ impl Validator {
                         "`{}` is not a stage shape; the shapes are `pipe(f)`, `pipe(try f)`, \
                          `pipe(opt f)`, `pipe(flat f)`, `pipe(try flat f)`, `pipe(async f)`, \
                          `pipe(try async f)`, `pipe(opt async f)` and `pipe(stream f)`",
-                        words.join(" ")
+                        if written.is_empty() {
+                            words.join(" ")
+                        } else {
+                            written.join(" ")
+                        }
                     ),
                 );
                 if mods.contains("async") {
@@ -726,8 +746,9 @@ impl Validator {
                 "drop_last" => options.drop_last = Some(opt),
                 "name" => options.name = Some(opt),
                 _ => {
-                    self.at_least_one(&name, &opt.value);
-                    options.buffer = Some(opt);
+                    if self.at_least_one(&name, &opt.value) {
+                        options.buffer = Some(opt);
+                    }
                 }
             }
         }
@@ -745,16 +766,19 @@ impl Validator {
             };
             match name.to_string().as_str() {
                 "buffer" => {
-                    self.at_least_one(&name, &opt.value);
-                    options.buffer = Some(opt);
+                    if self.at_least_one(&name, &opt.value) {
+                        options.buffer = Some(opt);
+                    }
                 }
                 "num_threads" => {
-                    self.at_least_one(&name, &opt.value);
-                    options.num_threads = Some(opt);
+                    if self.at_least_one(&name, &opt.value) {
+                        options.num_threads = Some(opt);
+                    }
                 }
                 "queue_capacity" => {
-                    self.at_least_one(&name, &opt.value);
-                    options.queue_capacity = Some(opt);
+                    if self.at_least_one(&name, &opt.value) {
+                        options.queue_capacity = Some(opt);
+                    }
                 }
                 "max_failures" => options.max_failures = self.budget(&name, opt),
                 _ => options.stop_timeout = Some(opt),
@@ -763,11 +787,17 @@ impl Validator {
         options
     }
 
-    fn at_least_one(&mut self, name: &syn::Ident, value: &Expr) {
-        if let Some((negative, n)) = int_literal(value) {
-            if negative || n == 0 {
-                self.error(value.span(), format!("`{name}` must be at least 1"));
+    /// Reports a literal below 1; returns whether the value can be used.
+    fn at_least_one(&mut self, name: &syn::Ident, value: &Expr) -> bool {
+        match int_literal(value) {
+            Some((negative, n)) if negative || n == 0 => {
+                self.errors.push(syn::Error::new_spanned(
+                    value,
+                    format!("`{name}` must be at least 1"),
+                ));
+                false
             }
+            _ => true,
         }
     }
 
@@ -792,13 +822,13 @@ impl Validator {
             Expr::Unary(syn::ExprUnary {
                 op: UnOp::Neg(_), ..
             }) if int_literal(&opt.value).is_some() || is_float_literal(&opt.value) => {
-                self.error(
-                    opt.value.span(),
+                self.errors.push(syn::Error::new_spanned(
+                    &opt.value,
                     format!(
                         "`{name}` cannot be negative: give a count (`{name} = 0` allows no \
                          failure) or a rate in (0, 1]"
                     ),
-                );
+                ));
                 None
             }
             _ => Some(Budget::Expr(opt)),
