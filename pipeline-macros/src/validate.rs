@@ -165,7 +165,7 @@ pub(crate) enum Step {
     Pipe {
         shape: Shape,
         func: Expr,
-        options: PipeOptions,
+        options: Box<PipeOptions>,
         /// Span of the stage name (`pipe`).
         span: Span,
         /// Span of the stage's `( .. )`.
@@ -557,7 +557,7 @@ impl Validator {
                     step: Step::Pipe {
                         shape,
                         func,
-                        options,
+                        options: Box::new(options),
                         span,
                         args_span: stage.args_span,
                     },
