@@ -3,6 +3,33 @@
 //! the source instead of filling memory.
 //!
 //! ```
+//! use pipeline_runtime::pipeline;
+//!
+//! async fn fetch(x: u64) -> u64 {
+//!     x * 2
+//! }
+//!
+//! let pipeline = pipeline! {
+//!     source(0..100u64)
+//!     -> pipe(async fetch, concurrency = 8)
+//!     -> pipe(|x: u64| x + 1, concurrency = 4, name = "inc")
+//!     -> aggregate(10)
+//!     -> sink(buffer = 4, num_threads = 2)
+//! }?;
+//!
+//! let mut total = 0;
+//! for batch in pipeline {
+//!     total += batch?.iter().sum::<u64>();
+//! }
+//! assert_eq!(total, 10000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`pipeline!`] macro writes a pipeline as its data flow and checks it at compile time;
+//! it expands into the typed builder, which can also be used directly, e.g. for pipelines
+//! assembled at run time:
+//!
+//! ```
 //! use pipeline_runtime::{PipelineBuilder, StageOptions};
 //!
 //! let pipeline = PipelineBuilder::new()
@@ -34,6 +61,18 @@ mod queue;
 mod run_state;
 mod stage;
 mod stats;
+
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
+
+pub use pipeline_macros::pipeline;
+
+/// The guide's chapter on the `pipeline!` macro, included here so that its examples are
+/// compiled and run as doctests.
+#[doc = include_str!("../../docs/src/macro.md")]
+#[doc(hidden)]
+pub mod __macro_guide {}
 
 pub use builder::{
     AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,

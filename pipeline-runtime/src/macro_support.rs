@@ -1,0 +1,46 @@
+//! What the `pipeline!` expansion names, and nothing else. Not a public API: it may change
+//! in any release.
+
+pub use crate::builder::{
+    AggregateOptions, PipelineBuilder, StageBuilder, StageOptions, DEFAULT_SINK_BUFFER,
+};
+pub use crate::error::BoxError;
+pub use crate::failure::MaxFailures;
+pub use crate::stage::pipe::Order;
+pub use futures::Stream;
+
+/// A stage function: called from the pipeline's threads, concurrently, for as long as the
+/// pipeline runs.
+#[diagnostic::on_unimplemented(
+    message = "a stage function must be `Send + Sync + 'static`, and `{Self}` is not",
+    label = "this stage function cannot be sent to the pipeline's threads",
+    note = "the pipeline calls a stage function from its worker threads, on several items at \
+            once, for as long as the pipeline runs, which can outlive the scope that built it; \
+            capture `Arc`s rather than `Rc`s or references, and use `move` closures"
+)]
+pub trait StageFn: Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<F: Send + Sync + 'static> StageFn for F {}
+
+/// An item passed from one stage to the next.
+#[diagnostic::on_unimplemented(
+    message = "the items passed between stages must be `Send + 'static`, and `{Self}` is not",
+    label = "this stage produces `{Self}`",
+    note = "stages run on different threads and items wait in queues between them"
+)]
+pub trait Item: Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Send + 'static> Item for T {}
+
+/// The previous stage, unchanged; spans a guard's argument over the user's stage tokens.
+pub fn stage_input<T>(stage: StageBuilder<T>) -> StageBuilder<T> {
+    stage
+}
+
+/// Stands in for a source the macro input lacks (an error says so), so that the rest of the
+/// pipeline is still checked.
+pub fn missing_source<T: Send + 'static>() -> StageBuilder<T> {
+    PipelineBuilder::new().source(std::iter::empty())
+}

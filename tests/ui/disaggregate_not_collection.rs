@@ -1,0 +1,7 @@
+use pipeline_runtime::pipeline;
+
+fn main() {
+    let _ = pipeline! {
+        source(0..10u32) -> pipe(|x: u32| x * 2) -> disaggregate() -> sink()
+    };
+}

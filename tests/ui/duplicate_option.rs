@@ -1,0 +1,7 @@
+use pipeline_runtime::pipeline;
+
+fn main() {
+    let _ = pipeline! {
+        source(0..10) -> pipe(|x: i32| x + 1, concurrency = 2, concurrency = 4) -> sink()
+    };
+}

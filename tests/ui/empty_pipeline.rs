@@ -1,0 +1,5 @@
+use pipeline_runtime::pipeline;
+
+fn main() {
+    let _ = pipeline! {};
+}

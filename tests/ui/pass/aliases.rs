@@ -1,0 +1,29 @@
+//! The builder's method names work as stage names too.
+
+use futures::stream;
+use pipeline_runtime::pipeline;
+
+fn main() {
+    let items: Vec<Result<u32, String>> = (0..6).map(Ok).collect();
+    let pipeline = pipeline! {
+        try_source(items)
+        -> try_pipe(|x: u32| Ok::<_, String>(x + 1))
+        -> pipe_opt(|x: u32| (x != 3).then_some(x))
+        -> pipe_iter(|x: u32| [x])
+        -> try_pipe_iter(|x: u32| [Ok::<_, String>(x)])
+        -> pipe_async(|x: u32| async move { x })
+        -> try_pipe_async(|x: u32| async move { Ok::<_, String>(x) })
+        -> pipe_opt_async(|x: u32| async move { Some(x) })
+        -> pipe_stream(|x: u32| stream::iter([x]))
+        -> sink()
+    }
+    .unwrap();
+    let mut out: Vec<u32> = pipeline.map(Result::unwrap).collect();
+    out.sort();
+    assert_eq!(out, vec![1, 2, 4, 5, 6]);
+
+    let mut epochs = pipeline! { continuous_source([1, 2]) -> sink() }.unwrap();
+    assert_eq!(epochs.epoch().map(Result::unwrap).collect::<Vec<i32>>(), vec![1, 2]);
+    let streamed = pipeline! { source_stream(stream::iter([7])) -> sink() }.unwrap();
+    assert_eq!(streamed.map(Result::unwrap).collect::<Vec<i32>>(), vec![7]);
+}
