@@ -68,11 +68,27 @@ pub mod __private;
 
 pub use pipeline_macros::pipeline;
 
-/// The guide's chapter on the `pipeline!` macro, included here so that its examples are
-/// compiled and run as doctests.
-#[doc = include_str!("../../docs/src/macro.md")]
+/// The guide's chapters and the README, included here so that every example in them is
+/// compiled and run as a doctest (`cargo test --doc -p pipeline-runtime`).
 #[doc(hidden)]
-pub mod __macro_guide {}
+pub mod __guide {
+    #[doc = include_str!("../../README.md")]
+    pub mod readme {}
+    #[doc = include_str!("../../docs/src/getting-started.md")]
+    pub mod getting_started {}
+    #[doc = include_str!("../../docs/src/stages.md")]
+    pub mod stages {}
+    #[doc = include_str!("../../docs/src/macro.md")]
+    pub mod macro_chapter {}
+    #[doc = include_str!("../../docs/src/failures.md")]
+    pub mod failures {}
+    #[doc = include_str!("../../docs/src/epochs.md")]
+    pub mod epochs {}
+    #[doc = include_str!("../../docs/src/backpressure.md")]
+    pub mod backpressure {}
+    #[doc = include_str!("../../docs/src/lifecycle.md")]
+    pub mod lifecycle {}
+}
 
 pub use builder::{
     AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,
