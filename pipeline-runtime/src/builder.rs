@@ -228,6 +228,8 @@ pub struct StageBuilder<T> {
     launch: LaunchFn<T>,
     errors: Vec<BuildError>,
     stage_count: usize,
+    /// The source is continuous, so epoch boundaries travel through the stages.
+    continuous: bool,
 }
 
 impl<T> fmt::Debug for StageBuilder<T> {
@@ -246,6 +248,7 @@ enum Shape {
 
 impl<T: Send + 'static> StageBuilder<T> {
     fn from_source(kind: SourceKind<T>, name: &'static str) -> Self {
+        let continuous = matches!(kind, SourceKind::Continuous(_));
         let launch: LaunchFn<T> = Box::new(move |l: &mut Launch, out_cap| {
             let (tx, rx) = bounded(out_cap);
             l.run.register_queue(&tx);
@@ -275,6 +278,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             launch,
             errors: Vec::new(),
             stage_count: 1,
+            continuous,
         }
     }
 
@@ -324,6 +328,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             )));
         }
         let concurrency = concurrency.max(1);
+        let continuous = self.continuous;
         let prev = self.launch;
         let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
             let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
@@ -337,7 +342,11 @@ impl<T: Send + 'static> StageBuilder<T> {
                 l.run.clone(),
             ));
             l.stages.push(ctx.clone());
-            let input = Arc::new(StageInput::new(rx, concurrency));
+            // Lanes share a gate only when something must be serialised at their input:
+            // numbering items for input order, or an epoch boundary waiting for the items
+            // in flight. Otherwise they take items straight from the queue.
+            let gated = concurrency > 1 && (opts.order == Order::Input || continuous);
+            let input = Arc::new(StageInput::new(rx, gated));
             let executor = opts.executor.unwrap_or_default();
             for _ in 0..concurrency {
                 let lane = Lane {
@@ -359,6 +368,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             launch,
             errors: self.errors,
             stage_count: self.stage_count + 1,
+            continuous: self.continuous,
         }
     }
 
@@ -605,6 +615,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             launch,
             errors: self.errors,
             stage_count: self.stage_count + 1,
+            continuous: self.continuous,
         }
     }
 

@@ -57,9 +57,10 @@ pub enum Order {
     Input,
 }
 
-/// The input side of a stage, shared by its lanes. With more than one lane, a gate makes
-/// receiving and numbering an item one step, and lets an epoch boundary wait for the items
-/// in flight before it is passed on.
+/// The input side of a stage, shared by its lanes. When the stage keeps input order or
+/// sees epoch boundaries (and has several lanes), a gate makes receiving and numbering an
+/// item one step, and lets an epoch boundary wait for the items in flight before it is
+/// passed on.
 pub(crate) struct StageInput<T> {
     rx: Rx<T>,
     gate: Option<futures::lock::Mutex<Gate>>,
@@ -80,10 +81,10 @@ struct Turn {
 }
 
 impl<T> StageInput<T> {
-    pub(crate) fn new(rx: Rx<T>, lanes: usize) -> Self {
+    pub(crate) fn new(rx: Rx<T>, gated: bool) -> Self {
         Self {
             rx,
-            gate: (lanes > 1).then(|| futures::lock::Mutex::new(Gate::default())),
+            gate: gated.then(|| futures::lock::Mutex::new(Gate::default())),
             in_flight: AtomicUsize::new(0),
             idle: AtomicWaker::new(),
         }
