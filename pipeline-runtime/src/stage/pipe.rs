@@ -213,7 +213,9 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             Output::One(value) => (self.send(value).await, None),
             Output::Skip => (true, None),
             Output::Fail(error) => (true, Some(error)),
-            Output::Iter(iter) => self.send_iter(iter).await,
+            // One loop for both shapes: a panic in the iterator's `next` is caught like a
+            // panic in a stream's poll.
+            Output::Iter(iter) => self.send_stream(futures::stream::iter(iter).boxed()).await,
             Output::Stream(stream) => self.send_stream(stream).await,
         };
         drop(turn);
@@ -231,27 +233,6 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             self.ctx.counters.record_outputs(1);
         }
         ok
-    }
-
-    async fn send_iter(
-        &self,
-        mut iter: Box<dyn Iterator<Item = Result<U, BoxError>> + Send>,
-    ) -> (bool, Option<BoxError>) {
-        loop {
-            match catch_unwind(AssertUnwindSafe(|| iter.next())) {
-                Ok(Some(Ok(value))) => {
-                    if !self.send(value).await {
-                        return (false, None);
-                    }
-                }
-                Ok(Some(Err(error))) => return (true, Some(error)),
-                Ok(None) => return (true, None),
-                Err(panic) => return (true, Some(panic_error(&self.ctx, panic))),
-            }
-            if self.ctx.should_stop() {
-                return (false, None);
-            }
-        }
     }
 
     async fn send_stream(
