@@ -101,6 +101,9 @@ pub use error::{
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
 pub use failure::MaxFailures;
 pub use pipeline::{Epoch, Pipeline};
+/// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
+/// dependency of your own.
+pub use rayon;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::{PipelineStats, StageKind, StageStats};

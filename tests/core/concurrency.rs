@@ -168,7 +168,7 @@ fn small_pool_runs_a_long_chain_without_deadlock() {
 #[test]
 fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
     let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
+        pipeline_runtime::rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap(),
@@ -177,8 +177,8 @@ fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
         .source(0..20u64)
         .pipe(
             |x| {
-                use rayon::prelude::*;
-                let inside = rayon::current_thread_index().is_some();
+                use pipeline_runtime::rayon::prelude::*;
+                let inside = pipeline_runtime::rayon::current_thread_index().is_some();
                 let s: u64 = (0..1000u64).into_par_iter().map(|i| i * x).sum();
                 (inside, s)
             },

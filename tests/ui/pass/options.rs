@@ -13,7 +13,7 @@ fn slow_identity(x: u32) -> u32 {
 
 fn main() {
     let pool = ThreadPool::builder().num_threads(2).build().unwrap();
-    let rayon = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let rayon = Arc::new(pipeline_runtime::rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
     let order = Order::Completion;
     let budget = MaxFailures::Count(100);
     let mut pipeline = pipeline! {
