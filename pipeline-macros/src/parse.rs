@@ -15,20 +15,33 @@ use syn::Expr;
 /// Words that modify a stage function or a source when written before it, e.g. `pipe(async f)`.
 pub(crate) const MODIFIERS: &[&str] = &["async", "try", "opt", "flat", "stream", "continuous"];
 
-/// Every option name of every stage kind (used to read `pipe(f, concurrency)` as an option
-/// whose value is missing rather than as a stray expression).
-pub(crate) const ALL_OPTIONS: &[&str] = &[
+/// Options of a `pipe` stage.
+pub(crate) const PIPE_OPTIONS: &[&str] = &[
     "concurrency",
     "name",
     "order",
     "max_failures",
     "executor",
     "buffer",
-    "drop_last",
+];
+/// Options of an `aggregate` stage.
+pub(crate) const AGGREGATE_OPTIONS: &[&str] = &["drop_last", "name", "buffer"];
+/// Options of the sink (and so of the whole pipeline).
+pub(crate) const SINK_OPTIONS: &[&str] = &[
+    "buffer",
     "num_threads",
+    "max_failures",
     "queue_capacity",
     "stop_timeout",
 ];
+
+/// Whether `word` is an option of some stage kind (used to read `pipe(f, concurrency)` as an
+/// option whose value is missing rather than as a stray expression).
+fn is_option_name(word: &str) -> bool {
+    [PIPE_OPTIONS, AGGREGATE_OPTIONS, SINK_OPTIONS]
+        .iter()
+        .any(|options| options.contains(&word))
+}
 
 /// One stage as written: `kind(args)`.
 #[derive(Clone)]
@@ -269,12 +282,10 @@ fn option_ahead(input: ParseStream<'_>) -> Option<(syn::Ident, bool)> {
                 Some((ident, true))
             }
         }
-        Some((p, _)) if p.as_char() == ',' => ALL_OPTIONS
-            .contains(&ident.to_string().as_str())
-            .then_some((ident, false)),
-        None if rest.eof() => ALL_OPTIONS
-            .contains(&ident.to_string().as_str())
-            .then_some((ident, false)),
+        Some((p, _)) if p.as_char() == ',' => {
+            is_option_name(&ident.to_string()).then_some((ident, false))
+        }
+        None if rest.eof() => is_option_name(&ident.to_string()).then_some((ident, false)),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, Lit, UnOp};
 
-use crate::parse::{Parsed, Stage, StageOption};
+use crate::parse::{Parsed, Stage, StageOption, AGGREGATE_OPTIONS, PIPE_OPTIONS, SINK_OPTIONS};
 
 /// What the source stage iterates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,23 +233,6 @@ const KINDS: &[(&str, Kind)] = &[
     ("aggregate_with", Kind::AggregateWith),
     ("disaggregate", Kind::Disaggregate),
     ("sink", Kind::Sink),
-];
-
-const PIPE_OPTIONS: &[&str] = &[
-    "concurrency",
-    "name",
-    "order",
-    "max_failures",
-    "executor",
-    "buffer",
-];
-const AGGREGATE_OPTIONS: &[&str] = &["drop_last", "name", "buffer"];
-const SINK_OPTIONS: &[&str] = &[
-    "buffer",
-    "num_threads",
-    "max_failures",
-    "queue_capacity",
-    "stop_timeout",
 ];
 
 /// Checks the parsed input; returns the plan and every error found (the parser's first).
