@@ -61,7 +61,13 @@ fn no_thread_is_left_behind() {
         .unwrap();
     p.start().unwrap();
     std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
     drop(p);
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "drop took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(thread_count(), before, "async runtime thread left behind");
 
     // 3. A synchronous stage stuck in a long call: drop returns after the stop timeout,
