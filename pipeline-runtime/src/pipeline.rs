@@ -130,13 +130,12 @@ impl<T: Send + 'static> Pipeline<T> {
                 Ok(())
             }
             Err(e) => {
-                self.run.request_stop();
-                let deadline = Instant::now() + self.settings.stop_timeout;
-                default_pool.shutdown(self.settings.stop_timeout);
-                if let Some(mut rt) = l.runtime.take() {
-                    rt.shutdown(deadline);
-                }
-                join_all_until(self.run.take_threads(), deadline);
+                shut_down(
+                    &self.run,
+                    &default_pool,
+                    l.runtime.as_mut(),
+                    self.settings.stop_timeout,
+                );
                 Err(e)
             }
         }
@@ -236,21 +235,15 @@ impl<T: Send + 'static> Pipeline<T> {
     /// queues are closed. Returns the pipeline's failure if it failed and the failure was not
     /// read yet.
     pub fn stop(&mut self) -> Result<(), PipelineError> {
-        let deadline = Instant::now() + self.settings.stop_timeout;
         self.run.request_stop();
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Running(mut running) => {
-                let mut all_joined = running.default_pool.shutdown(self.settings.stop_timeout);
-                if let Some(rt) = running.runtime.as_mut() {
-                    all_joined &= rt.shutdown(deadline);
-                }
-                all_joined &= join_all_until(self.run.take_threads(), deadline);
-                if !all_joined {
-                    tracing::warn!(
-                        "pipeline stopped; a thread still inside a stage function was left \
-                         to finish that call on its own"
-                    );
-                }
+                shut_down(
+                    &self.run,
+                    &running.default_pool,
+                    running.runtime.as_mut(),
+                    self.settings.stop_timeout,
+                );
                 // Keep the output so buffered items stay readable after stop.
                 let drained = running.output;
                 drop(running.stages);
@@ -277,16 +270,40 @@ impl<T: Send + 'static> Pipeline<T> {
 impl<T> Drop for Pipeline<T> {
     fn drop(&mut self) {
         self.run.request_stop();
-        if let State::Running(running) = std::mem::replace(&mut self.state, State::Stopped) {
-            let deadline = Instant::now() + self.settings.stop_timeout;
-            drop(running.output);
-            running.default_pool.shutdown(self.settings.stop_timeout);
-            if let Some(mut rt) = running.runtime {
-                rt.shutdown(deadline);
-            }
-            join_all_until(self.run.take_threads(), deadline);
+        if let State::Running(mut running) = std::mem::replace(&mut self.state, State::Stopped) {
+            shut_down(
+                &self.run,
+                &running.default_pool,
+                running.runtime.as_mut(),
+                self.settings.stop_timeout,
+            );
         }
     }
+}
+
+/// Stops every part of a pipeline and joins its threads for up to `timeout`; a thread still
+/// inside a stage function then is left to finish that call (its queues are closed, so it
+/// exits right after). Returns whether every thread was joined.
+fn shut_down(
+    run: &RunState,
+    default_pool: &ThreadPool,
+    runtime: Option<&mut AsyncRuntime>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    run.request_stop();
+    let mut all_joined = default_pool.shutdown(timeout);
+    if let Some(rt) = runtime {
+        all_joined &= rt.shutdown(deadline);
+    }
+    all_joined &= join_all_until(run.take_threads(), deadline);
+    if !all_joined {
+        tracing::warn!(
+            "pipeline stopped; a thread still inside a stage function was left to finish \
+             that call on its own"
+        );
+    }
+    all_joined
 }
 
 impl<T: Send + 'static> Iterator for Pipeline<T> {
