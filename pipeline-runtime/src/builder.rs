@@ -130,6 +130,13 @@ impl StageOptions {
         self.buffer = Some(capacity);
         self
     }
+
+    /// Sets the name unless one was given.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn default_name(mut self, name: impl Into<String>) -> Self {
+        self.name.get_or_insert_with(|| name.into());
+        self
+    }
 }
 
 /// Options of an `aggregate` stage.
@@ -280,6 +287,12 @@ impl<T: Send + 'static> StageBuilder<T> {
             stage_count: 1,
             continuous,
         }
+    }
+
+    /// Records a definition error, reported by `build()`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn push_error(&mut self, error: BuildError) {
+        self.errors.push(error);
     }
 
     /// The given name, else the function's name, else `{kind}#{index}`.

@@ -53,6 +53,8 @@
 mod async_runtime;
 mod block_on;
 mod builder;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod executor;
 mod failure;

@@ -1,0 +1,343 @@
+//! What the transfer stage takes ([`HostBatch`]) and what it yields ([`DeviceBatch`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, DriverError};
+
+/// Offsets of the arrays inside a staging buffer are multiples of this: the alignment
+/// `cuMemAlloc` gives, which the copy engines read fastest.
+pub(crate) const STAGING_ALIGN: usize = 256;
+
+/// A plain numeric type whose values are copied to the device byte for byte.
+///
+/// Implemented for the integer and floating-point primitives. Implement it for your own
+/// `#[repr(C)]` type only if it is `Copy`, has no padding bytes and no pointers.
+pub trait Element: DeviceRepr + Copy + Send + Sync + 'static {}
+
+macro_rules! elements {
+    ($($t:ty),*) => { $(impl Element for $t {})* };
+}
+elements!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+
+/// A batch on the host that the transfer stage can copy to a device: one or more contiguous
+/// arrays of [`Element`]s.
+///
+/// Implemented for `Vec<T>` and `Box<[T]>` (yielding a `CudaSlice<T>`) and for tuples of up
+/// to eight host batches (yielding the tuple of their device forms). For a struct, list its
+/// arrays in the same order in both methods:
+///
+/// ```
+/// use pipeline_runtime::cuda::{HostBatch, Layout, Stager, TransferError};
+/// use pipeline_runtime::cuda::cudarc::driver::CudaSlice;
+///
+/// struct Images {
+///     pixels: Vec<u8>,
+///     labels: Vec<i64>,
+/// }
+///
+/// struct DeviceImages {
+///     pixels: CudaSlice<u8>,
+///     labels: CudaSlice<i64>,
+/// }
+///
+/// impl HostBatch for Images {
+///     type Device = DeviceImages;
+///
+///     fn layout(&self, layout: &mut Layout) {
+///         self.pixels.layout(layout);
+///         self.labels.layout(layout);
+///     }
+///
+///     fn upload(&self, stager: &mut Stager<'_>) -> Result<DeviceImages, TransferError> {
+///         Ok(DeviceImages {
+///             pixels: self.pixels.upload(stager)?,
+///             labels: self.labels.upload(stager)?,
+///         })
+///     }
+/// }
+/// ```
+pub trait HostBatch: Send + 'static {
+    /// The batch on the device.
+    type Device: Send + 'static;
+
+    /// Declares every array that [`upload`](Self::upload) copies, in the same order, so
+    /// that one staging buffer is sized for the whole batch.
+    fn layout(&self, layout: &mut Layout);
+
+    /// Stages every array and queues its copy; returns the device buffers.
+    fn upload(&self, stager: &mut Stager<'_>) -> Result<Self::Device, TransferError>;
+}
+
+/// The staging space a batch needs: its arrays, each at an aligned offset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    bytes: usize,
+    arrays: usize,
+}
+
+impl Layout {
+    /// An empty layout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an array of `len` elements of `T`.
+    pub fn add<T: Element>(&mut self, len: usize) {
+        self.bytes = align_up(self.bytes) + len * std::mem::size_of::<T>();
+        self.arrays += 1;
+    }
+
+    /// Staging bytes for the arrays added so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Arrays added so far.
+    pub fn arrays(&self) -> usize {
+        self.arrays
+    }
+}
+
+fn align_up(offset: usize) -> usize {
+    offset.div_ceil(STAGING_ALIGN) * STAGING_ALIGN
+}
+
+/// Copies a batch's arrays into one pinned staging buffer and queues their host-to-device
+/// copies on the transfer stream. Handed to [`HostBatch::upload`].
+pub struct Stager<'a> {
+    pub(crate) staging: &'a mut [u8],
+    pub(crate) cursor: usize,
+    pub(crate) stream: &'a Arc<CudaStream>,
+}
+
+impl fmt::Debug for Stager<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stager")
+            .field("capacity", &self.staging.len())
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stager<'_> {
+    /// Stages `data` and queues its copy into a new device buffer of the same length.
+    pub fn copy<T: Element>(&mut self, data: &[T]) -> Result<CudaSlice<T>, TransferError> {
+        let bytes = std::mem::size_of_val(data);
+        let start = align_up(self.cursor);
+        let capacity = self.staging.len();
+        let staged = start
+            .checked_add(bytes)
+            .and_then(|end| self.staging.get_mut(start..end))
+            .ok_or_else(|| {
+                TransferError::new(format!(
+                    "the batch copies more than its `HostBatch::layout` declared ({} staging \
+                     bytes): `layout` and `upload` must list the same arrays",
+                    capacity
+                ))
+            })?;
+        // SAFETY: `T: Element` is plain data without padding, so its bytes are initialised
+        // and may be read as `u8`; `staged` holds exactly `bytes` bytes and does not overlap
+        // `data` (it is the ring's pinned memory).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr().cast::<u8>(), staged.as_mut_ptr(), bytes)
+        };
+        // SAFETY: the buffer is fully written by the copy queued below before any use that
+        // is ordered after it (the stream's own work, or a consumer waiting on the batch's
+        // event).
+        let mut device = unsafe { self.stream.alloc::<T>(data.len()) }?;
+        if bytes > 0 {
+            let (dst, _record_write) = device.device_ptr_mut(self.stream);
+            // SAFETY: `staged` is pinned memory owned by the ring, which keeps it unwritten
+            // and allocated until the event recorded after this copy completes; `dst` holds
+            // `data.len()` elements of `T`, i.e. `bytes` bytes.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(dst, staged, self.stream.cu_stream())
+            }?;
+        }
+        self.cursor = start + bytes;
+        Ok(device)
+    }
+}
+
+impl<T: Element> HostBatch for Vec<T> {
+    type Device = CudaSlice<T>;
+
+    fn layout(&self, layout: &mut Layout) {
+        layout.add::<T>(self.len());
+    }
+
+    fn upload(&self, stager: &mut Stager<'_>) -> Result<CudaSlice<T>, TransferError> {
+        stager.copy(self)
+    }
+}
+
+impl<T: Element> HostBatch for Box<[T]> {
+    type Device = CudaSlice<T>;
+
+    fn layout(&self, layout: &mut Layout) {
+        layout.add::<T>(self.len());
+    }
+
+    fn upload(&self, stager: &mut Stager<'_>) -> Result<CudaSlice<T>, TransferError> {
+        stager.copy(self)
+    }
+}
+
+macro_rules! tuple_batches {
+    ($( ( $($name:ident . $idx:tt),+ ) )+) => {$(
+        impl<$($name: HostBatch),+> HostBatch for ($($name,)+) {
+            type Device = ($($name::Device,)+);
+
+            fn layout(&self, layout: &mut Layout) {
+                $( self.$idx.layout(layout); )+
+            }
+
+            fn upload(&self, stager: &mut Stager<'_>) -> Result<Self::Device, TransferError> {
+                Ok(($( self.$idx.upload(stager)?, )+))
+            }
+        }
+    )+};
+}
+
+tuple_batches! {
+    (A.0)
+    (A.0, B.1)
+    (A.0, B.1, C.2)
+    (A.0, B.1, C.2, D.3)
+    (A.0, B.1, C.2, D.3, E.4)
+    (A.0, B.1, C.2, D.3, E.4, F.5)
+    (A.0, B.1, C.2, D.3, E.4, F.5, G.6)
+    (A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7)
+}
+
+/// A batch on the device, with the event that completes when its copies have finished.
+///
+/// The copies run on the transfer's own stream. Before using the buffers on another stream,
+/// make that stream wait for them with [`wait_on`](Self::wait_on) (asynchronous: only the
+/// stream waits), or block the host with [`synchronize`](Self::synchronize).
+///
+/// Buffers used through cudarc's own calls are also ordered by cudarc's event tracking (on
+/// by default). When the buffers are freed (dropped), the free is queued on the transfer
+/// stream; if you used a buffer through a raw pointer on another stream, keep it alive until
+/// that work has finished.
+pub struct DeviceBatch<D> {
+    pub(crate) value: D,
+    pub(crate) ready: Arc<CudaEvent>,
+    pub(crate) ordinal: usize,
+}
+
+impl<D> fmt::Debug for DeviceBatch<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceBatch")
+            .field("device", &self.ordinal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> DeviceBatch<D> {
+    /// Makes `stream` wait (on the device, without blocking the host) until the copies
+    /// have finished, then hands out the buffers: work queued on `stream` from now on sees
+    /// the data.
+    pub fn wait_on(self, stream: &CudaStream) -> Result<D, TransferError> {
+        stream.wait(&self.ready)?;
+        Ok(self.value)
+    }
+
+    /// Blocks the calling thread until the copies have finished, then hands out the buffers.
+    pub fn synchronize(self) -> Result<D, TransferError> {
+        self.ready.synchronize()?;
+        Ok(self.value)
+    }
+
+    /// The event recorded after this batch's copies, for a consumer that orders its work
+    /// by other means (e.g. another library's stream).
+    pub fn ready_event(&self) -> &Arc<CudaEvent> {
+        &self.ready
+    }
+
+    /// The device's ordinal.
+    pub fn device(&self) -> usize {
+        self.ordinal
+    }
+
+    /// The buffers without waiting: their contents are valid only once
+    /// [`ready_event`](Self::ready_event) has completed.
+    pub fn into_parts(self) -> (D, Arc<CudaEvent>) {
+        (self.value, self.ready)
+    }
+}
+
+/// A batch could not be copied to the device (a driver error); the item fails.
+#[derive(Debug)]
+pub struct TransferError {
+    message: String,
+    source: Option<DriverError>,
+}
+
+impl TransferError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl From<DriverError> for TransferError {
+    fn from(e: DriverError) -> Self {
+        Self {
+            message: format!("CUDA driver error: {e}"),
+            source: Some(e),
+        }
+    }
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TransferError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_aligns_every_array() {
+        let mut layout = Layout::new();
+        layout.add::<u8>(3);
+        assert_eq!(layout.bytes(), 3);
+        layout.add::<f32>(10); // starts at 256
+        assert_eq!(layout.bytes(), 256 + 40);
+        layout.add::<i64>(0); // starts at 512, empty
+        assert_eq!(layout.bytes(), 512);
+        assert_eq!(layout.arrays(), 3);
+    }
+
+    #[test]
+    fn tuples_and_vectors_declare_their_arrays_in_order() {
+        let batch = (
+            vec![0u8; 300],
+            (vec![0f32; 2], vec![0i32; 1]),
+            vec![0u16; 0],
+        );
+        let mut layout = Layout::new();
+        batch.layout(&mut layout);
+        // 300 bytes, then 8 at 512, then 4 at 768, then an empty array at 1024.
+        assert_eq!(layout.arrays(), 4);
+        assert_eq!(layout.bytes(), 1024);
+        let boxed: Box<[f64]> = vec![1.0; 4].into_boxed_slice();
+        let mut layout = Layout::new();
+        boxed.layout(&mut layout);
+        assert_eq!(layout.bytes(), 32);
+    }
+}

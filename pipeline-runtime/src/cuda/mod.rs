@@ -1,0 +1,59 @@
+//! Moving batches to a CUDA device (feature `cuda`).
+//!
+//! A [`DeviceTransfer`] owns, for one device, a dedicated thread, a CUDA stream and a small
+//! ring of pinned host buffers. Its stage takes a [`HostBatch`] (a `Vec<T>` of numbers, or a
+//! tuple or struct of them), copies the batch into the next pinned buffer, queues the
+//! host-to-device copies on its stream, records an event after them and yields a
+//! [`DeviceBatch`] at once: the copy runs while the next batch is staged, and while the
+//! consumer computes on its own stream. A pinned buffer is written again only after the event
+//! of the copy out of it has completed, and it only ever grows.
+//!
+//! ```no_run
+//! use pipeline_runtime::cuda::TransferConfig;
+//! use pipeline_runtime::PipelineBuilder;
+//!
+//! let pipeline = PipelineBuilder::new()
+//!     .source(0..1000u32)
+//!     .pipe(|i| i as f32, Default::default())
+//!     .aggregate(256)
+//!     .to_device(TransferConfig::local_rank())
+//!     .sink(2)
+//!     .build()?; // a BuildError here if there is no driver or no such device
+//!
+//! let transfer_stream = None::<std::sync::Arc<pipeline_runtime::cuda::cudarc::driver::CudaStream>>;
+//! for batch in pipeline {
+//!     let batch = batch?;
+//!     # let Some(stream) = &transfer_stream else { break };
+//!     let device_buffer = batch.wait_on(stream)?; // `stream` waits for the copy, the host does not
+//!     # drop(device_buffer);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Without a CUDA driver, without the device, or with a malformed `LOCAL_RANK`,
+//! [`DeviceTransfer::open`] (and so `build()`) returns a [`BuildError`](crate::BuildError)
+//! that says which; the driver library is looked for before any driver call.
+//!
+//! The guide's chapter "GPU transfer" explains the ring, the events and how to use the
+//! buffers safely.
+
+mod batch;
+mod device;
+mod ring;
+mod transfer;
+
+pub use batch::{DeviceBatch, Element, HostBatch, Layout, Stager, TransferError};
+pub use device::{DeviceSelector, LOCAL_RANK_VAR};
+pub use transfer::{DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS};
+
+/// The cudarc this crate is built with, to create streams and use the buffers without a
+/// dependency of your own.
+pub use cudarc;
+
+/// Whether a CUDA device can be used here: the driver library loads and reports at least one
+/// device. Never panics.
+pub fn is_available() -> bool {
+    use device::DriverProbe;
+    let driver = device::CudaDriver;
+    driver.library_present() && driver.device_count().is_ok_and(|n| n > 0)
+}
