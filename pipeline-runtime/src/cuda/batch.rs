@@ -23,7 +23,7 @@ elements!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
 /// A batch on the host that the transfer stage can copy to a device: one or more contiguous
 /// arrays of [`Element`]s.
 ///
-/// Implemented for `Vec<T>` and `Box<[T]>` (yielding a `CudaSlice<T>`) and for tuples of up
+/// Implemented for `Vec<T>`, `Box<[T]>` and `Arc<[T]>` (yielding a `CudaSlice<T>`) and for tuples of up
 /// to eight host batches (yielding the tuple of their device forms). For a struct, list its
 /// arrays in the same order in both methods:
 ///
@@ -173,6 +173,18 @@ impl<T: Element> HostBatch for Vec<T> {
 }
 
 impl<T: Element> HostBatch for Box<[T]> {
+    type Device = CudaSlice<T>;
+
+    fn layout(&self, layout: &mut Layout) {
+        layout.add::<T>(self.len());
+    }
+
+    fn upload(&self, stager: &mut Stager<'_>) -> Result<CudaSlice<T>, TransferError> {
+        stager.copy(self)
+    }
+}
+
+impl<T: Element> HostBatch for Arc<[T]> {
     type Device = CudaSlice<T>;
 
     fn layout(&self, layout: &mut Layout) {
