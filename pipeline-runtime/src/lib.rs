@@ -90,6 +90,9 @@ pub mod __guide {
     pub mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]
     pub mod lifecycle {}
+    #[cfg(feature = "cuda")]
+    #[doc = include_str!("../../docs/src/gpu.md")]
+    pub mod gpu {}
 }
 
 pub use builder::{

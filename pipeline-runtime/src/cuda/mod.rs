@@ -8,24 +8,25 @@
 //! consumer computes on its own stream. A pinned buffer is written again only after the event
 //! of the copy out of it has completed, and it only ever grows.
 //!
-//! ```no_run
-//! use pipeline_runtime::cuda::TransferConfig;
-//! use pipeline_runtime::PipelineBuilder;
+//! ```
+//! use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
+//! use pipeline_runtime::{PipelineBuilder, StageOptions};
 //!
+//! // A `BuildError` here if there is no driver, no such device or a malformed LOCAL_RANK.
+//! let Ok(transfer) = DeviceTransfer::open(TransferConfig::local_rank()) else {
+//!     return Ok(());
+//! };
+//! let stream = transfer.context().new_stream()?; // the consumer's stream
 //! let pipeline = PipelineBuilder::new()
 //!     .source(0..1000u32)
-//!     .pipe(|i| i as f32, Default::default())
+//!     .pipe(|i| i as f32, StageOptions::new())
 //!     .aggregate(256)
-//!     .to_device(TransferConfig::local_rank())
+//!     .to_device_with(&transfer, StageOptions::new())
 //!     .sink(2)
-//!     .build()?; // a BuildError here if there is no driver or no such device
-//!
-//! let transfer_stream = None::<std::sync::Arc<pipeline_runtime::cuda::cudarc::driver::CudaStream>>;
+//!     .build()?;
 //! for batch in pipeline {
-//!     let batch = batch?;
-//!     # let Some(stream) = &transfer_stream else { break };
-//!     let device_buffer = batch.wait_on(stream)?; // `stream` waits for the copy, the host does not
-//!     # drop(device_buffer);
+//!     let on_device = batch?.wait_on(&stream)?; // `stream` waits for the copy, the host does not
+//!     assert!(on_device.len() <= 256);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
