@@ -9,7 +9,18 @@ use std::sync::Arc;
 use pipeline_runtime::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use pipeline_runtime::cuda::{self, DeviceBatch, DeviceTransfer, TransferConfig};
 use pipeline_runtime::{pipeline, PipelineBuilder, StageOptions};
-use pipeline_tests::{thread_count, wait_until};
+use pipeline_tests::wait_until;
+
+/// Threads of this process whose name starts with `prefix` (Linux; 0 elsewhere).
+fn threads_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
 
 /// `Some(transfer)` on a machine with a GPU; otherwise prints why the test is skipped.
 fn gpu_or_skip(test: &str, config: TransferConfig) -> Option<DeviceTransfer> {
@@ -197,7 +208,7 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
     let Some(transfer) = gpu_or_skip("stop_while_busy", TransferConfig::device(0)) else {
         return;
     };
-    let before = thread_count() - 1; // less the transfer's thread, which must end too
+    assert_eq!(threads_named("cuda-transfer-0"), 1);
     {
         let mut p = PipelineBuilder::new()
             .source((0..1_000u32).map(|k| vec![k; 16 << 20])) // 64 MiB each
@@ -205,18 +216,18 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
             .sink(2)
             .build()
             .unwrap();
-        drop(transfer); // the stage keeps the transfer alive while it runs
-                        // Take one batch, leave copies queued and staged batches waiting, and drop it all.
+        // The stage keeps the transfer alive while it runs.
+        drop(transfer);
+        // Take one batch, leave copies queued and staged batches waiting, and drop it all.
         let first = p.next().unwrap().unwrap();
         drop(p);
         drop(first);
     }
     assert!(
-        wait_until(std::time::Duration::from_secs(30), || thread_count()
-            <= before),
-        "threads left behind: {} before, {} after",
-        before,
-        thread_count()
+        wait_until(std::time::Duration::from_secs(30), || {
+            threads_named("cuda-transfer-0") == 0
+        }),
+        "the transfer thread is still running"
     );
     // The device is still usable afterwards.
     let transfer = DeviceTransfer::open(TransferConfig::device(0)).unwrap();
@@ -231,4 +242,37 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
     );
     assert_eq!(back, vec![7u16; 1000]);
     transfer.context().check_err().unwrap();
+}
+
+/// The transfer's stage function owns its dedicated thread (so that `to_device` needs no
+/// handle kept by the caller). This checks that pattern on the CPU: a stage whose function
+/// holds the only handle to the pool it runs on still lets that thread end when the pipeline
+/// is dropped mid-stream.
+#[test]
+fn a_stage_owning_its_own_thread_lets_it_end_on_drop() {
+    use pipeline_runtime::ThreadPool;
+    {
+        let pool = ThreadPool::builder().name("stage-owned").build().unwrap();
+        let held = pool.clone();
+        let mut p = PipelineBuilder::new()
+            .source(0..1_000_000u64)
+            .pipe(
+                move |x: u64| {
+                    let _keep = &held;
+                    x + 1
+                },
+                StageOptions::new().executor(pool).buffer(2),
+            )
+            .sink(2)
+            .build()
+            .unwrap();
+        assert_eq!(p.next().unwrap().unwrap(), 1);
+        assert_eq!(threads_named("stage-owned-"), 1);
+    }
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || {
+            threads_named("stage-owned-") == 0
+        }),
+        "the stage's own thread is still running"
+    );
 }
