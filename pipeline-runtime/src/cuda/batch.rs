@@ -13,6 +13,10 @@ pub(crate) const STAGING_ALIGN: usize = 256;
 ///
 /// Implemented for the integer and floating-point primitives. Implement it for your own
 /// `#[repr(C)]` type only if it is `Copy`, has no padding bytes and no pointers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be copied to the device byte for byte",
+    note = "the transfer stage copies arrays of plain numbers: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64"
+)]
 pub trait Element: DeviceRepr + Copy + Send + Sync + 'static {}
 
 macro_rules! elements {
@@ -57,6 +61,10 @@ elements!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "the transfer stage cannot copy `{Self}` to the device",
+    note = "collate each batch into contiguous arrays first: a `Vec<T>` of numbers, a tuple of them, or a struct implementing `HostBatch`"
+)]
 pub trait HostBatch: Send + 'static {
     /// The batch on the device.
     type Device: Send + 'static;
