@@ -4,7 +4,7 @@
 //! real "no driver" error. The device cases need a GPU; without one they print why they are
 //! skipped and return. Set `PIPELINE_REQUIRE_GPU=1` (on a GPU machine) to make a skip fail.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pipeline_runtime::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use pipeline_runtime::cuda::{self, DeviceBatch, DeviceTransfer, TransferConfig};
@@ -22,10 +22,17 @@ fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
-/// `Some(transfer)` on a machine with a GPU; otherwise prints why the test is skipped.
-fn gpu_or_skip(test: &str, config: TransferConfig) -> Option<DeviceTransfer> {
+/// The device tests run one at a time: they count the transfer threads and time the device.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// `Some((turn, transfer))` on a machine with a GPU; otherwise prints why the test is skipped.
+fn gpu_or_skip(
+    test: &str,
+    config: TransferConfig,
+) -> Option<(MutexGuard<'static, ()>, DeviceTransfer)> {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     match DeviceTransfer::open(config) {
-        Ok(transfer) => Some(transfer),
+        Ok(transfer) => Some((turn, transfer)),
         Err(e) => {
             assert!(
                 std::env::var_os("PIPELINE_REQUIRE_GPU").is_none(),
@@ -35,6 +42,16 @@ fn gpu_or_skip(test: &str, config: TransferConfig) -> Option<DeviceTransfer> {
             None
         }
     }
+}
+
+/// Queues about `rounds` x 512 MiB of device-side memsets on `stream`, so that work queued
+/// after them waits: the device is busy.
+fn keep_busy(stream: &Arc<CudaStream>, rounds: usize) -> CudaSlice<u8> {
+    let mut blocker = stream.alloc_zeros::<u8>(512 << 20).expect("blocker buffer");
+    for _ in 0..rounds {
+        stream.memset_zeros(&mut blocker).expect("memset");
+    }
+    blocker
 }
 
 /// The message a machine without a usable device gives, whichever part is missing.
@@ -112,7 +129,7 @@ fn to_host<T: DeviceRepr + Default + Clone>(
 
 #[test]
 fn round_trip_of_many_batches_of_several_shapes_and_types() {
-    let Some(transfer) = gpu_or_skip("round_trip", TransferConfig::device(0)) else {
+    let Some((_turn, transfer)) = gpu_or_skip("round_trip", TransferConfig::device(0)) else {
         return;
     };
     let stream = consumer_stream(&transfer);
@@ -171,23 +188,29 @@ fn round_trip_of_many_batches_of_several_shapes_and_types() {
 
 #[test]
 fn a_staging_buffer_is_not_overwritten_while_its_copy_is_in_flight() {
-    let Some(transfer) = gpu_or_skip(
+    let Some((_turn, transfer)) = gpu_or_skip(
         "no_reuse_in_flight",
         TransferConfig::device(0).staging_slots(2),
     ) else {
         return;
     };
     // Two slots and large batches: the host stages batch k+2 into the slot batch k was copied
-    // from. Had it not waited for that copy, batch k on the device would hold batch k+2's
-    // bytes. Nothing is read back until every batch has been queued.
+    // from. The copies are held back behind device work queued first on the transfer stream,
+    // so the host runs far ahead of them: had it not waited for the copy out of a slot, batch
+    // k on the device would hold batch k+2's bytes. Nothing is read back until every batch
+    // has been queued.
     const WORDS: usize = 4 << 20; // 16 MiB of u32 per batch
-    let batches: Vec<DeviceBatch<CudaSlice<u32>>> = (0..24u32)
+    let hosts: Vec<Vec<u32>> = (0..24u32)
         .map(|k| {
-            let host: Vec<u32> = (0..WORDS as u32)
+            (0..WORDS as u32)
                 .map(|j| j.wrapping_mul(2654435761) ^ k)
-                .collect();
-            transfer.transfer(&host).unwrap()
+                .collect()
         })
+        .collect();
+    let _blocker = keep_busy(transfer.stream(), 400);
+    let batches: Vec<DeviceBatch<CudaSlice<u32>>> = hosts
+        .iter()
+        .map(|host| transfer.transfer(host).unwrap())
         .collect();
     let stream = consumer_stream(&transfer);
     for (k, batch) in batches.into_iter().enumerate() {
@@ -205,10 +228,14 @@ fn a_staging_buffer_is_not_overwritten_while_its_copy_is_in_flight() {
 
 #[test]
 fn pipeline_stops_cleanly_while_the_device_is_busy() {
-    let Some(transfer) = gpu_or_skip("stop_while_busy", TransferConfig::device(0)) else {
+    let Some((_turn, transfer)) = gpu_or_skip("stop_while_busy", TransferConfig::device(0)) else {
         return;
     };
-    assert_eq!(threads_named("cuda-transfer-0"), 1);
+    // Transfer threads of earlier tests end on their own once their handles are gone.
+    assert!(wait_until(std::time::Duration::from_secs(10), || {
+        threads_named("cuda-transfer-0") == 1
+    }));
+    let stream = transfer.stream().clone();
     {
         let mut p = PipelineBuilder::new()
             .source((0..1_000u32).map(|k| vec![k; 16 << 20])) // 64 MiB each
@@ -218,10 +245,13 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
             .unwrap();
         // The stage keeps the transfer alive while it runs.
         drop(transfer);
-        // Take one batch, leave copies queued and staged batches waiting, and drop it all.
+        // Take one batch, make the device busy for a while, and drop everything while copies
+        // are queued behind that work and staged batches wait for free slots.
         let first = p.next().unwrap().unwrap();
+        let blocker = keep_busy(&stream, 2_000);
         drop(p);
         drop(first);
+        drop(blocker);
     }
     assert!(
         wait_until(std::time::Duration::from_secs(30), || {
