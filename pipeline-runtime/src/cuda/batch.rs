@@ -11,11 +11,13 @@ pub(crate) const STAGING_ALIGN: usize = 256;
 
 /// A plain numeric type whose values are copied to the device byte for byte.
 ///
-/// Implemented for the integer and floating-point primitives. Implement it for your own
+/// Implemented for the integer and floating-point primitives, and with the feature
+/// `cuda-f16` for `half::f16` and `half::bf16` (the `half` crate is then re-exported as
+/// `pipeline_runtime::cuda::half`). Implement it for your own
 /// `#[repr(C)]` type only if it is `Copy`, has no padding bytes and no pointers.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be copied to the device byte for byte",
-    note = "the transfer stage copies arrays of plain numbers: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64"
+    note = "the transfer stage copies arrays of plain numbers: u8, i8, u16, i16, u32, i32, u64, i64, f32, f64 (and half::f16, half::bf16 with the feature `cuda-f16`)"
 )]
 pub trait Element: DeviceRepr + Copy + Send + Sync + 'static {}
 
@@ -23,6 +25,8 @@ macro_rules! elements {
     ($($t:ty),*) => { $(impl Element for $t {})* };
 }
 elements!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+#[cfg(feature = "cuda-f16")]
+elements!(half::f16, half::bf16);
 
 /// A batch on the host that the transfer stage can copy to a device: one or more contiguous
 /// arrays of [`Element`]s.
@@ -330,6 +334,15 @@ impl std::error::Error for TransferError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "cuda-f16")]
+    #[test]
+    fn half_precision_arrays_take_two_bytes_per_element() {
+        let halves = (vec![half::f16::from_f32(1.5); 3], vec![half::bf16::ZERO; 2]);
+        let mut layout = Layout::new();
+        halves.layout(&mut layout);
+        assert_eq!(layout.bytes(), 256 + 4);
+    }
 
     #[test]
     fn layout_aligns_every_array() {

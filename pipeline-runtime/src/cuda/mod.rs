@@ -50,6 +50,9 @@ pub use transfer::{DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS};
 /// The cudarc this crate is built with, to create streams and use the buffers without a
 /// dependency of your own.
 pub use cudarc;
+/// The `half` crate, for batches of `f16` and `bf16` (feature `cuda-f16`).
+#[cfg(feature = "cuda-f16")]
+pub use half;
 
 /// Whether a CUDA device can be used here: the driver library loads and reports at least one
 /// device. Never panics.
