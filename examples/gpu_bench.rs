@@ -9,7 +9,8 @@
 //!    into one device buffer, back to back on one stream (the raw figure), and (b) the same
 //!    bytes as `Arc<[u8]>` batches through a pipeline whose last stage is the transfer stage
 //!    (staging copy into the pinned ring, a new device buffer per batch), timed until the
-//!    last batch's event completed. About `--total-mib` (default 2048) MiB per size.
+//!    last batch's event completed. About `--total-mib` (default 2048) MiB per size. The
+//!    last column is the stage with its staging copy on one thread (`staging_threads(1)`).
 //! 2. Overlap: a stand-in for compute (device-side memsets of a 256 MiB buffer on another
 //!    stream; no kernel is compiled, so no NVRTC is needed) alone, 16 MiB transfers alone,
 //!    and both at once. With full overlap "both" takes about the longer of the two.
@@ -63,21 +64,25 @@ mod bench {
             ctx.name()?,
             total_mib
         );
+        // The same stage with the staging copy on the transfer thread alone.
+        let single = DeviceTransfer::open(TransferConfig::local_rank().staging_threads(1))?;
         println!(
-            "{:>8} {:>8} {:>12} {:>12} {:>8}",
-            "batch", "count", "raw GB/s", "stage GB/s", "ratio"
+            "{:>8} {:>8} {:>10} {:>12} {:>7} {:>16}",
+            "batch", "count", "raw GB/s", "stage GB/s", "ratio", "1-thread GB/s"
         );
         for size_mib in [1usize, 4, 16, 64] {
             let size = size_mib * MIB;
             let count = (total_mib / size_mib).clamp(8, 4096);
             let raw = raw_copy(&transfer, size, count)?;
             let staged = through_stage(&transfer, size, count)?;
+            let staged_single = through_stage(&single, size, count)?;
             println!(
-                "{:>5} MiB {count:>8} {raw:>12.2} {staged:>12.2} {:>7.0}%",
+                "{:>4} MiB {count:>8} {raw:>10.2} {staged:>12.2} {:>6.0}% {staged_single:>16.2}",
                 size_mib,
                 100.0 * staged / raw
             );
         }
+        drop(single);
         overlap(&transfer)?;
         Ok(())
     }

@@ -87,9 +87,11 @@ fn out_of_range_index_is_a_build_error_on_every_machine() {
 }
 
 #[test]
-fn zero_staging_slots_is_a_build_error() {
+fn zero_staging_slots_or_threads_is_a_build_error() {
     let err = DeviceTransfer::open(TransferConfig::device(0).staging_slots(0)).unwrap_err();
     assert!(err.message().contains("staging_slots"), "{err}");
+    let err = DeviceTransfer::open(TransferConfig::device(0).staging_threads(0)).unwrap_err();
+    assert!(err.message().contains("staging_threads"), "{err}");
 }
 
 #[test]

@@ -121,6 +121,8 @@ pub struct Stager<'a> {
     pub(crate) staging: &'a mut [u8],
     pub(crate) cursor: usize,
     pub(crate) stream: &'a Arc<CudaStream>,
+    /// Threads that share the staging copies of large arrays; `None` copies on this thread.
+    pub(crate) copiers: Option<&'a rayon::ThreadPool>,
 }
 
 impl fmt::Debug for Stager<'_> {
@@ -148,12 +150,10 @@ impl Stager<'_> {
                     capacity
                 ))
             })?;
-        // SAFETY: `T: Element` is plain data without padding, so its bytes are initialised
-        // and may be read as `u8`; `staged` holds exactly `bytes` bytes and does not overlap
-        // `data` (it is the ring's pinned memory).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr().cast::<u8>(), staged.as_mut_ptr(), bytes)
-        };
+        // SAFETY: `T: Element` is plain data without padding, so its `bytes` bytes are
+        // initialised and may be read as `u8` for as long as `data` is borrowed.
+        let source = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), bytes) };
+        copy_bytes(staged, source, self.copiers);
         // SAFETY: the buffer is fully written by the copy queued below before any use that
         // is ordered after it (the stream's own work, or a consumer waiting on the batch's
         // event).
@@ -169,6 +169,31 @@ impl Stager<'_> {
         }
         self.cursor = start + bytes;
         Ok(device)
+    }
+}
+
+/// Arrays at least this large are staged by several threads.
+const PARALLEL_COPY_MIN: usize = 1 << 20;
+/// The smallest share of one staging copy handed to a thread.
+const PARALLEL_COPY_CHUNK: usize = 256 << 10;
+
+/// `dst.copy_from_slice(src)`, split across `copiers` for a large copy: one thread's memory
+/// copy is slower than a PCIe link, and the staging copy would otherwise bound the stage.
+pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8], copiers: Option<&rayon::ThreadPool>) {
+    use rayon::prelude::*;
+    match copiers {
+        Some(pool) if src.len() >= PARALLEL_COPY_MIN && pool.current_num_threads() > 1 => {
+            let chunk = src
+                .len()
+                .div_ceil(pool.current_num_threads())
+                .max(PARALLEL_COPY_CHUNK);
+            pool.install(|| {
+                dst.par_chunks_mut(chunk)
+                    .zip(src.par_chunks(chunk))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
+            });
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -354,6 +379,29 @@ mod tests {
         layout.add::<i64>(0); // starts at 512, empty
         assert_eq!(layout.bytes(), 512);
         assert_eq!(layout.arrays(), 3);
+    }
+
+    #[test]
+    fn staging_copies_are_exact_whether_split_or_not() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for len in [
+            0,
+            1,
+            1000,
+            PARALLEL_COPY_MIN - 1,
+            PARALLEL_COPY_MIN,
+            3 * PARALLEL_COPY_MIN + 7,
+        ] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            for copiers in [None, Some(&pool)] {
+                let mut dst = vec![0xAAu8; len];
+                copy_bytes(&mut dst, &src, copiers);
+                assert!(dst == src, "len {len}, split: {}", copiers.is_some());
+            }
+        }
     }
 
     #[test]

@@ -45,7 +45,9 @@ mod transfer;
 
 pub use batch::{DeviceBatch, Element, HostBatch, Layout, Stager, TransferError};
 pub use device::{DeviceSelector, LOCAL_RANK_VAR};
-pub use transfer::{DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS};
+pub use transfer::{
+    DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS, DEFAULT_STAGING_THREADS,
+};
 
 /// The cudarc this crate is built with, to create streams and use the buffers without a
 /// dependency of your own.

@@ -16,11 +16,15 @@ use crate::executor::{Executor, ThreadPool};
 /// Staging buffers in the ring unless set otherwise: one being filled, two copies queued.
 pub const DEFAULT_STAGING_SLOTS: usize = 3;
 
+/// Threads that share the staging copy of a large array unless set otherwise.
+pub const DEFAULT_STAGING_THREADS: usize = 4;
+
 /// How to open a [`DeviceTransfer`].
 #[derive(Debug, Clone)]
 pub struct TransferConfig {
     device: DeviceSelector,
     slots: usize,
+    staging_threads: usize,
 }
 
 impl TransferConfig {
@@ -29,6 +33,7 @@ impl TransferConfig {
         Self {
             device: DeviceSelector::Index(index),
             slots: DEFAULT_STAGING_SLOTS,
+            staging_threads: DEFAULT_STAGING_THREADS,
         }
     }
 
@@ -38,6 +43,7 @@ impl TransferConfig {
         Self {
             device: DeviceSelector::LocalRank,
             slots: DEFAULT_STAGING_SLOTS,
+            staging_threads: DEFAULT_STAGING_THREADS,
         }
     }
 
@@ -46,6 +52,14 @@ impl TransferConfig {
     /// host stages the next batch; each slot holds one whole batch.
     pub fn staging_slots(mut self, n: usize) -> Self {
         self.slots = n;
+        self
+    }
+
+    /// Threads that share the host-side copy of an array of 1 MiB or more into pinned memory
+    /// (at least 1; default [`DEFAULT_STAGING_THREADS`]). With 1, the transfer thread copies
+    /// alone.
+    pub fn staging_threads(mut self, n: usize) -> Self {
+        self.staging_threads = n;
         self
     }
 }
@@ -66,6 +80,8 @@ struct TransferInner {
     ordinal: usize,
     /// The one thread the stage runs on; kept by every handle and every stage function.
     thread: ThreadPool,
+    /// Helpers for the staging copies of large arrays.
+    copiers: Option<rayon::ThreadPool>,
 }
 
 impl fmt::Debug for DeviceTransfer {
@@ -87,6 +103,11 @@ impl DeviceTransfer {
                 "GPU transfer: staging_slots must be at least 1",
             ));
         }
+        if config.staging_threads == 0 {
+            return Err(BuildError::new(
+                "GPU transfer: staging_threads must be at least 1",
+            ));
+        }
         let ordinal = check_device(&CudaDriver, config.device)?;
         let opened = guard_panic(|| -> Result<_, DriverError> {
             let ctx = CudaContext::new(ordinal)?;
@@ -105,6 +126,16 @@ impl DeviceTransfer {
                 let _ = bind.bind_to_thread();
             })
             .build()?;
+        let copiers = match config.staging_threads {
+            1 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(move |i| format!("cuda-stage{ordinal}.{i}"))
+                    .build()
+                    .map_err(|e| BuildError::new(format!("cannot start staging threads: {e}")))?,
+            ),
+        };
         let ring = Ring::new(PinnedStaging { ctx }, config.slots);
         Ok(Self {
             inner: Arc::new(TransferInner {
@@ -112,6 +143,7 @@ impl DeviceTransfer {
                 stream,
                 ordinal,
                 thread,
+                copiers,
             }),
         })
     }
@@ -190,6 +222,7 @@ impl TransferInner {
             staging: slot.buffer.as_mut_slice()?,
             cursor: 0,
             stream: &self.stream,
+            copiers: self.copiers.as_ref(),
         };
         let uploaded = batch.upload(&mut stager);
         // The slot is in flight from the first queued copy, whether or not the rest were
