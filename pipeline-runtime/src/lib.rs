@@ -59,6 +59,7 @@ mod error;
 pub mod executor;
 mod failure;
 mod pipeline;
+pub mod process;
 mod queue;
 mod run_state;
 mod stage;

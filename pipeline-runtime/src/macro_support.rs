@@ -8,6 +8,7 @@ pub use crate::error::BoxError;
 pub use crate::failure::MaxFailures;
 pub use crate::stage::pipe::Order;
 pub use futures::Stream;
+pub use inventory;
 
 /// A stage function: called from the pipeline's threads, concurrently, for as long as the
 /// pipeline runs.

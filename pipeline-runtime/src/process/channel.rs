@@ -1,0 +1,155 @@
+//! Framed, bidirectional messages between a parent and a worker child, raw or serde-encoded.
+//!
+//! Values are encoded with `postcard` (compact, and a plain copy for byte buffers).
+
+use std::fmt;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::protocol::{read_frame, write_frame};
+
+/// The receiving half of a [`Channel`].
+pub struct FrameReader {
+    inner: BufReader<Box<dyn Read + Send>>,
+}
+
+/// The sending half of a [`Channel`].
+pub struct FrameWriter {
+    inner: BufWriter<Box<dyn Write + Send>>,
+}
+
+/// A framed message channel to the other process: to the child on the parent's side, to the
+/// parent inside a worker's entry point. [`split`](Self::split) it to send and receive from
+/// different threads.
+#[derive(Debug)]
+pub struct Channel {
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameReader")
+    }
+}
+
+impl fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameWriter")
+    }
+}
+
+impl FrameReader {
+    pub(crate) fn new(r: impl Read + Send + 'static) -> Self {
+        Self {
+            inner: BufReader::with_capacity(64 * 1024, Box::new(r)),
+        }
+    }
+
+    /// The next message; `Ok(None)` when the other side closed its end cleanly (it exited or
+    /// dropped its writer).
+    pub fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+        read_frame(&mut self.inner)
+    }
+
+    /// The next message, decoded.
+    pub fn recv_value<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        match self.recv()? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    }
+}
+
+impl FrameWriter {
+    pub(crate) fn new(w: impl Write + Send + 'static) -> Self {
+        Self {
+            inner: BufWriter::with_capacity(8 * 1024, Box::new(w)),
+        }
+    }
+
+    /// Writes bytes with no frame around them (the handshake).
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.inner.flush()
+    }
+
+    /// Sends one message made of `parts` back to back (saves a copy when a header and a
+    /// payload live apart).
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        write_frame(&mut self.inner, parts)
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        self.send_parts(&[message])
+    }
+
+    /// Sends one value, encoded.
+    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
+        self.send(&encode(value)?)
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(reader: FrameReader, writer: FrameWriter) -> Self {
+        Self { reader, writer }
+    }
+
+    /// See [`FrameReader::recv`].
+    pub fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.reader.recv()
+    }
+
+    /// See [`FrameReader::recv_value`].
+    pub fn recv_value<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        self.reader.recv_value()
+    }
+
+    /// See [`FrameWriter::send`].
+    pub fn send(&mut self, message: &[u8]) -> io::Result<()> {
+        self.writer.send(message)
+    }
+
+    /// See [`FrameWriter::send_parts`].
+    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        self.writer.send_parts(parts)
+    }
+
+    /// See [`FrameWriter::send_value`].
+    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
+        self.writer.send_value(value)
+    }
+
+    /// The two halves, to receive on one thread while sending on another. Dropping the
+    /// writer tells the other side that no more messages come.
+    pub fn split(self) -> (FrameReader, FrameWriter) {
+        (self.reader, self.writer)
+    }
+}
+
+/// Encodes a value the way channels do.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot encode value: {e}"),
+        )
+    })
+}
+
+/// Decodes a value encoded by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "cannot decode a `{}` from {} bytes: {e}",
+                std::any::type_name::<T>(),
+                bytes.len()
+            ),
+        )
+    })
+}

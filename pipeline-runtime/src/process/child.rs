@@ -1,0 +1,601 @@
+//! The parent's side of a worker child: spawning the re-executed binary, checking its
+//! handshake, forwarding its stderr, and supervising it until it is reaped.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::channel::{encode, Channel, FrameReader, FrameWriter};
+use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
+use super::worker::find_entry;
+
+/// Lines of a child's stderr kept for its [`ExitReport`].
+const STDERR_TAIL_LINES: usize = 64;
+/// Longest stderr line kept (characters); longer ones are cut.
+const STDERR_LINE_MAX: usize = 400;
+
+/// What the parent sends right after the handshake: which entry point to run, with what.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Start {
+    pub(crate) entry: String,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) args: Vec<u8>,
+}
+
+/// How to start a worker child.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    name: String,
+    handshake_timeout: Duration,
+    memory_limit: Option<u64>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        Self {
+            name: "worker".to_owned(),
+            handshake_timeout: Duration::from_secs(10),
+            memory_limit: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl SpawnOptions {
+    /// Defaults: name `worker`, a 10 s handshake timeout, no memory limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A name for logs and errors; the child's stderr lines are prefixed with it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How long the child may take to prove it entered worker mode.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Caps the child's address space (`RLIMIT_AS`, bytes); an allocation past it fails in
+    /// the child (Rust then aborts it) instead of pressing on the whole machine.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// An extra environment variable for the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Why a child could not be started or talked to.
+#[derive(Debug)]
+pub struct ProcessError {
+    message: String,
+    exit: Option<ExitReport>,
+}
+
+impl ProcessError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            exit: None,
+        }
+    }
+
+    fn with_exit(message: impl Into<String>, exit: ExitReport) -> Self {
+        Self {
+            message: message.into(),
+            exit: Some(exit),
+        }
+    }
+
+    /// How the child ended, when it ended before or while this error happened.
+    pub fn exit_report(&self) -> Option<&ExitReport> {
+        self.exit.as_ref()
+    }
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(exit) = &self.exit {
+            write!(f, " (the child {exit})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProcessError {}
+
+/// How a child ended: its exit status and the last lines it wrote to stderr.
+#[derive(Debug, Clone)]
+pub struct ExitReport {
+    status: ExitStatus,
+    stderr_tail: Vec<String>,
+}
+
+impl ExitReport {
+    /// The exit status.
+    pub fn status(&self) -> ExitStatus {
+        self.status
+    }
+
+    /// The exit code, if the child exited rather than being killed by a signal.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The signal that ended the child, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+
+    /// The last lines the child wrote to stderr (its panic message, Rust's "memory
+    /// allocation of N bytes failed").
+    pub fn stderr_tail(&self) -> &[String] {
+        &self.stderr_tail
+    }
+
+    /// The most telling stderr line: an allocation failure, else a panic message, else the
+    /// last line that is not part of a backtrace.
+    pub fn key_stderr_line(&self) -> Option<&str> {
+        let lines = &self.stderr_tail;
+        if let Some(oom) = lines.iter().find(|l| is_alloc_failure(l)) {
+            return Some(oom);
+        }
+        if let Some(at) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
+            return lines.get(at + 1).or(lines.get(at)).map(String::as_str);
+        }
+        lines
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !is_backtrace_noise(l))
+    }
+
+    /// Whether the child ran out of memory: an allocation failed (Rust's allocation error
+    /// handler aborts the process after saying so on stderr).
+    pub fn out_of_memory(&self) -> bool {
+        self.stderr_tail.iter().any(|l| is_alloc_failure(l))
+    }
+}
+
+/// Rust's message before it aborts on a failed allocation.
+fn is_alloc_failure(line: &str) -> bool {
+    line.contains("memory allocation of") && line.contains("failed")
+}
+
+fn is_backtrace_noise(line: &str) -> bool {
+    line.is_empty()
+        || line.starts_with("note: ")
+        || line.starts_with("stack backtrace:")
+        || line.starts_with("at ")
+        || line
+            .split_once(": ")
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+        || line.ends_with("__rust_try")
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
+
+impl fmt::Display for ExitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.status.code(), self.status.signal()) {
+            _ if self.out_of_memory() => write!(
+                f,
+                "ran out of memory (an allocation failed and the process aborted)"
+            )?,
+            (Some(0), _) => f.write_str("exited normally (code 0)")?,
+            (Some(code), _) => write!(f, "exited with code {code}")?,
+            (None, Some(libc::SIGSEGV)) => {
+                f.write_str("crashed with a segmentation fault (signal 11, SIGSEGV)")?
+            }
+            (None, Some(libc::SIGABRT)) => f.write_str("aborted (signal 6, SIGABRT)")?,
+            (None, Some(libc::SIGKILL)) => f.write_str(
+                "was killed by signal 9 (SIGKILL; the kernel's out-of-memory killer also \
+                 sends it)",
+            )?,
+            (None, Some(sig)) => write!(f, "was killed by signal {sig} ({})", signal_name(sig))?,
+            (None, None) => write!(f, "ended with status {}", self.status)?,
+        }
+        if let Some(line) = self.key_stderr_line() {
+            write!(f, "; its stderr said: {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The pid and whether it has been reaped, under one lock, so that a kill never reaches a
+/// reused pid: a child that has exited stays a zombie (its pid reserved) until reaped.
+#[derive(Debug)]
+struct ChildState {
+    pid: i32,
+    reaped: Mutex<bool>,
+}
+
+impl ChildState {
+    fn kill(&self) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            // SAFETY: plain syscall on a pid that is ours and not yet reaped (see above).
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Kills a child from another thread (e.g. to unblock a thread reading from it).
+#[derive(Debug, Clone)]
+pub struct ChildKiller {
+    state: Arc<ChildState>,
+}
+
+impl ChildKiller {
+    /// Sends `SIGKILL` to the child unless it has already been reaped.
+    pub fn kill(&self) {
+        self.state.kill();
+    }
+}
+
+/// A running worker child. Dropping it kills the child (`SIGKILL`) and reaps it, so a
+/// child never outlives its handle.
+pub struct ChildProcess {
+    child: std::process::Child,
+    state: Arc<ChildState>,
+    name: String,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+    exit: Option<ExitReport>,
+}
+
+impl fmt::Debug for ChildProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildProcess")
+            .field("name", &self.name)
+            .field("pid", &self.state.pid)
+            .field("exit", &self.exit)
+            .finish()
+    }
+}
+
+impl ChildProcess {
+    /// Re-executes the current binary as a worker that runs the entry point registered as
+    /// `entry` (see [`register_worker_entry!`](crate::register_worker_entry)) with `args`.
+    ///
+    /// Returns once the child has answered the handshake, with the channel to it. Fails with
+    /// a clear error if this process is itself a worker (workers never start workers), if
+    /// no entry point of that name is registered, or if the child does not enter worker
+    /// mode (its `main` does not call [`init`](super::init) first).
+    pub fn spawn(
+        entry: &str,
+        args: &[u8],
+        opts: &SpawnOptions,
+    ) -> Result<(ChildProcess, Channel), ProcessError> {
+        if std::env::var_os(WORKER_ENV).is_some() {
+            return Err(ProcessError::new(format!(
+                "cannot start worker `{}`: this process is itself a pipeline worker ({WORKER_ENV} \
+                 is set), and workers never start workers. If this process runs your `main` \
+                 instead of a worker, `main` must call `pipeline_runtime::process::init()` \
+                 before anything else",
+                opts.name
+            )));
+        }
+        if find_entry(entry).is_none() {
+            return Err(ProcessError::new(format!(
+                "cannot start worker `{}`: no worker entry point named `{entry}` is registered \
+                 in this binary",
+                opts.name
+            )));
+        }
+        let exe = std::env::current_exe().map_err(|e| {
+            ProcessError::new(format!("cannot find the current executable to re-run: {e}"))
+        })?;
+        let mut command = Command::new(&exe);
+        command
+            .arg(WORKER_ARG)
+            .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            ProcessError::new(format!(
+                "cannot start worker `{}` from {}: {e}",
+                opts.name,
+                exe.display()
+            ))
+        })?;
+        let pid = child.id() as i32;
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_thread = child.stderr.take().and_then(|stderr| {
+            let tail = stderr_tail.clone();
+            let prefix = format!("[{} {pid}] ", opts.name);
+            std::thread::Builder::new()
+                .name(format!("{}-stderr", opts.name))
+                .spawn(move || forward_stderr(stderr, &prefix, &tail))
+                .ok()
+        });
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut process = ChildProcess {
+            child,
+            state: Arc::new(ChildState {
+                pid,
+                reaped: Mutex::new(false),
+            }),
+            name: opts.name.clone(),
+            stderr_tail,
+            stderr_thread,
+            exit: None,
+        };
+        let mut stdout = stdout;
+        if let Err(problem) = read_handshake(&mut stdout, opts.handshake_timeout) {
+            process.kill();
+            let exit = process.wait();
+            return Err(ProcessError::with_exit(
+                format!(
+                    "worker `{}` (pid {pid}) did not enter worker mode: {problem}. The worker \
+                     re-runs this program's `main`; `main` must call \
+                     `pipeline_runtime::process::init()` before anything else",
+                    opts.name
+                ),
+                exit.clone(),
+            ));
+        }
+        let mut writer = FrameWriter::new(stdin);
+        let start = Start {
+            entry: entry.to_owned(),
+            memory_limit: opts.memory_limit,
+            args: args.to_vec(),
+        };
+        if let Err(e) = encode(&start).and_then(|bytes| writer.send(&bytes)) {
+            let exit = process.wait();
+            return Err(ProcessError::with_exit(
+                format!("cannot start worker `{}` (pid {pid}): {e}", opts.name),
+                exit.clone(),
+            ));
+        }
+        Ok((process, Channel::new(FrameReader::new(stdout), writer)))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.state.pid as u32
+    }
+
+    /// The name given in [`SpawnOptions::name`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A handle that can kill the child from another thread.
+    pub fn killer(&self) -> ChildKiller {
+        ChildKiller {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Sends `SIGKILL` (unless the child has already been reaped).
+    pub fn kill(&self) {
+        self.state.kill();
+    }
+
+    /// Waits for the child to end and reports how it did.
+    pub fn wait(&mut self) -> &ExitReport {
+        if self.exit.is_none() {
+            self.wait_exited(true);
+            self.reap();
+        }
+        self.exit.as_ref().expect("reaped")
+    }
+
+    /// The exit report if the child has ended, without blocking.
+    pub fn try_wait(&mut self) -> Option<&ExitReport> {
+        if self.exit.is_none() {
+            if !self.wait_exited(false) {
+                return None;
+            }
+            self.reap();
+        }
+        self.exit.as_ref()
+    }
+
+    /// Waits up to `timeout` for the child to end on its own (e.g. after the channel's
+    /// writer was dropped), then kills it; returns how it ended.
+    pub fn finish(&mut self, timeout: Duration) -> &ExitReport {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(100);
+        while self.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        if self.exit.is_none() {
+            self.kill();
+        }
+        self.wait()
+    }
+
+    /// Blocks (or not) until the child has exited, without reaping it.
+    fn wait_exited(&self, block: bool) -> bool {
+        let mut flags = libc::WEXITED | libc::WNOWAIT;
+        if !block {
+            flags |= libc::WNOHANG;
+        }
+        loop {
+            // SAFETY: `info` is a plain C struct that waitid fills in.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own child's pid, writing into `info`.
+            let rc = unsafe { libc::waitid(libc::P_PID, self.state.pid as _, &mut info, flags) };
+            if rc == 0 {
+                // SAFETY: reading the pid field of a siginfo filled in by waitid.
+                return block || unsafe { info.si_pid() } != 0;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                // ECHILD: already reaped (cannot happen while we hold the child); treat as ended.
+                return true;
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let status = {
+            let mut reaped = self.state.reaped.lock().unwrap_or_else(|e| e.into_inner());
+            *reaped = true;
+            self.child.wait()
+        };
+        let status = status.unwrap_or_else(|_| ExitStatus::from_raw(0));
+        if let Some(thread) = self.stderr_thread.take() {
+            // The pipe closes when the child exits, unless a grandchild inherited it.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+        let tail = self
+            .stderr_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        self.exit = Some(ExitReport {
+            status,
+            stderr_tail: tail,
+        });
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.kill();
+            self.wait();
+        }
+    }
+}
+
+/// Reads the handshake within `timeout`; says what went wrong otherwise.
+fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), String> {
+    let expected = handshake();
+    let mut got = Vec::with_capacity(HANDSHAKE_LEN);
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    while got.len() < HANDSHAKE_LEN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !wait_readable(stdout.as_raw_fd(), left) {
+            return Err(format!(
+                "it did not answer the handshake within {timeout:?}"
+            ));
+        }
+        match stdout.read(&mut buf[..HANDSHAKE_LEN - got.len()]) {
+            Ok(0) => {
+                return Err(if got.is_empty() {
+                    "it exited without answering the handshake".to_owned()
+                } else {
+                    format!(
+                        "it wrote {:?} on stdout and exited instead of answering the handshake",
+                        String::from_utf8_lossy(&got)
+                    )
+                })
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading its handshake failed: {e}")),
+        }
+        if !expected.starts_with(&got) {
+            return Err(format!(
+                "it wrote {:?} on stdout instead of the handshake",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A readable stream with a file descriptor (for `poll`).
+trait Read_: Read + AsRawFd {}
+impl<T: Read + AsRawFd> Read_ for T {}
+
+/// Whether `fd` becomes readable (or hung up) within `timeout`.
+fn wait_readable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if rc >= 0 {
+            return rc > 0;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// Copies the child's stderr to ours, line by line with a prefix, keeping the last lines.
+fn forward_stderr(stderr: impl Read, prefix: &str, tail: &Mutex<VecDeque<String>>) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        {
+            let mut out = std::io::stderr().lock();
+            let _ = writeln!(out, "{prefix}{text}");
+        }
+        let mut kept: String = text.chars().take(STDERR_LINE_MAX).collect();
+        if kept.len() < text.len() {
+            kept.push('…');
+        }
+        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(kept);
+    }
+}

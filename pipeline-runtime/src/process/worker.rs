@@ -1,0 +1,185 @@
+//! The child's side: entering worker mode from `main`, and the registry of entry points a
+//! worker can run.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::channel::{decode, Channel, FrameReader, FrameWriter};
+use super::child::Start;
+use super::protocol::{handshake, WORKER_ENV};
+
+/// A worker's exit code when its entry point returned an error.
+pub const EXIT_ENTRY_FAILED: i32 = 1;
+/// A worker's exit code when the protocol broke down (bad start message, I/O error).
+pub const EXIT_PROTOCOL: i32 = 2;
+/// A worker's exit code when the requested entry point is not registered.
+pub const EXIT_NO_ENTRY: i32 = 3;
+/// A worker's exit code when its entry point panicked.
+pub const EXIT_PANIC: i32 = 101;
+
+/// The body of a worker: its start arguments and the channel to the parent. Returning ends
+/// the worker (exit code 0 on `Ok`, [`EXIT_ENTRY_FAILED`] on `Err`).
+pub type EntryFn = fn(args: Vec<u8>, channel: Channel) -> Result<(), String>;
+
+/// A named worker entry point, registered with
+/// [`register_worker_entry!`](crate::register_worker_entry).
+#[derive(Debug)]
+pub struct EntryPoint {
+    name: &'static str,
+    run: EntryFn,
+}
+
+impl EntryPoint {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str, run: EntryFn) -> Self {
+        Self { name, run }
+    }
+
+    /// The name it is registered under.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+inventory::collect!(EntryPoint);
+
+/// Registers a worker entry point under a name, so that
+/// [`ChildProcess::spawn`](super::ChildProcess::spawn) can start a child running it:
+///
+/// ```
+/// use pipeline_runtime::process::Channel;
+///
+/// fn echo(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
+///     while let Some(msg) = channel.recv().map_err(|e| e.to_string())? {
+///         channel.send(&msg).map_err(|e| e.to_string())?;
+///     }
+///     Ok(())
+/// }
+/// pipeline_runtime::register_worker_entry!("my_crate::echo", echo);
+/// ```
+///
+/// Pick a name unique in the program (prefix it with your crate's name).
+#[macro_export]
+macro_rules! register_worker_entry {
+    ($name:expr, $run:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::process::EntryPoint::new($name, $run)
+        }
+    };
+}
+
+pub(crate) fn find_entry(name: &str) -> Option<&'static EntryPoint> {
+    inventory::iter::<EntryPoint>().find(|e| e.name == name)
+}
+
+/// Whether this process was started as a pipeline worker.
+pub fn is_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// Enters worker mode if this process was started as a pipeline worker, and never returns
+/// then; does nothing otherwise. Call it first thing in `main`.
+///
+/// Worker processes re-run the program's own executable, so a worker starts at `main` like
+/// the parent did. Without this call a worker would run the program a second time instead:
+/// the parent notices (the child never answers the handshake) and reports it as an error,
+/// and the child cannot start workers of its own, so a forgotten call is never a hang nor a
+/// fork bomb.
+pub fn init() {
+    if is_worker() {
+        run_worker();
+    }
+}
+
+fn die(code: i32, message: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "pipeline worker: {message}");
+    std::process::exit(code)
+}
+
+/// Worker mode: the protocol on private copies of stdin/stdout, the entry point, exit.
+fn run_worker() -> ! {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let (input, output) = take_protocol_fds();
+    let mut writer = FrameWriter::new(output);
+    let mut reader = FrameReader::new(input);
+    if writer.send_raw(&handshake()).is_err() {
+        die(
+            EXIT_PROTOCOL,
+            "cannot write the handshake: the parent is gone",
+        );
+    }
+    let start: Start = match reader.recv() {
+        Ok(Some(bytes)) => match decode(&bytes) {
+            Ok(start) => start,
+            Err(e) => die(EXIT_PROTOCOL, &format!("bad start message: {e}")),
+        },
+        // The parent went away before saying what to run.
+        Ok(None) => std::process::exit(0),
+        Err(e) => die(
+            EXIT_PROTOCOL,
+            &format!("cannot read the start message: {e}"),
+        ),
+    };
+    if let Some(limit) = start.memory_limit {
+        let rlimit = libc::rlimit {
+            rlim_cur: limit as libc::rlim_t,
+            rlim_max: limit as libc::rlim_t,
+        };
+        // SAFETY: setrlimit with a valid struct, affecting this process only.
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) } != 0 {
+            die(
+                EXIT_PROTOCOL,
+                &format!(
+                    "cannot set the memory limit: {}",
+                    std::io::Error::last_os_error()
+                ),
+            );
+        }
+    }
+    let Some(entry) = find_entry(&start.entry) else {
+        die(
+            EXIT_NO_ENTRY,
+            &format!(
+                "no worker entry point named `{}` is registered",
+                start.entry
+            ),
+        )
+    };
+    let channel = Channel::new(reader, writer);
+    match catch_unwind(AssertUnwindSafe(|| (entry.run)(start.args, channel))) {
+        Ok(Ok(())) => std::process::exit(0),
+        Ok(Err(message)) => die(
+            EXIT_ENTRY_FAILED,
+            &format!("entry point `{}` failed: {message}", entry.name),
+        ),
+        // The panic hook has already printed the message.
+        Err(_) => std::process::exit(EXIT_PANIC),
+    }
+}
+
+/// Moves the protocol to private descriptors, so that whatever the worker's code prints
+/// goes to stderr instead of corrupting the frames: stdout becomes a copy of stderr, and
+/// stdin reads from /dev/null.
+fn take_protocol_fds() -> (File, File) {
+    // SAFETY: plain descriptor syscalls on this process's own standard descriptors; the
+    // duplicates are owned by the returned Files and by nothing else.
+    unsafe {
+        let input = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        let output = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if input < 0 || output < 0 {
+            die(EXIT_PROTOCOL, "cannot duplicate the protocol descriptors");
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+        libc::dup2(2, 1);
+        (File::from_raw_fd(input), File::from_raw_fd(output))
+    }
+}

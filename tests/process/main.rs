@@ -1,0 +1,97 @@
+//! Tests of worker processes: the child-process plumbing and process stages.
+//!
+//! This target has its own `main` (`harness = false` in Cargo.toml) because a worker is this
+//! same executable run again: like any program that uses worker processes, its `main` must
+//! call `pipeline_runtime::process::init()` first, and libtest's generated `main` does not.
+//! The small runner below takes a substring filter like libtest and prints libtest's
+//! summary line. Tests run one after another, so that counting this process's children
+//! (to check that none is left behind) sees only the current test's.
+
+mod plumbing;
+mod stages;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// Set in a child to make it skip `init()`: a worker whose `main` forgot the call.
+pub(crate) const SKIP_INIT_ENV: &str = "PIPELINE_TESTS_SKIP_INIT";
+
+type Test = (&'static str, fn());
+
+fn main() {
+    if std::env::var_os(SKIP_INIT_ENV).is_none() {
+        pipeline_runtime::process::init();
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: Vec<Test> = plumbing::TESTS
+        .iter()
+        .chain(stages::TESTS)
+        .copied()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests", tests.len());
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (name, test) in &tests {
+        let t0 = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        let status = if outcome.is_ok() { "ok" } else { "FAILED" };
+        println!("test {name} ... {status} ({:.2?})", t0.elapsed());
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for name in &failed {
+            println!("    {name}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; \
+         finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        tests.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
+
+/// Pids of this process's children, zombies included (Linux: `/proc/*/stat`).
+pub(crate) fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let mut children = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(me) {
+            children.push(pid);
+        }
+    }
+    children
+}
