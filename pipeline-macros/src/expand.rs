@@ -204,6 +204,11 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                         + ::core::marker::Send + 'static,
                     U: #rt::Item,
                 },
+                Shape::Process => quote! {
+                    F: ::core::ops::Fn(A) -> U,
+                    A: #rt::serde::Serialize,
+                    U: #rt::Item + #rt::serde::de::DeserializeOwned,
+                },
                 Shape::Stream => quote! {
                     F: ::core::ops::Fn(A) -> S,
                     S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
@@ -212,7 +217,7 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
             };
             // Generic parameters the bounds above use.
             let extra: TokenStream = match shape {
-                Shape::Map | Shape::Opt => quote!(),
+                Shape::Map | Shape::Opt | Shape::Process => quote!(),
                 Shape::Try => quote!(E,),
                 Shape::Flat => quote!(I,),
                 Shape::TryFlat => quote!(I, E,),

@@ -13,7 +13,15 @@ use syn::parse::{ParseStream, Parser};
 use syn::Expr;
 
 /// Words that modify a stage function or a source when written before it, e.g. `pipe(async f)`.
-pub(crate) const MODIFIERS: &[&str] = &["async", "try", "opt", "flat", "stream", "continuous"];
+pub(crate) const MODIFIERS: &[&str] = &[
+    "async",
+    "try",
+    "opt",
+    "flat",
+    "stream",
+    "continuous",
+    "process",
+];
 
 /// Options of a `pipe` stage.
 pub(crate) const PIPE_OPTIONS: &[&str] = &[

@@ -51,6 +51,8 @@ pub(crate) enum Shape {
     OptAsync,
     /// `pipe(stream f)`: `Fn(T) -> impl Stream<Item = U>`.
     Stream,
+    /// `pipe(process f)`: a named `fn(T) -> U` run in worker processes.
+    Process,
 }
 
 impl Shape {
@@ -77,6 +79,7 @@ impl Shape {
             Shape::TryAsync => "try_pipe_async",
             Shape::OptAsync => "pipe_opt_async",
             Shape::Stream => "pipe_stream",
+            Shape::Process => "process_pipe",
         }
     }
 
@@ -92,6 +95,7 @@ impl Shape {
             Shape::TryAsync => "try async ",
             Shape::OptAsync => "opt async ",
             Shape::Stream => "stream ",
+            Shape::Process => "process ",
         }
     }
 }
@@ -466,7 +470,11 @@ impl Validator {
         let span = stage.kind.span();
         match kind {
             Kind::Pipe(base) => {
-                let mods = self.modifiers(stage, base, &["async", "try", "opt", "flat", "stream"]);
+                let mods = self.modifiers(
+                    stage,
+                    base,
+                    &["async", "try", "opt", "flat", "stream", "process"],
+                );
                 let shape = self.shape(stage, &mods);
                 let opts = self.options(stage, PIPE_OPTIONS);
                 let mut options = PipeOptions::default();
@@ -522,6 +530,9 @@ impl Validator {
                     }
                 }
                 let func = self.one_positional(stage, "a function")?;
+                if shape == Shape::Process {
+                    self.process_stage(stage, &func, &options);
+                }
                 let label = match &options.name {
                     Some(Opt {
                         value:
@@ -603,6 +614,26 @@ impl Validator {
         }
     }
 
+    /// A process stage runs a named `fn` (found by name in the worker) on a `ProcessPool`.
+    fn process_stage(&mut self, stage: &Stage, func: &Expr, options: &PipeOptions) {
+        if !matches!(func, Expr::Path(_)) {
+            self.errors.push(syn::Error::new_spanned(
+                func,
+                "a `process` stage runs in worker processes, and a closure (or any expression \
+                 other than a function's name) cannot cross a process boundary: write the \
+                 stage as a named `fn`, register it with `pipeline_runtime::process_fn!(name)`, \
+                 and write `pipe(process name, executor = pool)`",
+            ));
+        }
+        if options.executor.is_none() {
+            self.error(
+                stage.kind.span(),
+                "a `process` stage needs the worker processes to run on: add \
+                 `executor = pool`, where `pool` is a `ProcessPool`",
+            );
+        }
+    }
+
     fn shape(&mut self, stage: &Stage, mods: &BTreeSet<String>) -> Shape {
         let written: Vec<String> = stage.modifiers.iter().map(ToString::to_string).collect();
         let words: Vec<&str> = mods.iter().map(String::as_str).collect();
@@ -617,6 +648,7 @@ impl Validator {
             ["async", "try"] => Shape::TryAsync,
             ["async", "opt"] => Shape::OptAsync,
             ["stream"] => Shape::Stream,
+            ["process"] => Shape::Process,
             _ => {
                 let span = stage
                     .modifiers
@@ -628,7 +660,8 @@ impl Validator {
                     format!(
                         "`{}` is not a stage shape; the shapes are `pipe(f)`, `pipe(try f)`, \
                          `pipe(opt f)`, `pipe(flat f)`, `pipe(try flat f)`, `pipe(async f)`, \
-                         `pipe(try async f)`, `pipe(opt async f)` and `pipe(stream f)`",
+                         `pipe(try async f)`, `pipe(opt async f)`, `pipe(stream f)` and \
+                         `pipe(process f)`",
                         if written.is_empty() {
                             words.join(" ")
                         } else {

@@ -5,13 +5,14 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 
 use crate::async_runtime::AsyncRuntime;
 use crate::error::{BoxError, BudgetScope, BuildError};
+use crate::executor::process_pool::CallError;
 use crate::executor::{Executor, ThreadPool};
 use crate::failure::{FailureScope, MaxFailures};
 use crate::pipeline::{Pipeline, Settings};
@@ -251,6 +252,8 @@ impl<T> fmt::Debug for StageBuilder<T> {
 enum Shape {
     Single,
     Many,
+    /// One output per input, computed in a worker process.
+    Process,
 }
 
 impl<T: Send + 'static> StageBuilder<T> {
@@ -303,12 +306,25 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     fn add_pipe<U: Send + 'static>(
+        self,
+        body: Body<T, U>,
+        shape: Shape,
+        opts: StageOptions,
+        fn_name: Option<&str>,
+        kind: StageKind,
+    ) -> StageBuilder<U> {
+        self.add_pipe_with_hook(body, shape, opts, fn_name, kind, None)
+    }
+
+    /// [`add_pipe`](Self::add_pipe), with a hook run when the pipeline stops.
+    fn add_pipe_with_hook<U: Send + 'static>(
         mut self,
         body: Body<T, U>,
         shape: Shape,
         opts: StageOptions,
         fn_name: Option<&str>,
         kind: StageKind,
+        on_stop: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> StageBuilder<U> {
         let name = self.stage_name(opts.name.clone(), fn_name, "pipe");
         let concurrency = opts.concurrency.unwrap_or(1);
@@ -327,7 +343,23 @@ impl<T: Send + 'static> StageBuilder<T> {
                 self.errors.push(e);
             }
         }
-        let is_async = matches!(body, Body::Async(_));
+        let is_process = matches!(shape, Shape::Process);
+        let on_processes = matches!(opts.executor, Some(Executor::Processes(_)));
+        if is_process && !on_processes {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}` runs in worker processes: give it a `ProcessPool` as its \
+                 executor (`StageOptions::executor(&pool)`, or `executor = pool` in the macro)"
+            )));
+        }
+        if !is_process && on_processes {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}` is given a `ProcessPool`, which runs process stages only: use \
+                 `process_pipe` with a function registered by `process_fn!` (`pipe(process f, \
+                 ..)` in the macro)"
+            )));
+        }
+        // A process stage's body awaits its worker, but its lanes run on the executor.
+        let is_async = matches!(body, Body::Async(_)) && !is_process;
         if is_async && opts.executor.is_some() {
             self.errors.push(BuildError::new(format!(
                 "stage `{name}` is async: it runs on the pipeline's async runtime, and \
@@ -347,6 +379,9 @@ impl<T: Send + 'static> StageBuilder<T> {
             let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
             let (tx, out_rx) = bounded(out_cap);
             l.run.register_queue(&tx);
+            if let Some(hook) = on_stop {
+                l.run.on_stop(hook);
+            }
             let ctx = Arc::new(StageCtx::new(
                 name,
                 kind,
@@ -480,6 +515,84 @@ impl<T: Send + 'static> StageBuilder<T> {
             opts,
             name.as_deref(),
             StageKind::Pipe,
+        )
+    }
+
+    /// A stage run in worker processes: `f` is a named `fn`, registered with
+    /// [`process_fn!`](crate::process_fn), and `opts` names a [`ProcessPool`] as the
+    /// executor. Each input is encoded with serde, sent to a worker, and its output sent
+    /// back; a panic in `f` fails that item, and so does a worker that dies while running
+    /// it (the pool replaces the worker).
+    ///
+    /// [`ProcessPool`]: crate::ProcessPool
+    pub fn process_pipe<U, F>(mut self, f: F, opts: StageOptions) -> StageBuilder<U>
+    where
+        T: serde::Serialize,
+        U: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let _ = f; // only its type crosses: the worker finds the function by name
+        let key = std::any::type_name::<F>();
+        let name = self.stage_name(opts.name.clone(), fn_name::<F>().as_deref(), "pipe");
+        if key.contains("{{closure}}") {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}`: a closure cannot run in a worker process; write the stage \
+                 as a named `fn` and register it with `process_fn!`"
+            )));
+        } else if !crate::executor::process_fn::is_registered(key) {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}`: `{key}` is not registered for worker processes; add \
+                 `pipeline_runtime::process_fn!({});` next to it",
+                key.rsplit("::").next().unwrap_or(key)
+            )));
+        }
+        // The stage's handle on the pool, released when the pipeline stops: a pool that
+        // only this pipeline holds then ends its workers, even one stuck in a call.
+        let pool = Arc::new(Mutex::new(match &opts.executor {
+            Some(Executor::Processes(pool)) => Some(pool.clone()),
+            _ => None,
+        }));
+        let release = {
+            let pool = pool.clone();
+            Box::new(move || drop(lock(&pool).take())) as Box<dyn Fn() + Send + Sync>
+        };
+        let stage = name.clone();
+        let body: Body<T, U> = Body::Async(Arc::new(move |item: T| {
+            let pool = pool.clone();
+            let stage = stage.clone();
+            async move {
+                let Some(handle) = lock(&pool).clone() else {
+                    return Output::Skip; // stopping
+                };
+                let answer = match crate::process::encode(&item) {
+                    Ok(input) => handle.submit(key, input),
+                    Err(e) => return Output::Fail(e.into()),
+                };
+                drop((item, handle));
+                let result = answer.await;
+                if lock(&pool).is_none() {
+                    return Output::Skip; // stopped while in flight: not a failure
+                }
+                match result {
+                    Ok(bytes) => match crate::process::decode::<U>(&bytes) {
+                        Ok(value) => Output::One(value),
+                        Err(e) => Output::Fail(e.into()),
+                    },
+                    Err(CallError::Panic(message)) => {
+                        Output::Fail(Box::new(crate::ItemError::panic_message(&stage, message)))
+                    }
+                    Err(e) => Output::Fail(e.into()),
+                }
+            }
+            .boxed()
+        }));
+        self.add_pipe_with_hook(
+            body,
+            Shape::Process,
+            opts.name(name),
+            None,
+            StageKind::Pipe,
+            Some(release),
         )
     }
 
@@ -730,6 +843,10 @@ impl<T: Send + 'static> SinkBuilder<T> {
         }
         Ok(Pipeline::new(self.launch, self.buffer, self.settings))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A readable default stage name from a function's type: `my_crate::decode` gives

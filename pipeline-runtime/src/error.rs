@@ -70,6 +70,14 @@ impl ItemError {
         }
     }
 
+    /// A panic reported as a message (from a worker process).
+    pub(crate) fn panic_message(stage: &str, message: String) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            kind: ItemErrorKind::Panic(message),
+        }
+    }
+
     /// The stage the item failed in.
     pub fn stage(&self) -> &str {
         &self.stage

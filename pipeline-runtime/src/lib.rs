@@ -104,7 +104,7 @@ pub use error::{
     BoxError, BudgetScope, BuildError, GetError, ItemError, PipelineError, StageFailure,
     StageFailureKind,
 };
-pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
+pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
 pub use failure::MaxFailures;
 pub use pipeline::{Epoch, Pipeline};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no

@@ -5,10 +5,13 @@ pub use crate::builder::{
     AggregateOptions, PipelineBuilder, StageBuilder, StageOptions, DEFAULT_SINK_BUFFER,
 };
 pub use crate::error::BoxError;
+pub use crate::executor::process_fn::{call_process_fn, fn_type_name};
+pub use crate::executor::ProcessFn;
 pub use crate::failure::MaxFailures;
 pub use crate::stage::pipe::Order;
 pub use futures::Stream;
 pub use inventory;
+pub use serde;
 
 /// A stage function: called from the pipeline's threads, concurrently, for as long as the
 /// pipeline runs.

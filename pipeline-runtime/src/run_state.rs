@@ -58,6 +58,14 @@ impl RunState {
             }));
     }
 
+    /// Runs `hook` when the pipeline is asked to stop (e.g. to release a process pool).
+    pub(crate) fn on_stop(&self, hook: Closer) {
+        self.closers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
     pub(crate) fn register_thread(&self, handle: JoinHandle<()>) {
         self.threads
             .lock()

@@ -63,6 +63,18 @@ fn main() {
     }
 }
 
+/// Waits until `cond` holds or `timeout` passes; returns whether it held.
+pub(crate) fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
+
 /// Pids of this process's children, zombies included (Linux: `/proc/*/stat`).
 pub(crate) fn child_pids() -> Vec<u32> {
     let me = std::process::id();

@@ -1,1 +1,456 @@
-pub(crate) const TESTS: &[crate::Test] = &[];
+//! Process stages: results, workers started once, every way a worker can fail, sharing a
+//! pool, the batch ("combined") pattern, build errors, and no child left behind.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pipeline_runtime::{
+    pipeline, process_fn, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
+    StageFailureKind, StageOptions,
+};
+
+use crate::child_pids;
+
+pub(crate) const TESTS: &[crate::Test] = &[
+    (
+        "stages::outputs_come_back_and_workers_start_once",
+        outputs_come_back_and_workers_start_once,
+    ),
+    (
+        "stages::calls_run_in_parallel_workers",
+        calls_run_in_parallel_workers,
+    ),
+    (
+        "stages::every_fault_fails_only_its_item",
+        every_fault_fails_only_its_item,
+    ),
+    (
+        "stages::a_pool_serves_several_stages_and_pipelines",
+        a_pool_serves_several_stages_and_pipelines,
+    ),
+    (
+        "stages::aggregate_then_collate_a_batch_in_a_worker",
+        aggregate_then_collate_a_batch_in_a_worker,
+    ),
+    (
+        "stages::process_stage_in_the_macro",
+        process_stage_in_the_macro,
+    ),
+    (
+        "stages::mistakes_are_build_errors",
+        mistakes_are_build_errors,
+    ),
+    (
+        "stages::a_worker_cannot_start_a_pool",
+        a_worker_cannot_start_a_pool,
+    ),
+    (
+        "stages::dropping_the_pool_ends_every_worker",
+        dropping_the_pool_ends_every_worker,
+    ),
+    (
+        "stages::dropping_the_pipeline_ends_every_worker",
+        dropping_the_pipeline_ends_every_worker,
+    ),
+];
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The output, and the process that computed it.
+fn square_where(x: u64) -> (u64, u32) {
+    (x * x, std::process::id())
+}
+
+/// Waits (up to 20 s) until `n` calls have checked in under `dir`; true if they did, which
+/// proves that `n` calls were running at the same time.
+fn rendezvous(args: (String, usize)) -> bool {
+    let (dir, n) = args;
+    let dir = PathBuf::from(dir);
+    std::fs::write(dir.join(std::process::id().to_string()), b"").unwrap();
+    crate::wait_until(Duration::from_secs(20), || {
+        std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) >= n
+    })
+}
+
+/// Path where `fault` tells the parent which worker is about to hang.
+fn hang_file(parent: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("pipeline-tests-{parent}.hang"))
+}
+
+/// Fails in the way its input says; returns the input otherwise.
+fn fault(x: u64) -> u64 {
+    match x {
+        3 => std::process::abort(),
+        // SAFETY: none; the point is a real segmentation fault in the worker.
+        6 => unsafe { std::ptr::null_mut::<u64>().write_volatile(x) },
+        8 => {
+            // Say who we are, then wait to be killed by the test.
+            // SAFETY: getppid has no preconditions.
+            let parent = unsafe { libc::getppid() } as u32;
+            std::fs::write(hang_file(parent), std::process::id().to_string()).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        10 => {
+            let big = vec![1u8; 8 << 30];
+            std::hint::black_box(&big);
+        }
+        12 => panic!("item {x} is bad"),
+        _ => {}
+    }
+    x
+}
+
+/// Sums each buffer of a batch: the "combined" pattern's decode-and-collate step.
+fn collate(batch: Vec<Vec<u8>>) -> Vec<u64> {
+    batch
+        .iter()
+        .map(|b| b.iter().map(|&v| u64::from(v)).sum())
+        .collect()
+}
+
+fn slow_identity(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    x
+}
+
+/// Tries to build a process pool inside a worker; returns the error.
+fn pool_inside_worker(_: u64) -> String {
+    match ProcessPool::builder().build() {
+        Ok(_) => "built".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+process_fn!(
+    square,
+    square_where,
+    rendezvous,
+    fault,
+    collate,
+    slow_identity,
+    pool_inside_worker
+);
+
+fn pool(n: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .num_workers(n)
+        .name("test-worker")
+        .build()
+        .unwrap()
+}
+
+fn drain<T: Send + 'static>(p: Pipeline<T>) -> (Vec<T>, Option<PipelineError>) {
+    let mut items = Vec::new();
+    let mut error = None;
+    for r in p {
+        match r {
+            Ok(x) => items.push(x),
+            Err(e) => error = Some(e),
+        }
+    }
+    (items, error)
+}
+
+fn outputs_come_back_and_workers_start_once() {
+    let workers = pool(2);
+    let pids = workers.worker_pids();
+    assert_eq!(pids.len(), 2);
+    let p = PipelineBuilder::new()
+        .source(0..300u64)
+        .process_pipe(
+            square_where,
+            StageOptions::new().concurrency(4).executor(&workers),
+        )
+        .sink(8)
+        .build()
+        .unwrap();
+    let (items, error) = drain(p);
+    assert!(error.is_none(), "{error:?}");
+    let mut squares: Vec<u64> = items.iter().map(|(sq, _)| *sq).collect();
+    squares.sort_unstable();
+    assert_eq!(squares, (0..300u64).map(|x| x * x).collect::<Vec<_>>());
+    for (_, pid) in &items {
+        assert!(
+            pids.contains(pid),
+            "computed in {pid}, not in a worker of {pids:?}"
+        );
+    }
+    assert_eq!(
+        workers.workers_started(),
+        2,
+        "workers start once per pool, not per item"
+    );
+    assert_eq!(workers.worker_pids(), pids);
+}
+
+fn calls_run_in_parallel_workers() {
+    let dir = std::env::temp_dir().join(format!("pipeline-tests-rdv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let workers = pool(2);
+    let arg = (dir.to_string_lossy().into_owned(), 2usize);
+    let p = PipelineBuilder::new()
+        .source(vec![arg.clone(), arg])
+        .process_pipe(
+            rendezvous,
+            StageOptions::new().concurrency(2).executor(&workers),
+        )
+        .sink(2)
+        .build()
+        .unwrap();
+    let (met, error) = drain(p);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(met, vec![true, true], "both calls were in flight at once");
+}
+
+fn every_fault_fails_only_its_item() {
+    let _ = std::fs::remove_file(hang_file(std::process::id()));
+    // One worker, so every item after a death runs on the replacement.
+    let workers = ProcessPool::builder()
+        .num_workers(1)
+        .memory_limit(2 << 30)
+        .build()
+        .unwrap();
+    let killer = std::thread::spawn(|| {
+        let file = hang_file(std::process::id());
+        let mut pid = None;
+        crate::wait_until(Duration::from_secs(60), || {
+            pid = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok());
+            pid.is_some()
+        });
+        let _ = std::fs::remove_file(&file);
+        // SAFETY: the worker's supervisor has not reaped it: it is waiting for its reply.
+        unsafe { libc::kill(pid.expect("the worker said it hangs"), libc::SIGKILL) };
+    });
+    // Five faults; the budget allows four, so the pipeline ends at the last (item 12) and
+    // reports every cause.
+    let p = PipelineBuilder::new()
+        .source(0..13u64)
+        .process_pipe(fault, StageOptions::new().executor(&workers))
+        .sink(4)
+        .max_failures(MaxFailures::Count(4))
+        .build()
+        .unwrap();
+    let (items, error) = drain(p);
+    killer.join().unwrap();
+    assert_eq!(items, vec![0, 1, 2, 4, 5, 7, 9, 11]);
+    let error = error.expect("the fifth failure exceeds the budget");
+    let StageFailureKind::BudgetExceeded { causes, .. } = error.first().kind() else {
+        panic!("unexpected failure {error}");
+    };
+    let causes: Vec<String> = causes.iter().map(|c| c.to_string()).collect();
+    assert_eq!(causes.len(), 5, "{causes:#?}");
+    assert!(
+        causes[0].contains("aborted (signal 6, SIGABRT)"),
+        "{}",
+        causes[0]
+    );
+    assert!(causes[1].contains("segmentation fault"), "{}", causes[1]);
+    assert!(
+        causes[2].contains("killed by signal 9 (SIGKILL"),
+        "{}",
+        causes[2]
+    );
+    assert!(causes[3].contains("ran out of memory"), "{}", causes[3]);
+    assert!(
+        causes[4].contains("panicked: item 12 is bad"),
+        "{}",
+        causes[4]
+    );
+    for died in &causes[..4] {
+        assert!(died.contains("while running this item"), "{died}");
+        assert!(died.contains("stage `fault`"), "{died}");
+    }
+    // Four deaths, four replacements; the panic left its worker alive.
+    assert_eq!(workers.workers_started(), 5);
+    assert_eq!(workers.worker_pids().len(), 1);
+}
+
+fn a_pool_serves_several_stages_and_pipelines() {
+    let workers = pool(2);
+    let run = |offset: u64| {
+        let p = PipelineBuilder::new()
+            .source(offset..offset + 50)
+            .process_pipe(
+                square,
+                StageOptions::new().concurrency(2).executor(&workers),
+            )
+            .process_pipe(
+                square_where,
+                StageOptions::new().concurrency(2).executor(&workers),
+            )
+            .sink(4)
+            .build()
+            .unwrap();
+        let (items, error) = drain(p);
+        assert!(error.is_none(), "{error:?}");
+        let mut got: Vec<u64> = items.into_iter().map(|(v, _)| v).collect();
+        got.sort_unstable();
+        got
+    };
+    std::thread::scope(|s| {
+        let a = s.spawn(|| run(0));
+        let b = s.spawn(|| run(1000));
+        assert_eq!(
+            a.join().unwrap(),
+            (0..50u64).map(|x| x.pow(4)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            b.join().unwrap(),
+            (1000..1050u64).map(|x| x.pow(4)).collect::<Vec<_>>()
+        );
+    });
+    assert_eq!(workers.workers_started(), 2);
+}
+
+fn aggregate_then_collate_a_batch_in_a_worker() {
+    let workers = pool(2);
+    let buffers: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000]).collect();
+    let p = PipelineBuilder::new()
+        .source(buffers)
+        .aggregate(8)
+        .process_pipe(
+            collate,
+            StageOptions::new().concurrency(2).executor(&workers),
+        )
+        .disaggregate()
+        .sink(8)
+        .build()
+        .unwrap();
+    let (mut sums, error) = drain(p);
+    assert!(error.is_none(), "{error:?}");
+    sums.sort_unstable();
+    assert_eq!(sums, (0..20u64).map(|i| i * 1000).collect::<Vec<_>>());
+}
+
+fn process_stage_in_the_macro() {
+    let workers = pool(2);
+    let p = pipeline! {
+        source(0..100u64)
+        -> pipe(process square, executor = workers, concurrency = 2)
+        -> aggregate(10)
+        -> sink(buffer = 2)
+    }
+    .unwrap();
+    let (batches, error) = drain(p);
+    assert!(error.is_none(), "{error:?}");
+    let mut all: Vec<u64> = batches.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+fn not_registered(x: u64) -> u64 {
+    x
+}
+
+fn mistakes_are_build_errors() {
+    let workers = pool(1);
+    let closure = PipelineBuilder::new()
+        .source(0..3u64)
+        .process_pipe(|x: u64| x, StageOptions::new().executor(&workers))
+        .sink(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        closure
+            .message()
+            .contains("a closure cannot run in a worker process"),
+        "{closure}"
+    );
+    let unregistered = PipelineBuilder::new()
+        .source(0..3u64)
+        .process_pipe(not_registered, StageOptions::new().executor(&workers))
+        .sink(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        unregistered
+            .message()
+            .contains("process_fn!(not_registered)"),
+        "{unregistered}"
+    );
+    let no_pool = PipelineBuilder::new()
+        .source(0..3u64)
+        .process_pipe(square, StageOptions::new())
+        .sink(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        no_pool.message().contains("give it a `ProcessPool`"),
+        "{no_pool}"
+    );
+    let sync_on_pool = PipelineBuilder::new()
+        .source(0..3u64)
+        .pipe(square, StageOptions::new().executor(&workers))
+        .sink(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        sync_on_pool.message().contains("runs process stages only"),
+        "{sync_on_pool}"
+    );
+    let zero = ProcessPool::builder().num_workers(0).build().unwrap_err();
+    assert!(zero.message().contains("at least 1"), "{zero}");
+}
+
+fn a_worker_cannot_start_a_pool() {
+    let workers = pool(1);
+    let p = PipelineBuilder::new()
+        .source(0..1u64)
+        .process_pipe(pool_inside_worker, StageOptions::new().executor(&workers))
+        .sink(1)
+        .build()
+        .unwrap();
+    let (answers, error) = drain(p);
+    assert!(error.is_none(), "{error:?}");
+    assert!(
+        answers[0].contains("workers never start workers"),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(workers.workers_started(), 1);
+}
+
+fn dropping_the_pool_ends_every_worker() {
+    assert!(
+        child_pids().is_empty(),
+        "children before: {:?}",
+        child_pids()
+    );
+    let workers = pool(3);
+    assert_eq!(child_pids().len(), 3);
+    let clone = workers.clone();
+    drop(workers);
+    assert_eq!(child_pids().len(), 3, "a clone keeps the workers");
+    drop(clone);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn dropping_the_pipeline_ends_every_worker() {
+    assert!(
+        child_pids().is_empty(),
+        "children before: {:?}",
+        child_pids()
+    );
+    // The pipeline holds the only handle; its source never ends and calls are in flight.
+    let mut p = PipelineBuilder::new()
+        .source(0u64..)
+        .process_pipe(
+            slow_identity,
+            StageOptions::new().concurrency(4).executor(pool(2)),
+        )
+        .sink(2)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        p.next().unwrap().unwrap();
+    }
+    assert_eq!(child_pids().len(), 2);
+    drop(p);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}

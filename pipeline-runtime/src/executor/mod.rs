@@ -7,11 +7,15 @@
 //! * [`Executor::Threads`]: a [`ThreadPool`] of yours, e.g. one dedicated thread that owns a
 //!   CUDA stream. A pool can serve several stages and pipelines.
 //! * [`Executor::Rayon`]: a `rayon::ThreadPool` of yours; the stage may use rayon inside.
+//! * [`Executor::Processes`]: a [`ProcessPool`] of worker processes, for process stages
+//!   (a registered `fn` whose items cross with serde; see [`process_fn!`](crate::process_fn)).
 //!
 //! `concurrency` caps the items a stage has in flight; the executor's thread count caps how
 //! many stage calls truly run at once. A lane waiting on a queue does not hold a thread.
 //! Async stages run on the pipeline's async runtime and take no executor.
 
+pub(crate) mod process_fn;
+pub(crate) mod process_pool;
 mod rayon;
 pub(crate) mod task;
 mod thread_pool;
@@ -19,6 +23,8 @@ mod thread_pool;
 use std::fmt;
 use std::sync::Arc;
 
+pub use process_fn::ProcessFn;
+pub use process_pool::{ProcessPool, ProcessPoolBuilder};
 pub(crate) use thread_pool::join_all_until;
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 
@@ -34,6 +40,8 @@ pub enum Executor {
     Threads(ThreadPool),
     /// A rayon pool of your own.
     Rayon(Arc<::rayon::ThreadPool>),
+    /// Worker processes of your own, for process stages only.
+    Processes(ProcessPool),
 }
 
 impl fmt::Debug for Executor {
@@ -44,6 +52,7 @@ impl fmt::Debug for Executor {
             Executor::Rayon(pool) => {
                 write!(f, "Executor::Rayon({} threads)", pool.current_num_threads())
             }
+            Executor::Processes(pool) => write!(f, "Executor::Processes({pool:?})"),
         }
     }
 }
@@ -72,12 +81,27 @@ impl From<&Arc<::rayon::ThreadPool>> for Executor {
     }
 }
 
+impl From<ProcessPool> for Executor {
+    fn from(pool: ProcessPool) -> Self {
+        Executor::Processes(pool)
+    }
+}
+
+impl From<&ProcessPool> for Executor {
+    fn from(pool: &ProcessPool) -> Self {
+        Executor::Processes(pool.clone())
+    }
+}
+
 impl Executor {
     pub(crate) fn spawn_lane(&self, default_pool: &ThreadPool, lane: LaneFuture) {
         match self {
             Executor::Default => default_pool.spawn_lane(lane),
             Executor::Threads(pool) => pool.spawn_lane(lane),
             Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
+            // A process stage's lane only encodes, waits and decodes: the default pool's
+            // threads are enough for that, and the work happens in the workers.
+            Executor::Processes(_) => default_pool.spawn_lane(lane),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WO
 use super::worker::find_entry;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
-const STDERR_TAIL_LINES: usize = 64;
+const STDERR_TAIL_LINES: usize = 16;
 /// Longest stderr line kept (characters); longer ones are cut.
 const STDERR_LINE_MAX: usize = 400;
 
@@ -128,6 +128,7 @@ impl std::error::Error for ProcessError {}
 pub struct ExitReport {
     status: ExitStatus,
     stderr_tail: Vec<String>,
+    key_line: Option<String>,
 }
 
 impl ExitReport {
@@ -152,27 +153,22 @@ impl ExitReport {
         &self.stderr_tail
     }
 
-    /// The most telling stderr line: an allocation failure, else a panic message, else the
-    /// last line that is not part of a backtrace.
+    /// The most telling stderr line: an allocation failure, else the last panic message,
+    /// else the last line that is not part of a backtrace.
     pub fn key_stderr_line(&self) -> Option<&str> {
-        let lines = &self.stderr_tail;
-        if let Some(oom) = lines.iter().find(|l| is_alloc_failure(l)) {
-            return Some(oom);
-        }
-        if let Some(at) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
-            return lines.get(at + 1).or(lines.get(at)).map(String::as_str);
-        }
-        lines
-            .iter()
-            .rev()
-            .map(|l| l.trim())
-            .find(|l| !is_backtrace_noise(l))
+        self.key_line.as_deref().or_else(|| {
+            self.stderr_tail
+                .iter()
+                .rev()
+                .map(|l| l.trim())
+                .find(|l| !is_backtrace_noise(l))
+        })
     }
 
     /// Whether the child ran out of memory: an allocation failed (Rust's allocation error
     /// handler aborts the process after saying so on stderr).
     pub fn out_of_memory(&self) -> bool {
-        self.stderr_tail.iter().any(|l| is_alloc_failure(l))
+        self.key_line.as_deref().is_some_and(is_alloc_failure)
     }
 }
 
@@ -273,7 +269,7 @@ pub struct ChildProcess {
     child: std::process::Child,
     state: Arc<ChildState>,
     name: String,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_log: Arc<Mutex<StderrLog>>,
     stderr_thread: Option<JoinHandle<()>>,
     exit: Option<ExitReport>,
 }
@@ -338,9 +334,9 @@ impl ChildProcess {
             ))
         })?;
         let pid = child.id() as i32;
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_log = Arc::new(Mutex::new(StderrLog::default()));
         let stderr_thread = child.stderr.take().and_then(|stderr| {
-            let tail = stderr_tail.clone();
+            let tail = stderr_log.clone();
             let prefix = format!("[{} {pid}] ", opts.name);
             std::thread::Builder::new()
                 .name(format!("{}-stderr", opts.name))
@@ -356,7 +352,7 @@ impl ChildProcess {
                 reaped: Mutex::new(false),
             }),
             name: opts.name.clone(),
-            stderr_tail,
+            stderr_log,
             stderr_thread,
             exit: None,
         };
@@ -487,16 +483,11 @@ impl ChildProcess {
                 let _ = thread.join();
             }
         }
-        let tail = self
-            .stderr_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let log = self.stderr_log.lock().unwrap_or_else(|e| e.into_inner());
         self.exit = Some(ExitReport {
             status,
-            stderr_tail: tail,
+            stderr_tail: log.tail.iter().cloned().collect(),
+            key_line: log.key.clone(),
         });
     }
 }
@@ -572,8 +563,35 @@ fn wait_readable(fd: i32, timeout: Duration) -> bool {
     }
 }
 
-/// Copies the child's stderr to ours, line by line with a prefix, keeping the last lines.
-fn forward_stderr(stderr: impl Read, prefix: &str, tail: &Mutex<VecDeque<String>>) {
+/// What is kept of a child's stderr: the last lines, and the most telling one.
+#[derive(Default)]
+struct StderrLog {
+    tail: VecDeque<String>,
+    /// An allocation failure (kept once seen), else the latest panic message.
+    key: Option<String>,
+    /// The previous line announced a panic; the message follows it.
+    panic_header: bool,
+}
+
+impl StderrLog {
+    fn push(&mut self, line: String) {
+        let oom_seen = self.key.as_deref().is_some_and(is_alloc_failure);
+        if is_alloc_failure(&line) {
+            self.key = Some(line.clone());
+        } else if self.panic_header && !oom_seen {
+            self.key = Some(format!("panicked: {line}"));
+        }
+        self.panic_header = line.contains(" panicked at ");
+        if self.tail.len() == STDERR_TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+}
+
+/// Copies the child's stderr to ours, line by line with a prefix, keeping what tells how
+/// it ended.
+fn forward_stderr(stderr: impl Read, prefix: &str, log: &Mutex<StderrLog>) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
@@ -592,10 +610,6 @@ fn forward_stderr(stderr: impl Read, prefix: &str, tail: &Mutex<VecDeque<String>
         if kept.len() < text.len() {
             kept.push('…');
         }
-        let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(kept);
+        log.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
     }
 }
