@@ -206,8 +206,8 @@ fn expand_step(step: &Step, label: &str, prev: &str, prev_is_aggregate: bool) ->
                 },
                 Shape::Process => quote! {
                     F: ::core::ops::Fn(A) -> U,
-                    A: #rt::serde::Serialize,
-                    U: #rt::Item + #rt::serde::de::DeserializeOwned,
+                    A: #rt::ProcessInput,
+                    U: #rt::Item + #rt::ProcessOutput,
                 },
                 Shape::Stream => quote! {
                     F: ::core::ops::Fn(A) -> S,

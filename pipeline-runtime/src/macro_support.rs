@@ -38,6 +38,31 @@ pub trait Item: Send + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: Send + 'static> Item for T {}
 
+/// What a process stage takes: it is encoded and sent to a worker process.
+#[diagnostic::on_unimplemented(
+    message = "a process stage's input must be `serde::Serialize`, and `{Self}` is not",
+    label = "this stage's input is sent to a worker process",
+    note = "items cross the process boundary with serde: derive `serde::Serialize` and \
+            `serde::Deserialize` for `{Self}`, or send something that does (e.g. bytes, a path)"
+)]
+pub trait ProcessInput: serde::Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize> ProcessInput for T {}
+
+/// What a process stage produces: it is decoded from the worker's reply.
+#[diagnostic::on_unimplemented(
+    message = "a process stage's output must be `serde::Deserialize`, and `{Self}` is not",
+    label = "this stage's output comes back from a worker process",
+    note = "items cross the process boundary with serde: derive `serde::Serialize` and \
+            `serde::Deserialize` for `{Self}`; a handle to a resource (a file, a socket, a GPU \
+            buffer) cannot cross it"
+)]
+pub trait ProcessOutput: serde::de::DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> ProcessOutput for T {}
+
 /// The previous stage, unchanged; spans a guard's argument over the user's stage tokens.
 pub fn stage_input<T>(stage: StageBuilder<T>) -> StageBuilder<T> {
     stage
