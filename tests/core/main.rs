@@ -5,6 +5,7 @@ mod aggregate;
 mod backpressure;
 mod concurrency;
 mod epochs;
+mod executors;
 mod failures;
 mod lifecycle;
 mod order;

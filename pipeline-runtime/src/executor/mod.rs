@@ -97,7 +97,15 @@ impl Executor {
     pub(crate) fn spawn_lane(&self, default_pool: &ThreadPool, lane: LaneFuture) {
         match self {
             Executor::Default => default_pool.spawn_lane(lane),
-            Executor::Threads(pool) => pool.spawn_lane(lane),
+            Executor::Threads(pool) => {
+                // The lane keeps a handle: a pool given by value (the pipeline holding the
+                // only handle) must not shut down while its lanes still run.
+                let handle = pool.clone();
+                pool.spawn_lane(Box::pin(async move {
+                    let _handle = handle;
+                    lane.await
+                }))
+            }
             Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
             // A process stage's lane only encodes, waits and decodes: the default pool's
             // threads are enough for that, and the work happens in the workers.
