@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder, StageOptions};
 
+#[path = "bench/w4.rs"]
+mod w4;
+
 struct Args {
     id: String,
     n: Option<u64>,
@@ -69,6 +72,16 @@ const IDS: &[&str] = &[
     "W3.c256",
     "W5.pipeline",
     "W5.plain",
+    "W4.sha256.thread",
+    "W4.sha256.process",
+    "W4.x.sha256.plain",
+    "W4.x.noop.default",
+    "W4.x.noop.threads1",
+    "W4.x.noop.threads2",
+    "W4.x.noop.rayon2",
+    "W4.x.noop.async",
+    "W4.x.noop.process1",
+    "W4.x.noop.process2",
 ];
 
 struct Outcome {
@@ -351,11 +364,23 @@ fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
         "W3.c256" => w3(n_or(16_000), 256),
         "W5.pipeline" => w5(n_or(200_000)),
         "W5.plain" => w5_plain(n_or(200_000)),
+        "W4.sha256.thread" => w4::sha256_thread(n_or(20_000)),
+        "W4.sha256.process" => w4::sha256_process(n_or(20_000)),
+        "W4.x.sha256.plain" => w4::sha256_plain(n_or(20_000)),
+        "W4.x.noop.default" => w4::noop_overhead(n_or(200_000), w4::Kind::Default),
+        "W4.x.noop.threads1" => w4::noop_overhead(n_or(200_000), w4::Kind::Threads(1)),
+        "W4.x.noop.threads2" => w4::noop_overhead(n_or(200_000), w4::Kind::Threads(2)),
+        "W4.x.noop.rayon2" => w4::noop_overhead(n_or(200_000), w4::Kind::Rayon(2)),
+        "W4.x.noop.async" => w4::noop_overhead(n_or(200_000), w4::Kind::Async),
+        "W4.x.noop.process1" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(1)),
+        "W4.x.noop.process2" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(2)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }
 
 fn main() -> ExitCode {
+    // W4.sha256.process runs its stage in worker processes: this binary, re-run.
+    pipeline_runtime::process::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

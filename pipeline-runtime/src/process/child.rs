@@ -345,6 +345,8 @@ impl ChildProcess {
         });
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
+        widen_pipe(stdin.as_raw_fd());
+        widen_pipe(stdout.as_raw_fd());
         let mut process = ChildProcess {
             child,
             state: Arc::new(ChildState {
@@ -542,6 +544,15 @@ fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), Stri
 /// A readable stream with a file descriptor (for `poll`).
 trait Read_: Read + AsRawFd {}
 impl<T: Read + AsRawFd> Read_ for T {}
+
+/// Asks for a 1 MiB pipe buffer (the default is 64 KiB), so that a large message crosses in
+/// one write instead of many hand-offs; best effort (the system may cap it lower).
+fn widen_pipe(fd: i32) {
+    // SAFETY: fcntl on a pipe descriptor we own; failure leaves the pipe as it was.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
 
 /// Whether `fd` becomes readable (or hung up) within `timeout`.
 fn wait_readable(fd: i32, timeout: Duration) -> bool {
