@@ -94,6 +94,8 @@ pub mod __guide {
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     pub mod gpu {}
+    #[doc = include_str!("../../docs/src/parallelism.md")]
+    pub mod parallelism {}
 }
 
 pub use builder::{
