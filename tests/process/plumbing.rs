@@ -90,7 +90,16 @@ fn nested(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
         Ok(_) => "spawned".to_owned(),
         Err(e) => e.to_string(),
     };
-    channel.send(outcome.as_bytes()).map_err(|e| e.to_string())
+    channel
+        .send(outcome.as_bytes())
+        .map_err(|e| e.to_string())?;
+    // What programs this worker starts would inherit: not the worker variable.
+    let inherited = std::env::var_os(pipeline_runtime::process::WORKER_ENV).is_some();
+    let flags = [
+        u8::from(inherited),
+        u8::from(pipeline_runtime::process::is_worker()),
+    ];
+    channel.send(&flags).map_err(|e| e.to_string())
 }
 register_worker_entry!("tests::nested", nested);
 
@@ -184,6 +193,12 @@ fn a_worker_cannot_start_workers() {
         ChildProcess::spawn("tests::nested", b"", &SpawnOptions::new()).unwrap();
     let outcome = String::from_utf8(channel.recv().unwrap().unwrap()).unwrap();
     assert!(outcome.contains("workers never start workers"), "{outcome}");
+    let flags = channel.recv().unwrap().unwrap();
+    assert_eq!(
+        flags,
+        [0, 1],
+        "[env var inherited by its children, is_worker()]"
+    );
     assert_eq!(child.wait().code(), Some(0));
 }
 

@@ -355,10 +355,9 @@ fn exchange(channel: &mut Channel, job: &Job) -> std::io::Result<Result<Vec<u8>,
     let mut reply = channel
         .recv()?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
-    let Some(&status) = reply.first() else {
+    let Some(status) = reply.pop() else {
         return Err(std::io::ErrorKind::InvalidData.into());
     };
-    reply.remove(0);
     let text = || String::from_utf8_lossy(&reply).into_owned();
     Ok(match status {
         REPLY_OK => Ok(reply),

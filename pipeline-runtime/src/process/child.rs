@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::{encode, Channel, FrameReader, FrameWriter};
 use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
-use super::worker::find_entry;
+use super::worker::{find_entry, is_worker};
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
 const STDERR_TAIL_LINES: usize = 16;
@@ -297,7 +297,7 @@ impl ChildProcess {
         args: &[u8],
         opts: &SpawnOptions,
     ) -> Result<(ChildProcess, Channel), ProcessError> {
-        if std::env::var_os(WORKER_ENV).is_some() {
+        if is_worker() {
             return Err(ProcessError::new(format!(
                 "cannot start worker `{}`: this process is itself a pipeline worker ({WORKER_ENV} \
                  is set), and workers never start workers. If this process runs your `main` \

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::channel::{decode, Channel, FrameReader, FrameWriter};
 use super::child::Start;
@@ -74,9 +75,13 @@ pub(crate) fn find_entry(name: &str) -> Option<&'static EntryPoint> {
     inventory::iter::<EntryPoint>().find(|e| e.name == name)
 }
 
-/// Whether this process was started as a pipeline worker.
+/// Set once this process has entered worker mode.
+static IN_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process was started as a pipeline worker (whether or not it entered worker
+/// mode: a child whose `main` forgot [`init`] is one too).
 pub fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some()
+    IN_WORKER.load(Ordering::Relaxed) || std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// Enters worker mode if this process was started as a pipeline worker, and never returns
@@ -88,7 +93,10 @@ pub fn is_worker() -> bool {
 /// and the child cannot start workers of its own, so a forgotten call is never a hang nor a
 /// fork bomb.
 pub fn init() {
-    if is_worker() {
+    if std::env::var_os(WORKER_ENV).is_some() {
+        IN_WORKER.store(true, Ordering::Relaxed);
+        // Programs the worker's code starts must not think they are workers too.
+        std::env::remove_var(WORKER_ENV);
         run_worker();
     }
 }
