@@ -82,6 +82,7 @@ const IDS: &[&str] = &[
     "W4.x.noop.async",
     "W4.x.noop.process1",
     "W4.x.noop.process2",
+    "W4.x.codec",
 ];
 
 struct Outcome {
@@ -374,6 +375,7 @@ fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
         "W4.x.noop.async" => w4::noop_overhead(n_or(200_000), w4::Kind::Async),
         "W4.x.noop.process1" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(1)),
         "W4.x.noop.process2" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(2)),
+        "W4.x.codec" => w4::codecs(n_or(2_000)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }

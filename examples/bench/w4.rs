@@ -198,3 +198,72 @@ fn outcome(n: u64, t0: Instant) -> Outcome {
         extra: vec![],
     }
 }
+
+/// What crosses a process boundary, encoded and decoded by `postcard` (the codec of
+/// process stages) and by `bincode`, for comparison: a 64 KiB byte string, 8192 `u64`s, 16384
+/// `f32`s (64 KiB each) and a small record. Prints one JSON line per codec and payload, in ns per round trip.
+pub(crate) fn codecs(n: u64) -> Result<Outcome, String> {
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Record {
+        id: u64,
+        label: String,
+        score: f32,
+        tags: Vec<u16>,
+    }
+    fn round<T, E, D>(name: &str, payload: &str, n: u64, value: &T, enc: E, dec: D) -> usize
+    where
+        T: PartialEq + std::fmt::Debug,
+        E: Fn(&T) -> Vec<u8>,
+        D: Fn(&[u8]) -> T,
+    {
+        let t0 = Instant::now();
+        let mut size = 0;
+        for _ in 0..n {
+            let bytes = enc(black_box(value));
+            size = bytes.len();
+            let back = dec(black_box(&bytes));
+            assert!(&back == value);
+        }
+        let ns = t0.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "{{\"id\": \"W4.x.codec\", \"codec\": \"{name}\", \"payload\": \"{payload}\", \
+             \"encoded_bytes\": {size}, \"ns_per_round_trip\": {ns:.0}}}"
+        );
+        size
+    }
+    let t0 = Instant::now();
+    let bytes = serde_bytes::ByteBuf::from(make_buf().0.to_vec());
+    let numbers: Vec<u64> = (0..8192u64).map(|i| i * 2_654_435_761).collect();
+    let floats: Vec<f32> = (0..16384u32).map(|i| i as f32 * 0.25).collect();
+    let record = Record {
+        id: 42,
+        label: "sample-000042.jpg".to_owned(),
+        score: 0.5,
+        tags: vec![1, 2, 3],
+    };
+    macro_rules! both {
+        ($payload:expr, $value:expr, $ty:ty) => {
+            round(
+                "postcard",
+                $payload,
+                n,
+                $value,
+                |v| postcard::to_allocvec(v).unwrap(),
+                |b| postcard::from_bytes::<$ty>(b).unwrap(),
+            );
+            round(
+                "bincode",
+                $payload,
+                n,
+                $value,
+                |v| bincode::serialize(v).unwrap(),
+                |b| bincode::deserialize::<$ty>(b).unwrap(),
+            );
+        };
+    }
+    both!("bytes_64k", &bytes, serde_bytes::ByteBuf);
+    both!("u64x8192", &numbers, Vec<u64>);
+    both!("f32x16384", &floats, Vec<f32>);
+    both!("record", &record, Record);
+    Ok(outcome(n, t0))
+}
