@@ -13,7 +13,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use crate::async_runtime::AsyncRuntime;
 use crate::error::{BoxError, BudgetScope, BuildError};
 use crate::executor::process_pool::CallError;
-use crate::executor::{Executor, ThreadPool};
+use crate::executor::{Executor, ProcessPool, ThreadPool};
 use crate::failure::{FailureScope, MaxFailures};
 use crate::pipeline::{Pipeline, Settings};
 use crate::queue::{bounded, Rx};
@@ -557,34 +557,32 @@ impl<T: Send + 'static> StageBuilder<T> {
             Box::new(move || drop(lock(&pool).take())) as Box<dyn Fn() + Send + Sync>
         };
         let stage = name.clone();
-        let body: Body<T, U> = Body::Async(Arc::new(move |item: T| {
-            let pool = pool.clone();
-            let stage = stage.clone();
-            async move {
-                let Some(handle) = lock(&pool).clone() else {
-                    return Output::Skip; // stopping
-                };
-                let answer = match crate::process::encode(&item) {
-                    Ok(input) => handle.submit(key, input),
-                    Err(e) => return Output::Fail(e.into()),
-                };
-                drop((item, handle));
-                let result = answer.await;
-                if lock(&pool).is_none() {
-                    return Output::Skip; // stopped while in flight: not a failure
+        let body: Body<T, U> = Body::Sync(Arc::new(move |item: T| {
+            let slot = match lock(&pool).as_ref().map(ProcessPool::caller_slot) {
+                None => return Output::Skip, // stopping
+                Some(Ok(slot)) => slot,
+                Some(Err(e)) => return Output::Fail(e.into()),
+            };
+            let result = match crate::process::encode(&item) {
+                Ok(input) => {
+                    drop(item);
+                    slot.call(key, &input)
                 }
-                match result {
-                    Ok(bytes) => match crate::process::decode::<U>(&bytes) {
-                        Ok(value) => Output::One(value),
-                        Err(e) => Output::Fail(e.into()),
-                    },
-                    Err(CallError::Panic(message)) => {
-                        Output::Fail(Box::new(crate::ItemError::panic_message(&stage, message)))
-                    }
-                    Err(e) => Output::Fail(e.into()),
-                }
+                Err(e) => return Output::Fail(e.into()),
+            };
+            if lock(&pool).is_none() {
+                return Output::Skip; // stopped while in flight: not a failure
             }
-            .boxed()
+            match result {
+                Ok(bytes) => match crate::process::decode::<U>(&bytes) {
+                    Ok(value) => Output::One(value),
+                    Err(e) => Output::Fail(e.into()),
+                },
+                Err(CallError::Panic(message)) => {
+                    Output::Fail(Box::new(crate::ItemError::panic_message(&stage, message)))
+                }
+                Err(e) => Output::Fail(e.into()),
+            }
         }));
         self.add_pipe_with_hook(
             body,

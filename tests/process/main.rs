@@ -7,6 +7,14 @@
 //! summary line. Tests run one after another, so that counting this process's children
 //! (to check that none is left behind) sees only the current test's.
 
+/// A list of tests named `module::function`.
+macro_rules! tests {
+    ($module:literal: $($name:ident),* $(,)?) => {
+        &[$((concat!($module, "::", stringify!($name)), $name as fn())),*]
+    };
+}
+pub(crate) use tests;
+
 mod plumbing;
 mod stages;
 

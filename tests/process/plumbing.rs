@@ -9,39 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{child_pids, SKIP_INIT_ENV};
 
-pub(crate) const TESTS: &[crate::Test] = &[
-    (
-        "plumbing::echo_round_trip_and_clean_exit",
-        echo_round_trip_and_clean_exit,
-    ),
-    (
-        "plumbing::exit_reports_say_how_the_child_ended",
-        exit_reports_say_how_the_child_ended,
-    ),
-    (
-        "plumbing::sigkill_from_outside_is_reported",
-        sigkill_from_outside_is_reported,
-    ),
-    (
-        "plumbing::out_of_memory_under_rlimit_is_reported",
-        out_of_memory_under_rlimit_is_reported,
-    ),
-    (
-        "plumbing::dropping_children_leaves_no_process",
-        dropping_children_leaves_no_process,
-    ),
-    (
-        "plumbing::a_worker_cannot_start_workers",
-        a_worker_cannot_start_workers,
-    ),
-    (
-        "plumbing::unknown_entry_is_an_error",
-        unknown_entry_is_an_error,
-    ),
-    (
-        "plumbing::a_child_that_runs_main_is_detected",
-        a_child_that_runs_main_is_detected,
-    ),
+pub(crate) const TESTS: &[crate::Test] = crate::tests![
+    "plumbing":
+    echo_round_trip_and_clean_exit,
+    exit_reports_say_how_the_child_ended,
+    sigkill_from_outside_is_reported,
+    out_of_memory_under_rlimit_is_reported,
+    dropping_children_leaves_no_process,
+    a_worker_cannot_start_workers,
+    unknown_entry_is_an_error,
+    a_child_that_runs_main_is_detected,
 ];
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]

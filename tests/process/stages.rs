@@ -11,47 +11,19 @@ use pipeline_runtime::{
 
 use crate::child_pids;
 
-pub(crate) const TESTS: &[crate::Test] = &[
-    (
-        "stages::outputs_come_back_and_workers_start_once",
-        outputs_come_back_and_workers_start_once,
-    ),
-    (
-        "stages::calls_run_in_parallel_workers",
-        calls_run_in_parallel_workers,
-    ),
-    (
-        "stages::every_fault_fails_only_its_item",
-        every_fault_fails_only_its_item,
-    ),
-    (
-        "stages::a_pool_serves_several_stages_and_pipelines",
-        a_pool_serves_several_stages_and_pipelines,
-    ),
-    (
-        "stages::aggregate_then_collate_a_batch_in_a_worker",
-        aggregate_then_collate_a_batch_in_a_worker,
-    ),
-    (
-        "stages::process_stage_in_the_macro",
-        process_stage_in_the_macro,
-    ),
-    (
-        "stages::mistakes_are_build_errors",
-        mistakes_are_build_errors,
-    ),
-    (
-        "stages::a_worker_cannot_start_a_pool",
-        a_worker_cannot_start_a_pool,
-    ),
-    (
-        "stages::dropping_the_pool_ends_every_worker",
-        dropping_the_pool_ends_every_worker,
-    ),
-    (
-        "stages::dropping_the_pipeline_ends_every_worker",
-        dropping_the_pipeline_ends_every_worker,
-    ),
+pub(crate) const TESTS: &[crate::Test] = crate::tests![
+    "stages":
+    outputs_come_back_and_workers_start_once,
+    calls_run_in_parallel_workers,
+    every_fault_fails_only_its_item,
+    a_pool_serves_several_stages_and_pipelines,
+    aggregate_then_collate_a_batch_in_a_worker,
+    process_stage_in_the_macro,
+    mistakes_are_build_errors,
+    a_worker_cannot_start_a_pool,
+    dropping_the_pool_ends_every_worker,
+    dropping_the_pipeline_ends_every_worker,
+    dropping_the_pipeline_ends_a_hung_worker,
 ];
 
 fn square(x: u64) -> u64 {
@@ -115,6 +87,14 @@ fn slow_identity(x: u64) -> u64 {
     x
 }
 
+/// Never returns for item 1.
+fn hang_on_one(x: u64) -> u64 {
+    if x == 1 {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    x
+}
+
 /// Tries to build a process pool inside a worker; returns the error.
 fn pool_inside_worker(_: u64) -> String {
     match ProcessPool::builder().build() {
@@ -130,6 +110,7 @@ process_fn!(
     fault,
     collate,
     slow_identity,
+    hang_on_one,
     pool_inside_worker
 );
 
@@ -452,5 +433,34 @@ fn dropping_the_pipeline_ends_every_worker() {
     }
     assert_eq!(child_pids().len(), 2);
     drop(p);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn dropping_the_pipeline_ends_a_hung_worker() {
+    assert!(
+        child_pids().is_empty(),
+        "children before: {:?}",
+        child_pids()
+    );
+    let mut p = PipelineBuilder::new()
+        .source(0..3u64)
+        .process_pipe(
+            hang_on_one,
+            StageOptions::new().concurrency(2).executor(pool(2)),
+        )
+        .sink(2)
+        .build()
+        .unwrap();
+    let mut got = vec![p.next().unwrap().unwrap(), p.next().unwrap().unwrap()];
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 2]); // item 1 is stuck in its worker
+                                 // Dropping kills the stuck worker rather than waiting for its call (an hour); a
+                                 // watchdog turns a hang into a failure.
+    let dropper = std::thread::spawn(move || drop(p));
+    assert!(
+        crate::wait_until(Duration::from_secs(60), || dropper.is_finished()),
+        "dropping the pipeline hung on the stuck worker"
+    );
+    dropper.join().unwrap();
     assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
 }

@@ -107,9 +107,8 @@ impl Executor {
                 }))
             }
             Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
-            // A process stage's lane only encodes, waits and decodes: the default pool's
-            // threads are enough for that, and the work happens in the workers.
-            Executor::Processes(_) => default_pool.spawn_lane(lane),
+            // On the pool's caller threads, each of which talks to its own worker.
+            Executor::Processes(pool) => pool.spawn_lane(default_pool, lane),
         }
     }
 }

@@ -1,21 +1,30 @@
 //! A pool of worker processes that runs process stages.
 //!
-//! Each worker is supervised by one thread of this process, which takes a call from the
-//! pool's queue, sends it to its worker and waits for the reply. A worker that dies fails
-//! the call it was running with an error saying how it ended, and its thread starts a
-//! replacement before taking the next call.
+//! The pool owns one worker per *caller thread*: process stages' lanes run on the pool's own
+//! threads, and thread `i` talks to worker `i` directly (send the call, block on the reply).
+//! A round trip so costs two wake-ups (the worker's and the caller's), with no hand-off to a
+//! supervising thread in between. A worker that dies fails the call it was running with an
+//! error saying how it ended, and its caller thread starts a replacement at once.
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::channel::oneshot;
-
 use super::process_fn::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
+use super::task::LaneFuture;
+use super::thread_pool::ThreadPool;
+use super::Executor;
 use crate::error::BuildError;
 use crate::process::{Channel, ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+
+thread_local! {
+    /// On a caller thread of a pool: (pool id, index of its worker).
+    static CALLER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+}
+
+static NEXT_POOL_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// Configures a [`ProcessPool`].
 #[derive(Debug, Clone)]
@@ -70,44 +79,37 @@ impl ProcessPoolBuilder {
         if let Some(limit) = self.memory_limit {
             spawn = spawn.memory_limit(limit);
         }
-        let (jobs, queue) = async_channel::unbounded::<Job>();
         let started = Arc::new(AtomicU64::new(0));
         let mut slots = Vec::with_capacity(self.num_workers);
-        // Start every worker first, so that a pool that cannot start fails here, whole.
-        let mut workers = Vec::with_capacity(self.num_workers);
         for _ in 0..self.num_workers {
-            let worker = Worker::start(&spawn)
-                .map_err(|e| BuildError::new(format!("process pool `{}`: {e}", self.name)))?;
-            started.fetch_add(1, Ordering::Relaxed);
-            workers.push(worker);
-        }
-        for (index, worker) in workers.into_iter().enumerate() {
-            let current = Arc::new(Mutex::new(Some((
-                worker.child.pid(),
-                worker.child.killer(),
-            ))));
-            let supervisor = Supervisor {
+            let slot = Arc::new(Slot {
+                worker: Mutex::new(None),
+                killer: Mutex::new(None),
+                closed: AtomicBool::new(false),
                 spawn: spawn.clone(),
-                queue: queue.clone(),
-                current: current.clone(),
                 started: started.clone(),
-            };
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-supervisor-{index}", self.name))
-                .spawn(move || supervisor.run(worker))
-                .map_err(|e| BuildError::new(format!("cannot start thread: {e}")))?;
-            slots.push(Slot {
-                current,
-                thread: Some(thread),
             });
+            // Start every worker now, so that a pool that cannot start fails here, whole
+            // (the slots made so far kill their workers when dropped).
+            let worker = slot
+                .start()
+                .map_err(|e| BuildError::new(format!("process pool `{}`: {e}", self.name)))?;
+            *lock(&slot.worker) = Some(worker);
+            slots.push(slot);
         }
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
+        let threads = ThreadPool::builder()
+            .num_threads(self.num_workers)
+            .name(format!("{}-caller", self.name))
+            .on_thread_start(move |index| CALLER.with(|c| c.set(Some((id, index)))))
+            .build()?;
         Ok(ProcessPool {
             shared: Arc::new(PoolShared {
-                jobs,
-                slots: Mutex::new(slots),
+                id,
+                slots,
+                threads,
                 started,
                 name: self.name,
-                num_workers: self.num_workers,
             }),
         })
     }
@@ -117,8 +119,9 @@ impl ProcessPoolBuilder {
 /// the macro, [`process_pipe`](crate::StageBuilder::process_pipe) in the builder).
 ///
 /// The workers start when the pool is built and serve every stage and pipeline the pool
-/// is given to. Cloning gives another handle to the same workers; when the last handle is
-/// dropped (pipelines hold one while they run), every worker is killed and reaped.
+/// is given to; each has one thread of this process that calls it, so `num_workers` calls
+/// run at once. Cloning gives another handle to the same workers; when the last handle is
+/// dropped (a pipeline holds one until it stops), every worker is killed and reaped.
 #[derive(Clone)]
 pub struct ProcessPool {
     shared: Arc<PoolShared>,
@@ -128,7 +131,7 @@ impl fmt::Debug for ProcessPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessPool")
             .field("name", &self.shared.name)
-            .field("num_workers", &self.shared.num_workers)
+            .field("num_workers", &self.shared.slots.len())
             .finish()
     }
 }
@@ -146,7 +149,7 @@ impl ProcessPool {
 
     /// Number of worker processes.
     pub fn num_workers(&self) -> usize {
-        self.shared.num_workers
+        self.shared.slots.len()
     }
 
     /// The pool's name.
@@ -162,79 +165,120 @@ impl ProcessPool {
 
     /// The process ids of the live workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        let slots = self.shared.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
+        self.shared
+            .slots
             .iter()
-            .filter_map(|s| {
-                let current = s.current.lock().unwrap_or_else(|e| e.into_inner());
-                current.as_ref().map(|(pid, _)| *pid)
-            })
+            .filter_map(|s| lock(&s.killer).as_ref().map(|(pid, _)| *pid))
             .collect()
     }
 
-    /// Queues a call of the registered function `name` on an encoded input; the answer
-    /// comes when a worker has run it. The answer does not keep the pool alive.
-    pub(crate) fn submit(
-        &self,
-        name: &'static str,
-        input: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>, CallError>> + Send + 'static {
-        let (reply, answer) = oneshot::channel();
-        let queued = self
-            .shared
-            .jobs
-            .try_send(Job { name, input, reply })
-            .is_ok();
-        async move {
-            if !queued {
-                return Err(CallError::PoolClosed);
-            }
-            answer.await.unwrap_or(Err(CallError::PoolClosed))
+    /// Runs a lane of a process stage on one of the pool's caller threads.
+    pub(crate) fn spawn_lane(&self, default_pool: &ThreadPool, lane: LaneFuture) {
+        Executor::Threads(self.shared.threads.clone()).spawn_lane(default_pool, lane);
+    }
+
+    /// The worker slot of the calling thread, if it is one of this pool's caller threads.
+    /// The slot does not keep the pool alive, so dropping the pool during a call still
+    /// kills the worker (which ends the call).
+    pub(crate) fn caller_slot(&self) -> Result<Arc<Slot>, CallError> {
+        match CALLER.with(Cell::get) {
+            Some((id, index)) if id == self.shared.id => Ok(self.shared.slots[index].clone()),
+            _ => Err(CallError::Error(
+                "a process stage ran outside its pool's caller threads".to_owned(),
+            )),
         }
     }
 }
 
 struct PoolShared {
-    jobs: async_channel::Sender<Job>,
-    slots: Mutex<Vec<Slot>>,
+    id: usize,
+    slots: Vec<Arc<Slot>>,
+    threads: ThreadPool,
     started: Arc<AtomicU64>,
     name: String,
-    num_workers: usize,
-}
-
-struct Slot {
-    /// The live worker's pid and killer, to unblock its supervisor at shutdown.
-    current: Arc<Mutex<Option<(u32, ChildKiller)>>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for PoolShared {
     fn drop(&mut self) {
-        self.jobs.close();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        for slot in slots.iter() {
-            let current = slot.current.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, killer)) = current.as_ref() {
-                killer.kill();
-            }
+        // Kill first, so that callers blocked on a worker return at once; then reap.
+        for slot in &self.slots {
+            slot.close();
         }
-        // A killed worker fails its reader at once, so the supervisors end promptly; each
-        // reaps its worker on the way out.
-        for slot in slots.iter_mut() {
-            if let Some(thread) = slot.thread.take() {
-                if thread.thread().id() != std::thread::current().id() {
-                    let _ = thread.join();
-                }
-            }
+        for slot in &self.slots {
+            drop(lock(&slot.worker).take());
         }
     }
 }
 
-/// One call waiting for a worker.
-struct Job {
-    name: &'static str,
-    input: Vec<u8>,
-    reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+/// One worker and what replacing it needs.
+pub(crate) struct Slot {
+    worker: Mutex<Option<Worker>>,
+    /// The live worker's pid and killer, readable while a caller blocks on the worker.
+    killer: Mutex<Option<(u32, ChildKiller)>>,
+    closed: AtomicBool,
+    spawn: SpawnOptions,
+    started: Arc<AtomicU64>,
+}
+
+impl Slot {
+    /// Sends one call to this slot's worker and waits for the reply.
+    pub(crate) fn call(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        let mut worker = lock(&self.worker);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CallError::PoolClosed);
+        }
+        if worker.is_none() {
+            // The last replacement failed to start: try again for this call.
+            let fresh = self.start().map_err(|e| {
+                CallError::NoWorker(format!("no worker process could be started: {e}"))
+            })?;
+            *worker = Some(fresh);
+        }
+        let live = worker.as_mut().expect("started above");
+        match exchange(&mut live.channel, name, input) {
+            Ok(result) => result,
+            Err(io) => {
+                let mut dead = worker.take().expect("running");
+                *lock(&self.killer) = None;
+                // The pipe broke because the worker ended (or is ending): wait for it.
+                dead.child.kill();
+                let report = dead.child.wait().clone();
+                let pid = dead.child.pid();
+                drop(dead);
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(CallError::PoolClosed);
+                }
+                // Start the replacement now, not when the next item comes.
+                *worker = self.start().ok();
+                Err(CallError::WorkerDied(format!(
+                    "worker process {pid} {report} while running this item ({io}); a \
+                     replacement worker was started"
+                )))
+            }
+        }
+    }
+
+    fn start(&self) -> Result<Worker, ProcessError> {
+        let (child, channel) = ChildProcess::spawn(STAGE_WORKER_ENTRY, &[], &self.spawn)?;
+        self.started.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.killer) = Some((child.pid(), child.killer()));
+        if self.closed.load(Ordering::Acquire) {
+            child.kill(); // the pool closed while this worker started
+        }
+        Ok(Worker { child, channel })
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some((_, killer)) = lock(&self.killer).as_ref() {
+            killer.kill();
+        }
+    }
+}
+
+struct Worker {
+    child: ChildProcess,
+    channel: Channel,
 }
 
 /// Why a call in a worker did not produce an output.
@@ -266,92 +310,14 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-struct Worker {
-    child: ChildProcess,
-    channel: Channel,
-}
-
-impl Worker {
-    fn start(spawn: &SpawnOptions) -> Result<Worker, ProcessError> {
-        let (child, channel) = ChildProcess::spawn(STAGE_WORKER_ENTRY, &[], spawn)?;
-        Ok(Worker { child, channel })
-    }
-}
-
-struct Supervisor {
-    spawn: SpawnOptions,
-    queue: async_channel::Receiver<Job>,
-    current: Arc<Mutex<Option<(u32, ChildKiller)>>>,
-    started: Arc<AtomicU64>,
-}
-
-impl Supervisor {
-    fn run(self, first: Worker) {
-        let mut worker = Some(first);
-        while let Ok(job) = self.queue.recv_blocking() {
-            if job.reply.is_canceled() {
-                continue; // the stage that asked has stopped
-            }
-            if worker.is_none() {
-                match self.replace() {
-                    Ok(w) => worker = Some(w),
-                    Err(e) => {
-                        let _ = job.reply.send(Err(CallError::NoWorker(format!(
-                            "no worker process could be started: {e}"
-                        ))));
-                        continue;
-                    }
-                }
-            }
-            let w = worker.as_mut().expect("started above");
-            match exchange(&mut w.channel, &job) {
-                Ok(result) => {
-                    let _ = job.reply.send(result);
-                }
-                Err(io) => {
-                    let mut dead = worker.take().expect("running");
-                    self.set_current(None);
-                    // The pipe broke because the worker ended (or is ending): wait for it.
-                    dead.child.kill();
-                    let report = dead.child.wait().clone();
-                    let message = format!(
-                        "worker process {} {report} while running this item ({io}); a \
-                         replacement worker was started",
-                        dead.child.pid()
-                    );
-                    let _ = job.reply.send(Err(CallError::WorkerDied(message)));
-                    drop(dead);
-                    // Start the replacement now, not when the next item comes.
-                    if !self.queue.is_closed() {
-                        worker = self.replace().ok();
-                    }
-                }
-            }
-        }
-        self.set_current(None);
-        drop(worker); // kills and reaps the worker
-    }
-
-    fn replace(&self) -> Result<Worker, ProcessError> {
-        let worker = Worker::start(&self.spawn)?;
-        self.started.fetch_add(1, Ordering::Relaxed);
-        self.set_current(Some((worker.child.pid(), worker.child.killer())));
-        if self.queue.is_closed() {
-            // The pool was dropped while this worker started: do not leave it running.
-            worker.child.kill();
-        }
-        Ok(worker)
-    }
-
-    fn set_current(&self, current: Option<(u32, ChildKiller)>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = current;
-    }
-}
-
 /// Sends one call and reads its reply; an I/O error means the worker is gone.
-fn exchange(channel: &mut Channel, job: &Job) -> std::io::Result<Result<Vec<u8>, CallError>> {
-    let header = request_header(job.name);
-    channel.send_parts(&[&header, &job.input])?;
+fn exchange(
+    channel: &mut Channel,
+    name: &str,
+    input: &[u8],
+) -> std::io::Result<Result<Vec<u8>, CallError>> {
+    let header = request_header(name);
+    channel.send_parts(&[&header, input])?;
     let mut reply = channel
         .recv()?
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
@@ -365,4 +331,8 @@ fn exchange(channel: &mut Channel, job: &Job) -> std::io::Result<Result<Vec<u8>,
         REPLY_PANIC => Err(CallError::Panic(text())),
         _ => return Err(std::io::ErrorKind::InvalidData.into()),
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
