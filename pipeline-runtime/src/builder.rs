@@ -534,7 +534,12 @@ impl<T: Send + 'static> StageBuilder<T> {
         let _ = f; // only its type crosses: the worker finds the function by name
         let key = std::any::type_name::<F>();
         let name = self.stage_name(opts.name.clone(), fn_name::<F>().as_deref(), "pipe");
-        if key.contains("{{closure}}") {
+        if key.starts_with("fn(") {
+            self.errors.push(BuildError::new(format!(
+                "stage `{name}`: a function pointer (`{key}`) cannot be found by name in a \
+                 worker process; pass the function itself (`process_pipe(decode, ..)`)"
+            )));
+        } else if key.contains("{{closure}}") {
             self.errors.push(BuildError::new(format!(
                 "stage `{name}`: a closure cannot run in a worker process; write the stage \
                  as a named `fn` and register it with `process_fn!`"

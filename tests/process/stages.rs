@@ -355,6 +355,17 @@ fn mistakes_are_build_errors() {
             .contains("process_fn!(not_registered)"),
         "{unregistered}"
     );
+    let pointer: fn(u64) -> u64 = square;
+    let by_pointer = PipelineBuilder::new()
+        .source(0..3u64)
+        .process_pipe(pointer, StageOptions::new().executor(&workers))
+        .sink(1)
+        .build()
+        .unwrap_err();
+    assert!(
+        by_pointer.message().contains("function pointer"),
+        "{by_pointer}"
+    );
     let no_pool = PipelineBuilder::new()
         .source(0..3u64)
         .process_pipe(square, StageOptions::new())
