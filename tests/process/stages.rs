@@ -24,6 +24,7 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests![
     dropping_the_pool_ends_every_worker,
     dropping_the_pipeline_ends_every_worker,
     dropping_the_pipeline_ends_a_hung_worker,
+    a_pool_outlives_the_thread_that_built_it,
 ];
 
 fn square(x: u64) -> u64 {
@@ -474,4 +475,27 @@ fn dropping_the_pipeline_ends_a_hung_worker() {
     );
     dropper.join().unwrap();
     assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn a_pool_outlives_the_thread_that_built_it() {
+    // Workers must not be tied to the thread that started them (`PR_SET_PDEATHSIG` is).
+    let workers = std::thread::spawn(|| pool(2)).join().unwrap();
+    let p = PipelineBuilder::new()
+        .source(0..20u64)
+        .process_pipe(
+            square,
+            StageOptions::new().concurrency(2).executor(&workers),
+        )
+        .sink(4)
+        .build()
+        .unwrap();
+    let (mut items, error) = drain(p);
+    assert!(error.is_none(), "{error:?}");
+    items.sort_unstable();
+    assert_eq!(items, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(
+        workers.workers_started(),
+        2,
+        "no worker died with its starting thread"
+    );
 }

@@ -21,8 +21,8 @@
 //! * **Supervision.** Dropping a [`ChildProcess`] kills and reaps the child; a
 //!   [`ChildKiller`] kills it from another thread (e.g. to unblock a reader);
 //!   [`ChildProcess::wait`] gives an [`ExitReport`]: exit code or signal, whether it ran
-//!   out of memory, and its last stderr lines. A worker also dies with its parent
-//!   (`PR_SET_PDEATHSIG`) and ends when its input channel closes.
+//!   out of memory, and its last stderr lines. A worker's input channel closes when its
+//!   parent dies, and the entry points of this crate return then.
 
 mod channel;
 mod child;

@@ -108,10 +108,9 @@ fn die(code: i32, message: &str) -> ! {
 
 /// Worker mode: the protocol on private copies of stdin/stdout, the entry point, exit.
 fn run_worker() -> ! {
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
+    // No PR_SET_PDEATHSIG: it fires when the *thread* that started the child exits, which
+    // would kill a pool's workers with the thread that built the pool. A worker notices its
+    // parent's death instead by its input channel closing.
     let (input, output) = take_protocol_fds();
     let mut writer = FrameWriter::new(output);
     let mut reader = FrameReader::new(input);
