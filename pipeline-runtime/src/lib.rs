@@ -64,6 +64,7 @@ mod queue;
 mod run_state;
 mod stage;
 mod stats;
+pub mod subprocess;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]

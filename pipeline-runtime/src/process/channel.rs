@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,6 +15,7 @@ use super::protocol::{read_frame, write_frame};
 /// The receiving half of a [`Channel`].
 pub struct FrameReader {
     inner: BufReader<Box<dyn Read + Send>>,
+    fd: RawFd,
 }
 
 /// The sending half of a [`Channel`].
@@ -42,10 +45,19 @@ impl fmt::Debug for FrameWriter {
 }
 
 impl FrameReader {
-    pub(crate) fn new(r: impl Read + Send + 'static) -> Self {
+    pub(crate) fn new(r: impl Read + AsRawFd + Send + 'static) -> Self {
+        let fd = r.as_raw_fd();
         Self {
             inner: BufReader::with_capacity(64 * 1024, Box::new(r)),
+            fd,
         }
+    }
+
+    /// Whether a message (or the end of the stream) can be read within `timeout`: some of
+    /// it is buffered already or arrives in time. `recv` then blocks only until the rest of
+    /// that message is in.
+    pub fn wait_readable(&self, timeout: Duration) -> bool {
+        !self.inner.buffer().is_empty() || super::child::wait_readable(self.fd, timeout)
     }
 
     /// The next message; `Ok(None)` when the other side closed its end cleanly (it exited or

@@ -555,7 +555,7 @@ fn widen_pipe(fd: i32) {
 }
 
 /// Whether `fd` becomes readable (or hung up) within `timeout`.
-fn wait_readable(fd: i32, timeout: Duration) -> bool {
+pub(super) fn wait_readable(fd: i32, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
