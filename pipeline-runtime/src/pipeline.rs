@@ -180,7 +180,10 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 
     /// Reads one message: `Ok(None)` at the end, `Err` on timeout or failure.
-    pub(crate) fn next_msg(&mut self, deadline: Option<Instant>) -> Result<Option<Msg<T>>, GetError> {
+    pub(crate) fn next_msg(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Msg<T>>, GetError> {
         if self.finished {
             return Ok(None);
         }

@@ -17,6 +17,7 @@ pub(crate) use tests;
 
 mod plumbing;
 mod stages;
+mod subprocess;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -30,6 +31,9 @@ fn main() {
     if std::env::var_os(SKIP_INIT_ENV).is_none() {
         pipeline_runtime::process::init();
     }
+    if std::env::var_os(subprocess::EXITING_PARENT_ENV).is_some() {
+        subprocess::act_as_exiting_parent();
+    }
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -37,6 +41,7 @@ fn main() {
     let tests: Vec<Test> = plumbing::TESTS
         .iter()
         .chain(stages::TESTS)
+        .chain(subprocess::TESTS)
         .copied()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();

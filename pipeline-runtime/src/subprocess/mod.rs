@@ -24,7 +24,7 @@ mod worker;
 pub use bytes::Bytes;
 pub use error::{RemoteFailureKind, RemotePipelineError, RemoteStageFailure, SubprocessError};
 pub use parent::{
-    iterate_in_subprocess, run_pipeline_in_subprocess, Iter, IntoIter, Subprocess,
+    iterate_in_subprocess, run_pipeline_in_subprocess, IntoIter, Iter, Subprocess,
     SubprocessOptions, SubprocessStream, DEFAULT_BUFFER_SIZE, DEFAULT_SHM_THRESHOLD,
     DEFAULT_SLOT_SIZE,
 };

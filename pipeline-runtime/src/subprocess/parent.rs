@@ -241,8 +241,8 @@ impl<T: DeserializeOwned> Subprocess<T> {
             batch_bytes: BATCH_BYTES,
         };
         let setup = encode(&setup).map_err(SubprocessError::Io)?;
-        let (child, channel) =
-            ChildProcess::spawn(wire::ENTRY, &setup, &opts.spawn).map_err(SubprocessError::Spawn)?;
+        let (child, channel) = ChildProcess::spawn(wire::ENTRY, &setup, &opts.spawn)
+            .map_err(SubprocessError::Spawn)?;
         let (reader, writer) = channel.split();
         let mut this = Self {
             child,
@@ -421,7 +421,10 @@ impl<T: DeserializeOwned> Subprocess<T> {
 }
 
 fn bad_data(message: String) -> SubprocessError {
-    SubprocessError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, message))
+    SubprocessError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        message,
+    ))
 }
 
 impl From<std::io::Error> for SubprocessError {

@@ -220,7 +220,9 @@ pub(crate) fn check(name: &str, kind: Kind) -> Result<(), String> {
 pub(crate) fn start(name: &str, args: &[u8]) -> Result<Box<dyn Source>, String> {
     match find(name).map(|f| f.run) {
         Some(Run::Start(start)) => start(args),
-        _ => Err(format!("`{name}` is not a registered pipeline or iterator factory")),
+        _ => Err(format!(
+            "`{name}` is not a registered pipeline or iterator factory"
+        )),
     }
 }
 

@@ -93,9 +93,7 @@ impl ShmRing {
                 .open(&path)
             {
                 Ok(file) => break (file, path),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
-                    attempt += 1
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
                 Err(e) => return Err(e),
             }
         };
@@ -174,7 +172,13 @@ impl ShmRing {
     fn state(&self, slot: u32) -> &AtomicU32 {
         assert!(slot < self.slots, "slot {slot} out of range");
         // SAFETY: inside the header, aligned to 64 bytes, and only ever accessed atomically.
-        unsafe { &*self.base.as_ptr().add(slot as usize * ALIGN).cast::<AtomicU32>() }
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(slot as usize * ALIGN)
+                .cast::<AtomicU32>()
+        }
     }
 
     fn waiters(&self) -> &AtomicU32 {
@@ -355,7 +359,10 @@ mod tests {
         assert!(!child.wait_free(child.slot_of(2), Duration::from_millis(20)));
         assert!(parent.read(1, 6).is_ok());
         parent.release(1);
-        assert!(!child.wait_free(0, Duration::ZERO), "slot 0 is still in use");
+        assert!(
+            !child.wait_free(0, Duration::ZERO),
+            "slot 0 is still in use"
+        );
         assert_eq!(parent.read(0, 5).unwrap(), b"first");
         parent.release(0);
         assert!(child.wait_free(0, Duration::ZERO));

@@ -4,6 +4,7 @@
 //! itself: items accumulate while a write is under way and go out as soon as it is done.
 
 use std::io;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -112,8 +113,9 @@ impl Emitter {
     /// Appends one item.
     fn item<T: Serialize + ?Sized>(&mut self, item: &T) -> io::Result<()> {
         if let Some(shm) = &self.shm {
-            let size = postcard::serialize_with_flavor(item, postcard::ser_flavors::Size::default())
-                .map_err(io::Error::other)?;
+            let size =
+                postcard::serialize_with_flavor(item, postcard::ser_flavors::Size::default())
+                    .map_err(io::Error::other)?;
             if size >= self.shm_threshold && size <= shm.slot_size() {
                 return self.shm_item(item);
             }
@@ -259,12 +261,16 @@ fn run(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
         spare: spare_rx,
         writer_idle,
     };
-    let result = produce(&mut *source, &mut out);
-    drop(source);
+    let result = catch_unwind(AssertUnwindSafe(|| produce(&mut *source, &mut out)));
+    // Whatever was produced reaches the parent, even before a panic is reported.
+    let _ = out.flush();
     let Emitter { frames, .. } = out;
     drop(frames);
     let _ = writer_thread.join();
-    result.map_err(|e| e.to_string())
+    match result {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => resume_unwind(panic),
+    }
 }
 
 fn produce(source: &mut dyn Source, out: &mut Emitter) -> io::Result<()> {
@@ -278,10 +284,7 @@ fn produce(source: &mut dyn Source, out: &mut Emitter) -> io::Result<()> {
     }
 }
 
-fn spawn_named(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, String> {
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
