@@ -18,6 +18,8 @@ use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder, StageOptions};
 
 #[path = "bench/w4.rs"]
 mod w4;
+#[path = "bench/w7.rs"]
+mod w7;
 
 struct Args {
     id: String,
@@ -83,6 +85,13 @@ const IDS: &[&str] = &[
     "W4.x.noop.process1",
     "W4.x.noop.process2",
     "W4.x.codec",
+    "W7.rpis.int",
+    "W7.rpis.bytes64k",
+    "W7.iis.int",
+    "W7.iis.bytes64k",
+    "W7.inproc.bytes64k",
+    "W7.x.rpis.pipe.bytes64k",
+    "W7.x.memcpy.bytes64k",
 ];
 
 struct Outcome {
@@ -376,12 +385,22 @@ fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
         "W4.x.noop.process1" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(1)),
         "W4.x.noop.process2" => w4::noop_overhead(n_or(50_000), w4::Kind::Process(2)),
         "W4.x.codec" => w4::codecs(n_or(2_000)),
+        "W7.rpis.int" => w7::rpis_int(n_or(200_000)),
+        "W7.rpis.bytes64k" => w7::rpis_bytes(n_or(20_000), w7::BYTES_SIZE, w7::DEFAULT_THRESHOLD),
+        "W7.iis.int" => w7::iis_int(n_or(200_000)),
+        "W7.iis.bytes64k" => w7::iis_bytes(n_or(20_000), w7::BYTES_SIZE, w7::DEFAULT_THRESHOLD),
+        "W7.inproc.bytes64k" => w7::inproc_bytes(n_or(20_000), w7::BYTES_SIZE),
+        "W7.x.rpis.pipe.bytes64k" => w7::rpis_bytes(n_or(20_000), w7::BYTES_SIZE, None),
+        "W7.x.memcpy.bytes64k" => w7::memcpy(n_or(20_000), w7::BYTES_SIZE),
+        other if other.starts_with("W7.x.iis.") => w7::sweep(other, n)
+            .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }
 
 fn main() -> ExitCode {
     // W4.sha256.process runs its stage in worker processes: this binary, re-run.
+    // (W7 runs whole pipelines in a child: the same executable, run again.)
     pipeline_runtime::process::init();
     let args = match parse_args() {
         Ok(a) => a,
