@@ -97,6 +97,8 @@ pub mod __guide {
     pub mod gpu {}
     #[doc = include_str!("../../docs/src/parallelism.md")]
     pub mod parallelism {}
+    #[doc = include_str!("../../docs/src/subprocess.md")]
+    pub mod subprocess {}
 }
 
 pub use builder::{
