@@ -447,4 +447,17 @@ fn the_output_is_a_stream_too() {
     let items: Vec<u64> =
         futures::executor::block_on(sub.into_stream().map(Result::unwrap).collect());
     assert_eq!(items, (0..50).map(|x| x * 2).collect::<Vec<_>>());
+
+    // Dropping a stream whose child is idle (no timeout set) still ends the child.
+    let mut stream = iterate_in_subprocess(stalling, (), opts())
+        .unwrap()
+        .into_stream();
+    let first = futures::executor::block_on(stream.next()).unwrap().unwrap();
+    assert_eq!(first, 0);
+    drop(stream);
+    assert!(
+        wait_until(Duration::from_secs(10), || child_pids().is_empty()),
+        "children left: {:?}",
+        child_pids()
+    );
 }

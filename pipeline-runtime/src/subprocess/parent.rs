@@ -17,7 +17,9 @@ use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::error::BuildError;
 use crate::executor::process_fn::fn_type_name;
-use crate::process::{decode, encode, ChildProcess, FrameReader, FrameWriter, SpawnOptions};
+use crate::process::{
+    decode, encode, ChildKiller, ChildProcess, FrameReader, FrameWriter, SpawnOptions,
+};
 use crate::Pipeline;
 
 /// Items whose encoding is at least this many bytes go through shared memory by default
@@ -264,7 +266,11 @@ impl<T: DeserializeOwned> Subprocess<T> {
             state: State::Open,
             _items: PhantomData,
         };
-        this.read_frame()?;
+        // The inactivity limit is for the output: building the pipeline may take longer.
+        this.timeout = None;
+        let first = this.read_frame();
+        this.timeout = opts.timeout;
+        first?;
         // The child has mapped the buffer (or given up): the file is no longer needed.
         if let Some(shm) = &mut this.shm {
             shm.unlink();
@@ -313,6 +319,7 @@ impl<T: DeserializeOwned> Subprocess<T> {
     where
         T: Send + 'static,
     {
+        let killer = self.child.killer();
         let (tx, rx) = async_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("subprocess-stream".to_owned())
@@ -331,7 +338,10 @@ impl<T: DeserializeOwned> Subprocess<T> {
                 rx
             }
         };
-        SubprocessStream { rx: Box::pin(rx) }
+        SubprocessStream {
+            rx: Box::pin(rx),
+            killer,
+        }
     }
 
     /// Reads the next frame into `self.frame`, or says why there is none.
@@ -520,6 +530,14 @@ impl<'a, T: DeserializeOwned> IntoIterator for &'a mut Subprocess<T> {
 #[derive(Debug)]
 pub struct SubprocessStream<T> {
     rx: Pin<Box<async_channel::Receiver<Result<T, SubprocessError>>>>,
+    /// Unblocks the reading thread (it may be waiting for an idle child) when dropped.
+    killer: ChildKiller,
+}
+
+impl<T> Drop for SubprocessStream<T> {
+    fn drop(&mut self) {
+        self.killer.kill();
+    }
 }
 
 impl<T> Stream for SubprocessStream<T> {

@@ -17,7 +17,7 @@ use super::error::RemotePipelineError;
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::error::GetError;
-use crate::process::{decode, encode, Channel, FrameWriter};
+use crate::process::{decode, encode, Channel, FrameWriter, MAX_FRAME};
 use crate::queue::Msg;
 use crate::Pipeline;
 
@@ -122,6 +122,15 @@ impl Emitter {
         }
         self.batch.push(wire::ITEM);
         postcard::to_io(item, &mut self.batch).map_err(io::Error::other)?;
+        if self.batch.len() > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "an item of about {} bytes is too large to send (the limit is {MAX_FRAME})",
+                    self.batch.len()
+                ),
+            ));
+        }
         self.maybe_flush()
     }
 
