@@ -20,7 +20,8 @@ pub enum SubprocessError {
     /// The initialiser, or the function that builds the pipeline or iterator, failed or
     /// panicked in the child. Returned by the call that starts the subprocess.
     Init {
-        /// `"initializer"` or `"factory"`.
+        /// `"initializer"`, `"factory"`, or `"transport"` (the child could not map the
+        /// shared memory).
         step: &'static str,
         /// What it said.
         message: String,
