@@ -27,6 +27,7 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
     kind: SourceKind<T>,
     tx: Tx<T>,
 ) {
+    let _lane = ctx.lane_guard();
     match kind {
         SourceKind::Once(pass) => {
             drain_pass(&ctx, pass, &tx);
@@ -55,8 +56,8 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
         }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
-                ctx.counters.record_outputs(1);
-                if send_blocking(tx, Msg::Item(item)).is_err() {
+                ctx.counters.lane(0).record_outputs(1);
+                if tx.send_blocking(Msg::Item(item)).is_err() {
                     return false;
                 }
             }
@@ -79,13 +80,14 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
     mut stream: BoxStream<'static, Result<T, BoxError>>,
     tx: Tx<T>,
 ) {
+    let _lane = ctx.lane_guard();
     loop {
         if ctx.run.stop_requested() {
             return;
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(Ok(item))) => {
-                ctx.counters.record_outputs(1);
+                ctx.counters.lane(0).record_outputs(1);
                 if tx.send(Msg::Item(item)).await.is_err() {
                     return;
                 }
@@ -99,17 +101,4 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
 
 fn fail(ctx: &StageCtx, error: ItemError) {
     ctx.fail_stage(StageFailureKind::Source(error));
-}
-
-/// Sends from a plain thread, retrying briefly before blocking (see [`crate::queue::spin_then`]).
-fn send_blocking<T>(tx: &Tx<T>, mut msg: Msg<T>) -> Result<(), ()> {
-    for round in 0..crate::queue::SPIN_ROUNDS {
-        match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(async_channel::TrySendError::Full(back)) => msg = back,
-            Err(async_channel::TrySendError::Closed(_)) => return Err(()),
-        }
-        crate::queue::spin_pause(round);
-    }
-    tx.send_blocking(msg).map_err(|_| ())
 }
