@@ -6,6 +6,8 @@ mod backpressure;
 mod concurrency;
 mod epochs;
 mod failures;
+mod hooks;
 mod lifecycle;
 mod order;
 mod stages;
+mod stats;

@@ -122,17 +122,23 @@ impl StatsRegistry {
                 source.busy = source.elapsed.saturating_sub(waited);
             }
         }
+        let elapsed = if started == 0 {
+            Duration::ZERO
+        } else {
+            clock::ticks_to_duration(until.saturating_sub(started))
+        };
+        // Busy shares compare with the whole run: a stage that finished early (a source that
+        // filled its queue at once) was not busy for the rest of it.
+        for stage in &mut stages {
+            stage.elapsed = elapsed;
+        }
         PipelineStats {
             stages,
             queues: queues
                 .iter()
                 .map(|q| q.counters.snapshot(&q.after, q.capacity, until))
                 .collect(),
-            elapsed: if started == 0 {
-                Duration::ZERO
-            } else {
-                clock::ticks_to_duration(until.saturating_sub(started))
-            },
+            elapsed,
         }
     }
 }

@@ -183,7 +183,8 @@ pub struct StageStats {
     /// Distribution of the time of one task (one call of the stage function, failed calls
     /// included). Empty for the source and when statistics are off.
     pub task_time: DurationStats,
-    /// How long the stage has been running (until now, or until it ended).
+    /// How long the pipeline has been running (until now, or until it ended): the time
+    /// [`busy_share`](Self::busy_share) compares with.
     pub elapsed: Duration,
 }
 
