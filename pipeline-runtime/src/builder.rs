@@ -74,14 +74,16 @@ impl Launch {
     /// Creates the queue after stage `after`, closed on stop, counted when stats are on.
     fn queue<T: Send + 'static>(&mut self, after: &str, capacity: usize) -> (Tx<T>, Rx<T>) {
         let counters = self.stats.then(|| Arc::new(QueueCounters::new()));
-        if let Some(counters) = &counters {
+        let (tx, rx) = bounded(capacity, counters.clone());
+        if let Some(counters) = counters {
+            let weak = tx.downgrade();
             self.queues.push(QueueEntry {
                 after: after.to_owned(),
                 capacity,
-                counters: counters.clone(),
+                counters,
+                len: Box::new(move || weak.upgrade().map(|tx| tx.len())),
             });
         }
-        let (tx, rx) = bounded(capacity, counters);
         self.run.register_queue(&tx);
         (tx, rx)
     }

@@ -135,11 +135,12 @@ impl<T: Send + 'static> Pipeline<T> {
             hooks: self.settings.hooks.clone(),
         };
         match launch(&mut l, buffer) {
-            Ok(output) => {
+            Ok(mut output) => {
+                output.set_consumer();
                 self.stats
                     .start(l.stages.clone(), std::mem::take(&mut l.queues));
-                if let Some(interval) = self.settings.report_interval {
-                    self.start_reporter(interval)?;
+                if self.settings.stats {
+                    self.start_stats_thread(self.settings.report_interval);
                 }
                 self.state = State::Running(Running {
                     output: Box::pin(output),
@@ -161,16 +162,22 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    fn start_reporter(&mut self, interval: Duration) -> Result<(), BuildError> {
+    /// Starts the thread that samples queue occupancy and logs the periodic reports.
+    /// Without it (no thread to be had) the pipeline runs on, with occupancy 0 and no
+    /// periodic reports, and says so.
+    fn start_stats_thread(&mut self, interval: Option<Duration>) {
         let (stop, stopped) = std::sync::mpsc::channel();
         let registry = self.stats.clone();
         let thread = std::thread::Builder::new()
             .name("pipeline-stats".to_owned())
-            .spawn(move || report::run_reporter(registry, interval, stopped))
-            .map_err(|e| BuildError::new(format!("cannot start the stats reporter: {e}")))?;
-        self.run.register_thread(thread);
-        self.reporter = Some(stop);
-        Ok(())
+            .spawn(move || report::run_stats_thread(registry, interval, stopped));
+        match thread {
+            Ok(thread) => {
+                self.run.register_thread(thread);
+                self.reporter = Some(stop);
+            }
+            Err(e) => tracing::warn!("cannot start the statistics thread: {e}"),
+        }
     }
 
     fn ensure_started(&mut self) -> Result<(), PipelineError> {

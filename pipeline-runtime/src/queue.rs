@@ -50,6 +50,8 @@ pub(crate) struct Rx<T> {
     stats: Option<Arc<QueueCounters>>,
     /// When a poll as a `Stream` first found the queue empty (ticks).
     pending_since: Option<u64>,
+    /// This end belongs to the pipeline's consumer, which counts the items it takes.
+    consumer: bool,
 }
 
 /// Creates a queue holding at most `capacity` messages, counted into `stats` if given.
@@ -64,14 +66,15 @@ pub(crate) fn bounded<T>(capacity: usize, stats: Option<Arc<QueueCounters>>) -> 
             inner: Box::pin(rx),
             stats,
             pending_since: None,
+            consumer: false,
         },
     )
 }
 
 impl<T> Tx<T> {
     fn sent(&self, is_item: bool, waited: Option<u64>) {
-        if let (true, Some(stats)) = (is_item, &self.stats) {
-            stats.on_put(waited);
+        if let (true, Some(stats), Some(w)) = (is_item, &self.stats, waited) {
+            stats.on_put_wait(w);
         }
     }
 
@@ -82,10 +85,7 @@ impl<T> Tx<T> {
             return self.inner.send(msg).await.map_err(|_| Closed);
         }
         match self.inner.try_send(msg) {
-            Ok(()) => {
-                self.sent(is_item, None);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(TrySendError::Closed(_)) => Err(Closed),
             Err(TrySendError::Full(msg)) => {
                 let started = clock::now();
@@ -128,8 +128,19 @@ impl<T> Tx<T> {
 impl<T> Rx<T> {
     fn received(&self, msg: &Msg<T>, waited: Option<u64>) {
         if let (Msg::Item(_), Some(stats)) = (msg, &self.stats) {
-            stats.on_get(waited, self.inner.is_empty());
+            if let Some(w) = waited {
+                stats.on_get_wait(w);
+            }
+            if self.consumer {
+                stats.on_take();
+            }
         }
+    }
+
+    /// Marks this end as the pipeline's consumer's (its only reader), which counts the
+    /// items it takes; other queues' items are counted by the stage reading them.
+    pub(crate) fn set_consumer(&mut self) {
+        self.consumer = true;
     }
 
     /// Receives, waiting for an item.

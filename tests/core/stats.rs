@@ -224,7 +224,9 @@ fn a_snapshot_is_readable_while_running_and_frozen_after_the_end() {
     let first: Vec<u64> = p.by_ref().take(5).map(Result::unwrap).collect();
     assert_eq!(first.len(), 5);
     let running = p.stats();
-    assert!(running.stages[1].tasks >= 5 && running.stages[1].tasks < 40);
+    // A task is counted once its output is sent, so the fifth may not be counted yet.
+    let tasks = running.stages[1].tasks;
+    assert!((4..40).contains(&tasks), "{tasks} tasks");
     assert!(running.elapsed > Duration::ZERO);
     assert_eq!(p.by_ref().count(), 35);
     let ended = p.stats();

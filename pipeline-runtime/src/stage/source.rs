@@ -56,10 +56,10 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
         }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
-                ctx.counters.lane(0).record_outputs(1);
                 if tx.send_blocking(Msg::Item(item)).is_err() {
                     return false;
                 }
+                ctx.counters.lane(0).record_outputs(1);
             }
             Ok(Some(Err(error))) => {
                 fail(ctx, ItemError::from_error(&ctx.name, error));
@@ -87,10 +87,10 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(Ok(item))) => {
-                ctx.counters.lane(0).record_outputs(1);
                 if tx.send(Msg::Item(item)).await.is_err() {
                     return;
                 }
+                ctx.counters.lane(0).record_outputs(1);
             }
             Ok(Some(Err(error))) => return fail(&ctx, ItemError::from_error(&ctx.name, error)),
             Ok(None) => return,

@@ -41,6 +41,20 @@ fn midpoint(index: usize) -> f64 {
     low as f64 + width as f64 / 2.0
 }
 
+/// Adds `n` to a counter: a plain load and store when this thread is its only writer (the
+/// readers, snapshots, tolerate a stale value), else an atomic add.
+#[inline]
+pub(crate) fn add(counter: &AtomicU64, n: u64, exclusive: bool) {
+    if exclusive {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    } else {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// A histogram that many threads may record into at once.
 #[derive(Debug)]
 pub(crate) struct Histogram {
@@ -60,10 +74,19 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// Records a value; any thread may call this at any time.
     #[inline]
     pub(crate) fn record(&self, value: u64) {
-        self.buckets[bucket_of(value)].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
+        self.record_as(value, false);
+    }
+
+    /// Records a value; `exclusive` promises that no other thread records into this
+    /// histogram concurrently (one lane's own shard), which allows plain stores instead of
+    /// locked read-modify-writes.
+    #[inline]
+    pub(crate) fn record_as(&self, value: u64, exclusive: bool) {
+        add(&self.buckets[bucket_of(value)], 1, exclusive);
+        add(&self.sum, value, exclusive);
         if value > self.max.load(Ordering::Relaxed) {
             self.max.fetch_max(value, Ordering::Relaxed);
         }

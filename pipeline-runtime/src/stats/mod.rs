@@ -34,28 +34,51 @@ pub struct PipelineStats {
 }
 
 impl PipelineStats {
-    /// The stage with the highest [busy share](StageStats::busy_share): the one that limits
-    /// throughput, unless the consumer does (see [`consumer_bound`](Self::consumer_bound)).
-    pub fn bottleneck(&self) -> Option<&StageStats> {
+    /// The stage with the highest [busy share](StageStats::busy_share).
+    pub fn busiest_stage(&self) -> Option<&StageStats> {
         self.stages
             .iter()
             .filter(|s| s.tasks > 0 && !s.busy.is_zero())
             .max_by(|a, b| a.busy_share().total_cmp(&b.busy_share()))
     }
 
-    /// True when the queue feeding the consumer held items at least 90% of the time: the
-    /// code reading the pipeline, not a stage, is the slowest part.
+    /// The stage that limits throughput: the busiest one, if it was busy at least half the
+    /// time and the consumer is not the slowest part (see
+    /// [`consumer_bound`](Self::consumer_bound)).
+    pub fn bottleneck(&self) -> Option<&StageStats> {
+        if self.consumer_bound() {
+            return None;
+        }
+        self.busiest_stage().filter(|s| s.busy_share() >= 0.5)
+    }
+
+    /// True when the queue feeding the consumer held items at least 90% of the time (over
+    /// at least 20 samples): the code reading the pipeline, not a stage, is the slowest part.
     pub fn consumer_bound(&self) -> bool {
-        self.queues.last().is_some_and(|q| q.occupancy >= 0.9)
+        self.queues
+            .last()
+            .is_some_and(|q| q.occupancy >= 0.9 && q.samples >= 20)
     }
 }
 
+/// Looks at a queue: how many messages it holds (`None` once it is gone).
+pub(crate) type QueueLen = Box<dyn Fn() -> Option<usize> + Send + Sync>;
+
 /// A queue, as the statistics know it.
-#[derive(Debug)]
 pub(crate) struct QueueEntry {
     pub(crate) after: String,
     pub(crate) capacity: usize,
     pub(crate) counters: Arc<QueueCounters>,
+    pub(crate) len: QueueLen,
+}
+
+impl std::fmt::Debug for QueueEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueEntry")
+            .field("after", &self.after)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything a snapshot reads, shared by the pipeline handle and the reporter thread.
@@ -83,6 +106,15 @@ impl StatsRegistry {
         self.started.store(clock::now().max(1), Ordering::Relaxed);
         *self.stages.lock().unwrap_or_else(|e| e.into_inner()) = stages;
         *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
+    }
+
+    /// One occupancy sample of every queue.
+    pub(crate) fn sample(&self) {
+        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(len) = (q.len)() {
+                q.counters.sample(len > 0);
+            }
+        }
     }
 
     pub(crate) fn is_started(&self) -> bool {
@@ -132,12 +164,24 @@ impl StatsRegistry {
         for stage in &mut stages {
             stage.elapsed = elapsed;
         }
+        // Items put into queue `i` are stage `i`'s outputs; items taken, the tasks of stage
+        // `i + 1`, or for the last queue what the consumer took.
+        let queues = queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let puts = stages.get(i).map_or(0, |s| s.outputs);
+                let gets = match stages.get(i + 1) {
+                    Some(next) => next.tasks,
+                    None => q.counters.taken(),
+                };
+                q.counters
+                    .snapshot(&q.after, q.capacity, (puts, gets), until)
+            })
+            .collect();
         PipelineStats {
             stages,
-            queues: queues
-                .iter()
-                .map(|q| q.counters.snapshot(&q.after, q.capacity, until))
-                .collect(),
+            queues,
             elapsed,
         }
     }

@@ -1,121 +1,116 @@
-//! Per-queue counters: items, time blocked in put and get, and time spent empty.
+//! Per-queue counters: time blocked in put and get, and how often the queue held items.
 //!
-//! Only an operation that has to wait reads the clock; one that succeeds at once counts as a
-//! wait of zero. Time empty is taken at the transitions: a get that leaves the queue empty
-//! notes the time, and the next put adds the interval.
+//! Nothing here runs for an operation that succeeds at once: items put and taken are the
+//! producing stage's outputs and the consuming stage's tasks (counted by the stages anyway),
+//! and only a put or get that has to wait reads the clock. Occupancy is sampled by the
+//! pipeline's statistics thread, not tracked on every put and get, whose transitions from
+//! empty to non-empty would cost a shared write per item.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::histogram::{Distribution, DurationStats, Histogram};
+use super::histogram::{add, Distribution, DurationStats, Histogram};
 use crate::clock;
 
-const NOT_EMPTY: u64 = u64::MAX;
-
-/// One side (put or get) of a queue, on cache lines of its own.
+/// Waits of one side of a queue, on cache lines of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Side {
-    ops: AtomicU64,
-    /// Waits of the operations that blocked (the others waited zero).
-    waits: Histogram,
-}
+struct Waits(Histogram);
 
-impl Side {
-    fn distribution(&self) -> Distribution {
-        let mut d = Distribution::default();
-        self.waits.merge_into(&mut d);
-        let ops = self.ops.load(Ordering::Relaxed);
-        d.add_zeros(ops.saturating_sub(d.count()));
-        d
-    }
-}
+/// A counter on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
 
-/// Live counters of one queue, shared by its producers and consumers.
+/// Live counters of one queue, shared by its producers, its consumers and the sampler.
 #[derive(Debug)]
 pub(crate) struct QueueCounters {
-    put: Side,
-    get: Side,
+    put_waits: Waits,
+    get_waits: Waits,
+    /// Items taken by the pipeline's consumer (the sink queue only; one writer).
+    taken: Padded,
+    samples: AtomicU64,
+    non_empty: AtomicU64,
     created: u64,
-    empty_since: AtomicU64,
-    empty_total: AtomicU64,
 }
 
 impl QueueCounters {
     pub(crate) fn new() -> Self {
-        let created = clock::now();
         Self {
-            put: Side::default(),
-            get: Side::default(),
-            created,
-            empty_since: AtomicU64::new(created),
-            empty_total: AtomicU64::new(0),
+            put_waits: Waits::default(),
+            get_waits: Waits::default(),
+            taken: Padded::default(),
+            samples: AtomicU64::new(0),
+            non_empty: AtomicU64::new(0),
+            created: clock::now(),
         }
     }
 
-    /// Counts an item put; `waited` is the time blocked (ticks) if the queue was full.
-    #[inline]
-    pub(crate) fn on_put(&self, waited: Option<u64>) {
-        self.put.ops.fetch_add(1, Ordering::Relaxed);
-        if let Some(w) = waited {
-            self.put.waits.record(w);
-        }
-        if self.empty_since.load(Ordering::Relaxed) != NOT_EMPTY {
-            let since = self.empty_since.swap(NOT_EMPTY, Ordering::Relaxed);
-            if since != NOT_EMPTY {
-                let now = clock::now();
-                self.empty_total
-                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
-            }
-        }
+    /// A put that found the queue full waited `ticks`.
+    pub(crate) fn on_put_wait(&self, ticks: u64) {
+        self.put_waits.0.record(ticks);
     }
 
-    /// Counts an item taken; `waited` as for puts; `now_empty` if it was the last one.
+    /// A get that found the queue empty waited `ticks`.
+    pub(crate) fn on_get_wait(&self, ticks: u64) {
+        self.get_waits.0.record(ticks);
+    }
+
+    /// The consumer took an item (the caller is the queue's only consumer).
     #[inline]
-    pub(crate) fn on_get(&self, waited: Option<u64>, now_empty: bool) {
-        self.get.ops.fetch_add(1, Ordering::Relaxed);
-        if let Some(w) = waited {
-            self.get.waits.record(w);
-        }
-        if now_empty && self.empty_since.load(Ordering::Relaxed) == NOT_EMPTY {
-            let _ = self.empty_since.compare_exchange(
-                NOT_EMPTY,
-                clock::now(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+    pub(crate) fn on_take(&self) {
+        add(&self.taken.0, 1, true);
+    }
+
+    /// Items the consumer took.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.0.load(Ordering::Relaxed)
+    }
+
+    /// One look at the queue by the sampler: did it hold an item?
+    pub(crate) fn sample(&self, non_empty: bool) {
+        add(&self.samples, 1, true);
+        if non_empty {
+            add(&self.non_empty, 1, true);
         }
     }
 
     /// Total time producers were blocked on this queue (ticks).
     pub(crate) fn put_wait_ticks(&self) -> u64 {
-        self.put
-            .distribution()
-            .sum_ticks()
-            .min(u128::from(u64::MAX)) as u64
+        let mut d = Distribution::default();
+        self.put_waits.0.merge_into(&mut d);
+        d.sum_ticks().min(u128::from(u64::MAX)) as u64
     }
 
-    /// A snapshot; `until` (ticks) is now, or when the pipeline ended.
-    pub(crate) fn snapshot(&self, after: &str, capacity: usize, until: u64) -> QueueStats {
-        let elapsed_ticks = until.saturating_sub(self.created);
-        let mut empty = self.empty_total.load(Ordering::Relaxed);
-        let since = self.empty_since.load(Ordering::Relaxed);
-        if since != NOT_EMPTY {
-            empty += until.saturating_sub(since);
-        }
-        let occupancy = if elapsed_ticks == 0 {
-            0.0
-        } else {
-            (1.0 - empty as f64 / elapsed_ticks as f64).clamp(0.0, 1.0)
+    /// A snapshot: `puts` and `gets` are the items put and taken (from the stages around
+    /// the queue), `until` (ticks) is now or when the pipeline ended.
+    pub(crate) fn snapshot(
+        &self,
+        after: &str,
+        capacity: usize,
+        (puts, gets): (u64, u64),
+        until: u64,
+    ) -> QueueStats {
+        let waits = |w: &Waits, ops: u64| {
+            let mut d = Distribution::default();
+            w.0.merge_into(&mut d);
+            d.add_zeros(ops.saturating_sub(d.count()));
+            d.summary()
         };
+        let samples = self.samples.load(Ordering::Relaxed);
         QueueStats {
             after: after.to_owned(),
             capacity,
-            items: self.get.ops.load(Ordering::Relaxed),
-            put_wait: self.put.distribution().summary(),
-            get_wait: self.get.distribution().summary(),
-            occupancy,
-            elapsed: clock::ticks_to_duration(elapsed_ticks),
+            items: gets,
+            put_wait: waits(&self.put_waits, puts),
+            get_wait: waits(&self.get_waits, gets),
+            samples,
+            occupancy: if samples == 0 {
+                0.0
+            } else {
+                self.non_empty.load(Ordering::Relaxed) as f64 / samples as f64
+            },
+            elapsed: clock::ticks_to_duration(until.saturating_sub(self.created)),
         }
     }
 }
@@ -139,6 +134,9 @@ pub struct QueueStats {
     /// readiness"). Near 1: the next stage always had work waiting, so it (or something after
     /// it) is slower than what feeds it. Near 0: the next stage starves.
     pub occupancy: f64,
+    /// How many times occupancy was sampled (every 2 ms while the pipeline runs): few
+    /// samples, a rough figure.
+    pub samples: u64,
     /// Time since the queue was created (until now, or until the pipeline ended).
     pub elapsed: Duration,
 }
@@ -160,48 +158,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_and_waits() {
+    fn waits_count_every_operation_and_blocked_ones_are_timed() {
         let q = QueueCounters::new();
-        for i in 0..100u64 {
-            q.on_put(if i % 10 == 0 { Some(1_000_000) } else { None });
+        for _ in 0..10 {
+            q.on_put_wait(1_000_000);
         }
-        for _ in 0..100 {
-            q.on_get(None, false);
-        }
-        let s = q.snapshot("a", 4, clock::now());
+        q.on_get_wait(500);
+        let s = q.snapshot("a", 4, (100, 100), clock::now());
         assert_eq!(s.items, 100);
         assert_eq!(s.put_wait.count, 100);
         assert_eq!(s.get_wait.count, 100);
-        assert_eq!(s.get_wait.max, Duration::ZERO);
         assert_eq!(s.put_wait.p50, Duration::ZERO, "90% of puts did not wait");
         assert!(s.put_wait.p99 > Duration::ZERO, "10% did");
+        assert!(s.get_wait.max > Duration::ZERO);
         assert_eq!(q.put_wait_ticks(), 10 * 1_000_000);
     }
 
     #[test]
-    fn occupancy_follows_empty_and_non_empty_periods() {
+    fn occupancy_is_the_share_of_samples_that_found_items() {
         let q = QueueCounters::new();
-        let start = q.created;
-        // Empty from creation for 100 ticks, then non-empty for 300, then empty for 100.
-        q.empty_since.store(start, Ordering::Relaxed);
-        q.empty_total.store(0, Ordering::Relaxed);
-        let s = q.snapshot("a", 1, start + 100);
-        assert_eq!(s.occupancy, 0.0, "never held an item");
-        q.empty_since.store(NOT_EMPTY, Ordering::Relaxed);
-        q.empty_total.store(100, Ordering::Relaxed);
-        q.empty_since.store(start + 400, Ordering::Relaxed);
-        let s = q.snapshot("a", 1, start + 500);
-        assert!((s.occupancy - 0.6).abs() < 1e-9, "{}", s.occupancy);
+        assert_eq!(q.snapshot("a", 1, (0, 0), clock::now()).occupancy, 0.0);
+        for i in 0..100 {
+            q.sample(i % 4 != 0);
+        }
+        let s = q.snapshot("a", 1, (0, 0), clock::now());
+        assert!((s.occupancy - 0.75).abs() < 1e-9, "{}", s.occupancy);
     }
 
     #[test]
-    fn a_put_ends_an_empty_period_and_a_last_get_starts_one() {
+    fn takes_are_counted() {
         let q = QueueCounters::new();
-        q.on_put(None);
-        assert_eq!(q.empty_since.load(Ordering::Relaxed), NOT_EMPTY);
-        q.on_get(None, false);
-        assert_eq!(q.empty_since.load(Ordering::Relaxed), NOT_EMPTY);
-        q.on_get(None, true);
-        assert_ne!(q.empty_since.load(Ordering::Relaxed), NOT_EMPTY);
+        for _ in 0..7 {
+            q.on_take();
+        }
+        assert_eq!(q.taken(), 7);
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::histogram::{Distribution, DurationStats, Histogram};
+use super::histogram::{add, Distribution, DurationStats, Histogram};
 use crate::clock;
 
 /// At most this many shards per stage: lanes beyond share them (a shard is ~5 KiB).
@@ -17,7 +17,7 @@ const UNSET: u64 = 0;
 /// One lane's counters, on cache lines of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct LaneCounters {
+struct LaneCounters {
     tasks: AtomicU64,
     failures: AtomicU64,
     outputs: AtomicU64,
@@ -26,27 +26,36 @@ pub(crate) struct LaneCounters {
     extra: AtomicU64,
 }
 
-impl LaneCounters {
+/// The counters one lane records into.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaneRef<'a> {
+    counters: &'a LaneCounters,
+    /// This lane is the only writer of these counters.
+    exclusive: bool,
+}
+
+impl LaneRef<'_> {
     /// Counts one task; `ticks` is its duration when the stage is timed.
     #[inline]
-    pub(crate) fn record_task(&self, ticks: Option<u64>, failed: bool) {
-        self.tasks.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_task(self, ticks: Option<u64>, failed: bool) {
+        let c = self.counters;
+        add(&c.tasks, 1, self.exclusive);
         if failed {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            add(&c.failures, 1, self.exclusive);
         }
         if let Some(t) = ticks {
-            self.task_time.record(t);
+            c.task_time.record_as(t, self.exclusive);
         }
     }
 
     /// Counts time spent in the stage that is not a task of its own (an aggregator's flush).
-    pub(crate) fn record_extra_time(&self, ticks: u64) {
-        self.extra.fetch_add(ticks, Ordering::Relaxed);
+    pub(crate) fn record_extra_time(self, ticks: u64) {
+        add(&self.counters.extra, ticks, self.exclusive);
     }
 
     #[inline]
-    pub(crate) fn record_outputs(&self, n: u64) {
-        self.outputs.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn record_outputs(self, n: u64) {
+        add(&self.counters.outputs, n, self.exclusive);
     }
 }
 
@@ -54,25 +63,32 @@ impl LaneCounters {
 #[derive(Debug)]
 pub(crate) struct StageCounters {
     lanes: Box<[LaneCounters]>,
+    /// One shard per lane: each lane is the only writer of its own.
+    exclusive: bool,
     started: AtomicU64,
     ended: AtomicU64,
 }
 
 impl StageCounters {
     pub(crate) fn new(concurrency: usize) -> Self {
+        let shards = concurrency.clamp(1, MAX_SHARDS);
         Self {
-            lanes: (0..concurrency.clamp(1, MAX_SHARDS))
-                .map(|_| LaneCounters::default())
-                .collect(),
+            lanes: (0..shards).map(|_| LaneCounters::default()).collect(),
+            exclusive: concurrency <= shards,
             started: AtomicU64::new(UNSET),
             ended: AtomicU64::new(UNSET),
         }
     }
 
-    /// The counters lane `index` records into.
+    /// The counters lane `index` records into. A lane is polled by one thread at a time
+    /// (and a thread that takes it over synchronises with the last one), so with a shard
+    /// per lane each shard has a single writer.
     #[inline]
-    pub(crate) fn lane(&self, index: usize) -> &LaneCounters {
-        &self.lanes[index % self.lanes.len()]
+    pub(crate) fn lane(&self, index: usize) -> LaneRef<'_> {
+        LaneRef {
+            counters: &self.lanes[index % self.lanes.len()],
+            exclusive: self.exclusive,
+        }
     }
 
     pub(crate) fn mark_started(&self) {

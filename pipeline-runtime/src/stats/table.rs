@@ -6,14 +6,22 @@ use std::time::Duration;
 
 use super::{PipelineStats, StageKind};
 
-const NAME: usize = 28;
+/// Widest name column before names are cut.
+const MAX_NAME: usize = 40;
 
 impl fmt::Display for PipelineStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bottleneck = self.bottleneck().map(|s| s.name.as_str());
+        let width = self
+            .stages
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp("queue after".len(), MAX_NAME);
         writeln!(
             f,
-            "{:<NAME$} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>5}",
+            "{:<width$} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>5}",
             "stage", "conc", "tasks", "failed", "outputs", "mean", "p50", "p90", "p99", "busy"
         )?;
         for s in &self.stages {
@@ -31,8 +39,8 @@ impl fmt::Display for PipelineStats {
             };
             writeln!(
                 f,
-                "{:<NAME$} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>5}{marker}",
-                truncate(&s.name, NAME),
+                "{:<width$} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>5}{marker}",
+                truncate(&s.name, width),
                 s.concurrency,
                 s.tasks,
                 s.failures,
@@ -47,7 +55,7 @@ impl fmt::Display for PipelineStats {
         if !self.queues.is_empty() {
             writeln!(
                 f,
-                "\n{:<NAME$} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}",
+                "\n{:<width$} {:>4} {:>9} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9}",
                 "queue after",
                 "cap",
                 "items",
@@ -61,8 +69,8 @@ impl fmt::Display for PipelineStats {
             for q in &self.queues {
                 writeln!(
                     f,
-                    "{:<NAME$} {:>4} {:>9} {:>10.1} {:>6} {:>9} {:>9} {:>9} {:>9}",
-                    truncate(&q.after, NAME),
+                    "{:<width$} {:>4} {:>9} {:>10.1} {:>6} {:>9} {:>9} {:>9} {:>9}",
+                    truncate(&q.after, width),
                     q.capacity,
                     q.items,
                     q.items_per_sec(),
@@ -91,8 +99,19 @@ impl PipelineStats {
                 percent(q.occupancy)
             ));
         }
-        let stage = self.bottleneck()?;
+        let stage = self.busiest_stage()?;
         let index = self.stages.iter().position(|s| s.name == stage.name)?;
+        if self.bottleneck().is_none() {
+            return Some(format!(
+                "no stage is saturated (the busiest, `{}`, was busy {} of the time over {} \
+                 lane{}): the source, the hand-offs between stages or the threads available \
+                 limit throughput",
+                stage.name,
+                percent(stage.busy_share()),
+                stage.concurrency,
+                if stage.concurrency == 1 { "" } else { "s" }
+            ));
+        }
         let mut text = format!(
             "bottleneck: `{}` (busy {} of the time over {} lane{})",
             stage.name,
