@@ -95,6 +95,8 @@ pub mod __guide {
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     pub mod gpu {}
+    #[doc = include_str!("../../docs/src/performance.md")]
+    pub mod performance {}
 }
 
 pub use builder::{
