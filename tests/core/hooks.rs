@@ -66,7 +66,7 @@ fn check(x: u64) -> Result<u64, String> {
     if x == 13 {
         panic!("thirteen");
     }
-    if x % 5 == 0 {
+    if x.is_multiple_of(5) {
         return Err(format!("{x}"));
     }
     Ok(x)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pipeline_runtime::{PipelineBuilder, StageKind, StageOptions, ThreadPool};
 
 fn fails_on_sevens(x: u64) -> Result<u64, String> {
-    if x % 7 == 0 {
+    if x.is_multiple_of(7) {
         Err(format!("{x} is a multiple of 7"))
     } else {
         Ok(x)
@@ -100,7 +100,7 @@ fn percentiles_of_a_known_sleep_distribution() {
         .source(0..200u64)
         .pipe_async(
             move |x: u64| async move {
-                tokio::time::sleep(if x % 20 == 0 { slow } else { fast }).await;
+                tokio::time::sleep(if x.is_multiple_of(20) { slow } else { fast }).await;
                 x
             },
             StageOptions::new().concurrency(32).name("sleepy"),
