@@ -305,14 +305,15 @@ impl<T: Send + 'static> StageBuilder<T> {
             let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
             let (tx, rx) = l.queue(name, out_cap);
             ctx.lanes_starting(1);
+            let lane = ctx.lane_guard();
             match kind {
                 SourceKind::Stream(stream) => {
-                    l.runtime()?.spawn(run_stream_source(ctx, stream, tx));
+                    l.runtime()?.spawn(run_stream_source(lane, ctx, stream, tx));
                 }
                 kind => {
                     let thread = std::thread::Builder::new()
                         .name("pipeline-source".to_owned())
-                        .spawn(move || run_iter_source(ctx, kind, tx))
+                        .spawn(move || run_iter_source(lane, ctx, kind, tx))
                         .map_err(|e| BuildError::new(format!("cannot start source thread: {e}")))?;
                     l.run.register_thread(thread);
                 }
@@ -395,6 +396,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             ctx.lanes_starting(concurrency);
             for index in 0..concurrency {
                 let lane = Lane {
+                    _guard: ctx.lane_guard(),
                     ctx: ctx.clone(),
                     input: input.clone(),
                     output: tx.clone(),
@@ -642,6 +644,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             let (tx, out_rx) = l.queue(&ctx.name, out_cap);
             ctx.lanes_starting(1);
             let lane = AggregateLane {
+                _guard: ctx.lane_guard(),
                 ctx,
                 input: rx,
                 output: tx,

@@ -116,6 +116,10 @@ impl<T: Send + 'static> Pipeline<T> {
         else {
             unreachable!()
         };
+        if self.settings.stats || !self.settings.hooks.0.is_empty() {
+            // Measure the clock's rate now rather than on a lane's first timed task.
+            crate::clock::ns_per_tick();
+        }
         let default_pool = ThreadPool::builder()
             .num_threads(self.settings.num_threads)
             .name("pipeline-worker")

@@ -173,14 +173,16 @@ fn a_slow_stage_is_the_bottleneck_and_its_input_queue_stays_full() {
 #[test]
 fn a_slow_consumer_shows_as_consumer_bound() {
     let mut p = PipelineBuilder::new()
-        .source(0..60u64)
+        .source(0..50u64)
         .pipe(|x: u64| x, StageOptions::new())
-        .sink(2)
+        .sink(4)
         .build()
         .unwrap();
+    // The sink queue holds 4 items: to run empty, the stage would have to miss 4 refills
+    // (20 ms) in a row.
     for item in p.by_ref() {
         item.unwrap();
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let stats = p.stats();
     assert!(stats.consumer_bound(), "{stats}");

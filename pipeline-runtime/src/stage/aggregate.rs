@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::pipe::item_error;
-use super::{StageCtx, LANE_BUDGET};
+use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::{BoxError, ItemError, StageFailureKind};
 use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
@@ -73,6 +73,8 @@ impl<T: Send + 'static> Aggregator<T> for Batch<T> {
 }
 
 pub(crate) struct AggregateLane<A, T, O> {
+    /// First, so that it drops first (see `Lane::_guard`).
+    pub(crate) _guard: LaneGuard,
     pub(crate) ctx: Arc<StageCtx>,
     pub(crate) input: Rx<T>,
     pub(crate) output: Tx<O>,
@@ -87,7 +89,6 @@ where
     O: Send + 'static,
 {
     pub(crate) async fn run(mut self) {
-        let _lane = self.ctx.lane_guard();
         let mut budget = 0u32;
         loop {
             if self.ctx.should_stop() {

@@ -91,7 +91,8 @@ impl StageCtx {
         }
     }
 
-    /// A guard whose drop ends one lane; the last lane to end ends the stage.
+    /// A guard whose drop ends one lane; the last lane to end ends the stage. One per lane
+    /// counted by [`lanes_starting`](Self::lanes_starting).
     pub(crate) fn lane_guard(self: &Arc<Self>) -> LaneGuard {
         LaneGuard(self.clone())
     }
@@ -184,8 +185,9 @@ impl StageCtx {
     }
 }
 
-/// One running lane of a stage; see [`StageCtx::lane_guard`]. Dropped also when the lane's
-/// future is dropped unfinished (a stop), so the stage always ends.
+/// One running lane of a stage; see [`StageCtx::lane_guard`]. Owned by the lane, so it is
+/// dropped also when the lane's future is dropped unfinished (a stop) and the stage always
+/// ends.
 pub(crate) struct LaneGuard(Arc<StageCtx>);
 
 impl Drop for LaneGuard {

@@ -15,7 +15,7 @@ use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
-use super::{StageCtx, LANE_BUDGET};
+use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::{BoxError, ItemError};
 use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
@@ -111,6 +111,9 @@ impl<T> StageInput<T> {
 }
 
 pub(crate) struct Lane<T, U> {
+    /// First, so that it drops first: the stage ends before this lane's output closes.
+    /// Dropped with the lane also when the lane's future is dropped unpolled (a stop).
+    pub(crate) _guard: LaneGuard,
     pub(crate) ctx: Arc<StageCtx>,
     pub(crate) input: Arc<StageInput<T>>,
     pub(crate) output: Tx<U>,
@@ -127,7 +130,6 @@ enum Next<T> {
 
 impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     pub(crate) async fn run(self) {
-        let _lane = self.ctx.lane_guard();
         let mut budget = 0u32;
         loop {
             if self.ctx.should_stop() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::StageCtx;
+use super::{LaneGuard, StageCtx};
 use crate::error::{BoxError, ItemError, StageFailureKind};
 use crate::queue::{Msg, Tx};
 
@@ -23,11 +23,13 @@ pub(crate) enum SourceKind<T> {
 
 /// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
 pub(crate) fn run_iter_source<T: Send + 'static>(
+    lane: LaneGuard,
     ctx: Arc<StageCtx>,
     kind: SourceKind<T>,
     tx: Tx<T>,
 ) {
-    let _lane = ctx.lane_guard();
+    // A local, so that the stage ends before `tx` closes the queue.
+    let _lane = lane;
     match kind {
         SourceKind::Once(pass) => {
             drain_pass(&ctx, pass, &tx);
@@ -76,11 +78,12 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
 
 /// Polls a stream source until it ends, fails, or the pipeline stops.
 pub(crate) async fn run_stream_source<T: Send + 'static>(
+    lane: LaneGuard,
     ctx: Arc<StageCtx>,
     mut stream: BoxStream<'static, Result<T, BoxError>>,
     tx: Tx<T>,
 ) {
-    let _lane = ctx.lane_guard();
+    let _lane = lane;
     loop {
         if ctx.run.stop_requested() {
             return;
