@@ -257,3 +257,23 @@ fn report_interval_is_checked() {
         .build();
     assert!(without_stats.unwrap_err().message().contains("statistics"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_read_as_a_stream_or_with_a_timeout_are_counted() {
+    use futures::StreamExt;
+
+    let mut p = PipelineBuilder::new()
+        .source(0..500u64)
+        .pipe(|x: u64| x, StageOptions::new())
+        .sink(2)
+        .build()
+        .unwrap();
+    let first = p.get_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first, 0);
+    let rest = StreamExt::count(&mut p).await;
+    assert_eq!(rest, 499);
+    let stats = p.stats();
+    let sink_queue = stats.queues.last().unwrap();
+    assert_eq!(sink_queue.items, 500, "the consumer's takes, both ways");
+    assert_eq!(sink_queue.get_wait.count, 500);
+}
