@@ -8,6 +8,7 @@
 //! Both ends count items for the statistics when the pipeline has them on: an operation
 //! that succeeds at once costs one counter increment; one that must wait is timed.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -84,16 +85,10 @@ impl<T> Tx<T> {
         if self.stats.is_none() {
             return self.inner.send(msg).await.map_err(|_| Closed);
         }
-        match self.inner.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(Closed),
-            Err(TrySendError::Full(msg)) => {
-                let started = clock::now();
-                self.inner.send(msg).await.map_err(|_| Closed)?;
-                self.sent(is_item, Some(clock::now().saturating_sub(started)));
-                Ok(())
-            }
-        }
+        let (result, waited) = timed(self.inner.send(msg)).await;
+        result.map_err(|_| Closed)?;
+        self.sent(is_item, waited);
+        Ok(())
     }
 
     /// Sends from a plain thread, retrying briefly before blocking (see [`spin_then`]).
@@ -148,19 +143,10 @@ impl<T> Rx<T> {
         if self.stats.is_none() {
             return self.inner.recv().await.map_err(|_| Closed);
         }
-        match self.inner.try_recv() {
-            Ok(msg) => {
-                self.received(&msg, None);
-                Ok(msg)
-            }
-            Err(TryRecvError::Closed) => Err(Closed),
-            Err(TryRecvError::Empty) => {
-                let started = clock::now();
-                let msg = self.inner.recv().await.map_err(|_| Closed)?;
-                self.received(&msg, Some(clock::now().saturating_sub(started)));
-                Ok(msg)
-            }
-        }
+        let (result, waited) = timed(self.inner.recv()).await;
+        let msg = result.map_err(|_| Closed)?;
+        self.received(&msg, waited);
+        Ok(msg)
     }
 
     /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]).
@@ -214,6 +200,23 @@ impl<T> Stream for Rx<T> {
             Poll::Ready(None) => Poll::Ready(None),
         }
     }
+}
+
+/// Awaits `fut`, and returns how long it waited (ticks) if it was not ready at once: the
+/// clock is read only when the first poll finds the queue full or empty, and the operation
+/// is attempted exactly as often as without the timing.
+async fn timed<F: Future>(fut: F) -> (F::Output, Option<u64>) {
+    let mut fut = std::pin::pin!(fut);
+    let mut started = None;
+    let output = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(output),
+        Poll::Pending => {
+            started.get_or_insert_with(clock::now);
+            Poll::Pending
+        }
+    })
+    .await;
+    (output, started.map(|s| clock::now().saturating_sub(s)))
 }
 
 /// Tries a queue operation for a short while before blocking on it.

@@ -122,9 +122,11 @@ pub(crate) fn run_stats_thread(
         }
         registry.sample();
         if let (Some(at), Some(interval)) = (next_report, interval) {
-            if Instant::now() >= at {
+            let now = Instant::now();
+            if now >= at {
                 log(&registry.snapshot(), "periodic");
-                next_report = Some(at + interval);
+                // From now, not from `at`: a late report is not followed by a hurried one.
+                next_report = Some(now + interval);
             }
         }
     }
