@@ -59,6 +59,7 @@ const IDS: &[&str] = &[
     "W1.sync.c1",
     "W1.sync.c8",
     "W1.sync.chain5.c1",
+    "W1.sync.c1.nostats",
     "W1.plain.s1",
     "W1.plain.s5",
     "W1.x.src_sink_only",
@@ -140,6 +141,25 @@ fn w1(n: u64, stages: usize, concurrency: usize, threads: usize) -> Result<Outco
     let wall = t0.elapsed();
     check(count == n, "item count")?;
     check(sum == n * (n - 1) / 2, "checksum")?;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![],
+    })
+}
+
+/// W1.sync.c1 with the default statistics off: the cost of statistics is the difference.
+fn w1_stats_off(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .pipe(identity, StageOptions::new())
+        .sink(32)
+        .num_threads(1)
+        .stats(false);
+    let (count, sum) = drain_sum(finish(p));
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
     Ok(Outcome {
         n_items: n,
         wall,
@@ -359,6 +379,7 @@ fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
         "W1.sync.c1" => w1(n_or(200_000), 1, 1, 1),
         "W1.sync.c8" => w1(n_or(200_000), 1, 8, 8),
         "W1.sync.chain5.c1" => w1(n_or(200_000), 5, 1, 1),
+        "W1.sync.c1.nostats" => w1_stats_off(n_or(200_000)),
         "W1.plain.s1" => plain(n_or(200_000), 1),
         "W1.plain.s5" => plain(n_or(200_000), 5),
         "W1.x.src_sink_only" => w1_src_sink(n_or(200_000)),

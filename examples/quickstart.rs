@@ -1,7 +1,7 @@
 //! Quickstart: read and parse a directory of small text files with a pipeline.
 //!
 //! ```text
-//! cargo run --release -p pipeline-examples --example quickstart [-- --files N]
+//! cargo run --release -p pipeline-examples --example quickstart [-- --files N] [--trace FILE]
 //! ```
 //!
 //! The program writes `N` (default 2,000) pseudo-random text files into a temporary
@@ -12,15 +12,19 @@
 //! ```
 //!
 //! and checks that every file was read exactly once: the file count, the byte, line and word
-//! totals and the sum of the files' hashes must equal what was written. It prints the run's
-//! throughput and per-stage statistics, removes the directory, and exits non-zero if the check
-//! fails. Set `RUST_LOG=debug` to see the pipeline's logs.
+//! totals and the sum of the files' hashes must equal what was written. While it runs, a
+//! progress bar (on a terminal) shows the files done and the current bottleneck; at the end
+//! it prints the run's throughput and the statistics table (stages, queues, bottleneck),
+//! removes the directory, and exits non-zero if the check fails. Set `RUST_LOG=info` to see
+//! the pipeline's own reports, and `--trace FILE` to write a Chrome/Perfetto trace.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::Instant;
 
+use pipeline_examples::progress::Progress;
 use pipeline_runtime::{MaxFailures, PipelineBuilder, StageOptions};
 
 /// What the `parse` stage finds in one file (and what the generator expects it to find).
@@ -92,11 +96,15 @@ fn run(num_files: usize) -> Result<(), Box<dyn Error>> {
         .sink(4)
         .num_threads(4)
         .max_failures(MaxFailures::Count(0)) // any failed item ends the run with an error
+        .report_interval(Duration::from_secs(1)) // logged at INFO (`RUST_LOG=info`)
         .build()?;
 
+    let mut progress = Progress::new(Some(num_files as u64), "files");
     let mut got = Totals::default();
-    for batch in pipeline.by_ref() {
-        got.add(&batch?);
+    while let Some(batch) = pipeline.next() {
+        let batch = batch?;
+        progress.update(batch.files, &pipeline);
+        got.add(&batch);
     }
     pipeline.stop()?;
     let wall = started.elapsed().as_secs_f64();
@@ -108,7 +116,7 @@ fn run(num_files: usize) -> Result<(), Box<dyn Error>> {
         wall,
         got.files as f64 / wall
     );
-    println!("\n{}", pipeline.stats());
+    progress.finish(&pipeline);
 
     if got != expected {
         return Err(format!("wrong result: expected {expected:?}, got {got:?}").into());
@@ -118,19 +126,14 @@ fn run(num_files: usize) -> Result<(), Box<dyn Error>> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let num_files = match parse_args() {
-        Ok(n) => n,
+    let (num_files, trace_file) = match parse_args() {
+        Ok(args) => args,
         Err(e) => {
-            eprintln!("error: {e}\nusage: quickstart [--files N]");
+            eprintln!("error: {e}\nusage: quickstart [--files N] [--trace FILE]");
             return ExitCode::from(2);
         }
     };
+    let _trace = pipeline_examples::trace::init("warn", trace_file.as_deref());
     match run(num_files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -140,8 +143,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args() -> Result<usize, String> {
+fn parse_args() -> Result<(usize, Option<PathBuf>), String> {
     let mut num_files = 2_000;
+    let mut trace_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -149,10 +153,13 @@ fn parse_args() -> Result<usize, String> {
                 let value = args.next().ok_or("--files needs a value")?;
                 num_files = value.parse().map_err(|e| format!("--files {value}: {e}"))?;
             }
+            "--trace" => {
+                trace_file = Some(PathBuf::from(args.next().ok_or("--trace needs a file")?))
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(num_files)
+    Ok((num_files, trace_file))
 }
 
 /// Writes `n` files of random lowercase words (deterministic: a fixed seed) and returns

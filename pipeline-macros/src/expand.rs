@@ -431,6 +431,12 @@ fn expand_sink(span: Span, options: &SinkOptions) -> TokenStream {
     if let Some(o) = &options.stop_timeout {
         out.extend(method_call("stop_timeout", o));
     }
+    if let Some(o) = &options.stats {
+        out.extend(method_call("stats", o));
+    }
+    if let Some(o) = &options.report_interval {
+        out.extend(method_call("report_interval", o));
+    }
     let build = Ident::new("build", span);
     out.extend(quote!(.#build()));
     out

@@ -41,6 +41,8 @@ pub(crate) const SINK_OPTIONS: &[&str] = &[
     "max_failures",
     "queue_capacity",
     "stop_timeout",
+    "stats",
+    "report_interval",
 ];
 
 /// Whether `word` is an option of some stage kind (used to read `pipe(f, concurrency)` as an

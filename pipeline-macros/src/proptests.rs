@@ -40,6 +40,8 @@ const FRAGMENTS: &[&str] = &[
     "num_threads",
     "queue_capacity",
     "stop_timeout",
+    "stats",
+    "report_interval",
     "input",
     "completion",
     "->",

@@ -153,6 +153,8 @@ pub(crate) struct SinkOptions {
     pub(crate) max_failures: Option<Budget>,
     pub(crate) queue_capacity: Option<Opt>,
     pub(crate) stop_timeout: Option<Opt>,
+    pub(crate) stats: Option<Opt>,
+    pub(crate) report_interval: Option<Opt>,
 }
 
 /// The source stage.
@@ -797,6 +799,8 @@ impl Validator {
                     }
                 }
                 "max_failures" => options.max_failures = self.budget(&name, opt),
+                "stats" => options.stats = Some(opt),
+                "report_interval" => options.report_interval = Some(opt),
                 _ => options.stop_timeout = Some(opt),
             }
         }
@@ -940,7 +944,8 @@ fn option_example(option: &str) -> &'static str {
         "max_failures" => "10",
         "executor" => "pool",
         "drop_last" => "true",
-        "stop_timeout" => "Duration::from_secs(1)",
+        "stop_timeout" | "report_interval" => "Duration::from_secs(1)",
+        "stats" => "false",
         _ => "4",
     }
 }

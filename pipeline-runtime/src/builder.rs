@@ -15,14 +15,15 @@ use crate::error::{BoxError, BudgetScope, BuildError};
 use crate::executor::process_pool::CallError;
 use crate::executor::{Executor, ProcessPool, ThreadPool};
 use crate::failure::{FailureScope, MaxFailures};
+use crate::hook::{HookFactories, StageInfo, TaskHook};
 use crate::pipeline::{Pipeline, Settings};
-use crate::queue::{bounded, Rx};
+use crate::queue::{bounded, Rx, Tx};
 use crate::run_state::RunState;
 use crate::stage::aggregate::{AggregateLane, Aggregator, Batch};
 use crate::stage::pipe::{Body, Lane, Order, Output, StageInput};
 use crate::stage::source::{run_iter_source, run_stream_source, Pass, SourceKind};
-use crate::stage::StageCtx;
-use crate::stats::StageKind;
+use crate::stage::{Observe, StageCtx};
+use crate::stats::{QueueCounters, QueueEntry, StageKind};
 
 /// Capacity of each queue between two stages unless set otherwise (items).
 ///
@@ -41,10 +42,53 @@ pub(crate) struct Launch {
     pub(crate) runtime: Option<AsyncRuntime>,
     pub(crate) pipeline_scope: Arc<FailureScope>,
     pub(crate) stages: Vec<Arc<StageCtx>>,
+    pub(crate) queues: Vec<QueueEntry>,
     pub(crate) queue_capacity: usize,
+    pub(crate) stats: bool,
+    pub(crate) hooks: HookFactories,
 }
 
 impl Launch {
+    /// Creates a stage's context (statistics, hooks) and records it in pipeline order.
+    fn stage(
+        &mut self,
+        name: String,
+        kind: StageKind,
+        concurrency: usize,
+        scope: Arc<FailureScope>,
+    ) -> Arc<StageCtx> {
+        let info = StageInfo {
+            index: self.stages.len(),
+            name,
+            kind,
+            concurrency,
+        };
+        let observe = Observe {
+            stats: self.stats,
+            hooks: self.hooks.hooks_for(&info),
+        };
+        let ctx = Arc::new(StageCtx::new(info, observe, scope, self.run.clone()));
+        self.stages.push(ctx.clone());
+        ctx
+    }
+
+    /// Creates the queue after stage `after`, closed on stop, counted when stats are on.
+    fn queue<T: Send + 'static>(&mut self, after: &str, capacity: usize) -> (Tx<T>, Rx<T>) {
+        let counters = self.stats.then(|| Arc::new(QueueCounters::new()));
+        let (tx, rx) = bounded(capacity, counters.clone());
+        if let Some(counters) = counters {
+            let weak = tx.downgrade();
+            self.queues.push(QueueEntry {
+                after: after.to_owned(),
+                capacity,
+                counters,
+                len: Box::new(move || weak.upgrade().map(|tx| tx.len())),
+            });
+        }
+        self.run.register_queue(&tx);
+        (tx, rx)
+    }
+
     fn runtime(&mut self) -> Result<&tokio::runtime::Handle, BuildError> {
         if self.runtime.is_none() {
             self.runtime = Some(AsyncRuntime::start()?);
@@ -260,24 +304,19 @@ impl<T: Send + 'static> StageBuilder<T> {
     fn from_source(kind: SourceKind<T>, name: &'static str) -> Self {
         let continuous = matches!(kind, SourceKind::Continuous(_));
         let launch: LaunchFn<T> = Box::new(move |l: &mut Launch, out_cap| {
-            let (tx, rx) = bounded(out_cap);
-            l.run.register_queue(&tx);
-            let ctx = Arc::new(StageCtx::new(
-                name.to_owned(),
-                StageKind::Source,
-                1,
-                l.pipeline_scope.clone(),
-                l.run.clone(),
-            ));
-            l.stages.push(ctx.clone());
+            let scope = l.pipeline_scope.clone();
+            let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
+            let (tx, rx) = l.queue(name, out_cap);
+            ctx.lanes_starting(1);
+            let lane = ctx.lane_guard();
             match kind {
                 SourceKind::Stream(stream) => {
-                    l.runtime()?.spawn(run_stream_source(ctx, stream, tx));
+                    l.runtime()?.spawn(run_stream_source(lane, ctx, stream, tx));
                 }
                 kind => {
                     let thread = std::thread::Builder::new()
                         .name("pipeline-source".to_owned())
-                        .spawn(move || run_iter_source(ctx, kind, tx))
+                        .spawn(move || run_iter_source(lane, ctx, kind, tx))
                         .map_err(|e| BuildError::new(format!("cannot start source thread: {e}")))?;
                     l.run.register_thread(thread);
                 }
@@ -377,32 +416,28 @@ impl<T: Send + 'static> StageBuilder<T> {
         let prev = self.launch;
         let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
             let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
-            let (tx, out_rx) = bounded(out_cap);
-            l.run.register_queue(&tx);
+            let scope = l.scope(opts.max_failures);
+            let ctx = l.stage(name, kind, concurrency, scope);
+            let (tx, out_rx) = l.queue(&ctx.name, out_cap);
             if let Some(hook) = on_stop {
                 l.run.on_stop(hook);
             }
-            let ctx = Arc::new(StageCtx::new(
-                name,
-                kind,
-                concurrency,
-                l.scope(opts.max_failures),
-                l.run.clone(),
-            ));
-            l.stages.push(ctx.clone());
             // Lanes share a gate only when something must be serialised at their input:
             // numbering items for input order, or an epoch boundary waiting for the items
             // in flight. Otherwise they take items straight from the queue.
             let gated = concurrency > 1 && (opts.order == Order::Input || continuous);
             let input = Arc::new(StageInput::new(rx, gated));
             let executor = opts.executor.unwrap_or_default();
-            for _ in 0..concurrency {
+            ctx.lanes_starting(concurrency);
+            for index in 0..concurrency {
                 let lane = Lane {
+                    _guard: ctx.lane_guard(),
                     ctx: ctx.clone(),
                     input: input.clone(),
                     output: tx.clone(),
                     body: body.clone(),
                     order: opts.order,
+                    index,
                 };
                 if is_async {
                     l.runtime()?.spawn(lane.run());
@@ -720,17 +755,12 @@ impl<T: Send + 'static> StageBuilder<T> {
         let prev = self.launch;
         let launch: LaunchFn<A::Output> = Box::new(move |l: &mut Launch, out_cap| {
             let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
-            let (tx, out_rx) = bounded(out_cap);
-            l.run.register_queue(&tx);
-            let ctx = Arc::new(StageCtx::new(
-                name,
-                StageKind::Aggregate,
-                1,
-                l.pipeline_scope.clone(),
-                l.run.clone(),
-            ));
-            l.stages.push(ctx.clone());
+            let scope = l.pipeline_scope.clone();
+            let ctx = l.stage(name, StageKind::Aggregate, 1, scope);
+            let (tx, out_rx) = l.queue(&ctx.name, out_cap);
+            ctx.lanes_starting(1);
             let lane = AggregateLane {
+                _guard: ctx.lane_guard(),
                 ctx,
                 input: rx,
                 output: tx,
@@ -828,8 +858,49 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
+    /// Whether the pipeline keeps statistics (default: on). Off, stages do not time their
+    /// tasks and queues do not count, [`Pipeline::stats`] has counts only, and nothing is
+    /// reported; [hooks](Self::task_hook) still run, so they can replace the statistics.
+    pub fn stats(mut self, enabled: bool) -> Self {
+        self.settings.stats = enabled;
+        self
+    }
+
+    /// Logs the statistics through `tracing` every `interval` while the pipeline runs
+    /// (target `pipeline_runtime::stats`, level `INFO`). They are logged once when the
+    /// pipeline ends either way.
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.settings.report_interval = Some(interval);
+        self
+    }
+
+    /// Adds `hook` to every stage (see [`TaskHook`]).
+    pub fn task_hook<H: TaskHook>(self, hook: H) -> Self {
+        let hook: Arc<dyn TaskHook> = Arc::new(hook);
+        self.hook_factory(move |_: &StageInfo| vec![hook.clone()])
+    }
+
+    /// Adds hooks made per stage: `factory` is called once for each stage when the pipeline
+    /// starts and returns that stage's hooks (none to leave it alone).
+    pub fn hook_factory<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(&StageInfo) -> Vec<Arc<dyn TaskHook>> + Send + Sync + 'static,
+    {
+        self.settings.hooks.0.push(Arc::new(factory));
+        self
+    }
+
     /// Checks the definition and returns the pipeline, not yet started.
     pub fn build(mut self) -> Result<Pipeline<T>, BuildError> {
+        match self.settings.report_interval {
+            Some(interval) if interval.is_zero() => self
+                .errors
+                .push(BuildError::new("report_interval must be greater than zero")),
+            Some(_) if !self.settings.stats => self.errors.push(BuildError::new(
+                "report_interval needs statistics: remove `stats(false)` or the interval",
+            )),
+            _ => {}
+        }
         if self.settings.num_threads == 0 {
             self.errors
                 .push(BuildError::new("num_threads must be at least 1"));

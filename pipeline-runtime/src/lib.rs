@@ -53,11 +53,13 @@
 mod async_runtime;
 mod block_on;
 mod builder;
+mod clock;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
 pub mod executor;
 mod failure;
+mod hook;
 mod pipeline;
 pub mod process;
 mod queue;
@@ -99,6 +101,8 @@ pub mod __guide {
     pub mod parallelism {}
     #[doc = include_str!("../../docs/src/subprocess.md")]
     pub mod subprocess {}
+    #[doc = include_str!("../../docs/src/performance.md")]
+    pub mod performance {}
 }
 
 pub use builder::{
@@ -111,10 +115,12 @@ pub use error::{
 };
 pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
 pub use failure::MaxFailures;
+pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use pipeline::{Epoch, Pipeline};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
-pub use stats::{PipelineStats, StageKind, StageStats};
+pub use stats::report::TARGET as STATS_TARGET;
+pub use stats::{DurationStats, PipelineStats, QueueStats, StageKind, StageStats};

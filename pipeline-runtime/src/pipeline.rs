@@ -14,10 +14,12 @@ use crate::builder::{Launch, LaunchFn, DEFAULT_QUEUE_CAPACITY};
 use crate::error::{BudgetScope, BuildError, GetError, PipelineError};
 use crate::executor::{join_all_until, ThreadPool};
 use crate::failure::{FailureScope, MaxFailures};
+use crate::hook::HookFactories;
 use crate::queue::{Msg, Rx};
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
-use crate::stats::PipelineStats;
+use crate::stats::report;
+use crate::stats::{PipelineStats, StatsRegistry};
 
 /// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
 #[derive(Debug, Clone)]
@@ -26,6 +28,9 @@ pub(crate) struct Settings {
     pub(crate) max_failures: MaxFailures,
     pub(crate) queue_capacity: usize,
     pub(crate) stop_timeout: Duration,
+    pub(crate) stats: bool,
+    pub(crate) report_interval: Option<Duration>,
+    pub(crate) hooks: HookFactories,
 }
 
 impl Default for Settings {
@@ -35,6 +40,9 @@ impl Default for Settings {
             max_failures: MaxFailures::Unlimited,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             stop_timeout: Duration::from_secs(1),
+            stats: true,
+            report_interval: None,
+            hooks: HookFactories::default(),
         }
     }
 }
@@ -63,7 +71,10 @@ pub struct Pipeline<T> {
     state: State<T>,
     run: Arc<RunState>,
     settings: Settings,
-    stats: Vec<Arc<StageCtx>>,
+    stats: Arc<StatsRegistry>,
+    /// Dropping it ends the periodic reporter thread.
+    reporter: Option<std::sync::mpsc::Sender<()>>,
+    final_reported: bool,
     finished: bool,
 }
 
@@ -87,7 +98,9 @@ impl<T: Send + 'static> Pipeline<T> {
             state: State::Built { launch, buffer },
             run: Arc::new(RunState::default()),
             settings,
-            stats: Vec::new(),
+            stats: Arc::new(StatsRegistry::default()),
+            reporter: None,
+            final_reported: false,
             finished: false,
         }
     }
@@ -103,6 +116,10 @@ impl<T: Send + 'static> Pipeline<T> {
         else {
             unreachable!()
         };
+        if self.settings.stats || !self.settings.hooks.0.is_empty() {
+            // Measure the clock's rate now rather than on a lane's first timed task.
+            crate::clock::ns_per_tick();
+        }
         let default_pool = ThreadPool::builder()
             .num_threads(self.settings.num_threads)
             .name("pipeline-worker")
@@ -116,11 +133,19 @@ impl<T: Send + 'static> Pipeline<T> {
                 BudgetScope::Pipeline,
             )),
             stages: Vec::new(),
+            queues: Vec::new(),
             queue_capacity: self.settings.queue_capacity,
+            stats: self.settings.stats,
+            hooks: self.settings.hooks.clone(),
         };
         match launch(&mut l, buffer) {
-            Ok(output) => {
-                self.stats = l.stages.clone();
+            Ok(mut output) => {
+                output.set_consumer();
+                self.stats
+                    .start(l.stages.clone(), std::mem::take(&mut l.queues));
+                if self.settings.stats {
+                    self.start_stats_thread(self.settings.report_interval);
+                }
                 self.state = State::Running(Running {
                     output: Box::pin(output),
                     default_pool,
@@ -138,6 +163,24 @@ impl<T: Send + 'static> Pipeline<T> {
                 );
                 Err(e)
             }
+        }
+    }
+
+    /// Starts the thread that samples queue occupancy and logs the periodic reports.
+    /// Without it (no thread to be had) the pipeline runs on, with occupancy 0 and no
+    /// periodic reports, and says so.
+    fn start_stats_thread(&mut self, interval: Option<Duration>) {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let registry = self.stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("pipeline-stats".to_owned())
+            .spawn(move || report::run_stats_thread(registry, interval, stopped));
+        match thread {
+            Ok(thread) => {
+                self.run.register_thread(thread);
+                self.reporter = Some(stop);
+            }
+            Err(e) => tracing::warn!("cannot start the statistics thread: {e}"),
         }
     }
 
@@ -160,6 +203,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Called when the output queue is closed and empty: the failure, if any, once.
     fn end_of_stream(&mut self) -> Option<PipelineError> {
         self.finished = true;
+        self.report_final();
         self.run.take_error()
     }
 
@@ -192,14 +236,7 @@ impl<T: Send + 'static> Pipeline<T> {
             return Ok(None);
         };
         let received = match deadline {
-            None => Some(crate::queue::spin_then(
-                || match rx.try_recv() {
-                    Ok(msg) => Some(Ok(msg)),
-                    Err(async_channel::TryRecvError::Empty) => None,
-                    Err(async_channel::TryRecvError::Closed) => Some(Err(async_channel::RecvError)),
-                },
-                || rx.recv_blocking(),
-            )),
+            None => Some(rx.recv_blocking()),
             Some(deadline) => block_on_until(rx.recv(), Some(deadline)),
         };
         match received {
@@ -222,11 +259,11 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    /// A snapshot of every stage's counters (empty before the pipeline starts).
+    /// A snapshot of every stage's and queue's statistics, readable at any time (empty
+    /// before the pipeline starts; frozen once it has ended). Its `Display` is a table that
+    /// names the bottleneck.
     pub fn stats(&self) -> PipelineStats {
-        PipelineStats {
-            stages: self.stats.iter().map(|s| s.snapshot()).collect(),
-        }
+        self.stats.snapshot()
     }
 
     /// Stops the pipeline: stages stop taking items, queues close, and the pipeline's
@@ -239,6 +276,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// read yet.
     pub fn stop(&mut self) -> Result<(), PipelineError> {
         self.run.request_stop();
+        self.reporter = None;
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Running(mut running) => {
                 shut_down(
@@ -260,6 +298,7 @@ impl<T: Send + 'static> Pipeline<T> {
             // Stopping a pipeline that never started: it stays stopped, with no items.
             State::Built { .. } | State::Stopped => self.finished = true,
         }
+        self.report_final();
         if self.finished {
             return Ok(());
         }
@@ -270,9 +309,24 @@ impl<T: Send + 'static> Pipeline<T> {
     }
 }
 
+impl<T> Pipeline<T> {
+    /// Freezes the statistics, stops the periodic reporter and logs the final report (once,
+    /// and only for a pipeline that ran with statistics on).
+    fn report_final(&mut self) {
+        self.reporter = None;
+        if self.final_reported || !self.settings.stats || !self.stats.is_started() {
+            return;
+        }
+        self.final_reported = true;
+        self.stats.mark_ended();
+        report::log(&self.stats.snapshot(), "final");
+    }
+}
+
 impl<T> Drop for Pipeline<T> {
     fn drop(&mut self) {
         self.run.request_stop();
+        self.reporter = None;
         if let State::Running(mut running) = std::mem::replace(&mut self.state, State::Stopped) {
             shut_down(
                 &self.run,
@@ -281,6 +335,7 @@ impl<T> Drop for Pipeline<T> {
                 self.settings.stop_timeout,
             );
         }
+        self.report_final();
     }
 }
 

@@ -4,6 +4,20 @@
 //! absent consumer stops upstream stages once the queues fill (backpressure). Epoch
 //! boundaries of a continuous source travel in band as [`Msg::EpochEnd`]; the end of the
 //! stream is the queue closing when the last sender of the upstream stage is gone.
+//!
+//! Both ends count items for the statistics when the pipeline has them on: an operation
+//! that succeeds at once costs one counter increment; one that must wait is timed.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_channel::{TryRecvError, TrySendError};
+use futures::Stream;
+
+use crate::clock;
+use crate::stats::QueueCounters;
 
 /// What travels on a queue.
 #[derive(Debug)]
@@ -12,12 +26,197 @@ pub(crate) enum Msg<T> {
     EpochEnd,
 }
 
-pub(crate) type Tx<T> = async_channel::Sender<Msg<T>>;
-pub(crate) type Rx<T> = async_channel::Receiver<Msg<T>>;
+/// The queue is closed: nothing will be received, or nothing will read what is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
 
-/// Creates a queue holding at most `capacity` messages.
-pub(crate) fn bounded<T>(capacity: usize) -> (Tx<T>, Rx<T>) {
-    async_channel::bounded(capacity.max(1))
+/// The sending end of a queue.
+pub(crate) struct Tx<T> {
+    inner: async_channel::Sender<Msg<T>>,
+    stats: Option<Arc<QueueCounters>>,
+}
+
+impl<T> Clone for Tx<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// The receiving end of a queue.
+pub(crate) struct Rx<T> {
+    inner: Pin<Box<async_channel::Receiver<Msg<T>>>>,
+    stats: Option<Arc<QueueCounters>>,
+    /// When a poll as a `Stream` first found the queue empty (ticks).
+    pending_since: Option<u64>,
+    /// This end belongs to the pipeline's consumer, which counts the items it takes.
+    consumer: bool,
+}
+
+/// Creates a queue holding at most `capacity` messages, counted into `stats` if given.
+pub(crate) fn bounded<T>(capacity: usize, stats: Option<Arc<QueueCounters>>) -> (Tx<T>, Rx<T>) {
+    let (tx, rx) = async_channel::bounded(capacity.max(1));
+    (
+        Tx {
+            inner: tx,
+            stats: stats.clone(),
+        },
+        Rx {
+            inner: Box::pin(rx),
+            stats,
+            pending_since: None,
+            consumer: false,
+        },
+    )
+}
+
+impl<T> Tx<T> {
+    fn sent(&self, is_item: bool, waited: Option<u64>) {
+        if let (true, Some(stats), Some(w)) = (is_item, &self.stats, waited) {
+            stats.on_put_wait(w);
+        }
+    }
+
+    /// Sends, waiting for room.
+    pub(crate) async fn send(&self, msg: Msg<T>) -> Result<(), Closed> {
+        let is_item = matches!(msg, Msg::Item(_));
+        if self.stats.is_none() {
+            return self.inner.send(msg).await.map_err(|_| Closed);
+        }
+        let (result, waited) = timed(self.inner.send(msg)).await;
+        result.map_err(|_| Closed)?;
+        self.sent(is_item, waited);
+        Ok(())
+    }
+
+    /// Sends from a plain thread, retrying briefly before blocking (see [`spin_then`]).
+    pub(crate) fn send_blocking(&self, mut msg: Msg<T>) -> Result<(), Closed> {
+        let is_item = matches!(msg, Msg::Item(_));
+        let mut started = None;
+        for round in 0..SPIN_ROUNDS {
+            match self.inner.try_send(msg) {
+                Ok(()) => {
+                    self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
+                    return Ok(());
+                }
+                Err(TrySendError::Full(back)) => msg = back,
+                Err(TrySendError::Closed(_)) => return Err(Closed),
+            }
+            if started.is_none() && self.stats.is_some() {
+                started = Some(clock::now());
+            }
+            spin_pause(round);
+        }
+        self.inner.send_blocking(msg).map_err(|_| Closed)?;
+        self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
+        Ok(())
+    }
+
+    /// A handle that does not keep the queue open, for closing it on stop.
+    pub(crate) fn downgrade(&self) -> async_channel::WeakSender<Msg<T>> {
+        self.inner.downgrade()
+    }
+}
+
+impl<T> Rx<T> {
+    fn received(&self, msg: &Msg<T>, waited: Option<u64>) {
+        if let (Msg::Item(_), Some(stats)) = (msg, &self.stats) {
+            if let Some(w) = waited {
+                stats.on_get_wait(w);
+            }
+            if self.consumer {
+                stats.on_take();
+            }
+        }
+    }
+
+    /// Marks this end as the pipeline's consumer's (its only reader), which counts the
+    /// items it takes; other queues' items are counted by the stage reading them.
+    pub(crate) fn set_consumer(&mut self) {
+        self.consumer = true;
+    }
+
+    /// Receives, waiting for an item.
+    pub(crate) async fn recv(&self) -> Result<Msg<T>, Closed> {
+        if self.stats.is_none() {
+            return self.inner.recv().await.map_err(|_| Closed);
+        }
+        let (result, waited) = timed(self.inner.recv()).await;
+        let msg = result.map_err(|_| Closed)?;
+        self.received(&msg, waited);
+        Ok(msg)
+    }
+
+    /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]).
+    pub(crate) fn recv_blocking(&self) -> Result<Msg<T>, Closed> {
+        let mut started = None;
+        let result = spin_then(
+            || match self.inner.try_recv() {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Empty) => {
+                    if started.is_none() && self.stats.is_some() {
+                        started = Some(clock::now());
+                    }
+                    None
+                }
+                Err(TryRecvError::Closed) => Some(Err(Closed)),
+            },
+            || self.inner.recv_blocking().map_err(|_| Closed),
+        );
+        if let Ok(msg) = &result {
+            self.received(msg, started.map(|s| clock::now().saturating_sub(s)));
+        }
+        result
+    }
+
+    /// Closes the queue: senders fail from now on; items already in it stay readable.
+    pub(crate) fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl<T> Stream for Rx<T> {
+    type Item = Msg<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Msg<T>>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => {
+                if this.pending_since.is_none() && this.stats.is_some() {
+                    this.pending_since = Some(clock::now());
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(msg)) => {
+                let waited = this
+                    .pending_since
+                    .take()
+                    .map(|s| clock::now().saturating_sub(s));
+                this.received(&msg, waited);
+                Poll::Ready(Some(msg))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+}
+
+/// Awaits `fut`, and returns how long it waited (ticks) if it was not ready at once: the
+/// clock is read only when the first poll finds the queue full or empty, and the operation
+/// is attempted exactly as often as without the timing.
+async fn timed<F: Future>(fut: F) -> (F::Output, Option<u64>) {
+    let mut fut = std::pin::pin!(fut);
+    let mut started = None;
+    let output = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(output),
+        Poll::Pending => {
+            started.get_or_insert_with(clock::now);
+            Poll::Pending
+        }
+    })
+    .await;
+    (output, started.map(|s| clock::now().saturating_sub(s)))
 }
 
 /// Tries a queue operation for a short while before blocking on it.

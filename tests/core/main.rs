@@ -7,6 +7,8 @@ mod concurrency;
 mod epochs;
 mod executors;
 mod failures;
+mod hooks;
 mod lifecycle;
 mod order;
 mod stages;
+mod stats;

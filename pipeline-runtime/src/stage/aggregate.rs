@@ -3,12 +3,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::pipe::item_error;
-use super::{StageCtx, LANE_BUDGET};
-use crate::error::{BoxError, StageFailureKind};
+use super::{LaneGuard, StageCtx, LANE_BUDGET};
+use crate::error::{BoxError, ItemError, StageFailureKind};
 use crate::executor::task::yield_now;
+use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 
 /// Turns a stream of items into a stream of aggregates (batches, windows, packed buffers).
@@ -73,6 +73,8 @@ impl<T: Send + 'static> Aggregator<T> for Batch<T> {
 }
 
 pub(crate) struct AggregateLane<A, T, O> {
+    /// First, so that it drops first (see `Lane::_guard`).
+    pub(crate) _guard: LaneGuard,
     pub(crate) ctx: Arc<StageCtx>,
     pub(crate) input: Rx<T>,
     pub(crate) output: Tx<O>,
@@ -94,10 +96,12 @@ where
             }
             match self.input.recv().await {
                 Ok(Msg::Item(item)) => {
-                    let started = Instant::now();
-                    let result =
-                        catch_unwind(AssertUnwindSafe(|| self.aggregator.accumulate(item)));
-                    let done = self.finish_call(result, started);
+                    let started = self.ctx.task_started();
+                    let span = self.ctx.task_span();
+                    let result = span.in_scope(|| {
+                        catch_unwind(AssertUnwindSafe(|| self.aggregator.accumulate(item)))
+                    });
+                    let done = self.finish_call(result, started, true);
                     if !self.emit(done).await {
                         break;
                     }
@@ -129,9 +133,9 @@ where
     }
 
     async fn flush(&mut self, discard: bool) -> bool {
-        let started = Instant::now();
+        let started = self.ctx.stats.then(crate::clock::now);
         let result = catch_unwind(AssertUnwindSafe(|| self.aggregator.flush()));
-        let done = self.finish_call(result, started);
+        let done = self.finish_call(result, started, false);
         match done {
             Step::Emit(_) if discard => true,
             other => self.emit(other).await,
@@ -141,20 +145,32 @@ where
     fn finish_call(
         &self,
         result: std::thread::Result<Result<Option<O>, BoxError>>,
-        started: Instant,
+        started: Option<u64>,
+        is_task: bool,
     ) -> Step<O> {
         let step = match result {
             Ok(Ok(Some(out))) => Step::Emit(out),
             Ok(Ok(None)) => Step::Nothing,
             Ok(Err(error)) => Step::Failed(error),
-            Err(panic) => Step::Failed(Box::new(crate::error::ItemError::panic(
-                &self.ctx.name,
-                panic.as_ref(),
-            ))),
+            Err(panic) => Step::Failed(Box::new(ItemError::panic(&self.ctx.name, panic.as_ref()))),
         };
-        self.ctx
-            .counters
-            .record_task(started.elapsed(), matches!(step, Step::Failed(_)));
+        let ticks = StageCtx::elapsed(started);
+        if is_task {
+            let outcome = match &step {
+                Step::Failed(e)
+                    if e.downcast_ref::<ItemError>()
+                        .is_some_and(ItemError::is_panic) =>
+                {
+                    TaskOutcome::Panicked
+                }
+                Step::Failed(_) => TaskOutcome::Failed,
+                _ => TaskOutcome::Succeeded,
+            };
+            self.ctx.task_ended(0, ticks, outcome);
+        } else if let Some(t) = ticks {
+            // A flush is not a task (no item came in), but its time is the stage's.
+            self.ctx.counters.lane(0).record_extra_time(t);
+        }
         step
     }
 
@@ -163,7 +179,7 @@ where
             Step::Emit(out) => {
                 let ok = self.output.send(Msg::Item(out)).await.is_ok();
                 if ok {
-                    self.ctx.counters.record_outputs(1);
+                    self.ctx.counters.lane(0).record_outputs(1);
                 }
                 ok
             }

@@ -5,13 +5,23 @@ pub(crate) mod aggregate;
 pub(crate) mod pipe;
 pub(crate) mod source;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use crate::clock;
 use crate::error::{ItemError, StageFailureKind};
 use crate::failure::{FailureScope, RecentErrors};
+use crate::hook::{StageHooks, StageInfo, TaskOutcome};
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageKind, StageStats};
+
+/// How a stage is observed: statistics on or off, and the user's hooks.
+#[derive(Debug, Default)]
+pub(crate) struct Observe {
+    pub(crate) stats: bool,
+    pub(crate) hooks: StageHooks,
+}
 
 /// One stage's identity, counters and failure accounting, shared by its lanes.
 #[derive(Debug)]
@@ -20,6 +30,14 @@ pub(crate) struct StageCtx {
     pub(crate) kind: StageKind,
     pub(crate) concurrency: usize,
     pub(crate) counters: StageCounters,
+    pub(crate) info: StageInfo,
+    /// Statistics are on: lanes time their tasks.
+    pub(crate) stats: bool,
+    pub(crate) hooks: StageHooks,
+    /// Parent of the stage's task spans (for trace export); closed when the stage ends.
+    span: Mutex<Option<tracing::Span>>,
+    span_id: Option<tracing::Id>,
+    live_lanes: AtomicUsize,
     scope: Arc<FailureScope>,
     recent: RecentErrors,
     tripped: AtomicBool,
@@ -28,21 +46,83 @@ pub(crate) struct StageCtx {
 
 impl StageCtx {
     pub(crate) fn new(
-        name: String,
-        kind: StageKind,
-        concurrency: usize,
+        info: StageInfo,
+        observe: Observe,
         scope: Arc<FailureScope>,
         run: Arc<RunState>,
     ) -> Self {
+        let span = tracing::debug_span!("stage", stage = %info.name, index = info.index);
         Self {
-            name,
-            kind,
-            concurrency,
-            counters: StageCounters::default(),
+            name: info.name.clone(),
+            kind: info.kind,
+            concurrency: info.concurrency,
+            counters: StageCounters::new(info.concurrency),
+            info,
+            stats: observe.stats,
+            hooks: observe.hooks,
+            span_id: span.id(),
+            span: Mutex::new(Some(span)),
+            live_lanes: AtomicUsize::new(0),
             scope,
             recent: RecentErrors::default(),
             tripped: AtomicBool::new(false),
             run,
+        }
+    }
+
+    /// Whether tasks are timed (for the statistics or for a hook).
+    #[inline]
+    pub(crate) fn timed(&self) -> bool {
+        self.stats || !self.hooks.is_empty()
+    }
+
+    /// The span of one task, child of the stage's span (disabled unless a subscriber wants
+    /// `TRACE` spans of this crate).
+    #[inline]
+    pub(crate) fn task_span(&self) -> tracing::Span {
+        tracing::trace_span!(parent: self.span_id.clone(), "task", stage = %self.name)
+    }
+
+    /// Registers `n` lanes about to start; the first call starts the stage (stage hooks).
+    pub(crate) fn lanes_starting(&self, n: usize) {
+        if self.live_lanes.fetch_add(n, Ordering::AcqRel) == 0 {
+            self.counters.mark_started();
+            self.hooks.each(&self.info, |h| h.stage_started(&self.info));
+        }
+    }
+
+    /// A guard whose drop ends one lane; the last lane to end ends the stage. One per lane
+    /// counted by [`lanes_starting`](Self::lanes_starting).
+    pub(crate) fn lane_guard(self: &Arc<Self>) -> LaneGuard {
+        LaneGuard(self.clone())
+    }
+
+    /// Starts a task: calls the hooks, returns the start tick if tasks are timed.
+    #[inline]
+    pub(crate) fn task_started(&self) -> Option<u64> {
+        if !self.hooks.is_empty() {
+            self.hooks.each(&self.info, |h| h.task_started(&self.info));
+        }
+        self.timed().then(clock::now)
+    }
+
+    /// Ticks since `started` (a value of [`task_started`](Self::task_started)).
+    #[inline]
+    pub(crate) fn elapsed(started: Option<u64>) -> Option<u64> {
+        started.map(|s| clock::now().saturating_sub(s))
+    }
+
+    /// Ends a task that took `ticks`: counts it into lane `lane` and calls the hooks.
+    #[inline]
+    pub(crate) fn task_ended(&self, lane: usize, ticks: Option<u64>, outcome: TaskOutcome) {
+        let failed = outcome != TaskOutcome::Succeeded;
+        self.counters
+            .lane(lane)
+            .record_task(if self.stats { ticks } else { None }, failed);
+        if !self.hooks.is_empty() {
+            let elapsed = ticks.map_or(Duration::ZERO, clock::ticks_to_duration);
+            self.hooks
+                .each(&self.info, |h| h.task_ended(&self.info, outcome, elapsed));
         }
     }
 
@@ -83,7 +163,7 @@ impl StageCtx {
             let invocations = if self.scope.counts_invocations() {
                 invocations
             } else {
-                self.snapshot().tasks
+                self.counters.tasks()
             };
             let kind = self
                 .scope
@@ -99,9 +179,25 @@ impl StageCtx {
         }
     }
 
-    pub(crate) fn snapshot(&self) -> StageStats {
+    pub(crate) fn snapshot_until(&self, now: u64) -> StageStats {
         self.counters
-            .snapshot(&self.name, self.kind, self.concurrency)
+            .snapshot(&self.name, self.kind, self.concurrency, now)
+    }
+}
+
+/// One running lane of a stage; see [`StageCtx::lane_guard`]. Owned by the lane, so it is
+/// dropped also when the lane's future is dropped unfinished (a stop) and the stage always
+/// ends.
+pub(crate) struct LaneGuard(Arc<StageCtx>);
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        if ctx.live_lanes.fetch_sub(1, Ordering::AcqRel) == 1 {
+            ctx.counters.mark_ended();
+            ctx.hooks.each(&ctx.info, |h| h.stage_ended(&ctx.info));
+            drop(ctx.span.lock().unwrap_or_else(|e| e.into_inner()).take());
+        }
     }
 }
 

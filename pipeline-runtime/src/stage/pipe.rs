@@ -7,17 +7,18 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
 
-use super::{StageCtx, LANE_BUDGET};
+use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::{BoxError, ItemError};
 use crate::executor::task::yield_now;
+use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 
 /// What one call of a stage function produced.
@@ -110,11 +111,16 @@ impl<T> StageInput<T> {
 }
 
 pub(crate) struct Lane<T, U> {
+    /// First, so that it drops first: the stage ends before this lane's output closes.
+    /// Dropped with the lane also when the lane's future is dropped unpolled (a stop).
+    pub(crate) _guard: LaneGuard,
     pub(crate) ctx: Arc<StageCtx>,
     pub(crate) input: Arc<StageInput<T>>,
     pub(crate) output: Tx<U>,
     pub(crate) body: Body<T, U>,
     pub(crate) order: Order,
+    /// This lane's position among the stage's lanes (its statistics shard).
+    pub(crate) index: usize,
 }
 
 enum Next<T> {
@@ -193,19 +199,23 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
 
     /// Runs the function on one item and emits its outputs. Returns false to stop the lane.
     async fn process(&self, item: T, mut turn: Option<Turn>) -> bool {
-        let started = Instant::now();
+        let started = self.ctx.task_started();
+        let span = self.ctx.task_span();
         let output = match &self.body {
-            Body::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(item)))
-                .unwrap_or_else(|panic| Output::Fail(panic_error(&self.ctx, panic))),
-            Body::Async(f) => match catch_unwind(AssertUnwindSafe(|| f(item))) {
-                Ok(fut) => AssertUnwindSafe(fut)
+            Body::Sync(f) => {
+                let _entered = span.enter();
+                catch_unwind(AssertUnwindSafe(|| f(item)))
+                    .unwrap_or_else(|panic| Output::Fail(panic_error(&self.ctx, panic)))
+            }
+            Body::Async(f) => match span.in_scope(|| catch_unwind(AssertUnwindSafe(|| f(item)))) {
+                Ok(fut) => AssertUnwindSafe(fut.instrument(span))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Output::Fail(panic_error(&self.ctx, panic))),
                 Err(panic) => Output::Fail(panic_error(&self.ctx, panic)),
             },
         };
-        let busy = started.elapsed();
+        let busy = StageCtx::elapsed(started);
         if let Some(prev) = turn.as_mut().and_then(|t| t.prev.take()) {
             let _ = prev.await; // a cancelled predecessor also passes the turn on
         }
@@ -219,7 +229,17 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             Output::Stream(stream) => self.send_stream(stream).await,
         };
         drop(turn);
-        self.ctx.counters.record_task(busy, failure.is_some());
+        let outcome = match &failure {
+            None => TaskOutcome::Succeeded,
+            Some(e)
+                if e.downcast_ref::<ItemError>()
+                    .is_some_and(ItemError::is_panic) =>
+            {
+                TaskOutcome::Panicked
+            }
+            Some(_) => TaskOutcome::Failed,
+        };
+        self.ctx.task_ended(self.index, busy, outcome);
         let within_budget = match failure {
             Some(error) => self.ctx.on_failure(item_error(&self.ctx, error)),
             None => self.ctx.on_success(),
@@ -230,7 +250,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     async fn send(&self, value: U) -> bool {
         let ok = self.output.send(Msg::Item(value)).await.is_ok();
         if ok {
-            self.ctx.counters.record_outputs(1);
+            self.ctx.counters.lane(self.index).record_outputs(1);
         }
         ok
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::StageCtx;
+use super::{LaneGuard, StageCtx};
 use crate::error::{BoxError, ItemError, StageFailureKind};
 use crate::queue::{Msg, Tx};
 
@@ -23,10 +23,13 @@ pub(crate) enum SourceKind<T> {
 
 /// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
 pub(crate) fn run_iter_source<T: Send + 'static>(
+    lane: LaneGuard,
     ctx: Arc<StageCtx>,
     kind: SourceKind<T>,
     tx: Tx<T>,
 ) {
+    // A local, so that the stage ends before `tx` closes the queue.
+    let _lane = lane;
     match kind {
         SourceKind::Once(pass) => {
             drain_pass(&ctx, pass, &tx);
@@ -55,10 +58,10 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
         }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
-                ctx.counters.record_outputs(1);
-                if send_blocking(tx, Msg::Item(item)).is_err() {
+                if tx.send_blocking(Msg::Item(item)).is_err() {
                     return false;
                 }
+                ctx.counters.lane(0).record_outputs(1);
             }
             Ok(Some(Err(error))) => {
                 fail(ctx, ItemError::from_error(&ctx.name, error));
@@ -75,20 +78,22 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
 
 /// Polls a stream source until it ends, fails, or the pipeline stops.
 pub(crate) async fn run_stream_source<T: Send + 'static>(
+    lane: LaneGuard,
     ctx: Arc<StageCtx>,
     mut stream: BoxStream<'static, Result<T, BoxError>>,
     tx: Tx<T>,
 ) {
+    let _lane = lane;
     loop {
         if ctx.run.stop_requested() {
             return;
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(Ok(item))) => {
-                ctx.counters.record_outputs(1);
                 if tx.send(Msg::Item(item)).await.is_err() {
                     return;
                 }
+                ctx.counters.lane(0).record_outputs(1);
             }
             Ok(Some(Err(error))) => return fail(&ctx, ItemError::from_error(&ctx.name, error)),
             Ok(None) => return,
@@ -99,17 +104,4 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
 
 fn fail(ctx: &StageCtx, error: ItemError) {
     ctx.fail_stage(StageFailureKind::Source(error));
-}
-
-/// Sends from a plain thread, retrying briefly before blocking (see [`crate::queue::spin_then`]).
-fn send_blocking<T>(tx: &Tx<T>, mut msg: Msg<T>) -> Result<(), ()> {
-    for round in 0..crate::queue::SPIN_ROUNDS {
-        match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(async_channel::TrySendError::Full(back)) => msg = back,
-            Err(async_channel::TrySendError::Closed(_)) => return Err(()),
-        }
-        crate::queue::spin_pause(round);
-    }
-    tx.send_blocking(msg).map_err(|_| ())
 }

@@ -14,10 +14,19 @@ fn main() {
             max_failures = 5,
             queue_capacity = 2,
             stop_timeout = Duration::from_millis(500),
+            report_interval = Duration::from_secs(60),
         )
     }
     .unwrap();
     assert_eq!(pipeline.map(Result::unwrap).count(), 17);
+
+    // Statistics off: counts stay, timings and queue figures go.
+    let quiet = pipeline! { source(0..5u32) -> pipe(|x: u32| x) -> sink(stats = false) }.unwrap();
+    let mut quiet = quiet;
+    assert_eq!(quiet.by_ref().count(), 5);
+    let stats = quiet.stats();
+    assert_eq!(stats.stages[1].tasks, 5);
+    assert!(stats.queues.is_empty());
 
     // A failure rate, and a `MaxFailures` value.
     let rate = pipeline! {

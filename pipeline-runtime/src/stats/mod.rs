@@ -1,0 +1,188 @@
+//! Statistics of a running pipeline: per-stage task counts and times, per-queue waits and
+//! occupancy, a typed snapshot ([`PipelineStats`]) and the reports logged through `tracing`.
+
+mod histogram;
+mod queue;
+pub(crate) mod report;
+mod stage;
+mod table;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use histogram::DurationStats;
+pub(crate) use queue::QueueCounters;
+pub use queue::QueueStats;
+pub(crate) use stage::StageCounters;
+pub use stage::{StageKind, StageStats};
+
+use crate::clock;
+use crate::stage::StageCtx;
+
+/// A snapshot of a whole pipeline: every stage, every queue between them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PipelineStats {
+    /// One entry per stage, source first.
+    pub stages: Vec<StageStats>,
+    /// One entry per queue, in pipeline order: `queues[i]` carries the outputs of
+    /// `stages[i]`; the last one feeds the consumer. Empty when statistics are off.
+    pub queues: Vec<QueueStats>,
+    /// Time since the pipeline started (until now, or until it ended).
+    pub elapsed: Duration,
+}
+
+impl PipelineStats {
+    /// The stage with the highest [busy share](StageStats::busy_share).
+    pub fn busiest_stage(&self) -> Option<&StageStats> {
+        self.stages
+            .iter()
+            .filter(|s| s.tasks > 0 && !s.busy.is_zero())
+            .max_by(|a, b| a.busy_share().total_cmp(&b.busy_share()))
+    }
+
+    /// The stage that limits throughput: the busiest one, if it was busy at least half the
+    /// time and the consumer is not the slowest part (see
+    /// [`consumer_bound`](Self::consumer_bound)).
+    pub fn bottleneck(&self) -> Option<&StageStats> {
+        if self.consumer_bound() {
+            return None;
+        }
+        self.busiest_stage().filter(|s| s.busy_share() >= 0.5)
+    }
+
+    /// True when the queue feeding the consumer held items at least 90% of the time (over
+    /// at least 20 samples): the code reading the pipeline, not a stage, is the slowest part.
+    pub fn consumer_bound(&self) -> bool {
+        self.queues
+            .last()
+            .is_some_and(|q| q.occupancy >= 0.9 && q.samples >= 20)
+    }
+}
+
+/// Looks at a queue: how many messages it holds (`None` once it is gone).
+pub(crate) type QueueLen = Box<dyn Fn() -> Option<usize> + Send + Sync>;
+
+/// A queue, as the statistics know it.
+pub(crate) struct QueueEntry {
+    pub(crate) after: String,
+    pub(crate) capacity: usize,
+    pub(crate) counters: Arc<QueueCounters>,
+    pub(crate) len: QueueLen,
+}
+
+impl std::fmt::Debug for QueueEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueEntry")
+            .field("after", &self.after)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a snapshot reads, shared by the pipeline handle and the reporter thread.
+#[derive(Debug)]
+pub(crate) struct StatsRegistry {
+    stages: Mutex<Vec<Arc<StageCtx>>>,
+    queues: Mutex<Vec<QueueEntry>>,
+    started: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Default for StatsRegistry {
+    fn default() -> Self {
+        Self {
+            stages: Mutex::new(Vec::new()),
+            queues: Mutex::new(Vec::new()),
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StatsRegistry {
+    pub(crate) fn start(&self, stages: Vec<Arc<StageCtx>>, queues: Vec<QueueEntry>) {
+        self.started.store(clock::now().max(1), Ordering::Relaxed);
+        *self.stages.lock().unwrap_or_else(|e| e.into_inner()) = stages;
+        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
+    }
+
+    /// One occupancy sample of every queue.
+    pub(crate) fn sample(&self) {
+        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(len) = (q.len)() {
+                q.counters.sample(len > 0);
+            }
+        }
+    }
+
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed) != 0
+    }
+
+    /// Freezes the elapsed time at now (the first call only).
+    pub(crate) fn mark_ended(&self) {
+        if self.started.load(Ordering::Relaxed) != 0 {
+            let _ = self.ended.compare_exchange(
+                0,
+                clock::now().max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> PipelineStats {
+        let until = match self.ended.load(Ordering::Relaxed) {
+            0 => clock::now(),
+            ended => ended,
+        };
+        let started = self.started.load(Ordering::Relaxed);
+        let mut stages: Vec<StageStats> = self
+            .stages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.snapshot_until(until))
+            .collect();
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        // The source's busy time: the time it ran less the time it waited for room.
+        if let (Some(source), Some(first)) = (stages.first_mut(), queues.first()) {
+            if source.kind == StageKind::Source {
+                let waited = clock::ticks_to_duration(first.counters.put_wait_ticks());
+                source.busy = source.elapsed.saturating_sub(waited);
+            }
+        }
+        let elapsed = if started == 0 {
+            Duration::ZERO
+        } else {
+            clock::ticks_to_duration(until.saturating_sub(started))
+        };
+        // Busy shares compare with the whole run: a stage that finished early (a source that
+        // filled its queue at once) was not busy for the rest of it.
+        for stage in &mut stages {
+            stage.elapsed = elapsed;
+        }
+        // Items put into queue `i` are stage `i`'s outputs; items taken, the tasks of stage
+        // `i + 1`, or for the last queue what the consumer took.
+        let queues = queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let puts = stages.get(i).map_or(0, |s| s.outputs);
+                let gets = match stages.get(i + 1) {
+                    Some(next) => next.tasks,
+                    None => q.counters.taken(),
+                };
+                q.counters
+                    .snapshot(&q.after, q.capacity, (puts, gets), until)
+            })
+            .collect();
+        PipelineStats {
+            stages,
+            queues,
+            elapsed,
+        }
+    }
+}

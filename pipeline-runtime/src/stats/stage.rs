@@ -1,0 +1,229 @@
+//! Per-stage counters: tasks, failures, outputs and the distribution of task times.
+//!
+//! Each lane records into its own shard; a snapshot adds the shards up. Counts are exact
+//! (every task is one `fetch_add`), whatever the concurrency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::histogram::{add, Distribution, DurationStats, Histogram};
+use crate::clock;
+
+/// At most this many shards per stage: lanes beyond share them (a shard is ~5 KiB).
+const MAX_SHARDS: usize = 16;
+/// A stage that has not started or ended has this as its start or end tick.
+const UNSET: u64 = 0;
+
+/// One lane's counters, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct LaneCounters {
+    tasks: AtomicU64,
+    failures: AtomicU64,
+    outputs: AtomicU64,
+    task_time: Histogram,
+    /// Busy time outside tasks (ticks).
+    extra: AtomicU64,
+}
+
+/// The counters one lane records into.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaneRef<'a> {
+    counters: &'a LaneCounters,
+    /// This lane is the only writer of these counters.
+    exclusive: bool,
+}
+
+impl LaneRef<'_> {
+    /// Counts one task; `ticks` is its duration when the stage is timed.
+    #[inline]
+    pub(crate) fn record_task(self, ticks: Option<u64>, failed: bool) {
+        let c = self.counters;
+        add(&c.tasks, 1, self.exclusive);
+        if failed {
+            add(&c.failures, 1, self.exclusive);
+        }
+        if let Some(t) = ticks {
+            c.task_time.record_as(t, self.exclusive);
+        }
+    }
+
+    /// Counts time spent in the stage that is not a task of its own (an aggregator's flush).
+    pub(crate) fn record_extra_time(self, ticks: u64) {
+        add(&self.counters.extra, ticks, self.exclusive);
+    }
+
+    #[inline]
+    pub(crate) fn record_outputs(self, n: u64) {
+        add(&self.counters.outputs, n, self.exclusive);
+    }
+}
+
+/// Live counters of one stage, updated by its lanes.
+#[derive(Debug)]
+pub(crate) struct StageCounters {
+    lanes: Box<[LaneCounters]>,
+    /// One shard per lane: each lane is the only writer of its own.
+    exclusive: bool,
+    started: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl StageCounters {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        let shards = concurrency.clamp(1, MAX_SHARDS);
+        Self {
+            lanes: (0..shards).map(|_| LaneCounters::default()).collect(),
+            exclusive: concurrency <= shards,
+            started: AtomicU64::new(UNSET),
+            ended: AtomicU64::new(UNSET),
+        }
+    }
+
+    /// The counters lane `index` records into. A lane is polled by one thread at a time
+    /// (and a thread that takes it over synchronises with the last one), so with a shard
+    /// per lane each shard has a single writer.
+    #[inline]
+    pub(crate) fn lane(&self, index: usize) -> LaneRef<'_> {
+        LaneRef {
+            counters: &self.lanes[index % self.lanes.len()],
+            exclusive: self.exclusive,
+        }
+    }
+
+    pub(crate) fn mark_started(&self) {
+        let _ = self.started.compare_exchange(
+            UNSET,
+            clock::now().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn mark_ended(&self) {
+        let _ = self.ended.compare_exchange(
+            UNSET,
+            clock::now().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn tasks(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|l| l.tasks.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// A snapshot; `now` (ticks) ends the elapsed time of a stage still running.
+    pub(crate) fn snapshot(
+        &self,
+        name: &str,
+        kind: StageKind,
+        concurrency: usize,
+        now: u64,
+    ) -> StageStats {
+        let mut time = Distribution::default();
+        let (mut tasks, mut failures, mut outputs, mut extra) = (0, 0, 0, 0u128);
+        for lane in self.lanes.iter() {
+            tasks += lane.tasks.load(Ordering::Relaxed);
+            failures += lane.failures.load(Ordering::Relaxed);
+            outputs += lane.outputs.load(Ordering::Relaxed);
+            extra += u128::from(lane.extra.load(Ordering::Relaxed));
+            lane.task_time.merge_into(&mut time);
+        }
+        let started = self.started.load(Ordering::Relaxed);
+        let ended = match self.ended.load(Ordering::Relaxed) {
+            UNSET => now,
+            ended => ended,
+        };
+        let elapsed = if started == UNSET {
+            Duration::ZERO
+        } else {
+            clock::ticks_to_duration(ended.saturating_sub(started))
+        };
+        StageStats {
+            name: name.to_owned(),
+            kind,
+            concurrency,
+            // A source has no tasks of its own: each item it produces counts as one.
+            tasks: if kind == StageKind::Source {
+                outputs
+            } else {
+                tasks
+            },
+            failures,
+            outputs,
+            busy: clock::ticks_to_duration(
+                (time.sum_ticks() + extra).min(u128::from(u64::MAX)) as u64
+            ),
+            task_time: time.summary(),
+            elapsed,
+        }
+    }
+}
+
+/// What kind of stage a [`StageStats`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// The source.
+    Source,
+    /// A `pipe` stage (any function shape).
+    Pipe,
+    /// An `aggregate` stage.
+    Aggregate,
+    /// A `disaggregate` stage.
+    Disaggregate,
+}
+
+/// A snapshot of one stage's counters.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StageStats {
+    /// Stage name.
+    pub name: String,
+    /// Stage kind.
+    pub kind: StageKind,
+    /// Items the stage may have in flight.
+    pub concurrency: usize,
+    /// Items taken in (for the source: items produced).
+    pub tasks: u64,
+    /// Items that failed (the function returned `Err` or panicked).
+    pub failures: u64,
+    /// Items sent downstream.
+    pub outputs: u64,
+    /// Total time spent in the stage function, summed over lanes. For the source: the time
+    /// it ran less the time it waited for room in its output queue.
+    pub busy: Duration,
+    /// Distribution of the time of one task (one call of the stage function, failed calls
+    /// included). Empty for the source and when statistics are off.
+    pub task_time: DurationStats,
+    /// How long the pipeline has been running (until now, or until it ended): the time
+    /// [`busy_share`](Self::busy_share) compares with.
+    pub elapsed: Duration,
+}
+
+impl StageStats {
+    /// Mean time per task in the stage function.
+    pub fn mean_task_time(&self) -> Duration {
+        if self.task_time.count > 0 {
+            self.task_time.mean
+        } else if self.tasks == 0 {
+            Duration::ZERO
+        } else {
+            self.busy.div_f64(self.tasks as f64)
+        }
+    }
+
+    /// The share of its lanes' time the stage spent working: `busy / (elapsed × concurrency)`,
+    /// between 0 and 1. The stage closest to 1 is the pipeline's bottleneck.
+    pub fn busy_share(&self) -> f64 {
+        let capacity = self.elapsed.as_secs_f64() * self.concurrency.max(1) as f64;
+        if capacity <= 0.0 {
+            0.0
+        } else {
+            (self.busy.as_secs_f64() / capacity).min(1.0)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Statistics reports through `tracing`: periodic ones at the build's interval, and exactly
+//! one final report, captured by a subscriber of the test's own.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pipeline_runtime::{PipelineBuilder, StageOptions, STATS_TARGET};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+/// One stats event: when it came, and its fields as text.
+#[derive(Debug, Clone)]
+struct Report {
+    at: Instant,
+    fields: Vec<(String, String)>,
+}
+
+impl Report {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default, Clone)]
+struct Capture(Arc<Mutex<Vec<Report>>>);
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != STATS_TARGET {
+            return;
+        }
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap().push(Report {
+            at: Instant::now(),
+            fields,
+        });
+    }
+}
+
+/// The process-wide capture (the reporter logs from its own thread, so a thread-local
+/// subscriber would not see it).
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        capture
+    })
+}
+
+/// The reports about stage `stage`, in order.
+fn reports_for(stage: &str) -> Vec<Report> {
+    capture()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.field("stage") == Some(stage))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn periodic_reports_fire_at_the_interval_and_one_final_report_at_the_end() {
+    capture();
+    let interval = Duration::from_millis(50);
+    let started = Instant::now();
+    let mut p = PipelineBuilder::new()
+        .source(0..60u64)
+        .pipe(
+            |x: u64| {
+                std::thread::sleep(Duration::from_millis(5));
+                x
+            },
+            StageOptions::new().name("periodic_stage"),
+        )
+        .sink(2)
+        .report_interval(interval)
+        .build()
+        .unwrap();
+    assert_eq!(p.by_ref().count(), 60);
+    let ran = started.elapsed();
+    drop(p);
+
+    let reports = reports_for("periodic_stage");
+    let periodic: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.field("report") == Some("periodic"))
+        .collect();
+    let finals: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.field("report") == Some("final"))
+        .collect();
+    assert_eq!(finals.len(), 1, "exactly one final report: {reports:?}");
+    assert_eq!(finals[0].field("tasks"), Some("60"));
+    assert_eq!(finals[0].field("failures"), Some("0"));
+    // The run takes at least 300 ms (60 × 5 ms), so several intervals pass.
+    let expected_at_most = (ran.as_millis() / interval.as_millis()) as usize;
+    assert!(
+        periodic.len() >= 2 && periodic.len() <= expected_at_most,
+        "{} periodic reports in {ran:?}",
+        periodic.len()
+    );
+    for pair in periodic.windows(2) {
+        assert!(
+            pair[1].at - pair[0].at >= interval.mul_f64(0.9),
+            "reports come an interval apart"
+        );
+    }
+    let counts: Vec<u64> = periodic
+        .iter()
+        .map(|r| r.field("tasks").unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    // Queue and bottleneck events come with each report.
+    let all = capture().0.lock().unwrap().clone();
+    let named = |field: &str| -> Vec<&str> { all.iter().filter_map(|r| r.field(field)).collect() };
+    assert!(
+        named("queue").contains(&"periodic_stage"),
+        "{:?}",
+        named("queue")
+    );
+    assert!(
+        named("bottleneck").contains(&"periodic_stage"),
+        "{:?}",
+        named("bottleneck")
+    );
+}
+
+#[test]
+fn without_an_interval_only_the_final_report_comes_and_stats_off_mean_none() {
+    capture();
+    let p = PipelineBuilder::new()
+        .source(0..10u64)
+        .pipe(|x: u64| x, StageOptions::new().name("final_only"))
+        .sink(2)
+        .build()
+        .unwrap();
+    assert_eq!(p.count(), 10);
+    let reports = reports_for("final_only");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].field("report"), Some("final"));
+
+    let mut quiet = PipelineBuilder::new()
+        .source(0..10u64)
+        .pipe(|x: u64| x, StageOptions::new().name("stats_off"))
+        .sink(2)
+        .stats(false)
+        .build()
+        .unwrap();
+    assert_eq!(quiet.by_ref().count(), 10);
+    quiet.stop().unwrap();
+    drop(quiet);
+    assert!(reports_for("stats_off").is_empty());
+}
+
+#[test]
+fn a_pipeline_stopped_early_reports_once() {
+    capture();
+    let mut p = PipelineBuilder::new()
+        .source(0..)
+        .pipe(|x: u64| x, StageOptions::new().name("stopped_early"))
+        .sink(2)
+        .build()
+        .unwrap();
+    assert_eq!(p.by_ref().take(5).count(), 5);
+    p.stop().unwrap();
+    drop(p);
+    let reports = reports_for("stopped_early");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+}
