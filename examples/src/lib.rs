@@ -1,1 +1,5 @@
-//! Example programs live beside this file; see `examples/*.rs`.
+//! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
+//! tests.
+
+pub mod image_pipeline;
+pub mod images;
