@@ -93,6 +93,8 @@ pub mod __guide {
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     pub mod gpu {}
+    #[doc = include_str!("../../docs/src/migration.md")]
+    pub mod migration {}
 }
 
 pub use builder::{
