@@ -39,7 +39,9 @@ fn parse_args() -> Result<Args, String> {
                 let v = it.next().ok_or("--n needs a value")?;
                 n = Some(v.parse().map_err(|e| format!("--n {v}: {e}"))?);
             }
-            "--data-dir" => data_dir = Some(PathBuf::from(it.next().ok_or("--data-dir needs a value")?)),
+            "--data-dir" => {
+                data_dir = Some(PathBuf::from(it.next().ok_or("--data-dir needs a value")?))
+            }
             "--list" => {
                 for id in IDS {
                     println!("{id}");
@@ -356,7 +358,7 @@ fn w6_paths(data_dir: Option<&Path>, repeat: usize) -> Result<Vec<PathBuf>, Stri
     for f in &files {
         black_box(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?);
     }
-    Ok(files.repeat(repeat))
+    Ok((0..repeat).flat_map(|_| files.iter().cloned()).collect())
 }
 
 /// What W6 checks per image (shape) and in total (sum of all pixel values).

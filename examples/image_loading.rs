@@ -56,7 +56,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             generated.path().to_path_buf()
         }
     };
-    let files = list_files(&dir)?;
+    let files = list_files(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if files.is_empty() {
         return Err(format!("no files in {}", dir.display()).into());
     }
@@ -92,7 +92,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     for batch in pipeline.by_ref() {
         let batch: TensorBatch = batch?;
         // Stand-in for the training step: touch the data so that nothing is optimised away.
-        checksum += batch.data.iter().step_by(997).map(|&v| f64::from(v)).sum::<f64>();
+        checksum += batch
+            .data
+            .iter()
+            .step_by(997)
+            .map(|&v| f64::from(v))
+            .sum::<f64>();
         loaded += batch.images;
         batches += 1;
         progress.advance(batch.images as u64);

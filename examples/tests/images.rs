@@ -15,10 +15,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "pipeline-images-{tag}-{}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("pipeline-images-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
@@ -73,7 +71,12 @@ fn fast_decode_matches_full_decode_then_resize() {
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         let large = diffs.iter().filter(|&&d| d > 32).count() as f64 / diffs.len() as f64;
         assert!(mean < 3.0, "{}: mean |diff| {mean:.2}", path.display());
-        assert!(large < 0.01, "{}: {:.2}% of values off by > 32", path.display(), large * 100.0);
+        assert!(
+            large < 0.01,
+            "{}: {:.2}% of values off by > 32",
+            path.display(),
+            large * 100.0
+        );
     }
 }
 
@@ -90,7 +93,9 @@ fn resize_keeps_a_flat_colour_and_preserves_a_gradient_direction() {
     let ramp = RgbImage {
         width: 256,
         height: 8,
-        pixels: (0..8).flat_map(|_| (0..256u32).flat_map(|x| [x as u8; 3])).collect(),
+        pixels: (0..8)
+            .flat_map(|_| (0..256u32).flat_map(|x| [x as u8; 3]))
+            .collect(),
     };
     let out = resize_bilinear(&ramp, 64, 4).unwrap();
     let row: Vec<u8> = out.pixels[..64 * 3].iter().step_by(3).copied().collect();
@@ -129,7 +134,10 @@ fn the_dataset_is_deterministic() {
     for (x, y) in pa.iter().zip(&pb) {
         assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
     }
-    assert_ne!(std::fs::read(&pa[0]).unwrap(), std::fs::read(&pa[1]).unwrap());
+    assert_ne!(
+        std::fs::read(&pa[0]).unwrap(),
+        std::fs::read(&pa[1]).unwrap()
+    );
 }
 
 /// Writes the bad files of the failure tests; returns their paths.
@@ -138,7 +146,10 @@ fn write_bad_files(dir: &Path, good: &Path) -> Vec<PathBuf> {
     let mut garbage_after_header = jpeg[..2].to_vec();
     garbage_after_header.extend((0..4000u32).map(|i| (i * 31 % 251) as u8));
     let bad = [
-        ("notes.jpg", b"these are not the pixels you are looking for".to_vec()),
+        (
+            "notes.jpg",
+            b"these are not the pixels you are looking for".to_vec(),
+        ),
         ("empty.jpg", Vec::new()),
         ("truncated.jpg", jpeg[..jpeg.len() / 2].to_vec()),
         ("corrupt.jpg", garbage_after_header),
@@ -161,8 +172,14 @@ fn bad_files_are_errors_naming_the_file() {
     for path in &bad {
         let err = images::load(path, 224, 224).expect_err("a bad file must not decode");
         let message = err.to_string();
-        assert!(message.starts_with(&path.display().to_string()), "{message}");
-        assert!(message.len() > path.display().to_string().len() + 2, "{message}");
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.len() > path.display().to_string().len() + 2,
+            "{message}"
+        );
     }
 }
 

@@ -113,16 +113,12 @@ pub fn decode_full(bytes: &[u8]) -> Result<RgbImage, String> {
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
 
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return Err("not a JPEG file (no SOI marker at the start)".into());
-    }
+    check_signature(bytes)?;
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_strict_mode(true);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    let pixels = decoder
-        .decode()
-        .map_err(|e| format!("corrupt JPEG: {e}"))?;
+    let pixels = decoder.decode().map_err(|e| format!("corrupt JPEG: {e}"))?;
     let info = decoder.info().ok_or("corrupt JPEG: no frame header")?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
     if pixels.len() != width as usize * height as usize * 3 {
@@ -148,8 +144,7 @@ pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> Result<RgbI
     let src = ImageRef::new(image.width, image.height, &image.pixels, PixelType::U8x3)
         .map_err(|e| format!("bad source image: {e}"))?;
     let mut dst = Image::new(width, height, PixelType::U8x3);
-    let options =
-        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
     RESIZER
         .with_borrow_mut(|resizer| resizer.resize(&src, &mut dst, &options))
         .map_err(|e| format!("resize failed: {e}"))?;
@@ -180,6 +175,17 @@ pub fn to_normalised_chw(image: &RgbImage) -> Vec<f32> {
         b[i] = f32::from(px[2]) * scale[2] - offset[2];
     }
     out
+}
+
+/// Fails early, with a plain reason, on what is clearly not a JPEG file.
+fn check_signature(bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err("not a JPEG file (no SOI marker at the start)".into());
+    }
+    Ok(())
 }
 
 fn check_target(width: u32, height: u32) -> Result<(), String> {

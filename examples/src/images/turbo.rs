@@ -77,9 +77,7 @@ pub(super) fn decode_at_least(
     min_width: u32,
     min_height: u32,
 ) -> Result<RgbImage, String> {
-    if !jpeg.starts_with(&[0xFF, 0xD8]) {
-        return Err("not a JPEG file (no SOI marker at the start)".into());
-    }
+    super::check_signature(jpeg)?;
     let size = c_ulong::try_from(jpeg.len()).map_err(|_| "file too large")?;
     HANDLE.with_borrow_mut(|slot| {
         if slot.is_none() {
