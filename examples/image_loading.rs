@@ -77,10 +77,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let source = (0..args.epochs).flat_map(move |_| files.clone());
     let started = Instant::now();
     let stages = image_stages(source, options);
-    // GPU transfer (issue #7): with the `cuda` feature and a device present, a stage that
-    // copies each `TensorBatch` into pinned host memory and on to the device goes here, e.g.
-    // `let stages = stages.pipe(to_device, ..);` — the consumer below then receives device
-    // tensors instead of host ones.
+    // GPU transfer: with the `cuda` feature and a device present, the stage that copies each
+    // batch through pinned host memory to the device goes here (see `docs/src/gpu.md` and
+    // `examples/gpu_transfer.rs`); the consumer below then receives device tensors instead
+    // of host ones. Not wired in yet: this example runs on machines without a GPU.
     let mut pipeline = stages
         .sink(4)
         .num_threads(args.threads.unwrap_or(args.concurrency + 2))
