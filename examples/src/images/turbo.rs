@@ -10,6 +10,7 @@ use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void, CStr};
 use super::RgbImage;
 
 const TJPF_RGB: c_int = 0;
+const MAX_SIDE: c_int = 16_384;
 
 #[link(name = "turbojpeg")]
 extern "C" {
@@ -103,6 +104,13 @@ pub(super) fn decode_at_least(
         }
         if width <= 0 || height <= 0 {
             return Err(format!("corrupt JPEG header: size {width}x{height}"));
+        }
+        // The same cap as zune-jpeg's default (16384 a side): a corrupt or hostile header
+        // must not make us allocate gigabytes.
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(format!(
+                "image too large: {width}x{height} (limit {MAX_SIDE} a side)"
+            ));
         }
         let denom = [8, 4, 2]
             .into_iter()
