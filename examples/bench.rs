@@ -8,12 +8,17 @@
 //! `items_per_sec` is source items divided by the time from just before the pipeline is built
 //! to after the last item is drained and the pipeline stopped. Every run checks its own output
 //! and exits non-zero when it is wrong.
+//!
+//! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`, the output of
+//! `gen_jpeg_dataset.py`); build with `--features turbojpeg` for the libjpeg-turbo decoder.
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
+use pipeline_examples::images;
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder, StageOptions};
 
 #[path = "bench/w4.rs"]
@@ -24,11 +29,13 @@ mod w7;
 struct Args {
     id: String,
     n: Option<u64>,
+    data_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut id = None;
     let mut n = None;
+    let mut data_dir = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -38,7 +45,7 @@ fn parse_args() -> Result<Args, String> {
                 n = Some(v.parse().map_err(|e| format!("--n {v}: {e}"))?);
             }
             "--data-dir" => {
-                it.next();
+                data_dir = Some(PathBuf::from(it.next().ok_or("--data-dir needs a value")?))
             }
             "--list" => {
                 for id in IDS {
@@ -52,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         id: id.ok_or("--id is required (see --list)")?,
         n,
+        data_dir,
     })
 }
 
@@ -93,6 +101,8 @@ const IDS: &[&str] = &[
     "W7.inproc.bytes64k",
     "W7.x.rpis.pipe.bytes64k",
     "W7.x.memcpy.bytes64k",
+    "W6.c2",
+    "W6.x.plain",
 ];
 
 struct Outcome {
@@ -373,7 +383,91 @@ fn w5_plain(n: u64) -> Result<Outcome, String> {
     })
 }
 
-fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
+/// W6's source: the sorted `img_*.jpg` files of the data directory, `repeat` times. Every file
+/// is read once first (untimed) so that the page cache is warm, as in SPDL's script.
+fn w6_paths(data_dir: Option<&Path>, repeat: usize) -> Result<Vec<PathBuf>, String> {
+    let dir = data_dir.map_or_else(|| PathBuf::from("bench-data/jpeg"), Path::to_path_buf);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}; run gen_jpeg_dataset.py", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("img_") && n.ends_with(".jpg"))
+        })
+        .collect();
+    files.sort();
+    check(!files.is_empty(), "images in --data-dir")?;
+    for f in &files {
+        black_box(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?);
+    }
+    Ok((0..repeat).flat_map(|_| files.iter().cloned()).collect())
+}
+
+/// What W6 checks per image (shape) and in total (sum of all pixel values).
+fn w6_consume(image: &images::RgbImage, pixel_sum: &mut u64) -> Result<(), String> {
+    check(
+        image.width == 224 && image.height == 224 && image.pixels.len() == 224 * 224 * 3,
+        "224x224 RGB output",
+    )?;
+    *pixel_sum += image.pixels.iter().map(|&v| u64::from(v)).sum::<u64>();
+    Ok(())
+}
+
+fn w6_outcome(n: usize, wall: Duration, pixel_sum: u64) -> Outcome {
+    Outcome {
+        n_items: n as u64,
+        wall,
+        extra: vec![
+            ("pixel_sum", pixel_sum.to_string()),
+            ("decoder", format!("\"{}\"", images::DECODER)),
+        ],
+    }
+}
+
+/// W6.c2: read + decode + resize to 224x224 RGB in one stage, concurrency 2 on 2 threads,
+/// sink 32 (SPDL's `pipe(op, concurrency=2)`, `build(num_threads=2)`).
+fn w6(data_dir: Option<&Path>) -> Result<Outcome, String> {
+    let paths = w6_paths(data_dir, 2)?;
+    let n = paths.len();
+    images::load(&paths[0], 224, 224).map_err(|e| e.to_string())?; // library init, untimed
+    let t0 = Instant::now();
+    let mut pipeline = PipelineBuilder::new()
+        .source(paths)
+        .try_pipe(
+            |path: PathBuf| images::load(&path, 224, 224),
+            StageOptions::new().concurrency(2).name("decode"),
+        )
+        .sink(32)
+        .num_threads(2)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (mut count, mut pixel_sum) = (0usize, 0u64);
+    for image in pipeline.by_ref() {
+        w6_consume(&image.map_err(|e| e.to_string())?, &mut pixel_sum)?;
+        count += 1;
+    }
+    pipeline.stop().map_err(|e| e.to_string())?;
+    let wall = t0.elapsed();
+    check(count == n, "image count")?;
+    Ok(w6_outcome(n, wall, pixel_sum))
+}
+
+/// W6.x.plain: the same decode + resize in a plain loop on one thread.
+fn w6_plain(data_dir: Option<&Path>) -> Result<Outcome, String> {
+    let paths = w6_paths(data_dir, 2)?;
+    images::load(&paths[0], 224, 224).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let mut pixel_sum = 0u64;
+    for path in &paths {
+        let image = images::load(path, 224, 224).map_err(|e| e.to_string())?;
+        w6_consume(&image, &mut pixel_sum)?;
+    }
+    let wall = t0.elapsed();
+    Ok(w6_outcome(paths.len(), wall, pixel_sum))
+}
+
+fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, String> {
     let n_or = |default: u64| n.unwrap_or(default);
     match id {
         "W1.sync.c1" => w1(n_or(200_000), 1, 1, 1),
@@ -415,6 +509,8 @@ fn run(id: &str, n: Option<u64>) -> Result<Outcome, String> {
         "W7.x.memcpy.bytes64k" => w7::memcpy(n_or(20_000), w7::BYTES_SIZE),
         other if other.starts_with("W7.x.iis.") => w7::sweep(other, n)
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
+        "W6.c2" => w6(data_dir),
+        "W6.x.plain" => w6_plain(data_dir),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }
@@ -430,7 +526,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args.id, args.n) {
+    match run(&args.id, args.n, args.data_dir.as_deref()) {
         Ok(o) => {
             let wall = o.wall.as_secs_f64();
             let mut line = format!(

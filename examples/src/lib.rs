@@ -1,7 +1,16 @@
-//! Example programs live beside this file; see `examples/*.rs`. This library holds what
-//! several of them share: a progress bar that follows a running pipeline
-//! ([`progress`]), and `tracing` set up with an optional Chrome/Perfetto trace file
-//! ([`trace`]).
+//! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
+//! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
+//! an optional Chrome/Perfetto trace file ([`trace`]), and the image-loading stages
+//! ([`images`], [`image_pipeline`]).
 
+pub mod image_pipeline;
+pub mod images;
 pub mod progress;
 pub mod trace;
+
+/// The guide's chapters that use this crate, compiled as doctests.
+#[doc(hidden)]
+pub mod __guide {
+    #[doc = include_str!("../../docs/src/image-loading.md")]
+    pub mod image_loading {}
+}

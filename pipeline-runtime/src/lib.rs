@@ -103,6 +103,8 @@ pub mod __guide {
     pub mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]
     pub mod performance {}
+    #[doc = include_str!("../../docs/src/migration.md")]
+    pub mod migration {}
 }
 
 pub use builder::{

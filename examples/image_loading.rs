@@ -1,0 +1,241 @@
+//! Image loading: JPEG files → batches of normalised `f32` tensors, the job a training loop's
+//! data loader does.
+//!
+//! ```text
+//! cargo run --release -p pipeline-examples --example image_loading [-- OPTIONS] [DIR]
+//! ```
+//!
+//! ```text
+//! source(files) → read (8 at a time) → decode + resize to 224×224 (C at a time)
+//!   → normalise to f32 CHW (C at a time) → aggregate(batch) → collate → sink
+//! ```
+//!
+//! With no `DIR` it writes a small deterministic dataset of JPEGs of varied sizes into a
+//! temporary directory first. A file that cannot be read or decoded fails its own item (logged
+//! with its path and the reason) and the run goes on, up to `--max-failures` failed files.
+//! It shows a progress bar, then prints images/s and the per-stage statistics.
+//!
+//! Options: `--batch-size N` (32), `--concurrency C` (decode stages; default: the cores),
+//! `--threads T` (pipeline threads; default `C` + 2), `--epochs E` (1), `--images N`
+//! (generated dataset size; 512), `--max-failures N` (10).
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use pipeline_examples::image_pipeline::{image_stages, LoaderOptions, TensorBatch};
+use pipeline_examples::images;
+use pipeline_runtime::MaxFailures;
+
+#[derive(Debug)]
+struct Args {
+    dir: Option<PathBuf>,
+    batch_size: usize,
+    concurrency: usize,
+    threads: Option<usize>,
+    epochs: usize,
+    images: usize,
+    max_failures: u64,
+}
+
+fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let generated;
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => {
+            generated = TempDir::new(format!("pipeline-images-{}", std::process::id()))?;
+            let t = Instant::now();
+            images::write_jpeg_dataset(generated.path(), args.images)?;
+            println!(
+                "wrote {} JPEG files to {} in {:.1} s",
+                args.images,
+                generated.path().display(),
+                t.elapsed().as_secs_f64()
+            );
+            generated.path().to_path_buf()
+        }
+    };
+    let files = list_files(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if files.is_empty() {
+        return Err(format!("no files in {}", dir.display()).into());
+    }
+    let total = files.len() * args.epochs;
+    println!(
+        "loading {} files × {} epoch(s) from {} with {}",
+        files.len(),
+        args.epochs,
+        dir.display(),
+        images::DECODER
+    );
+
+    let options = LoaderOptions {
+        batch_size: args.batch_size,
+        decode_concurrency: args.concurrency,
+        ..LoaderOptions::default()
+    };
+    let source = (0..args.epochs).flat_map(move |_| files.clone());
+    let started = Instant::now();
+    let stages = image_stages(source, options);
+    // GPU transfer: with the `cuda` feature and a device present, the stage that copies each
+    // batch through pinned host memory to the device goes here (see `docs/src/gpu.md` and
+    // `examples/gpu_transfer.rs`); the consumer below then receives device tensors instead
+    // of host ones. Not wired in yet: this example runs on machines without a GPU.
+    let mut pipeline = stages
+        .sink(4)
+        .num_threads(args.threads.unwrap_or(args.concurrency + 2))
+        .max_failures(MaxFailures::Count(args.max_failures))
+        .build()?;
+
+    let progress = Progress::new(total as u64);
+    let (mut loaded, mut batches, mut checksum) = (0usize, 0usize, 0.0f64);
+    for batch in pipeline.by_ref() {
+        let batch: TensorBatch = batch?;
+        // Stand-in for the training step: touch the data so that nothing is optimised away.
+        checksum += batch
+            .data
+            .iter()
+            .step_by(997)
+            .map(|&v| f64::from(v))
+            .sum::<f64>();
+        loaded += batch.images;
+        batches += 1;
+        progress.advance(batch.images as u64);
+    }
+    pipeline.stop()?;
+    progress.finish();
+    let wall = started.elapsed().as_secs_f64();
+
+    let stats = pipeline.stats();
+    let failed: u64 = stats.stages.iter().map(|s| s.failures).sum();
+    println!(
+        "{loaded} images in {batches} batches of up to {} ({failed} failed) in {wall:.2} s: \
+         {:.0} images/s (checksum {checksum:.3})",
+        args.batch_size,
+        loaded as f64 / wall,
+    );
+    println!("\n{stats}");
+    if loaded as u64 + failed != total as u64 {
+        return Err(format!("{total} files, but {loaded} loaded and {failed} failed").into());
+    }
+    Ok(())
+}
+
+/// The progress display, in one place so that a richer shared one can replace it.
+struct Progress(indicatif::ProgressBar);
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        Self(bar)
+    }
+
+    fn advance(&self, images: u64) {
+        self.0.inc(images);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The regular files of `dir`, sorted (any name: a non-JPEG file fails like a corrupt one).
+fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\nusage: image_loading [--batch-size N] [--concurrency C] \
+                 [--threads T] [--epochs E] [--images N] [--max-failures N] [DIR]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut args = Args {
+        dir: None,
+        batch_size: 32,
+        concurrency: cores,
+        threads: None,
+        epochs: 1,
+        images: 512,
+        max_failures: 10,
+    };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> Result<usize, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            match v.parse() {
+                Ok(n) if n > 0 || name == "--max-failures" => Ok(n),
+                Ok(_) => Err(format!("{name} must be at least 1")),
+                Err(e) => Err(format!("{name} {v}: {e}")),
+            }
+        };
+        match arg.as_str() {
+            "--batch-size" => args.batch_size = value("--batch-size")?,
+            "--concurrency" => args.concurrency = value("--concurrency")?,
+            "--threads" => args.threads = Some(value("--threads")?),
+            "--epochs" => args.epochs = value("--epochs")?,
+            "--images" => args.images = value("--images")?,
+            "--max-failures" => args.max_failures = value("--max-failures")? as u64,
+            flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
+            dir if args.dir.is_none() => args.dir = Some(PathBuf::from(dir)),
+            extra => return Err(format!("unexpected argument `{extra}`")),
+        }
+    }
+    Ok(args)
+}
+
+/// A directory under the system's temporary directory, removed on drop (also on error).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: String) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

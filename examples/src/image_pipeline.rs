@@ -1,0 +1,97 @@
+//! The image-loading pipeline's stages, shared by `examples/image_loading.rs` and its tests:
+//!
+//! ```text
+//! source(paths) → read → decode + resize → normalise (f32 CHW) → aggregate(batch) → collate
+//! ```
+//!
+//! The caller adds what follows (a device transfer, the sink) and the failure budget. A file
+//! that cannot be read or decoded fails only its own item, with an error naming the file.
+
+use std::path::PathBuf;
+
+use pipeline_runtime::{PipelineBuilder, StageBuilder, StageOptions};
+
+use crate::images::{self, EncodedImage, ImageError, RgbImage};
+
+/// The knobs of [`image_stages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderOptions {
+    /// Output height and width in pixels (square).
+    pub size: u32,
+    /// Images per batch (the last batch of the source may be smaller).
+    pub batch_size: usize,
+    /// Files read at once (I/O bound: more than the cores helps on slow storage).
+    pub read_concurrency: usize,
+    /// Images decoded at once (CPU bound: about the number of cores).
+    pub decode_concurrency: usize,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            size: 224,
+            batch_size: 32,
+            read_concurrency: 8,
+            decode_concurrency: cores,
+        }
+    }
+}
+
+/// A batch of images as one contiguous `N × 3 × size × size` tensor, ready for a model or a
+/// transfer to a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorBatch {
+    /// Images in the batch (`N`).
+    pub images: usize,
+    /// Height and width of every image.
+    pub size: u32,
+    /// `N * 3 * size * size` values, image after image, each as three channel planes.
+    pub data: Vec<f32>,
+}
+
+/// The stages from a list of files to batches; finish with `.sink(..)` and build.
+pub fn image_stages<I>(paths: I, options: LoaderOptions) -> StageBuilder<TensorBatch>
+where
+    I: IntoIterator<Item = PathBuf>,
+    I::IntoIter: Send + 'static,
+{
+    let size = options.size;
+    PipelineBuilder::new()
+        .source(paths)
+        .try_pipe(
+            images::read,
+            StageOptions::new()
+                .concurrency(options.read_concurrency)
+                .name("read"),
+        )
+        .try_pipe(
+            move |file: EncodedImage| -> Result<RgbImage, ImageError> {
+                images::decode(&file, size, size)
+            },
+            StageOptions::new()
+                .concurrency(options.decode_concurrency)
+                .name("decode+resize"),
+        )
+        .pipe(
+            |image: RgbImage| images::to_normalised_chw(&image),
+            StageOptions::new()
+                .concurrency(options.decode_concurrency)
+                .name("normalise"),
+        )
+        .aggregate(options.batch_size)
+        .pipe(
+            move |tensors: Vec<Vec<f32>>| collate(tensors, size),
+            StageOptions::new().name("collate"),
+        )
+}
+
+/// Concatenates per-image tensors into one batch tensor.
+pub fn collate(tensors: Vec<Vec<f32>>, size: u32) -> TensorBatch {
+    let images = tensors.len();
+    let mut data = Vec::with_capacity(images * 3 * size as usize * size as usize);
+    for t in &tensors {
+        data.extend_from_slice(t);
+    }
+    TensorBatch { images, size, data }
+}
