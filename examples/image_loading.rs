@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use pipeline_examples::image_pipeline::{image_stages, LoaderOptions, TensorBatch};
 use pipeline_examples::images;
+use pipeline_examples::progress::Progress;
 use pipeline_runtime::MaxFailures;
 
 #[derive(Debug)]
@@ -87,9 +88,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .max_failures(MaxFailures::Count(args.max_failures))
         .build()?;
 
-    let progress = Progress::new(total as u64);
+    let mut progress = Progress::new(Some(total as u64), "images");
     let (mut loaded, mut batches, mut checksum) = (0usize, 0usize, 0.0f64);
-    for batch in pipeline.by_ref() {
+    while let Some(batch) = pipeline.next() {
         let batch: TensorBatch = batch?;
         // Stand-in for the training step: touch the data so that nothing is optimised away.
         checksum += batch
@@ -100,10 +101,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             .sum::<f64>();
         loaded += batch.images;
         batches += 1;
-        progress.advance(batch.images as u64);
+        progress.update(batch.images as u64, &pipeline);
     }
     pipeline.stop()?;
-    progress.finish();
     let wall = started.elapsed().as_secs_f64();
 
     let stats = pipeline.stats();
@@ -114,35 +114,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         args.batch_size,
         loaded as f64 / wall,
     );
-    println!("\n{stats}");
+    progress.finish(&pipeline);
     if loaded as u64 + failed != total as u64 {
         return Err(format!("{total} files, but {loaded} loaded and {failed} failed").into());
     }
     Ok(())
-}
-
-/// The progress display, in one place so that a richer shared one can replace it.
-struct Progress(indicatif::ProgressBar);
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
-            )
-            .expect("valid template"),
-        );
-        Self(bar)
-    }
-
-    fn advance(&self, images: u64) {
-        self.0.inc(images);
-    }
-
-    fn finish(&self) {
-        self.0.finish_and_clear();
-    }
 }
 
 /// The regular files of `dir`, sorted (any name: a non-JPEG file fails like a corrupt one).
