@@ -27,6 +27,7 @@ use std::time::Instant;
 use pipeline_examples::image_pipeline::{image_stages, LoaderOptions, TensorBatch};
 use pipeline_examples::images;
 use pipeline_examples::progress::Progress;
+use pipeline_examples::scratch::TempDir;
 use pipeline_runtime::MaxFailures;
 
 #[derive(Debug)]
@@ -45,7 +46,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => {
-            generated = TempDir::new(format!("pipeline-images-{}", std::process::id()))?;
+            generated = TempDir::new(&format!("pipeline-images-{}", std::process::id()))?;
             let t = Instant::now();
             images::write_jpeg_dataset(generated.path(), args.images)?;
             println!(
@@ -193,25 +194,4 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// A directory under the system's temporary directory, removed on drop (also on error).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: String) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use pipeline_examples::progress::Progress;
+use pipeline_examples::scratch::{TempDir, XorShift};
 use pipeline_runtime::{MaxFailures, PipelineBuilder, StageOptions};
 
 /// What the `parse` stage finds in one file (and what the generator expects it to find).
@@ -77,7 +78,7 @@ fn summarise(batch: Vec<Totals>) -> Totals {
 }
 
 fn run(num_files: usize) -> Result<(), Box<dyn Error>> {
-    let dir = TempDir::new(format!("pipeline-quickstart-{}", std::process::id()))?;
+    let dir = TempDir::new(&format!("pipeline-quickstart-{}", std::process::id()))?;
     let (paths, expected) = write_dataset(dir.path(), num_files)?;
     println!(
         "wrote {} files ({} bytes) to {}",
@@ -187,47 +188,9 @@ fn write_dataset(dir: &Path, n: usize) -> std::io::Result<(Vec<PathBuf>, Totals)
     Ok((paths, expected))
 }
 
-/// Marsaglia's xorshift64: a tiny deterministic generator, good enough for test data.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// 64-bit FNV-1a.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// A directory under the system's temporary directory, removed on drop (also on error).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: String) -> std::io::Result<Self> {
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

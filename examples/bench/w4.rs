@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use pipeline_examples::scratch::XorShift;
 use pipeline_runtime::{
     process_fn, Executor, PipelineBuilder, ProcessPool, SinkBuilder, StageOptions, ThreadPool,
 };
@@ -35,17 +36,8 @@ impl<'de> Deserialize<'de> for SharedBuf {
 }
 
 fn make_buf() -> SharedBuf {
-    // Any fixed bytes do; a small xorshift keeps them from being trivially compressible.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let bytes = (0..BUF_SIZE)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    SharedBuf(Arc::new(bytes))
+    // Any fixed bytes do; xorshift keeps them from being trivially compressible.
+    SharedBuf(Arc::new(XorShift(0x9E37_79B9_7F4A_7C15).bytes(BUF_SIZE)))
 }
 
 fn sha256(buf: SharedBuf) -> [u8; 32] {

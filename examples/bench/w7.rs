@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use pipeline_examples::scratch::XorShift;
 use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, Bytes, Subprocess, SubprocessOptions,
 };
@@ -20,16 +21,7 @@ pub(crate) const DEFAULT_THRESHOLD: Option<usize> =
 
 /// The same buffer every time, as SPDL's `RepeatBytes` (cloning `Bytes` copies nothing).
 fn payload(size: usize) -> Bytes {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    Bytes::from(bytes)
+    Bytes::from(XorShift(0x2545_f491_4f6c_dd1d).bytes(size))
 }
 
 fn ints_pipeline(n: u64) -> Result<Pipeline<u64>, BuildError> {

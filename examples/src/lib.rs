@@ -1,11 +1,12 @@
 //! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
-//! an optional Chrome/Perfetto trace file ([`trace`]), and the image-loading stages
-//! ([`images`], [`image_pipeline`]).
+//! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
+//! [`image_pipeline`]), and generated data and temporary directories ([`scratch`]).
 
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;
+pub mod scratch;
 pub mod trace;
 
 /// The guide's chapters that use this crate, compiled as doctests.

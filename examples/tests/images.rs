@@ -8,34 +8,17 @@ use pipeline_examples::images::{
     self, decode_full, decode_resize, resize_bilinear, to_normalised_chw, write_jpeg_dataset,
     RgbImage, IMAGENET_MEAN, IMAGENET_STD,
 };
+use pipeline_examples::scratch::TempDir;
 use pipeline_runtime::MaxFailures;
 
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("pipeline-images-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary directory for one test, removed on drop.
+fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("pipeline-images-{tag}-{}", std::process::id())).unwrap()
 }
 
 #[test]
 fn every_generated_size_decodes_to_the_target_size() {
-    let dir = TempDir::new("sizes");
+    let dir = temp_dir("sizes");
     let paths = write_jpeg_dataset(dir.path(), 6).unwrap();
     let mut source_sizes = Vec::new();
     for path in &paths {
@@ -56,7 +39,7 @@ fn every_generated_size_decodes_to_the_target_size() {
 /// picture as a full decode followed by the bilinear resize, within a small tolerance.
 #[test]
 fn fast_decode_matches_full_decode_then_resize() {
-    let dir = TempDir::new("accuracy");
+    let dir = temp_dir("accuracy");
     let paths = write_jpeg_dataset(dir.path(), 12).unwrap();
     for path in &paths {
         let bytes = std::fs::read(path).unwrap();
@@ -128,7 +111,7 @@ fn normalised_tensor_is_chw_with_imagenet_statistics() {
 
 #[test]
 fn the_dataset_is_deterministic() {
-    let (a, b) = (TempDir::new("det-a"), TempDir::new("det-b"));
+    let (a, b) = (temp_dir("det-a"), temp_dir("det-b"));
     let pa = write_jpeg_dataset(a.path(), 4).unwrap();
     let pb = write_jpeg_dataset(b.path(), 4).unwrap();
     for (x, y) in pa.iter().zip(&pb) {
@@ -165,7 +148,7 @@ fn write_bad_files(dir: &Path, good: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn bad_files_are_errors_naming_the_file() {
-    let dir = TempDir::new("bad");
+    let dir = temp_dir("bad");
     let good = write_jpeg_dataset(dir.path(), 1).unwrap();
     let mut bad = write_bad_files(dir.path(), &good[0]);
     bad.push(dir.path().join("missing.jpg"));
@@ -185,7 +168,7 @@ fn bad_files_are_errors_naming_the_file() {
 
 #[test]
 fn bad_files_fail_their_items_and_the_run_goes_on() {
-    let dir = TempDir::new("run");
+    let dir = temp_dir("run");
     let good = write_jpeg_dataset(dir.path(), 10).unwrap();
     let bad = write_bad_files(dir.path(), &good[0]);
     let mut paths: Vec<PathBuf> = good.iter().chain(&bad).cloned().collect();
@@ -215,7 +198,7 @@ fn bad_files_fail_their_items_and_the_run_goes_on() {
 
 #[test]
 fn more_bad_files_than_the_budget_end_the_run_with_an_error() {
-    let dir = TempDir::new("budget");
+    let dir = temp_dir("budget");
     let good = write_jpeg_dataset(dir.path(), 4).unwrap();
     let bad = write_bad_files(dir.path(), &good[0]);
     let paths: Vec<PathBuf> = bad.iter().chain(&good).cloned().collect();

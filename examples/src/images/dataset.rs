@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use image::codecs::jpeg::JpegEncoder;
 use image::ExtendedColorType;
 
+use crate::scratch::XorShift;
+
 /// Sizes cycled through by the generator: mostly larger than 224×224 (a downscale, as with
 /// photos), one smaller (an upscale) and one tall.
 const SIZES: [(u32, u32); 6] = [
@@ -80,8 +82,8 @@ fn synthesize(seed: u64, width: u32, height: u32) -> Vec<u8> {
         }
     }
     for _ in 0..8 {
-        let (x0, x1) = ordered(rng.below(w), rng.below(w));
-        let (y0, y1) = ordered(rng.below(h), rng.below(h));
+        let (x0, x1) = ordered(below(&mut rng, w), below(&mut rng, w));
+        let (y0, y1) = ordered(below(&mut rng, h), below(&mut rng, h));
         let colour = [
             rng.below(256) as u8,
             rng.below(256) as u8,
@@ -100,26 +102,11 @@ fn synthesize(seed: u64, width: u32, height: u32) -> Vec<u8> {
     pixels
 }
 
-fn ordered(a: usize, b: usize) -> (usize, usize) {
-    (a.min(b), a.max(b))
+/// A number in `0..n`, as an index.
+fn below(rng: &mut XorShift, n: usize) -> usize {
+    rng.below(n as u64) as usize
 }
 
-/// Marsaglia's xorshift64: deterministic and dependency-free.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
+fn ordered(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
 }
