@@ -9,7 +9,7 @@ use futures::channel::oneshot;
 use tokio::runtime::Handle;
 
 use crate::error::BuildError;
-use crate::executor::join_all_until;
+use crate::executor::{drop_deferred, join_all_until};
 
 #[derive(Debug)]
 pub(crate) struct AsyncRuntime {
@@ -32,8 +32,10 @@ impl AsyncRuntime {
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
-                // Dropping the runtime drops every lane still parked on it.
+                // Dropping the runtime drops every lane still parked on it; sync lanes
+                // cancelled by those drops were deferred (see `executor::task`).
                 drop(runtime);
+                drop_deferred();
             })
             .map_err(|e| BuildError::new(format!("cannot start the async runtime thread: {e}")))?;
         Ok(Self {

@@ -316,7 +316,11 @@ impl<T: Send + 'static> StageBuilder<T> {
                 kind => {
                     let thread = std::thread::Builder::new()
                         .name("pipeline-source".to_owned())
-                        .spawn(move || run_iter_source(lane, ctx, kind, tx))
+                        .spawn(move || {
+                            run_iter_source(lane, ctx, kind, tx);
+                            // Lanes this thread's last sends cancelled (see `executor::task`).
+                            crate::executor::drop_deferred();
+                        })
                         .map_err(|e| BuildError::new(format!("cannot start source thread: {e}")))?;
                     l.run.register_thread(thread);
                 }

@@ -355,6 +355,8 @@ fn shut_down(
         all_joined &= rt.shutdown(deadline);
     }
     all_joined &= join_all_until(run.take_threads(), deadline);
+    // The pipeline's threads are gone; lanes they cancelled inside wakers are dropped here.
+    crate::executor::drop_deferred();
     if !all_joined {
         tracing::warn!(
             "pipeline stopped; a thread still inside a stage function was left to finish \

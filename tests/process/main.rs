@@ -16,6 +16,7 @@ macro_rules! tests {
 pub(crate) use tests;
 
 mod plumbing;
+mod soak;
 mod stages;
 mod subprocess;
 
@@ -42,6 +43,7 @@ fn main() {
         .iter()
         .chain(stages::TESTS)
         .chain(subprocess::TESTS)
+        .chain(soak::TESTS)
         .copied()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 pub use process_fn::ProcessFn;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder};
+pub(crate) use task::drop_deferred;
 pub(crate) use thread_pool::join_all_until;
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
 

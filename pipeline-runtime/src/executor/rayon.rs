@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::task::{LaneFuture, Schedule, Task};
+use super::task::{drop_deferred, LaneFuture, Schedule, Task};
 
 pub(crate) struct RayonScheduler {
     pub(crate) pool: Arc<rayon::ThreadPool>,
@@ -10,7 +10,10 @@ pub(crate) struct RayonScheduler {
 
 impl Schedule for RayonScheduler {
     fn schedule(&self, task: Arc<Task>) {
-        self.pool.spawn(move || task.run());
+        self.pool.spawn(move || {
+            task.run();
+            drop_deferred();
+        });
     }
 }
 

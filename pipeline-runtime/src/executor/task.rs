@@ -3,10 +3,22 @@
 //! Synchronous stage functions run *inside* the poll of a lane future, on the executor's
 //! threads. A lane that waits for a queue returns `Pending` and gives its thread back, so a
 //! small pool never deadlocks on a long chain of stages.
+//!
+//! A lane future is never dropped where a task happens to lose its last reference. That
+//! happens inside wakers: a pool that is shutting down refuses a woken task, and the waker
+//! that woke it runs inside whatever called `wake`, often with a lock held (the input-order
+//! gate's `futures::lock::Mutex` wakes the next waiter while holding its waiter list, and
+//! `event_listener`, under `async-channel`, wakes listeners under its list lock). Dropping
+//! the lane there runs its destructor, which unregisters its own waker from that same lock:
+//! the thread deadlocks on itself. So a task dropped with its future still alive hands the
+//! future to [`defer_drop`], and threads drop deferred futures at points where they hold no
+//! lock ([`drop_deferred`]): a pool thread between two tasks and before it exits, the async
+//! runtime's thread after the runtime, the source thread at its end, and whoever stops a
+//! pipeline once its threads are joined.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -87,6 +99,45 @@ impl Wake for Task {
                 Err(actual) => state = actual,
             }
         }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let future = self
+            .future
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(future) = future {
+            defer_drop(future);
+        }
+    }
+}
+
+/// Lane futures whose task was dropped where their destructor must not run (see the module
+/// docs), waiting for a thread at a safe point to drop them.
+static DEFERRED: Mutex<Vec<LaneFuture>> = Mutex::new(Vec::new());
+/// `DEFERRED.len()`, readable without the lock on every pool thread's hot path.
+static DEFERRED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps `future` alive until a thread reaches a safe point.
+pub(crate) fn defer_drop(future: LaneFuture) {
+    let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+    deferred.push(future);
+    DEFERRED_COUNT.fetch_add(1, Ordering::Release);
+}
+
+/// Drops every deferred lane future. Call only where the calling thread holds no lock that
+/// a lane's destructor could take (a lane's drop may defer more; those are dropped too).
+pub(crate) fn drop_deferred() {
+    while DEFERRED_COUNT.load(Ordering::Acquire) > 0 {
+        let batch = {
+            let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+            DEFERRED_COUNT.fetch_sub(deferred.len(), Ordering::AcqRel);
+            std::mem::take(&mut *deferred)
+        };
+        drop(batch);
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::task::{LaneFuture, Schedule, Task};
+use super::task::{drop_deferred, LaneFuture, Schedule, Task};
 use crate::error::BuildError;
 
 type ThreadInit = Arc<dyn Fn(usize) + Send + Sync>;
@@ -151,6 +151,7 @@ impl PoolInner {
                         let dropped: Vec<_> = q.tasks.drain(..).collect();
                         drop(q);
                         drop(dropped);
+                        drop_deferred();
                         return;
                     }
                     if let Some(task) = q.tasks.pop_front() {
@@ -171,6 +172,9 @@ impl PoolInner {
                 }
             };
             task.run();
+            // Between two tasks this thread holds no lock: a safe point to drop lanes that
+            // were cancelled inside a waker.
+            drop_deferred();
         }
     }
 
@@ -195,6 +199,10 @@ impl Schedule for PoolInner {
     fn schedule(&self, task: Arc<Task>) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.shutdown {
+            // Refused: if this was the last reference, the task defers its lane's drop
+            // (this runs inside a waker, possibly under the waker's caller's lock).
+            drop(q);
+            drop(task);
             return;
         }
         q.tasks.push_back(task);
