@@ -19,7 +19,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use pipeline_examples::images;
-use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder, StageOptions};
+use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
 #[path = "bench/w4.rs"]
 mod w4;
@@ -145,9 +145,9 @@ fn w1(n: u64, stages: usize, concurrency: usize, threads: usize) -> Result<Outco
     let t0 = Instant::now();
     let mut b = PipelineBuilder::new().source(0..n);
     for _ in 0..stages {
-        b = b.pipe(identity, StageOptions::new().concurrency(concurrency));
+        b = b.pipe(identity).concurrency(concurrency);
     }
-    let (count, sum) = drain_sum(finish(b.sink(32).num_threads(threads)));
+    let (count, sum) = drain_sum(finish(b.sink().buffer(32).num_threads(threads)));
     let wall = t0.elapsed();
     check(count == n, "item count")?;
     check(sum == n * (n - 1) / 2, "checksum")?;
@@ -163,8 +163,9 @@ fn w1_stats_off(n: u64) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let p = PipelineBuilder::new()
         .source(0..n)
-        .pipe(identity, StageOptions::new())
-        .sink(32)
+        .pipe(identity)
+        .sink()
+        .buffer(32)
         .num_threads(1)
         .stats(false);
     let (count, sum) = drain_sum(finish(p));
@@ -181,8 +182,9 @@ fn w1_async(n: u64) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let p = PipelineBuilder::new()
         .source(0..n)
-        .pipe_async(|x| async move { black_box(x) }, StageOptions::new())
-        .sink(32)
+        .async_pipe(|x| async move { black_box(x) })
+        .sink()
+        .buffer(32)
         .num_threads(1);
     let (count, sum) = drain_sum(finish(p));
     let wall = t0.elapsed();
@@ -196,7 +198,11 @@ fn w1_async(n: u64) -> Result<Outcome, String> {
 
 fn w1_src_sink(n: u64) -> Result<Outcome, String> {
     let t0 = Instant::now();
-    let p = PipelineBuilder::new().source(0..n).sink(32).num_threads(1);
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .sink()
+        .buffer(32)
+        .num_threads(1);
     let (count, sum) = drain_sum(finish(p));
     let wall = t0.elapsed();
     check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
@@ -280,14 +286,13 @@ fn w2(n: u64, c: usize) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let p = PipelineBuilder::new()
         .source(0..n)
-        .pipe(
-            |x| {
-                std::thread::sleep(Duration::from_millis(2));
-                x
-            },
-            StageOptions::new().concurrency(c),
-        )
-        .sink(32)
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_millis(2));
+            x
+        })
+        .concurrency(c)
+        .sink()
+        .buffer(32)
         .num_threads(c);
     let (count, sum) = drain_sum(finish(p));
     let wall = t0.elapsed();
@@ -312,14 +317,13 @@ fn w3(n: u64, c: usize) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let p = PipelineBuilder::new()
         .source(0..n)
-        .pipe_async(
-            |x| async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                x
-            },
-            StageOptions::new().concurrency(c),
-        )
-        .sink(32)
+        .async_pipe(|x| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            x
+        })
+        .concurrency(c)
+        .sink()
+        .buffer(32)
         .num_threads(1);
     let (count, sum) = drain_sum(finish(p));
     let wall = t0.elapsed();
@@ -336,11 +340,10 @@ fn w5(n: u64) -> Result<Outcome, String> {
     let p = PipelineBuilder::new()
         .source(0..n)
         .aggregate(32)
-        .pipe(
-            |batch: Vec<u64>| batch.iter().sum::<u64>(),
-            StageOptions::new().name("sum"),
-        )
-        .sink(32)
+        .pipe(|batch: Vec<u64>| batch.iter().sum::<u64>())
+        .name("sum")
+        .sink()
+        .buffer(32)
         .num_threads(1);
     let mut pipeline = finish(p);
     let (mut batches, mut sum) = (0u64, 0u64);
@@ -434,11 +437,11 @@ fn w6(data_dir: Option<&Path>) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let mut pipeline = PipelineBuilder::new()
         .source(paths)
-        .try_pipe(
-            |path: PathBuf| images::load(&path, 224, 224),
-            StageOptions::new().concurrency(2).name("decode"),
-        )
-        .sink(32)
+        .try_pipe(|path: PathBuf| images::load(&path, 224, 224))
+        .concurrency(2)
+        .name("decode")
+        .sink()
+        .buffer(32)
         .num_threads(2)
         .build()
         .map_err(|e| e.to_string())?;

@@ -44,7 +44,7 @@ mod bench {
 
     use pipeline_runtime::cuda::cudarc::driver::{CudaEvent, CudaStream};
     use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
-    use pipeline_runtime::{PipelineBuilder, StageOptions};
+    use pipeline_runtime::PipelineBuilder;
 
     const MIB: usize = 1 << 20;
 
@@ -129,8 +129,10 @@ mod bench {
         }
         let pipeline = PipelineBuilder::new()
             .source(std::iter::repeat_n(data, count))
-            .to_device_with(transfer, StageOptions::new().buffer(4))
-            .sink(4)
+            .to_device_with(transfer)
+            .buffer(4)
+            .sink()
+            .buffer(4)
             .build()?;
         let start = Instant::now();
         let mut last: Option<Arc<CudaEvent>> = None;
@@ -164,8 +166,10 @@ mod bench {
         let data: Arc<[u8]> = vec![3u8; 16 * MIB].into();
         let pipeline = PipelineBuilder::new()
             .source(std::iter::repeat_n(data, count))
-            .to_device_with(transfer, StageOptions::new().buffer(4))
-            .sink(4)
+            .to_device_with(transfer)
+            .buffer(4)
+            .sink()
+            .buffer(4)
             .build()?;
         let mut last = None;
         for batch in pipeline {

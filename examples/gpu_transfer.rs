@@ -39,7 +39,7 @@ mod gpu {
     use std::time::Instant;
 
     use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
-    use pipeline_runtime::{PipelineBuilder, StageOptions};
+    use pipeline_runtime::PipelineBuilder;
 
     const SIDE: usize = 64;
     const PIXELS: usize = 3 * SIDE * SIDE;
@@ -109,11 +109,14 @@ mod gpu {
 
         let pipeline = PipelineBuilder::new()
             .source((0..images).map(encoded))
-            .pipe(decode, StageOptions::new().concurrency(4))
+            .pipe(decode)
+            .concurrency(4)
             .aggregate(BATCH)
-            .pipe(collate, StageOptions::new())
-            .to_device_with(&transfer, StageOptions::new().buffer(4))
-            .sink(2)
+            .pipe(collate)
+            .to_device_with(&transfer)
+            .buffer(4)
+            .sink()
+            .buffer(2)
             .num_threads(4)
             .build()?;
 

@@ -84,7 +84,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // `examples/gpu_transfer.rs`); the consumer below then receives device tensors instead
     // of host ones. Not wired in yet: this example runs on machines without a GPU.
     let mut pipeline = stages
-        .sink(4)
+        .sink()
+        .buffer(4)
         .num_threads(args.threads.unwrap_or(args.concurrency + 2))
         .max_failures(MaxFailures::Count(args.max_failures))
         .build()?;

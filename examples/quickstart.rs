@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use pipeline_examples::progress::Progress;
 use pipeline_examples::scratch::{TempDir, XorShift};
-use pipeline_runtime::{MaxFailures, PipelineBuilder, StageOptions};
+use pipeline_runtime::{MaxFailures, PipelineBuilder};
 
 /// What the `parse` stage finds in one file (and what the generator expects it to find).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +90,14 @@ fn run(num_files: usize) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     let mut pipeline = PipelineBuilder::new()
         .source(paths)
-        .try_pipe(read_file, StageOptions::new().concurrency(8))
-        .pipe(parse, StageOptions::new().concurrency(4))
+        .try_pipe(read_file)
+        .concurrency(8)
+        .pipe(parse)
+        .concurrency(4)
         .aggregate(64)
-        .pipe(summarise, StageOptions::new())
-        .sink(4)
+        .pipe(summarise)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .max_failures(MaxFailures::Count(0)) // any failed item ends the run with an error
         .report_interval(Duration::from_secs(1)) // logged at INFO (`RUST_LOG=info`)

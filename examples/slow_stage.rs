@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pipeline_examples::progress::Progress;
-use pipeline_runtime::{PipelineBuilder, StageOptions};
+use pipeline_runtime::PipelineBuilder;
 
 /// Fast CPU work: a few hundred nanoseconds per item.
 fn decode(x: u64) -> Vec<u8> {
@@ -51,11 +51,14 @@ fn main() -> ExitCode {
         pipeline_examples::trace::init("warn,pipeline_runtime::stats=info", trace_file.as_deref());
     let mut pipeline = match PipelineBuilder::new()
         .source(0..items)
-        .pipe(decode, StageOptions::new().concurrency(4))
-        .pipe(resize, StageOptions::new())
-        .pipe(normalize, StageOptions::new().concurrency(4))
+        .pipe(decode)
+        .concurrency(4)
+        .pipe(resize)
+        .pipe(normalize)
+        .concurrency(4)
         .aggregate(16)
-        .sink(4)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .report_interval(Duration::from_millis(500))
         .build()

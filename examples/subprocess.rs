@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use pipeline_examples::scratch::XorShift;
 use pipeline_runtime::subprocess::{run_pipeline_in_subprocess, Bytes, SubprocessOptions};
-use pipeline_runtime::{subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder, StageOptions};
+use pipeline_runtime::{subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder};
 
 const SAMPLE_BYTES: usize = 64 * 1024;
 const BATCH: usize = 16;
@@ -52,16 +52,15 @@ fn collate(samples: Vec<Bytes>) -> Bytes {
 fn batches(n_batches: u64) -> Result<Pipeline<Bytes>, BuildError> {
     PipelineBuilder::new()
         .source(0..n_batches * BATCH as u64)
-        .pipe(
-            load_sample,
-            StageOptions::new()
-                .concurrency(2)
-                .order(Order::Input)
-                .name("load"),
-        )
+        .pipe(load_sample)
+        .concurrency(2)
+        .order(Order::Input)
+        .name("load")
         .aggregate(BATCH)
-        .pipe(collate, StageOptions::new().name("collate"))
-        .sink(4)
+        .pipe(collate)
+        .name("collate")
+        .sink()
+        .buffer(4)
         .num_threads(2)
         .build()
 }

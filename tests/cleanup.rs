@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{PipelineBuilder, StageOptions, ThreadPool};
+use pipeline_runtime::{PipelineBuilder, ThreadPool};
 use pipeline_tests::{thread_count, wait_until, CountingSource};
 
 fn settles_back_to(before: usize, timeout: Duration) -> bool {
@@ -19,10 +19,13 @@ fn no_thread_is_left_behind() {
     for k in [0usize, 1, 7] {
         let mut p = PipelineBuilder::new()
             .source(CountingSource::new())
-            .pipe(|x| x + 1, StageOptions::new().concurrency(4))
-            .pipe_async(|x| async move { x }, StageOptions::new().concurrency(8))
+            .pipe(|x| x + 1)
+            .concurrency(4)
+            .async_pipe(|x| async move { x })
+            .concurrency(8)
             .aggregate(3)
-            .sink(2)
+            .sink()
+            .buffer(2)
             .num_threads(4)
             .build()
             .unwrap();
@@ -49,14 +52,13 @@ fn no_thread_is_left_behind() {
     // 2. Async stage mid-await on a long timer.
     let mut p = PipelineBuilder::new()
         .source(0..100u32)
-        .pipe_async(
-            |x| async move {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                x
-            },
-            StageOptions::new().concurrency(4),
-        )
-        .sink(1)
+        .async_pipe(|x| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            x
+        })
+        .concurrency(4)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     p.start().unwrap();
@@ -74,14 +76,12 @@ fn no_thread_is_left_behind() {
     //    and the thread ends by itself once the call returns.
     let mut p = PipelineBuilder::new()
         .source(0..100u32)
-        .pipe(
-            |x| {
-                std::thread::sleep(Duration::from_millis(1500));
-                x
-            },
-            StageOptions::new(),
-        )
-        .sink(1)
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_millis(1500));
+            x
+        })
+        .sink()
+        .buffer(1)
         .num_threads(1)
         .stop_timeout(Duration::from_millis(100))
         .build()
@@ -103,7 +103,8 @@ fn no_thread_is_left_behind() {
     // 4. A pipeline built but never started starts no thread.
     let p = PipelineBuilder::new()
         .source(0..10)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     assert_eq!(thread_count(), before);
@@ -112,8 +113,10 @@ fn no_thread_is_left_behind() {
     // 5. A pipeline read to the end and dropped.
     let p = PipelineBuilder::new()
         .source(0..1000u32)
-        .pipe(|x| x, StageOptions::new().concurrency(3))
-        .sink(4)
+        .pipe(|x| x)
+        .concurrency(3)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     assert_eq!(p.count(), 1000);
@@ -127,8 +130,11 @@ fn no_thread_is_left_behind() {
         .unwrap();
     let p = PipelineBuilder::new()
         .source(CountingSource::new())
-        .pipe(|x| x, StageOptions::new().executor(&pool).concurrency(2))
-        .sink(1)
+        .pipe(|x| x)
+        .executor(&pool)
+        .concurrency(2)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     let mut p = p;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pipeline_runtime::cuda::cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
 use pipeline_runtime::cuda::{self, DeviceBatch, DeviceTransfer, TransferConfig};
-use pipeline_runtime::{pipeline, PipelineBuilder, StageOptions};
+use pipeline_runtime::{pipeline, PipelineBuilder};
 use pipeline_tests::wait_until;
 
 /// Threads of this process whose name starts with `prefix` (Linux; 0 elsewhere).
@@ -68,7 +68,8 @@ fn builder_without_a_usable_device_fails_at_build_time() {
     let result = PipelineBuilder::new()
         .source((0..10).map(|i| vec![i as f32; 16]))
         .to_device(TransferConfig::device(index))
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build();
     let err = result.expect_err("no device to open");
     assert_no_device_message(err.message());
@@ -101,7 +102,8 @@ fn malformed_local_rank_is_a_build_error_naming_the_value() {
     let err = PipelineBuilder::new()
         .source((0..4).map(|i| vec![i as u8; 4]))
         .to_device(TransferConfig::local_rank())
-        .sink(1)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     std::env::remove_var("LOCAL_RANK");
@@ -143,8 +145,9 @@ fn round_trip_of_many_batches_of_several_shapes_and_types() {
             let n = lengths[i % lengths.len()];
             (0..n).map(|j| (i * 31 + j) as f32).collect::<Vec<f32>>()
         }))
-        .to_device_with(&transfer, StageOptions::new())
-        .sink(4)
+        .to_device_with(&transfer)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     let mut count = 0;
@@ -241,8 +244,10 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
     {
         let mut p = PipelineBuilder::new()
             .source((0..1_000u32).map(|k| vec![k; 16 << 20])) // 64 MiB each
-            .to_device_with(&transfer, StageOptions::new().buffer(2))
-            .sink(2)
+            .to_device_with(&transfer)
+            .buffer(2)
+            .sink()
+            .buffer(2)
             .build()
             .unwrap();
         // The stage keeps the transfer alive while it runs.
@@ -288,14 +293,14 @@ fn a_stage_owning_its_own_thread_lets_it_end_on_drop() {
         let held = pool.clone();
         let mut p = PipelineBuilder::new()
             .source(0..1_000_000u64)
-            .pipe(
-                move |x: u64| {
-                    let _keep = &held;
-                    x + 1
-                },
-                StageOptions::new().executor(pool).buffer(2),
-            )
-            .sink(2)
+            .pipe(move |x: u64| {
+                let _keep = &held;
+                x + 1
+            })
+            .executor(pool)
+            .buffer(2)
+            .sink()
+            .buffer(2)
             .build()
             .unwrap();
         assert_eq!(p.next().unwrap().unwrap(), 1);

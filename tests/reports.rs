@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{PipelineBuilder, StageOptions, STATS_TARGET};
+use pipeline_runtime::{PipelineBuilder, STATS_TARGET};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -84,14 +84,13 @@ fn periodic_reports_fire_at_the_interval_and_one_final_report_at_the_end() {
     let started = Instant::now();
     let mut p = PipelineBuilder::new()
         .source(0..60u64)
-        .pipe(
-            |x: u64| {
-                std::thread::sleep(Duration::from_millis(5));
-                x
-            },
-            StageOptions::new().name("periodic_stage"),
-        )
-        .sink(2)
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(5));
+            x
+        })
+        .name("periodic_stage")
+        .sink()
+        .buffer(2)
         .report_interval(interval)
         .build()
         .unwrap();
@@ -149,8 +148,10 @@ fn without_an_interval_only_the_final_report_comes_and_stats_off_mean_none() {
     capture();
     let p = PipelineBuilder::new()
         .source(0..10u64)
-        .pipe(|x: u64| x, StageOptions::new().name("final_only"))
-        .sink(2)
+        .pipe(|x: u64| x)
+        .name("final_only")
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(p.count(), 10);
@@ -160,8 +161,10 @@ fn without_an_interval_only_the_final_report_comes_and_stats_off_mean_none() {
 
     let mut quiet = PipelineBuilder::new()
         .source(0..10u64)
-        .pipe(|x: u64| x, StageOptions::new().name("stats_off"))
-        .sink(2)
+        .pipe(|x: u64| x)
+        .name("stats_off")
+        .sink()
+        .buffer(2)
         .stats(false)
         .build()
         .unwrap();
@@ -176,8 +179,10 @@ fn a_pipeline_stopped_early_reports_once() {
     capture();
     let mut p = PipelineBuilder::new()
         .source(0..)
-        .pipe(|x: u64| x, StageOptions::new().name("stopped_early"))
-        .sink(2)
+        .pipe(|x: u64| x)
+        .name("stopped_early")
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(p.by_ref().take(5).count(), 5);

@@ -16,9 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{
-    Executor, Order, Pipeline, PipelineBuilder, StageBuilder, StageOptions, ThreadPool,
-};
+use pipeline_runtime::{Executor, Order, Pipeline, PipelineBuilder, StageBuilder, ThreadPool};
 use pipeline_tests::{thread_count, wait_until};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -216,7 +214,43 @@ fn add_stage(
     pools: &Pools,
 ) -> StageBuilder<u64> {
     let s = stage.clone();
-    let mut opts = StageOptions::new()
+    let b = match stage.shape {
+        Shape::Map => b.pipe(move |x| apply(&s, x).unwrap()[0]),
+        Shape::Fallible => {
+            b.try_pipe(move |x| apply(&s, x).map(|v| v[0]).map_err(|_| "planned failure"))
+        }
+        Shape::Panicking => b.pipe(move |x| match apply(&s, x) {
+            Ok(v) => v[0],
+            Err(_) => panic!("{PANIC_TAG}"),
+        }),
+        Shape::Filter => b.opt_pipe(move |x| apply(&s, x).ok().map(|v| v[0])),
+        Shape::Flat => b.flat_pipe(move |x| apply(&s, x).unwrap()),
+        Shape::AsyncMap => b.async_pipe(move |x| {
+            let v = apply(&s, x).unwrap()[0];
+            async move {
+                if v.is_multiple_of(7) {
+                    tokio::task::yield_now().await;
+                }
+                v
+            }
+        }),
+        Shape::AsyncFallible => b.async_try_pipe(move |x| {
+            let r = apply(&s, x).map(|v| v[0]).map_err(|_| "planned failure");
+            async move { r }
+        }),
+        Shape::AsyncFilter => b.async_opt_pipe(move |x| {
+            let r = apply(&s, x).ok().map(|v| v[0]);
+            async move {
+                tokio::task::yield_now().await;
+                r
+            }
+        }),
+        Shape::AsyncFlat => {
+            b.async_flat_pipe(move |x| futures::stream::iter(apply(&s, x).unwrap()))
+        }
+        Shape::Batch(n) => return b.aggregate(n).disaggregate(),
+    };
+    let b = b
         .concurrency(stage.concurrency)
         .order(stage.order)
         .name(format!("s{index}"));
@@ -224,61 +258,10 @@ fn add_stage(
         stage.shape,
         Shape::AsyncMap | Shape::AsyncFallible | Shape::AsyncFilter | Shape::AsyncFlat
     );
-    if sync {
-        opts = match stage.exec {
-            Exec::Default => opts,
-            Exec::Own => opts.executor(&pools.own),
-            Exec::Rayon => opts.executor(Executor::Rayon(pools.rayon.clone())),
-        };
-    }
-    match stage.shape {
-        Shape::Map => b.pipe(move |x| apply(&s, x).unwrap()[0], opts),
-        Shape::Fallible => b.try_pipe(
-            move |x| apply(&s, x).map(|v| v[0]).map_err(|_| "planned failure"),
-            opts,
-        ),
-        Shape::Panicking => b.pipe(
-            move |x| match apply(&s, x) {
-                Ok(v) => v[0],
-                Err(_) => panic!("{PANIC_TAG}"),
-            },
-            opts,
-        ),
-        Shape::Filter => b.pipe_opt(move |x| apply(&s, x).ok().map(|v| v[0]), opts),
-        Shape::Flat => b.pipe_iter(move |x| apply(&s, x).unwrap(), opts),
-        Shape::AsyncMap => b.pipe_async(
-            move |x| {
-                let v = apply(&s, x).unwrap()[0];
-                async move {
-                    if v.is_multiple_of(7) {
-                        tokio::task::yield_now().await;
-                    }
-                    v
-                }
-            },
-            opts,
-        ),
-        Shape::AsyncFallible => b.try_pipe_async(
-            move |x| {
-                let r = apply(&s, x).map(|v| v[0]).map_err(|_| "planned failure");
-                async move { r }
-            },
-            opts,
-        ),
-        Shape::AsyncFilter => b.pipe_opt_async(
-            move |x| {
-                let r = apply(&s, x).ok().map(|v| v[0]);
-                async move {
-                    tokio::task::yield_now().await;
-                    r
-                }
-            },
-            opts,
-        ),
-        Shape::AsyncFlat => {
-            b.pipe_stream(move |x| futures::stream::iter(apply(&s, x).unwrap()), opts)
-        }
-        Shape::Batch(n) => b.aggregate(n).disaggregate(),
+    match stage.exec {
+        Exec::Own if sync => b.executor(&pools.own),
+        Exec::Rayon if sync => b.executor(Executor::Rayon(pools.rayon.clone())),
+        _ => b,
     }
 }
 
@@ -287,7 +270,8 @@ fn build(plan: &Plan, pools: &Pools) -> Pipeline<u64> {
     for (i, stage) in plan.stages.iter().enumerate() {
         b = add_stage(b, stage, i, pools);
     }
-    b.sink(plan.sink_buffer)
+    b.sink()
+        .buffer(plan.sink_buffer)
         .num_threads(plan.num_threads)
         .queue_capacity(plan.queue_capacity)
         .stop_timeout(STOP_TIMEOUT)
@@ -487,13 +471,13 @@ fn breaking_out_of_an_input_order_pipeline_drops_promptly() {
     for it in 0..200u64 {
         let mut p = PipelineBuilder::new()
             .source(0..2000u64)
-            .pipe(
-                |x| x,
-                StageOptions::new().concurrency(3).order(Order::Input),
-            )
+            .pipe(|x| x)
+            .concurrency(3)
+            .order(Order::Input)
             .aggregate(8)
             .disaggregate()
-            .sink(4)
+            .sink()
+            .buffer(4)
             .num_threads(2)
             .queue_capacity(8)
             .stop_timeout(STOP_TIMEOUT)

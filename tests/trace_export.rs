@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageOptions};
+use pipeline_runtime::PipelineBuilder;
 use tracing_chrome::ChromeLayerBuilder;
 use tracing_subscriber::prelude::*;
 
@@ -19,19 +19,18 @@ fn the_trace_file_is_valid_json_with_a_span_per_task() {
 
     let p = PipelineBuilder::new()
         .source(0..40u64)
-        .pipe(
-            |x: u64| {
-                std::thread::sleep(Duration::from_millis(1));
-                x
-            },
-            StageOptions::new().concurrency(4).name("decode"),
-        )
-        .pipe(
-            |x: u64| x + 1,
-            StageOptions::new().concurrency(2).name("add"),
-        )
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(1));
+            x
+        })
+        .concurrency(4)
+        .name("decode")
+        .pipe(|x: u64| x + 1)
+        .concurrency(2)
+        .name("add")
         .aggregate(8)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .num_threads(4)
         .build()
         .unwrap();

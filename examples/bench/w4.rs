@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pipeline_examples::scratch::XorShift;
 use pipeline_runtime::{
-    process_fn, Executor, PipelineBuilder, ProcessPool, SinkBuilder, StageOptions, ThreadPool,
+    process_fn, Executor, PipelineBuilder, ProcessPool, SinkBuilder, ThreadPool,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -69,8 +69,10 @@ pub(crate) fn sha256_thread(n: u64) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let spec = PipelineBuilder::new()
         .source(std::iter::repeat_n(buf, n as usize))
-        .pipe(sha256, StageOptions::new().concurrency(2))
-        .sink(32)
+        .pipe(sha256)
+        .concurrency(2)
+        .sink()
+        .buffer(32)
         .num_threads(2);
     drain_digests(spec, expected, n)?;
     Ok(outcome(n, t0))
@@ -87,15 +89,21 @@ pub(crate) fn sha256_process(n: u64) -> Result<Outcome, String> {
         .map_err(|e| e.to_string())?;
     let warm = PipelineBuilder::new()
         .source(std::iter::repeat_n(buf.clone(), 8))
-        .process_pipe(sha256, StageOptions::new().concurrency(2).executor(&pool))
-        .sink(32)
+        .process_pipe(sha256)
+        .concurrency(2)
+        .executor(&pool)
+        .sink()
+        .buffer(32)
         .num_threads(2);
     drain_digests(warm, expected, 8)?;
     let t0 = Instant::now();
     let spec = PipelineBuilder::new()
         .source(std::iter::repeat_n(buf, n as usize))
-        .process_pipe(sha256, StageOptions::new().concurrency(2).executor(&pool))
-        .sink(32)
+        .process_pipe(sha256)
+        .concurrency(2)
+        .executor(&pool)
+        .sink()
+        .buffer(32)
         .num_threads(2);
     drain_digests(spec, expected, n)?;
     Ok(outcome(n, t0))
@@ -130,42 +138,40 @@ pub(crate) fn noop_overhead(n: u64, kind: Kind) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let source = PipelineBuilder::new().source(0..n);
     let spec = match kind {
-        Kind::Default => source.pipe(noop, StageOptions::new()),
+        Kind::Default => source.pipe(noop),
         Kind::Threads(k) => {
             let threads = ThreadPool::builder()
                 .num_threads(k)
                 .build()
                 .map_err(|e| e.to_string())?;
-            source.pipe(noop, StageOptions::new().concurrency(k).executor(threads))
+            source.pipe(noop).concurrency(k).executor(threads)
         }
         Kind::Rayon(k) => {
             let rayon = pipeline_runtime::rayon::ThreadPoolBuilder::new()
                 .num_threads(k)
                 .build()
                 .map_err(|e| e.to_string())?;
-            source.pipe(
-                noop,
-                StageOptions::new()
-                    .concurrency(k)
-                    .executor(Executor::Rayon(Arc::new(rayon))),
-            )
+            source
+                .pipe(noop)
+                .concurrency(k)
+                .executor(Executor::Rayon(Arc::new(rayon)))
         }
-        Kind::Async => source.pipe_async(|x| async move { noop(x) }, StageOptions::new()),
+        Kind::Async => source.async_pipe(|x| async move { noop(x) }),
         Kind::Process(k) => {
             // Workers are started outside the timed window, like W4.sha256.process.
             let workers = ProcessPool::builder()
                 .num_workers(k)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let spec =
-                source.process_pipe(noop, StageOptions::new().concurrency(k).executor(&workers));
+            let spec = source.process_pipe(noop).concurrency(k).executor(&workers);
             pool = Some(workers);
             spec
         }
     };
     let t0 = if pool.is_some() { Instant::now() } else { t0 };
     let mut pipeline = spec
-        .sink(32)
+        .sink()
+        .buffer(32)
         .num_threads(1)
         .build()
         .map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@ use pipeline_examples::scratch::XorShift;
 use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, Bytes, Subprocess, SubprocessOptions,
 };
-use pipeline_runtime::{subprocess_fn, BuildError, Pipeline, PipelineBuilder, StageOptions};
+use pipeline_runtime::{subprocess_fn, BuildError, Pipeline, PipelineBuilder};
 
 use super::{check, identity, Outcome};
 
@@ -27,8 +27,10 @@ fn payload(size: usize) -> Bytes {
 fn ints_pipeline(n: u64) -> Result<Pipeline<u64>, BuildError> {
     PipelineBuilder::new()
         .source(0..n)
-        .pipe(identity, StageOptions::new().concurrency(1))
-        .sink(32)
+        .pipe(identity)
+        .concurrency(1)
+        .sink()
+        .buffer(32)
         .num_threads(1)
         .build()
 }
@@ -37,8 +39,10 @@ fn bytes_pipeline((n, size): (u64, usize)) -> Result<Pipeline<Bytes>, BuildError
     let buf = payload(size);
     PipelineBuilder::new()
         .source((0..n).map(move |_| buf.clone()))
-        .pipe(black_box::<Bytes>, StageOptions::new().concurrency(1))
-        .sink(32)
+        .pipe(black_box::<Bytes>)
+        .concurrency(1)
+        .sink()
+        .buffer(32)
         .num_threads(1)
         .build()
 }

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use pipeline_runtime::{PipelineBuilder, StageBuilder, StageOptions};
+use pipeline_runtime::{PipelineBuilder, StageBuilder};
 
 use crate::images::{self, EncodedImage, ImageError, RgbImage};
 
@@ -50,7 +50,7 @@ pub struct TensorBatch {
     pub data: Vec<f32>,
 }
 
-/// The stages from a list of files to batches; finish with `.sink(..)` and build.
+/// The stages from a list of files to batches; finish with `.sink().buffer(..)` and build.
 pub fn image_stages<I>(paths: I, options: LoaderOptions) -> StageBuilder<TensorBatch>
 where
     I: IntoIterator<Item = PathBuf>,
@@ -59,31 +59,20 @@ where
     let size = options.size;
     PipelineBuilder::new()
         .source(paths)
-        .try_pipe(
-            images::read,
-            StageOptions::new()
-                .concurrency(options.read_concurrency)
-                .name("read"),
-        )
-        .try_pipe(
-            move |file: EncodedImage| -> Result<RgbImage, ImageError> {
-                images::decode(&file, size, size)
-            },
-            StageOptions::new()
-                .concurrency(options.decode_concurrency)
-                .name("decode+resize"),
-        )
-        .pipe(
-            |image: RgbImage| images::to_normalised_chw(&image),
-            StageOptions::new()
-                .concurrency(options.decode_concurrency)
-                .name("normalise"),
-        )
+        .try_pipe(images::read)
+        .concurrency(options.read_concurrency)
+        .name("read")
+        .try_pipe(move |file: EncodedImage| -> Result<RgbImage, ImageError> {
+            images::decode(&file, size, size)
+        })
+        .concurrency(options.decode_concurrency)
+        .name("decode+resize")
+        .pipe(|image: RgbImage| images::to_normalised_chw(&image))
+        .concurrency(options.decode_concurrency)
+        .name("normalise")
         .aggregate(options.batch_size)
-        .pipe(
-            move |tensors: Vec<Vec<f32>>| collate(tensors, size),
-            StageOptions::new().name("collate"),
-        )
+        .pipe(move |tensors: Vec<Vec<f32>>| collate(tensors, size))
+        .name("collate")
 }
 
 /// Concatenates per-image tensors into one batch tensor.

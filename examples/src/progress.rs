@@ -2,12 +2,12 @@
 //!
 //! ```no_run
 //! use pipeline_examples::progress::Progress;
-//! use pipeline_runtime::{PipelineBuilder, StageOptions};
+//! use pipeline_runtime::{PipelineBuilder};
 //!
 //! let mut pipeline = PipelineBuilder::new()
 //!     .source(0..1000u64)
-//!     .pipe(|x| x * 2, StageOptions::new().concurrency(4))
-//!     .sink(4)
+//!     .pipe(|x| x * 2).concurrency(4)
+//!     .sink().buffer(4)
 //!     .build()?;
 //! let mut progress = Progress::new(Some(1000), "items");
 //! while let Some(item) = pipeline.next() {

@@ -179,7 +179,8 @@ fn bad_files_fail_their_items_and_the_run_goes_on() {
         ..LoaderOptions::default()
     };
     let mut pipeline = image_stages(paths, options)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .num_threads(2)
         .max_failures(MaxFailures::Count(bad.len() as u64))
         .build()
@@ -203,7 +204,8 @@ fn more_bad_files_than_the_budget_end_the_run_with_an_error() {
     let bad = write_bad_files(dir.path(), &good[0]);
     let paths: Vec<PathBuf> = bad.iter().chain(&good).cloned().collect();
     let mut pipeline = image_stages(paths, LoaderOptions::default())
-        .sink(2)
+        .sink()
+        .buffer(2)
         .num_threads(2)
         .max_failures(MaxFailures::Count(1))
         .build()

@@ -30,13 +30,13 @@
 //! assembled at run time:
 //!
 //! ```
-//! use pipeline_runtime::{PipelineBuilder, StageOptions};
+//! use pipeline_runtime::{PipelineBuilder};
 //!
 //! let pipeline = PipelineBuilder::new()
 //!     .source(0..100u64)
-//!     .pipe(|x| x * 2, StageOptions::new().concurrency(4).name("double"))
+//!     .pipe(|x| x * 2).concurrency(4).name("double")
 //!     .aggregate(10)
-//!     .sink(4)
+//!     .sink().buffer(4)
 //!     .num_threads(2)
 //!     .build()?;
 //!
@@ -60,6 +60,7 @@ mod error;
 pub mod executor;
 mod failure;
 mod hook;
+mod launch;
 mod pipeline;
 pub mod process;
 mod queue;
@@ -107,10 +108,7 @@ pub mod __guide {
     pub mod migration {}
 }
 
-pub use builder::{
-    AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_BUFFER,
-};
+pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use error::{
     BoxError, BudgetScope, BuildError, GetError, ItemError, PipelineError, StageFailure,
     StageFailureKind,
@@ -118,6 +116,7 @@ pub use error::{
 pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
 pub use failure::MaxFailures;
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
+pub use launch::DEFAULT_QUEUE_CAPACITY;
 pub use pipeline::{Epoch, Pipeline};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.

@@ -1,9 +1,7 @@
 //! What the `pipeline!` expansion names, and nothing else. Not a public API: it may change
 //! in any release.
 
-pub use crate::builder::{
-    AggregateOptions, PipelineBuilder, StageBuilder, StageOptions, DEFAULT_SINK_BUFFER,
-};
+pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
 pub use crate::executor::process_fn::{call_process_fn, fn_type_name};
 pub use crate::executor::ProcessFn;

@@ -10,42 +10,14 @@ use futures::Stream;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
-use crate::builder::{Launch, LaunchFn, DEFAULT_QUEUE_CAPACITY};
-use crate::error::{BudgetScope, BuildError, GetError, PipelineError};
+use crate::error::{BuildError, GetError, PipelineError};
 use crate::executor::{join_all_until, ThreadPool};
-use crate::failure::{FailureScope, MaxFailures};
-use crate::hook::HookFactories;
+use crate::launch::{Launch, LaunchFn, Settings};
 use crate::queue::{Msg, Rx};
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::report;
 use crate::stats::{PipelineStats, StatsRegistry};
-
-/// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) num_threads: usize,
-    pub(crate) max_failures: MaxFailures,
-    pub(crate) queue_capacity: usize,
-    pub(crate) stop_timeout: Duration,
-    pub(crate) stats: bool,
-    pub(crate) report_interval: Option<Duration>,
-    pub(crate) hooks: HookFactories,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
-            max_failures: MaxFailures::Unlimited,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
-            stop_timeout: Duration::from_secs(1),
-            stats: true,
-            report_interval: None,
-            hooks: HookFactories::default(),
-        }
-    }
-}
 
 enum State<T> {
     Built { launch: LaunchFn<T>, buffer: usize },
@@ -124,20 +96,7 @@ impl<T: Send + 'static> Pipeline<T> {
             .num_threads(self.settings.num_threads)
             .name("pipeline-worker")
             .build()?;
-        let mut l = Launch {
-            run: self.run.clone(),
-            default_pool: default_pool.clone(),
-            runtime: None,
-            pipeline_scope: Arc::new(FailureScope::new(
-                self.settings.max_failures,
-                BudgetScope::Pipeline,
-            )),
-            stages: Vec::new(),
-            queues: Vec::new(),
-            queue_capacity: self.settings.queue_capacity,
-            stats: self.settings.stats,
-            hooks: self.settings.hooks.clone(),
-        };
+        let mut l = Launch::new(self.run.clone(), &self.settings, default_pool.clone());
         match launch(&mut l, buffer) {
             Ok(mut output) => {
                 output.set_consumer();

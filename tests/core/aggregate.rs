@@ -1,6 +1,6 @@
 //! SPDL's aggregate_test: batching, the last partial batch, custom aggregators.
 
-use pipeline_runtime::{AggregateOptions, Aggregator, BoxError, PipelineBuilder, StageOptions};
+use pipeline_runtime::{Aggregator, BoxError, PipelineBuilder};
 use pipeline_tests::collect_ok;
 
 #[test]
@@ -8,7 +8,8 @@ fn batches_with_the_partial_last_one() {
     let p = PipelineBuilder::new()
         .source(0..7)
         .aggregate(3)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
@@ -18,8 +19,10 @@ fn batches_with_the_partial_last_one() {
 fn drop_last_drops_the_partial_batch() {
     let p = PipelineBuilder::new()
         .source(0..7)
-        .aggregate_sized(3, AggregateOptions::new().drop_last(true))
-        .sink(2)
+        .aggregate(3)
+        .drop_last(true)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![vec![0, 1, 2], vec![3, 4, 5]]);
@@ -30,7 +33,8 @@ fn exact_multiple_has_no_empty_batch() {
     let p = PipelineBuilder::new()
         .source(0..6)
         .aggregate(3)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![vec![0, 1, 2], vec![3, 4, 5]]);
@@ -41,7 +45,8 @@ fn empty_source_gives_no_batch() {
     let p = PipelineBuilder::new()
         .source(std::iter::empty::<u8>())
         .aggregate(3)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert!(collect_ok(p).is_empty());
@@ -74,14 +79,12 @@ impl Aggregator<u32> for SumTo {
 fn custom_aggregator() {
     let p = PipelineBuilder::new()
         .source(1..=10u32)
-        .aggregate_with(
-            SumTo {
-                threshold: 10,
-                acc: 0,
-            },
-            AggregateOptions::new(),
-        )
-        .sink(2)
+        .aggregate_with(SumTo {
+            threshold: 10,
+            acc: 0,
+        })
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     // 1+2+3+4=10, 5+6=11, 7+8=15, 9+10=19
@@ -92,14 +95,13 @@ fn custom_aggregator() {
 fn custom_aggregator_drop_last_skips_the_final_flush() {
     let p = PipelineBuilder::new()
         .source(1..=5u32)
-        .aggregate_with(
-            SumTo {
-                threshold: 10,
-                acc: 0,
-            },
-            AggregateOptions::new().drop_last(true),
-        )
-        .sink(2)
+        .aggregate_with(SumTo {
+            threshold: 10,
+            acc: 0,
+        })
+        .drop_last(true)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![10]);
@@ -109,13 +111,12 @@ fn custom_aggregator_drop_last_skips_the_final_flush() {
 fn aggregate_after_a_concurrent_stage_loses_nothing() {
     let p = PipelineBuilder::new()
         .source(0..1000u32)
-        .pipe(|x| x, StageOptions::new().concurrency(4))
+        .pipe(|x| x)
+        .concurrency(4)
         .aggregate(32)
-        .pipe(
-            |b: Vec<u32>| (b.len(), b.iter().sum::<u32>()),
-            StageOptions::new(),
-        )
-        .sink(2)
+        .pipe(|b: Vec<u32>| (b.len(), b.iter().sum::<u32>()))
+        .sink()
+        .buffer(2)
         .num_threads(2)
         .build()
         .unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageOptions};
+use pipeline_runtime::PipelineBuilder;
 use pipeline_tests::CountingSource;
 
 fn settle(src: &CountingSource) -> usize {
@@ -16,10 +16,11 @@ fn pulled(concurrencies: &[usize], queue_capacity: usize, sink: usize) -> usize 
     let src = CountingSource::new();
     let mut b = PipelineBuilder::new().source(src.clone());
     for &c in concurrencies {
-        b = b.pipe(|x| x, StageOptions::new().concurrency(c));
+        b = b.pipe(|x| x).concurrency(c);
     }
     let mut p = b
-        .sink(sink)
+        .sink()
+        .buffer(sink)
         .queue_capacity(queue_capacity)
         .num_threads(4)
         .build()
@@ -82,9 +83,13 @@ fn per_stage_buffer_overrides_the_queue_capacity() {
     let src = CountingSource::new();
     let mut p = PipelineBuilder::new()
         .source(src.clone())
-        .pipe(|x| x, StageOptions::new().buffer(5))
-        .pipe(|x| x, StageOptions::new().concurrency(2).buffer(1))
-        .sink(2)
+        .pipe(|x| x)
+        .buffer(5)
+        .pipe(|x| x)
+        .concurrency(2)
+        .buffer(1)
+        .sink()
+        .buffer(2)
         .queue_capacity(50)
         .build()
         .unwrap();
@@ -100,7 +105,8 @@ fn aggregate_holds_one_batch_and_its_queue() {
     let mut p = PipelineBuilder::new()
         .source(src.clone())
         .aggregate(4)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .queue_capacity(3)
         .build()
         .unwrap();
@@ -114,8 +120,9 @@ fn reading_releases_backpressure_one_item_at_a_time() {
     let src = CountingSource::new();
     let mut p = PipelineBuilder::new()
         .source(src.clone())
-        .pipe(|x| x, StageOptions::new())
-        .sink(2)
+        .pipe(|x| x)
+        .sink()
+        .buffer(2)
         .queue_capacity(2)
         .build()
         .unwrap();

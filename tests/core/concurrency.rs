@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::{Executor, PipelineBuilder, StageOptions, ThreadPool};
+use pipeline_runtime::{Executor, PipelineBuilder, ThreadPool};
 use pipeline_tests::{collect_ok, InFlight};
 
 fn run_sync(concurrency: usize, threads: usize) -> usize {
@@ -12,14 +12,13 @@ fn run_sync(concurrency: usize, threads: usize) -> usize {
     let t = tracker.clone();
     let p = PipelineBuilder::new()
         .source(0..(concurrency * 6) as u32)
-        .pipe(
-            move |x| {
-                t.track(|| std::thread::sleep(Duration::from_millis(30)));
-                x
-            },
-            StageOptions::new().concurrency(concurrency),
-        )
-        .sink(64)
+        .pipe(move |x| {
+            t.track(|| std::thread::sleep(Duration::from_millis(30)));
+            x
+        })
+        .concurrency(concurrency)
+        .sink()
+        .buffer(64)
         .num_threads(threads)
         .build()
         .unwrap();
@@ -50,19 +49,18 @@ fn async_stage_reaches_its_concurrency() {
     let t = tracker.clone();
     let p = PipelineBuilder::new()
         .source(0..64u32)
-        .pipe_async(
-            move |x| {
-                let t = t.clone();
-                async move {
-                    t.enter();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    t.exit();
-                    x
-                }
-            },
-            StageOptions::new().concurrency(16),
-        )
-        .sink(64)
+        .async_pipe(move |x| {
+            let t = t.clone();
+            async move {
+                t.enter();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                t.exit();
+                x
+            }
+        })
+        .concurrency(16)
+        .sink()
+        .buffer(64)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p).len(), 64);
@@ -83,19 +81,19 @@ fn dedicated_thread_runs_every_call_on_one_thread_with_its_state() {
         .unwrap();
     let p = PipelineBuilder::new()
         .source(0..50u32)
-        .pipe(
-            |x| {
-                let name = std::thread::current().name().map(str::to_owned);
-                (
-                    x,
-                    std::thread::current().id(),
-                    name,
-                    STATE.with(|s| s.get()),
-                )
-            },
-            StageOptions::new().concurrency(4).executor(&pool),
-        )
-        .sink(8)
+        .pipe(|x| {
+            let name = std::thread::current().name().map(str::to_owned);
+            (
+                x,
+                std::thread::current().id(),
+                name,
+                STATE.with(|s| s.get()),
+            )
+        })
+        .concurrency(4)
+        .executor(&pool)
+        .sink()
+        .buffer(8)
         .num_threads(2)
         .build()
         .unwrap();
@@ -127,15 +125,14 @@ fn one_pool_serves_several_stages_and_pipelines() {
     let build = || {
         PipelineBuilder::new()
             .source(0..100u32)
-            .pipe(
-                record(names.clone()),
-                StageOptions::new().concurrency(2).executor(&pool),
-            )
-            .pipe(
-                record(names.clone()),
-                StageOptions::new().concurrency(2).executor(&pool),
-            )
-            .sink(4)
+            .pipe(record(names.clone()))
+            .concurrency(2)
+            .executor(&pool)
+            .pipe(record(names.clone()))
+            .concurrency(2)
+            .executor(&pool)
+            .sink()
+            .buffer(4)
             .num_threads(1)
             .build()
             .unwrap()
@@ -155,9 +152,15 @@ fn small_pool_runs_a_long_chain_without_deadlock() {
     // Lanes waiting on queues give their thread back, so one thread serves ten stages.
     let mut b = PipelineBuilder::new().source(0..1000u32);
     for _ in 0..10 {
-        b = b.pipe(|x| x + 1, StageOptions::new().concurrency(3));
+        b = b.pipe(|x| x + 1).concurrency(3);
     }
-    let p = b.sink(2).num_threads(1).queue_capacity(2).build().unwrap();
+    let p = b
+        .sink()
+        .buffer(2)
+        .num_threads(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
     let out = collect_ok(p);
     assert_eq!(
         out.iter().map(|&x| u64::from(x)).sum::<u64>(),
@@ -175,18 +178,16 @@ fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
     );
     let p = PipelineBuilder::new()
         .source(0..20u64)
-        .pipe(
-            |x| {
-                use pipeline_runtime::rayon::prelude::*;
-                let inside = pipeline_runtime::rayon::current_thread_index().is_some();
-                let s: u64 = (0..1000u64).into_par_iter().map(|i| i * x).sum();
-                (inside, s)
-            },
-            StageOptions::new()
-                .concurrency(2)
-                .executor(Executor::Rayon(pool)),
-        )
-        .sink(4)
+        .pipe(|x| {
+            use pipeline_runtime::rayon::prelude::*;
+            let inside = pipeline_runtime::rayon::current_thread_index().is_some();
+            let s: u64 = (0..1000u64).into_par_iter().map(|i| i * x).sum();
+            (inside, s)
+        })
+        .concurrency(2)
+        .executor(Executor::Rayon(pool))
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     let out = collect_ok(p);

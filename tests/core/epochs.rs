@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{AggregateOptions, Order, PipelineBuilder, StageOptions};
+use pipeline_runtime::{Order, PipelineBuilder};
 
 #[test]
 fn each_epoch_yields_the_whole_source() {
     let mut p = PipelineBuilder::new()
         .continuous_source(vec![0, 10, 20])
-        .pipe(|x| x + 1, StageOptions::new())
-        .sink(2)
+        .pipe(|x| x + 1)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     for _ in 0..3 {
@@ -25,7 +26,8 @@ fn no_batch_spans_two_epochs() {
     let mut p = PipelineBuilder::new()
         .continuous_source(0..7)
         .aggregate(3)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     for _ in 0..4 {
@@ -38,8 +40,10 @@ fn no_batch_spans_two_epochs() {
 fn drop_last_discards_each_epochs_partial_batch() {
     let mut p = PipelineBuilder::new()
         .continuous_source(0..7)
-        .aggregate_sized(3, AggregateOptions::new().drop_last(true))
-        .sink(2)
+        .aggregate(3)
+        .drop_last(true)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     for _ in 0..3 {
@@ -53,21 +57,18 @@ fn a_concurrent_stage_keeps_items_within_their_epoch() {
     // Items take different times; the boundary must wait for every item of its epoch.
     let mut p = PipelineBuilder::new()
         .continuous_source(0..24u64)
-        .pipe(
-            |x| {
-                std::thread::sleep(Duration::from_millis((24 - x) % 5));
-                x
-            },
-            StageOptions::new().concurrency(6),
-        )
-        .pipe_async(
-            |x| async move {
-                tokio::time::sleep(Duration::from_millis(x % 3)).await;
-                x
-            },
-            StageOptions::new().concurrency(4),
-        )
-        .sink(4)
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_millis((24 - x) % 5));
+            x
+        })
+        .concurrency(6)
+        .async_pipe(|x| async move {
+            tokio::time::sleep(Duration::from_millis(x % 3)).await;
+            x
+        })
+        .concurrency(4)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .build()
         .unwrap();
@@ -82,14 +83,14 @@ fn a_concurrent_stage_keeps_items_within_their_epoch() {
 fn input_order_holds_across_epochs() {
     let mut p = PipelineBuilder::new()
         .continuous_source(0..30u64)
-        .pipe(
-            |x| {
-                std::thread::sleep(Duration::from_millis((30 - x) % 4));
-                x
-            },
-            StageOptions::new().concurrency(4).order(Order::Input),
-        )
-        .sink(4)
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_millis((30 - x) % 4));
+            x
+        })
+        .concurrency(4)
+        .order(Order::Input)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .build()
         .unwrap();
@@ -103,7 +104,8 @@ fn input_order_holds_across_epochs() {
 fn breaking_out_of_an_epoch_resumes_where_it_left_off() {
     let mut p = PipelineBuilder::new()
         .continuous_source(0..10)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let first: Vec<i32> = p.epoch().take(4).map(Result::unwrap).collect();
@@ -116,7 +118,12 @@ fn breaking_out_of_an_epoch_resumes_where_it_left_off() {
 
 #[test]
 fn a_one_pass_pipeline_is_a_single_epoch() {
-    let mut p = PipelineBuilder::new().source(0..5).sink(2).build().unwrap();
+    let mut p = PipelineBuilder::new()
+        .source(0..5)
+        .sink()
+        .buffer(2)
+        .build()
+        .unwrap();
     assert_eq!(
         p.epoch().map(Result::unwrap).collect::<Vec<_>>(),
         vec![0, 1, 2, 3, 4]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pipeline_runtime::rayon::prelude::*;
 use pipeline_runtime::{
-    pipeline, Executor, MaxFailures, PipelineBuilder, StageFailureKind, StageOptions, ThreadPool,
+    pipeline, Executor, MaxFailures, PipelineBuilder, StageFailureKind, ThreadPool,
 };
 use pipeline_tests::collect_ok;
 
@@ -46,11 +46,11 @@ fn k_calls_at_once(executor: Executor, k: usize) -> Vec<bool> {
     let rdv = Rendezvous::new(k);
     let p = PipelineBuilder::new()
         .source(0..k as u32)
-        .pipe(
-            move |_| rdv.arrive(),
-            StageOptions::new().concurrency(k).executor(executor),
-        )
-        .sink(k)
+        .pipe(move |_| rdv.arrive())
+        .concurrency(k)
+        .executor(executor)
+        .sink()
+        .buffer(k)
         .num_threads(1)
         .build()
         .unwrap();
@@ -80,8 +80,10 @@ fn the_default_pool_of_k_threads_runs_k_calls_at_once() {
     let rdv = Rendezvous::new(4);
     let p = PipelineBuilder::new()
         .source(0..4u32)
-        .pipe(move |_| rdv.arrive(), StageOptions::new().concurrency(4))
-        .sink(4)
+        .pipe(move |_| rdv.arrive())
+        .concurrency(4)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .build()
         .unwrap();
@@ -102,16 +104,16 @@ fn thread_local_state_persists_across_calls_on_a_dedicated_thread() {
         .unwrap();
     let p = PipelineBuilder::new()
         .source(0..40u32)
-        .pipe(
-            |_| {
-                CALLS.with(|c| {
-                    c.set(c.get() + 1);
-                    c.get()
-                })
-            },
-            StageOptions::new().concurrency(4).executor(&pool),
-        )
-        .sink(4)
+        .pipe(|_| {
+            CALLS.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            })
+        })
+        .concurrency(4)
+        .executor(&pool)
+        .sink()
+        .buffer(4)
         .num_threads(2)
         .build()
         .unwrap();
@@ -135,21 +137,21 @@ fn faults_on(executor: Executor) -> (Vec<u32>, Vec<String>, HashSet<String>) {
     let n = names.clone();
     let p = PipelineBuilder::new()
         .source(0..10u32)
-        .try_pipe(
-            move |x| {
-                n.lock()
-                    .unwrap()
-                    .insert(format!("{:?}", std::thread::current().id()));
-                let x = panics_on_seven(x);
-                if x == 9 {
-                    Err("nine failed".to_owned())
-                } else {
-                    Ok(x)
-                }
-            },
-            StageOptions::new().executor(executor).name("faulty"),
-        )
-        .sink(16)
+        .try_pipe(move |x| {
+            n.lock()
+                .unwrap()
+                .insert(format!("{:?}", std::thread::current().id()));
+            let x = panics_on_seven(x);
+            if x == 9 {
+                Err("nine failed".to_owned())
+            } else {
+                Ok(x)
+            }
+        })
+        .executor(executor)
+        .name("faulty")
+        .sink()
+        .buffer(16)
         .max_failures(MaxFailures::Count(1))
         .build()
         .unwrap();

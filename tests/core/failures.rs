@@ -2,8 +2,8 @@
 //! aggregator failures. The consumer always gets the items produced before a failure.
 
 use pipeline_runtime::{
-    AggregateOptions, Aggregator, BoxError, BudgetScope, MaxFailures, PipelineBuilder,
-    PipelineError, StageFailureKind, StageOptions,
+    Aggregator, BoxError, BudgetScope, MaxFailures, PipelineBuilder, PipelineError,
+    StageFailureKind,
 };
 
 /// Reads everything: the items, then the error if the pipeline failed.
@@ -34,8 +34,9 @@ fn fail_odd(x: u32) -> Result<u32, String> {
 fn count_budget_trips_on_the_failure_after_the_threshold() {
     let p = PipelineBuilder::new()
         .source(0..100u32)
-        .try_pipe(fail_odd, StageOptions::new())
-        .sink(2)
+        .try_pipe(fail_odd)
+        .sink()
+        .buffer(2)
         .max_failures(MaxFailures::Count(5))
         .build()
         .unwrap();
@@ -74,8 +75,9 @@ fn count_budget_trips_on_the_failure_after_the_threshold() {
 fn count_zero_allows_no_failure() {
     let p = PipelineBuilder::new()
         .source(0..10u32)
-        .try_pipe(fail_odd, StageOptions::new())
-        .sink(2)
+        .try_pipe(fail_odd)
+        .sink()
+        .buffer(2)
         .max_failures(MaxFailures::Count(0))
         .build()
         .unwrap();
@@ -88,8 +90,10 @@ fn count_zero_allows_no_failure() {
 fn unlimited_budget_drops_failed_items_and_goes_on() {
     let mut p = PipelineBuilder::new()
         .source(0..100u32)
-        .try_pipe(fail_odd, StageOptions::new().concurrency(3))
-        .sink(2)
+        .try_pipe(fail_odd)
+        .concurrency(3)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let mut items: Vec<u32> = p.by_ref().map(|r| r.unwrap()).collect();
@@ -104,15 +108,12 @@ fn pipeline_budget_is_shared_by_stages_without_their_own() {
     // SPDL: max_failures=5 tripped on the 6th failure summed across two stages.
     let p = PipelineBuilder::new()
         .source(0..100u32)
-        .try_pipe(
-            |x| if x % 4 == 1 { Err("a") } else { Ok(x) },
-            StageOptions::new().name("a"),
-        )
-        .try_pipe(
-            |x| if x % 4 == 2 { Err("b") } else { Ok(x) },
-            StageOptions::new().name("b"),
-        )
-        .sink(1)
+        .try_pipe(|x| if x % 4 == 1 { Err("a") } else { Ok(x) })
+        .name("a")
+        .try_pipe(|x| if x % 4 == 2 { Err("b") } else { Ok(x) })
+        .name("b")
+        .sink()
+        .buffer(1)
         .queue_capacity(1)
         .max_failures(MaxFailures::Count(5))
         .build()
@@ -134,17 +135,13 @@ fn stage_budget_counts_only_that_stage() {
     // touched by them, and the lenient stage's 20 failures do not trip `strict`.
     let p = PipelineBuilder::new()
         .source(0..200u32)
-        .try_pipe(
-            |x| if x % 10 == 0 { Err("lenient") } else { Ok(x) },
-            StageOptions::new().name("lenient"),
-        )
-        .try_pipe(
-            |x| if x % 50 == 1 { Err("strict") } else { Ok(x) },
-            StageOptions::new()
-                .name("strict")
-                .max_failures(MaxFailures::Count(2)),
-        )
-        .sink(1)
+        .try_pipe(|x| if x % 10 == 0 { Err("lenient") } else { Ok(x) })
+        .name("lenient")
+        .try_pipe(|x| if x % 50 == 1 { Err("strict") } else { Ok(x) })
+        .name("strict")
+        .max_failures(MaxFailures::Count(2))
+        .sink()
+        .buffer(1)
         .max_failures(MaxFailures::Count(100))
         .build()
         .unwrap();
@@ -171,11 +168,10 @@ fn stage_budget_counts_only_that_stage() {
 fn stage_budget_tolerates_what_the_pipeline_budget_would_not() {
     let p = PipelineBuilder::new()
         .source(0..100u32)
-        .try_pipe(
-            fail_odd,
-            StageOptions::new().max_failures(MaxFailures::Unlimited),
-        )
-        .sink(1)
+        .try_pipe(fail_odd)
+        .max_failures(MaxFailures::Unlimited)
+        .sink()
+        .buffer(1)
         .max_failures(MaxFailures::Count(0))
         .build()
         .unwrap();
@@ -189,11 +185,9 @@ fn rate_budget_waits_for_its_probation_then_trips() {
     // SPDL: 25% failures against a rate of 1/5 tripped at 100 invocations.
     let p = PipelineBuilder::new()
         .source(0..1000u32)
-        .try_pipe(
-            |x| if x % 4 == 0 { Err("quarter") } else { Ok(x) },
-            StageOptions::new(),
-        )
-        .sink(1)
+        .try_pipe(|x| if x % 4 == 0 { Err("quarter") } else { Ok(x) })
+        .sink()
+        .buffer(1)
         .max_failures(MaxFailures::rate(0.2))
         .build()
         .unwrap();
@@ -216,11 +210,10 @@ fn rate_budget_waits_for_its_probation_then_trips() {
 fn rate_budget_under_the_rate_never_trips() {
     let p = PipelineBuilder::new()
         .source(0..1000u32)
-        .try_pipe(
-            |x| if x % 10 == 0 { Err("tenth") } else { Ok(x) },
-            StageOptions::new().concurrency(4),
-        )
-        .sink(1)
+        .try_pipe(|x| if x % 10 == 0 { Err("tenth") } else { Ok(x) })
+        .concurrency(4)
+        .sink()
+        .buffer(1)
         .max_failures(MaxFailures::Rate {
             rate: 0.2,
             min_invocations: 10,
@@ -236,16 +229,15 @@ fn rate_budget_under_the_rate_never_trips() {
 fn a_panic_fails_the_item_with_its_message() {
     let p = PipelineBuilder::new()
         .source(0..10u32)
-        .pipe(
-            |x| {
-                if x == 3 {
-                    panic!("bad item {x}");
-                }
-                x
-            },
-            StageOptions::new().name("panicky"),
-        )
-        .sink(2)
+        .pipe(|x| {
+            if x == 3 {
+                panic!("bad item {x}");
+            }
+            x
+        })
+        .name("panicky")
+        .sink()
+        .buffer(2)
         .max_failures(MaxFailures::Count(0))
         .build()
         .unwrap();
@@ -266,17 +258,16 @@ fn a_panic_fails_the_item_with_its_message() {
 fn async_panic_and_error_fail_items() {
     let mut p = PipelineBuilder::new()
         .source(0..10u32)
-        .try_pipe_async(
-            |x| async move {
-                match x {
-                    2 => panic!("async boom"),
-                    5 => Err("five"),
-                    _ => Ok(x),
-                }
-            },
-            StageOptions::new().concurrency(2),
-        )
-        .sink(2)
+        .async_try_pipe(|x| async move {
+            match x {
+                2 => panic!("async boom"),
+                5 => Err("five"),
+                _ => Ok(x),
+            }
+        })
+        .concurrency(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let mut items: Vec<u32> = p.by_ref().map(Result::unwrap).collect();
@@ -293,8 +284,9 @@ fn source_error_after_items_delivers_them_then_fails() {
         .chain((10..20).map(Ok));
     let p = PipelineBuilder::new()
         .try_source(source)
-        .pipe(|x| x, StageOptions::new())
-        .sink(2)
+        .pipe(|x| x)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let (items, error) = drain(p);
@@ -313,7 +305,8 @@ fn source_panic_delivers_earlier_items_then_fails() {
     });
     let p = PipelineBuilder::new()
         .source(source)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let (items, error) = drain(p);
@@ -345,11 +338,10 @@ impl Aggregator<u32> for FailingAggregator {
 fn aggregator_failure_ends_the_pipeline_with_its_name() {
     let p = PipelineBuilder::new()
         .source(0..20u32)
-        .aggregate_with(
-            FailingAggregator { seen: 0 },
-            AggregateOptions::new().name("packer"),
-        )
-        .sink(2)
+        .aggregate_with(FailingAggregator { seen: 0 })
+        .name("packer")
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let (items, error) = drain(p);
@@ -367,8 +359,9 @@ fn aggregator_failure_ends_the_pipeline_with_its_name() {
 fn stop_reports_an_unread_failure() {
     let mut p = PipelineBuilder::new()
         .source(0..10u32)
-        .try_pipe(fail_odd, StageOptions::new())
-        .sink(16)
+        .try_pipe(fail_odd)
+        .sink()
+        .buffer(16)
         .max_failures(MaxFailures::Count(0))
         .build()
         .unwrap();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageInfo, StageOptions, TaskHook, TaskOutcome};
+use pipeline_runtime::{PipelineBuilder, StageInfo, TaskHook, TaskOutcome};
 
 #[derive(Default, Debug, Clone)]
 struct Seen {
@@ -78,13 +78,15 @@ fn hooks_see_every_task_including_failed_and_panicked_ones() {
         let rec = Recorder::default();
         let mut p = PipelineBuilder::new()
             .source(0..1_000u64)
-            .try_pipe(check, StageOptions::new().concurrency(8).name("check"))
-            .pipe_async(
-                |x: u64| async move { x },
-                StageOptions::new().concurrency(4).name("async_id"),
-            )
+            .try_pipe(check)
+            .concurrency(8)
+            .name("check")
+            .async_pipe(|x: u64| async move { x })
+            .concurrency(4)
+            .name("async_id")
             .aggregate(10)
-            .sink(4)
+            .sink()
+            .buffer(4)
             .num_threads(4)
             .stats(stats)
             .task_hook(rec.clone())
@@ -135,14 +137,13 @@ fn hooks_time_tasks_with_statistics_off() {
     let rec = Recorder::default();
     let p = PipelineBuilder::new()
         .source(0..3u64)
-        .pipe(
-            |x: u64| {
-                std::thread::sleep(Duration::from_millis(5));
-                x
-            },
-            StageOptions::new().name("sleep"),
-        )
-        .sink(1)
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(5));
+            x
+        })
+        .name("sleep")
+        .sink()
+        .buffer(1)
         .stats(false)
         .task_hook(rec.clone())
         .build()
@@ -156,8 +157,11 @@ fn stage_end_is_seen_when_the_pipeline_is_stopped_early() {
     let rec = Recorder::default();
     let mut p = PipelineBuilder::new()
         .source(0..)
-        .pipe(|x: u64| x, StageOptions::new().concurrency(2).name("id"))
-        .sink(1)
+        .pipe(|x: u64| x)
+        .concurrency(2)
+        .name("id")
+        .sink()
+        .buffer(1)
         .task_hook(rec.clone())
         .build()
         .unwrap();
@@ -182,9 +186,12 @@ fn a_factory_chooses_hooks_per_stage() {
     let for_factory = rec.clone();
     let p = PipelineBuilder::new()
         .source(0..10u64)
-        .pipe(|x: u64| x, StageOptions::new().name("watched"))
-        .pipe(|x: u64| x, StageOptions::new().name("ignored"))
-        .sink(1)
+        .pipe(|x: u64| x)
+        .name("watched")
+        .pipe(|x: u64| x)
+        .name("ignored")
+        .sink()
+        .buffer(1)
         .hook_factory(move |stage: &StageInfo| -> Vec<Arc<dyn TaskHook>> {
             if stage.name == "watched" {
                 assert_eq!(stage.index, 1);
@@ -216,8 +223,10 @@ impl TaskHook for Panics {
 fn a_panicking_hook_does_not_fail_items_or_stages() {
     let mut p = PipelineBuilder::new()
         .source(0..50u64)
-        .pipe(|x: u64| x, StageOptions::new().concurrency(2))
-        .sink(2)
+        .pipe(|x: u64| x)
+        .concurrency(2)
+        .sink()
+        .buffer(2)
         .task_hook(Panics)
         .build()
         .unwrap();

@@ -2,12 +2,17 @@
 
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{GetError, PipelineBuilder, StageOptions};
+use pipeline_runtime::{GetError, PipelineBuilder};
 use pipeline_tests::CountingSource;
 
 #[test]
 fn starting_twice_is_an_error() {
-    let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
+    let mut p = PipelineBuilder::new()
+        .source(0..3)
+        .sink()
+        .buffer(1)
+        .build()
+        .unwrap();
     p.start().unwrap();
     assert!(p
         .start()
@@ -18,7 +23,12 @@ fn starting_twice_is_an_error() {
 
 #[test]
 fn reading_starts_the_pipeline() {
-    let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
+    let mut p = PipelineBuilder::new()
+        .source(0..3)
+        .sink()
+        .buffer(1)
+        .build()
+        .unwrap();
     assert_eq!(p.next().unwrap().unwrap(), 0);
 }
 
@@ -27,8 +37,9 @@ fn stop_is_idempotent_and_buffered_items_stay_readable() {
     // SPDL's TestPipelineCancel: sink 1, read 5, stop, one more item readable, then the end.
     let mut p = PipelineBuilder::new()
         .source(CountingSource::new())
-        .pipe(|x| x, StageOptions::new())
-        .sink(1)
+        .pipe(|x| x)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     for i in 0..5 {
@@ -45,14 +56,12 @@ fn stop_is_idempotent_and_buffered_items_stay_readable() {
 fn get_timeout_times_out_then_succeeds() {
     let mut p = PipelineBuilder::new()
         .source(0..2u32)
-        .pipe(
-            |x| {
-                std::thread::sleep(Duration::from_millis(300));
-                x
-            },
-            StageOptions::new(),
-        )
-        .sink(1)
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_millis(300));
+            x
+        })
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     assert!(matches!(
@@ -68,8 +77,9 @@ fn get_timeout_times_out_then_succeeds() {
 fn breaking_out_and_iterating_again_loses_nothing() {
     let mut p = PipelineBuilder::new()
         .source(0..10)
-        .pipe(|x| x, StageOptions::new())
-        .sink(2)
+        .pipe(|x| x)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let first: Vec<i32> = p.by_ref().take(4).map(Result::unwrap).collect();
@@ -82,9 +92,12 @@ fn breaking_out_and_iterating_again_loses_nothing() {
 fn stop_while_stages_are_blocked_returns_promptly() {
     let mut p = PipelineBuilder::new()
         .source(CountingSource::new())
-        .pipe(|x| x, StageOptions::new().concurrency(4))
-        .pipe_async(|x| async move { x }, StageOptions::new().concurrency(4))
-        .sink(1)
+        .pipe(|x| x)
+        .concurrency(4)
+        .async_pipe(|x| async move { x })
+        .concurrency(4)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     p.start().unwrap();
@@ -102,8 +115,10 @@ fn stop_while_stages_are_blocked_returns_promptly() {
 fn an_empty_source_ends_at_once() {
     let mut p = PipelineBuilder::new()
         .source(std::iter::empty::<u8>())
-        .pipe(|x| x, StageOptions::new().concurrency(3))
-        .sink(1)
+        .pipe(|x| x)
+        .concurrency(3)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     assert!(p.next().is_none());
@@ -116,8 +131,9 @@ fn a_slow_source_does_not_stall_other_stages() {
     let (tx, rx) = std::sync::mpsc::channel::<u32>();
     let mut p = PipelineBuilder::new()
         .source(rx)
-        .pipe(|x| x * 2, StageOptions::new())
-        .sink(1)
+        .pipe(|x| x * 2)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     tx.send(1).unwrap();
@@ -130,7 +146,12 @@ fn a_slow_source_does_not_stall_other_stages() {
 
 #[test]
 fn stopping_before_starting_leaves_a_finished_pipeline() {
-    let mut p = PipelineBuilder::new().source(0..3).sink(1).build().unwrap();
+    let mut p = PipelineBuilder::new()
+        .source(0..3)
+        .sink()
+        .buffer(1)
+        .build()
+        .unwrap();
     p.stop().unwrap();
     assert!(p.next().is_none());
     assert!(p.start().is_err());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{Order, PipelineBuilder, StageOptions};
+use pipeline_runtime::{Order, PipelineBuilder};
 use pipeline_tests::collect_ok;
 
 /// Item 0 is the slowest by far, so in completion order it cannot come first.
@@ -19,8 +19,10 @@ fn slow_first(x: u32) -> u32 {
 fn completion_order_passes_fast_items_first() {
     let p = PipelineBuilder::new()
         .source(0..12u32)
-        .pipe(slow_first, StageOptions::new().concurrency(4))
-        .sink(16)
+        .pipe(slow_first)
+        .concurrency(4)
+        .sink()
+        .buffer(16)
         .num_threads(4)
         .build()
         .unwrap();
@@ -35,11 +37,11 @@ fn completion_order_passes_fast_items_first() {
 fn input_order_keeps_source_order() {
     let p = PipelineBuilder::new()
         .source(0..40u32)
-        .pipe(
-            slow_first,
-            StageOptions::new().concurrency(4).order(Order::Input),
-        )
-        .sink(4)
+        .pipe(slow_first)
+        .concurrency(4)
+        .order(Order::Input)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .build()
         .unwrap();
@@ -50,18 +52,17 @@ fn input_order_keeps_source_order() {
 fn input_order_skips_dropped_and_failed_items_without_gaps() {
     let p = PipelineBuilder::new()
         .source(0..60u32)
-        .pipe_opt(
-            |x| {
-                std::thread::sleep(Duration::from_millis(u64::from((60 - x) % 4)));
-                (x % 3 != 0).then_some(x)
-            },
-            StageOptions::new().concurrency(5).order(Order::Input),
-        )
-        .try_pipe(
-            |x| if x % 5 == 0 { Err("five") } else { Ok(x) },
-            StageOptions::new().concurrency(3).order(Order::Input),
-        )
-        .sink(4)
+        .opt_pipe(|x| {
+            std::thread::sleep(Duration::from_millis(u64::from((60 - x) % 4)));
+            (x % 3 != 0).then_some(x)
+        })
+        .concurrency(5)
+        .order(Order::Input)
+        .try_pipe(|x| if x % 5 == 0 { Err("five") } else { Ok(x) })
+        .concurrency(3)
+        .order(Order::Input)
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .build()
         .unwrap();
@@ -73,14 +74,14 @@ fn input_order_skips_dropped_and_failed_items_without_gaps() {
 fn input_order_for_async_stages() {
     let p = PipelineBuilder::new()
         .source(0..50u64)
-        .pipe_async(
-            |x| async move {
-                tokio::time::sleep(Duration::from_millis((50 - x) % 7)).await;
-                x
-            },
-            StageOptions::new().concurrency(8).order(Order::Input),
-        )
-        .sink(4)
+        .async_pipe(|x| async move {
+            tokio::time::sleep(Duration::from_millis((50 - x) % 7)).await;
+            x
+        })
+        .concurrency(8)
+        .order(Order::Input)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), (0..50).collect::<Vec<_>>());
@@ -90,9 +91,10 @@ fn input_order_for_async_stages() {
 fn concurrency_one_keeps_order_in_completion_mode() {
     let p = PipelineBuilder::new()
         .source(0..100u32)
-        .pipe(|x| x, StageOptions::new())
-        .pipe(|x| x, StageOptions::new())
-        .sink(3)
+        .pipe(|x| x)
+        .pipe(|x| x)
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), (0..100).collect::<Vec<_>>());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageKind, StageOptions};
+use pipeline_runtime::{PipelineBuilder, StageKind};
 use pipeline_tests::collect_ok;
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -14,7 +14,8 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 fn source_straight_to_sink() {
     let p = PipelineBuilder::new()
         .source(0..10)
-        .sink(3)
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), (0..10).collect::<Vec<_>>());
@@ -24,8 +25,10 @@ fn source_straight_to_sink() {
 fn sync_pipe_maps_every_item() {
     let p = PipelineBuilder::new()
         .source(0..100u32)
-        .pipe(|x| x * 3, StageOptions::new().concurrency(4))
-        .sink(3)
+        .pipe(|x| x * 3)
+        .concurrency(4)
+        .sink()
+        .buffer(3)
         .num_threads(2)
         .build()
         .unwrap();
@@ -39,8 +42,9 @@ fn sync_pipe_maps_every_item() {
 fn optional_stage_drops_none() {
     let p = PipelineBuilder::new()
         .source(0..20u32)
-        .pipe_opt(|x| (x % 2 == 0).then_some(x), StageOptions::new())
-        .sink(3)
+        .opt_pipe(|x| (x % 2 == 0).then_some(x))
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), (0..20).step_by(2).collect::<Vec<_>>());
@@ -50,11 +54,10 @@ fn optional_stage_drops_none() {
 fn fallible_stage_drops_err_items() {
     let mut p = PipelineBuilder::new()
         .source(0..10u32)
-        .try_pipe(
-            |x| if x == 3 { Err("three") } else { Ok(x) },
-            StageOptions::new().name("no_three"),
-        )
-        .sink(3)
+        .try_pipe(|x| if x == 3 { Err("three") } else { Ok(x) })
+        .name("no_three")
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     let out: Vec<u32> = p.by_ref().map(Result::unwrap).collect();
@@ -68,8 +71,9 @@ fn fallible_stage_drops_err_items() {
 fn one_to_many_stage_flattens() {
     let p = PipelineBuilder::new()
         .source(0..4u32)
-        .pipe_iter(|x| (0..x).map(move |i| (x, i)), StageOptions::new())
-        .sink(3)
+        .flat_pipe(|x| (0..x).map(move |i| (x, i)))
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(
@@ -83,19 +87,17 @@ fn one_to_many_failing_midway_keeps_earlier_outputs() {
     // SPDL keeps what a generator yielded before it raised: [(0,0),(0,1),(1,0),(2,0),(2,1)].
     let p = PipelineBuilder::new()
         .source(0..3u32)
-        .try_pipe_iter(
-            |x| {
-                (0..2u32).map(move |i| {
-                    if x == 1 && i == 1 {
-                        Err("boom")
-                    } else {
-                        Ok((x, i))
-                    }
-                })
-            },
-            StageOptions::new(),
-        )
-        .sink(3)
+        .try_flat_pipe(|x| {
+            (0..2u32).map(move |i| {
+                if x == 1 && i == 1 {
+                    Err("boom")
+                } else {
+                    Ok((x, i))
+                }
+            })
+        })
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]);
@@ -108,29 +110,27 @@ fn generator_streams() {
     let seen_rx = std::sync::Arc::new(std::sync::Mutex::new(seen_rx));
     let mut p = PipelineBuilder::new()
         .source(std::iter::once(0u32))
-        .pipe_iter(
-            move |_| {
-                let rx = seen_rx.clone();
-                let mut step = 0;
-                std::iter::from_fn(move || {
-                    step += 1;
-                    match step {
-                        1 => Some(1u32),
-                        2 => {
-                            let ok = rx
-                                .lock()
-                                .unwrap()
-                                .recv_timeout(Duration::from_secs(5))
-                                .is_ok();
-                            Some(if ok { 2 } else { 0 })
-                        }
-                        _ => None,
+        .flat_pipe(move |_| {
+            let rx = seen_rx.clone();
+            let mut step = 0;
+            std::iter::from_fn(move || {
+                step += 1;
+                match step {
+                    1 => Some(1u32),
+                    2 => {
+                        let ok = rx
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(Duration::from_secs(5))
+                            .is_ok();
+                        Some(if ok { 2 } else { 0 })
                     }
-                })
-            },
-            StageOptions::new(),
-        )
-        .sink(1)
+                    _ => None,
+                }
+            })
+        })
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     assert_eq!(p.get_timeout(Some(Duration::from_secs(2))).unwrap(), 1);
@@ -143,29 +143,22 @@ fn generator_streams() {
 fn async_stages_of_every_shape() {
     let p = PipelineBuilder::new()
         .source(0..10u64)
-        .pipe_async(
-            |x| async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                x + 1
-            },
-            StageOptions::new().concurrency(4),
-        )
-        .pipe_opt_async(
-            |x| async move { (x % 2 == 0).then_some(x) },
-            StageOptions::new(),
-        )
-        .try_pipe_async(
-            |x| async move {
-                if x == 4 {
-                    Err("four")
-                } else {
-                    Ok(x)
-                }
-            },
-            StageOptions::new(),
-        )
-        .pipe_stream(|x| futures::stream::iter([x, x * 100]), StageOptions::new())
-        .sink(3)
+        .async_pipe(|x| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            x + 1
+        })
+        .concurrency(4)
+        .async_opt_pipe(|x| async move { (x % 2 == 0).then_some(x) })
+        .async_try_pipe(|x| async move {
+            if x == 4 {
+                Err("four")
+            } else {
+                Ok(x)
+            }
+        })
+        .async_flat_pipe(|x| futures::stream::iter([x, x * 100]))
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     assert_eq!(
@@ -180,7 +173,8 @@ fn disaggregate_restores_items_in_order() {
         .source(0..10u32)
         .aggregate(3)
         .disaggregate()
-        .sink(3)
+        .sink()
+        .buffer(3)
         .build()
         .unwrap();
     let out: Vec<u32> = p.by_ref().map(Result::unwrap).collect();
@@ -200,9 +194,10 @@ fn disaggregate_restores_items_in_order() {
 fn stream_source() {
     use futures::StreamExt;
     let p = PipelineBuilder::new()
-        .source_stream(futures::stream::iter(0..5u32).then(|x| async move { x * 2 }))
-        .pipe(|x| x + 1, StageOptions::new())
-        .sink(2)
+        .async_source(futures::stream::iter(0..5u32).then(|x| async move { x * 2 }))
+        .pipe(|x| x + 1)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     assert_eq!(collect_ok(p), vec![1, 3, 5, 7, 9]);
@@ -212,14 +207,17 @@ fn stream_source() {
 fn a_running_pipeline_is_the_source_of_another() {
     let inner = PipelineBuilder::new()
         .source(0..50u32)
-        .pipe(|x| x * 2, StageOptions::new().concurrency(2))
-        .sink(4)
+        .pipe(|x| x * 2)
+        .concurrency(2)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     let outer = PipelineBuilder::new()
         .try_source(inner)
-        .pipe(|x| x + 1, StageOptions::new())
-        .sink(4)
+        .pipe(|x| x + 1)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     assert_eq!(
@@ -236,11 +234,13 @@ fn decode(x: u32) -> u32 {
 fn stage_names_default_to_the_function_name() {
     let mut p = PipelineBuilder::new()
         .source(0..3u32)
-        .pipe(decode, StageOptions::new())
-        .pipe(|x| x, StageOptions::new())
-        .pipe(|x| x, StageOptions::new().name("named"))
+        .pipe(decode)
+        .pipe(|x| x)
+        .pipe(|x| x)
+        .name("named")
         .aggregate(2)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     p.by_ref().for_each(drop);
@@ -261,8 +261,11 @@ fn stage_names_default_to_the_function_name() {
 fn invalid_definitions_are_build_errors() {
     let zero_conc = PipelineBuilder::new()
         .source(0..1)
-        .pipe(|x: i32| x, StageOptions::new().concurrency(0).name("z"))
-        .sink(1)
+        .pipe(|x: i32| x)
+        .concurrency(0)
+        .name("z")
+        .sink()
+        .buffer(1)
         .build();
     assert!(zero_conc
         .unwrap_err()
@@ -272,22 +275,21 @@ fn invalid_definitions_are_build_errors() {
     let zero_batch = PipelineBuilder::new()
         .source(0..1)
         .aggregate(0)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .build();
     assert!(zero_batch.unwrap_err().to_string().contains("batch size"));
 
-    let zero_sink = PipelineBuilder::new().source(0..1).sink(0).build();
+    let zero_sink = PipelineBuilder::new().source(0..1).sink().buffer(0).build();
     assert!(zero_sink.unwrap_err().to_string().contains("sink"));
 
     let async_with_executor = PipelineBuilder::new()
         .source(0..1)
-        .pipe_async(
-            |x: i32| async move { x },
-            StageOptions::new()
-                .name("a")
-                .executor(pipeline_runtime::Executor::Default),
-        )
-        .sink(1)
+        .async_pipe(|x: i32| async move { x })
+        .name("a")
+        .executor(pipeline_runtime::Executor::Default)
+        .sink()
+        .buffer(1)
         .build();
     assert!(async_with_executor
         .unwrap_err()
@@ -296,20 +298,19 @@ fn invalid_definitions_are_build_errors() {
 
     let bad_rate = PipelineBuilder::new()
         .source(0..1)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .max_failures(pipeline_runtime::MaxFailures::rate(1.5))
         .build();
     assert!(bad_rate.unwrap_err().to_string().contains("(0, 1]"));
 
     let ordered_many = PipelineBuilder::new()
         .source(0..1)
-        .pipe_iter(
-            |x: i32| vec![x],
-            StageOptions::new()
-                .concurrency(2)
-                .order(pipeline_runtime::Order::Input),
-        )
-        .sink(1)
+        .flat_pipe(|x: i32| vec![x])
+        .concurrency(2)
+        .order(pipeline_runtime::Order::Input)
+        .sink()
+        .buffer(1)
         .build();
     assert!(ordered_many
         .unwrap_err()
@@ -318,7 +319,8 @@ fn invalid_definitions_are_build_errors() {
 
     let zero_threads = PipelineBuilder::new()
         .source(0..1)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .num_threads(0)
         .build();
     assert!(zero_threads.is_err());
@@ -329,8 +331,10 @@ async fn pipeline_is_a_stream() {
     use futures::StreamExt;
     let p = PipelineBuilder::new()
         .source(0..20u32)
-        .pipe(|x| x + 1, StageOptions::new().concurrency(3))
-        .sink(2)
+        .pipe(|x| x + 1)
+        .concurrency(3)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let items: Vec<u32> = StreamExt::map(p, Result::unwrap).collect().await;

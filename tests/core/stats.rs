@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageKind, StageOptions, ThreadPool};
+use pipeline_runtime::{PipelineBuilder, StageKind, ThreadPool};
 
 fn fails_on_sevens(x: u64) -> Result<u64, String> {
     if x.is_multiple_of(7) {
@@ -22,24 +22,20 @@ fn counts_are_exact_under_concurrency_and_aggregate() {
     let pool = ThreadPool::builder().num_threads(3).build().unwrap();
     let mut p = PipelineBuilder::new()
         .source(0..n)
-        .try_pipe(
-            fails_on_sevens,
-            StageOptions::new().concurrency(8).name("check"),
-        )
-        .pipe_async(
-            |x: u64| async move { x + 1 },
-            StageOptions::new().concurrency(16).name("inc"),
-        )
-        .pipe(
-            |x: u64| x,
-            StageOptions::new()
-                .concurrency(4)
-                .name("on_pool")
-                .executor(&pool),
-        )
+        .try_pipe(fails_on_sevens)
+        .concurrency(8)
+        .name("check")
+        .async_pipe(|x: u64| async move { x + 1 })
+        .concurrency(16)
+        .name("inc")
+        .pipe(|x: u64| x)
+        .concurrency(4)
+        .name("on_pool")
+        .executor(&pool)
         .aggregate(64)
         .disaggregate()
-        .sink(8)
+        .sink()
+        .buffer(8)
         .num_threads(4)
         .queue_capacity(4)
         .build()
@@ -98,14 +94,14 @@ fn percentiles_of_a_known_sleep_distribution() {
     let slow = Duration::from_millis(30);
     let mut p = PipelineBuilder::new()
         .source(0..200u64)
-        .pipe_async(
-            move |x: u64| async move {
-                tokio::time::sleep(if x.is_multiple_of(20) { slow } else { fast }).await;
-                x
-            },
-            StageOptions::new().concurrency(32).name("sleepy"),
-        )
-        .sink(4)
+        .async_pipe(move |x: u64| async move {
+            tokio::time::sleep(if x.is_multiple_of(20) { slow } else { fast }).await;
+            x
+        })
+        .concurrency(32)
+        .name("sleepy")
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     assert_eq!(p.by_ref().count(), 200);
@@ -136,16 +132,17 @@ fn percentiles_of_a_known_sleep_distribution() {
 fn a_slow_stage_is_the_bottleneck_and_its_input_queue_stays_full() {
     let mut p = PipelineBuilder::new()
         .source(0..150u64)
-        .pipe(|x: u64| x + 1, StageOptions::new().name("fast_before"))
-        .pipe(
-            |x: u64| {
-                std::thread::sleep(Duration::from_millis(2));
-                x
-            },
-            StageOptions::new().name("slow"),
-        )
-        .pipe(|x: u64| x * 2, StageOptions::new().name("fast_after"))
-        .sink(4)
+        .pipe(|x: u64| x + 1)
+        .name("fast_before")
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(2));
+            x
+        })
+        .name("slow")
+        .pipe(|x: u64| x * 2)
+        .name("fast_after")
+        .sink()
+        .buffer(4)
         .num_threads(4)
         .queue_capacity(8)
         .build()
@@ -174,8 +171,9 @@ fn a_slow_stage_is_the_bottleneck_and_its_input_queue_stays_full() {
 fn a_slow_consumer_shows_as_consumer_bound() {
     let mut p = PipelineBuilder::new()
         .source(0..50u64)
-        .pipe(|x: u64| x, StageOptions::new())
-        .sink(4)
+        .pipe(|x: u64| x)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     // The sink queue holds 4 items: to run empty, the stage would have to miss 4 refills
@@ -193,9 +191,11 @@ fn a_slow_consumer_shows_as_consumer_bound() {
 fn statistics_off_keep_counts_only() {
     let mut p = PipelineBuilder::new()
         .source(0..1_000u64)
-        .try_pipe(fails_on_sevens, StageOptions::new().concurrency(4))
+        .try_pipe(fails_on_sevens)
+        .concurrency(4)
         .aggregate(10)
-        .sink(4)
+        .sink()
+        .buffer(4)
         .stats(false)
         .build()
         .unwrap();
@@ -212,14 +212,12 @@ fn statistics_off_keep_counts_only() {
 fn a_snapshot_is_readable_while_running_and_frozen_after_the_end() {
     let mut p = PipelineBuilder::new()
         .source(0..40u64)
-        .pipe(
-            |x: u64| {
-                std::thread::sleep(Duration::from_millis(1));
-                x
-            },
-            StageOptions::new(),
-        )
-        .sink(1)
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(1));
+            x
+        })
+        .sink()
+        .buffer(1)
         .queue_capacity(1)
         .build()
         .unwrap();
@@ -245,13 +243,15 @@ fn a_snapshot_is_readable_while_running_and_frozen_after_the_end() {
 fn report_interval_is_checked() {
     let zero = PipelineBuilder::new()
         .source(0..1)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .report_interval(Duration::ZERO)
         .build();
     assert!(zero.unwrap_err().message().contains("report_interval"));
     let without_stats = PipelineBuilder::new()
         .source(0..1)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .stats(false)
         .report_interval(Duration::from_secs(1))
         .build();
@@ -264,8 +264,9 @@ async fn items_read_as_a_stream_or_with_a_timeout_are_counted() {
 
     let mut p = PipelineBuilder::new()
         .source(0..500u64)
-        .pipe(|x: u64| x, StageOptions::new())
-        .sink(2)
+        .pipe(|x: u64| x)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let first = p.get_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -14,7 +14,6 @@ use pipeline_runtime::subprocess::{iterate_in_subprocess, run_pipeline_in_subpro
 use pipeline_runtime::subprocess::{SubprocessError, SubprocessOptions};
 use pipeline_runtime::{
     process_fn, subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder, ProcessPool,
-    StageOptions,
 };
 
 use crate::{child_pids, wait_until};
@@ -49,13 +48,13 @@ fn soak_work(x: u64) -> u64 {
 fn soak_numbers(n: u64) -> Result<Pipeline<u64>, BuildError> {
     PipelineBuilder::new()
         .source(0..n)
-        .pipe(
-            |x| x + 1,
-            StageOptions::new().concurrency(3).order(Order::Input),
-        )
+        .pipe(|x| x + 1)
+        .concurrency(3)
+        .order(Order::Input)
         .aggregate(5)
         .disaggregate()
-        .sink(4)
+        .sink()
+        .buffer(4)
         .build()
 }
 
@@ -147,22 +146,19 @@ fn process_stages_with_crashing_workers() {
                 .map_err(|e| e.to_string())?;
             let mut b = PipelineBuilder::new()
                 .source(0..items)
-                .pipe(
-                    |x| x + 3,
-                    StageOptions::new().concurrency(thread_conc).order(order),
-                )
-                .process_pipe(
-                    soak_work,
-                    StageOptions::new()
-                        .concurrency(process_conc)
-                        .order(order)
-                        .executor(&pool),
-                );
+                .pipe(|x| x + 3)
+                .concurrency(thread_conc)
+                .order(order)
+                .process_pipe(soak_work)
+                .concurrency(process_conc)
+                .order(order)
+                .executor(&pool);
             if batch > 0 {
                 b = b.aggregate(batch).disaggregate();
             }
             let mut p = b
-                .sink(2)
+                .sink()
+                .buffer(2)
                 .num_threads(2)
                 .queue_capacity(4)
                 .stop_timeout(Duration::from_secs(5))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pipeline_runtime::{
     pipeline, process_fn, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
-    StageFailureKind, StageOptions,
+    StageFailureKind,
 };
 
 use crate::child_pids;
@@ -141,11 +141,11 @@ fn outputs_come_back_and_workers_start_once() {
     assert_eq!(pids.len(), 2);
     let p = PipelineBuilder::new()
         .source(0..300u64)
-        .process_pipe(
-            square_where,
-            StageOptions::new().concurrency(4).executor(&workers),
-        )
-        .sink(8)
+        .process_pipe(square_where)
+        .concurrency(4)
+        .executor(&workers)
+        .sink()
+        .buffer(8)
         .build()
         .unwrap();
     let (items, error) = drain(p);
@@ -175,11 +175,11 @@ fn calls_run_in_parallel_workers() {
     let arg = (dir.to_string_lossy().into_owned(), 2usize);
     let p = PipelineBuilder::new()
         .source(vec![arg.clone(), arg])
-        .process_pipe(
-            rendezvous,
-            StageOptions::new().concurrency(2).executor(&workers),
-        )
-        .sink(2)
+        .process_pipe(rendezvous)
+        .concurrency(2)
+        .executor(&workers)
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let (met, error) = drain(p);
@@ -213,8 +213,10 @@ fn every_fault_fails_only_its_item() {
     // reports every cause.
     let p = PipelineBuilder::new()
         .source(0..13u64)
-        .process_pipe(fault, StageOptions::new().executor(&workers))
-        .sink(4)
+        .process_pipe(fault)
+        .executor(&workers)
+        .sink()
+        .buffer(4)
         .max_failures(MaxFailures::Count(4))
         .build()
         .unwrap();
@@ -258,15 +260,14 @@ fn a_pool_serves_several_stages_and_pipelines() {
     let run = |offset: u64| {
         let p = PipelineBuilder::new()
             .source(offset..offset + 50)
-            .process_pipe(
-                square,
-                StageOptions::new().concurrency(2).executor(&workers),
-            )
-            .process_pipe(
-                square_where,
-                StageOptions::new().concurrency(2).executor(&workers),
-            )
-            .sink(4)
+            .process_pipe(square)
+            .concurrency(2)
+            .executor(&workers)
+            .process_pipe(square_where)
+            .concurrency(2)
+            .executor(&workers)
+            .sink()
+            .buffer(4)
             .build()
             .unwrap();
         let (items, error) = drain(p);
@@ -296,12 +297,12 @@ fn aggregate_then_collate_a_batch_in_a_worker() {
     let p = PipelineBuilder::new()
         .source(buffers)
         .aggregate(8)
-        .process_pipe(
-            collate,
-            StageOptions::new().concurrency(2).executor(&workers),
-        )
+        .process_pipe(collate)
+        .concurrency(2)
+        .executor(&workers)
         .disaggregate()
-        .sink(8)
+        .sink()
+        .buffer(8)
         .build()
         .unwrap();
     let (mut sums, error) = drain(p);
@@ -334,8 +335,10 @@ fn mistakes_are_build_errors() {
     let workers = pool(1);
     let closure = PipelineBuilder::new()
         .source(0..3u64)
-        .process_pipe(|x: u64| x, StageOptions::new().executor(&workers))
-        .sink(1)
+        .process_pipe(|x: u64| x)
+        .executor(&workers)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     assert!(
@@ -346,8 +349,10 @@ fn mistakes_are_build_errors() {
     );
     let unregistered = PipelineBuilder::new()
         .source(0..3u64)
-        .process_pipe(not_registered, StageOptions::new().executor(&workers))
-        .sink(1)
+        .process_pipe(not_registered)
+        .executor(&workers)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     assert!(
@@ -359,8 +364,10 @@ fn mistakes_are_build_errors() {
     let pointer: fn(u64) -> u64 = square;
     let by_pointer = PipelineBuilder::new()
         .source(0..3u64)
-        .process_pipe(pointer, StageOptions::new().executor(&workers))
-        .sink(1)
+        .process_pipe(pointer)
+        .executor(&workers)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     assert!(
@@ -369,8 +376,9 @@ fn mistakes_are_build_errors() {
     );
     let no_pool = PipelineBuilder::new()
         .source(0..3u64)
-        .process_pipe(square, StageOptions::new())
-        .sink(1)
+        .process_pipe(square)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     assert!(
@@ -379,8 +387,10 @@ fn mistakes_are_build_errors() {
     );
     let sync_on_pool = PipelineBuilder::new()
         .source(0..3u64)
-        .pipe(square, StageOptions::new().executor(&workers))
-        .sink(1)
+        .pipe(square)
+        .executor(&workers)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap_err();
     assert!(
@@ -395,8 +405,10 @@ fn a_worker_cannot_start_a_pool() {
     let workers = pool(1);
     let p = PipelineBuilder::new()
         .source(0..1u64)
-        .process_pipe(pool_inside_worker, StageOptions::new().executor(&workers))
-        .sink(1)
+        .process_pipe(pool_inside_worker)
+        .executor(&workers)
+        .sink()
+        .buffer(1)
         .build()
         .unwrap();
     let (answers, error) = drain(p);
@@ -433,11 +445,11 @@ fn dropping_the_pipeline_ends_every_worker() {
     // The pipeline holds the only handle; its source never ends and calls are in flight.
     let mut p = PipelineBuilder::new()
         .source(0u64..)
-        .process_pipe(
-            slow_identity,
-            StageOptions::new().concurrency(4).executor(pool(2)),
-        )
-        .sink(2)
+        .process_pipe(slow_identity)
+        .concurrency(4)
+        .executor(pool(2))
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     for _ in 0..3 {
@@ -456,11 +468,11 @@ fn dropping_the_pipeline_ends_a_hung_worker() {
     );
     let mut p = PipelineBuilder::new()
         .source(0..3u64)
-        .process_pipe(
-            hang_on_one,
-            StageOptions::new().concurrency(2).executor(pool(2)),
-        )
-        .sink(2)
+        .process_pipe(hang_on_one)
+        .concurrency(2)
+        .executor(pool(2))
+        .sink()
+        .buffer(2)
         .build()
         .unwrap();
     let mut got = vec![p.next().unwrap().unwrap(), p.next().unwrap().unwrap()];
@@ -482,11 +494,11 @@ fn a_pool_outlives_the_thread_that_built_it() {
     let workers = std::thread::spawn(|| pool(2)).join().unwrap();
     let p = PipelineBuilder::new()
         .source(0..20u64)
-        .process_pipe(
-            square,
-            StageOptions::new().concurrency(2).executor(&workers),
-        )
-        .sink(4)
+        .process_pipe(square)
+        .concurrency(2)
+        .executor(&workers)
+        .sink()
+        .buffer(4)
         .build()
         .unwrap();
     let (mut items, error) = drain(p);

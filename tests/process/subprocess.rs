@@ -9,9 +9,7 @@ use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, Bytes, RemoteFailureKind, SubprocessError,
     SubprocessOptions,
 };
-use pipeline_runtime::{
-    subprocess_fn, BuildError, MaxFailures, Order, Pipeline, PipelineBuilder, StageOptions,
-};
+use pipeline_runtime::{subprocess_fn, BuildError, MaxFailures, Order, Pipeline, PipelineBuilder};
 
 use crate::{child_pids, wait_until};
 
@@ -73,37 +71,36 @@ pub(crate) const TESTS: &[crate::Test] = &[
 fn numbers(n: u64) -> Result<Pipeline<u64>, BuildError> {
     PipelineBuilder::new()
         .source(0..n)
-        .pipe(
-            |x| x * 2,
-            StageOptions::new().concurrency(2).order(Order::Input),
-        )
-        .sink(8)
+        .pipe(|x| x * 2)
+        .concurrency(2)
+        .order(Order::Input)
+        .sink()
+        .buffer(8)
         .build()
 }
 
 fn epochs(items: Vec<u32>) -> Result<Pipeline<u32>, BuildError> {
     PipelineBuilder::new()
         .continuous_source(items)
-        .sink(2)
+        .sink()
+        .buffer(2)
         .build()
 }
 
 fn failing(budget: u64) -> Result<Pipeline<u64>, BuildError> {
     PipelineBuilder::new()
         .source(0..100u64)
-        .try_pipe(
-            |x| {
-                if x % 10 == 3 {
-                    Err(format!("item {x} is bad"))
-                } else {
-                    Ok(x)
-                }
-            },
-            StageOptions::new()
-                .name("check")
-                .max_failures(MaxFailures::Count(budget)),
-        )
-        .sink(4)
+        .try_pipe(|x| {
+            if x % 10 == 3 {
+                Err(format!("item {x} is bad"))
+            } else {
+                Ok(x)
+            }
+        })
+        .name("check")
+        .max_failures(MaxFailures::Count(budget))
+        .sink()
+        .buffer(4)
         .build()
 }
 
@@ -111,7 +108,8 @@ fn not_buildable(_: ()) -> Result<Pipeline<Vec<u64>>, BuildError> {
     PipelineBuilder::new()
         .source(0..1u64)
         .aggregate(0)
-        .sink(1)
+        .sink()
+        .buffer(1)
         .build()
 }
 

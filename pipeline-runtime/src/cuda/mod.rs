@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
-//! use pipeline_runtime::{PipelineBuilder, StageOptions};
+//! use pipeline_runtime::{PipelineBuilder};
 //!
 //! // A `BuildError` here if there is no driver, no such device or a malformed LOCAL_RANK.
 //! let Ok(transfer) = DeviceTransfer::open(TransferConfig::local_rank()) else {
@@ -19,10 +19,10 @@
 //! let stream = transfer.context().new_stream()?; // the consumer's stream
 //! let pipeline = PipelineBuilder::new()
 //!     .source(0..1000u32)
-//!     .pipe(|i| i as f32, StageOptions::new())
+//!     .pipe(|i| i as f32)
 //!     .aggregate(256)
-//!     .to_device_with(&transfer, StageOptions::new())
-//!     .sink(2)
+//!     .to_device_with(&transfer)
+//!     .sink().buffer(2)
 //!     .build()?;
 //! for batch in pipeline {
 //!     let on_device = batch?.wait_on(&stream)?; // `stream` waits for the copy, the host does not

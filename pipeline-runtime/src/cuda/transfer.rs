@@ -9,7 +9,7 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError, PinnedHost
 use super::batch::{DeviceBatch, HostBatch, Layout, Stager, TransferError};
 use super::device::{check_device, guard_panic, CudaDriver, DeviceSelector};
 use super::ring::{Ring, Staging};
-use crate::builder::{StageBuilder, StageOptions};
+use crate::builder::StageBuilder;
 use crate::error::BuildError;
 use crate::executor::{Executor, ThreadPool};
 
@@ -289,12 +289,12 @@ impl<T: HostBatch> StageBuilder<T> {
     /// `LOCAL_RANK`) makes [`build`](crate::SinkBuilder::build) fail with that error.
     pub fn to_device(self, config: TransferConfig) -> StageBuilder<DeviceBatch<T::Device>> {
         match DeviceTransfer::open(config) {
-            Ok(transfer) => self.to_device_with(&transfer, StageOptions::new()),
+            Ok(transfer) => self.to_device_with(&transfer),
             Err(error) => {
                 let never_run = |_: T| -> Result<DeviceBatch<T::Device>, TransferError> {
                     Err(TransferError::new("the CUDA device could not be opened"))
                 };
-                let mut next = self.try_pipe(never_run, StageOptions::new().name("to_device"));
+                let mut next = self.try_pipe(never_run).name("to_device");
                 next.push_error(error);
                 next
             }
@@ -302,16 +302,13 @@ impl<T: HostBatch> StageBuilder<T> {
     }
 
     /// Copies each batch with an opened [`DeviceTransfer`] (which may serve several
-    /// pipelines). The stage runs on the transfer's dedicated thread, whatever `opts` says
-    /// about executors; its default name is `to_device(cuda:N)`.
-    pub fn to_device_with(
-        self,
-        transfer: &DeviceTransfer,
-        opts: StageOptions,
-    ) -> StageBuilder<DeviceBatch<T::Device>> {
-        let opts = opts
-            .default_name(format!("to_device(cuda:{})", transfer.device()))
-            .executor(transfer.executor());
-        self.try_pipe(transfer.stage::<T>(), opts)
+    /// pipelines). The stage runs on the transfer's dedicated thread, whatever executor is
+    /// set after it; its default name is `to_device(cuda:N)`.
+    pub fn to_device_with(self, transfer: &DeviceTransfer) -> StageBuilder<DeviceBatch<T::Device>> {
+        self.pinned_pipe(
+            transfer.stage::<T>(),
+            format!("to_device(cuda:{})", transfer.device()),
+            transfer.executor().into(),
+        )
     }
 }

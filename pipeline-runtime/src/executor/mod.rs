@@ -16,6 +16,7 @@
 
 pub(crate) mod process_fn;
 pub(crate) mod process_pool;
+pub(crate) mod process_stage;
 mod rayon;
 pub(crate) mod task;
 mod thread_pool;

@@ -97,7 +97,7 @@ impl SubprocessFn {
 /// use pipeline_runtime::{BuildError, Pipeline, PipelineBuilder};
 ///
 /// fn squares(n: u64) -> Result<Pipeline<u64>, BuildError> {
-///     PipelineBuilder::new().source(0..n).pipe(|x| x * x, Default::default()).sink(8).build()
+///     PipelineBuilder::new().source(0..n).pipe(|x| x * x).sink().buffer(8).build()
 /// }
 /// fn letters(word: String) -> Vec<char> {
 ///     word.chars().collect()

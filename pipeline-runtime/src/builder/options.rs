@@ -1,0 +1,156 @@
+//! The options of the stage a builder has open (the one added last), and the methods that
+//! set them: `.pipe(f).concurrency(4).name("decode")`, `.aggregate(32).drop_last(true)`.
+//!
+//! An option given to a stage that does not have it (`.aggregate(8).concurrency(2)`) is a
+//! definition error that `build()` reports, naming the option and the stage.
+
+use super::StageBuilder;
+use crate::error::BuildError;
+use crate::executor::Executor;
+use crate::failure::MaxFailures;
+use crate::stage::pipe::Order;
+
+/// Options of a `pipe` stage. Unset, a stage has one lane, keeps completion order, counts
+/// against the pipeline's failure budget and runs on the default pool.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct PipeOptions {
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) name: Option<String>,
+    pub(crate) order: Order,
+    pub(crate) max_failures: Option<MaxFailures>,
+    pub(crate) executor: Option<Executor>,
+    pub(crate) buffer: Option<usize>,
+}
+
+/// Options of an `aggregate` stage.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AggregateOptions {
+    pub(crate) drop_last: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) buffer: Option<usize>,
+}
+
+/// The open stage's options, by kind of stage.
+#[derive(Debug)]
+pub(crate) enum Options {
+    /// A stage without options; says which, for the error of an option given to it.
+    None(&'static str),
+    Pipe(PipeOptions),
+    Aggregate(AggregateOptions),
+}
+
+impl Options {
+    pub(crate) fn pipe() -> Self {
+        Options::Pipe(PipeOptions::default())
+    }
+
+    pub(crate) fn aggregate() -> Self {
+        Options::Aggregate(AggregateOptions::default())
+    }
+
+    pub(crate) fn into_pipe(self) -> PipeOptions {
+        match self {
+            Options::Pipe(opts) => opts,
+            _ => PipeOptions::default(),
+        }
+    }
+
+    pub(crate) fn into_aggregate(self) -> AggregateOptions {
+        match self {
+            Options::Aggregate(opts) => opts,
+            _ => AggregateOptions::default(),
+        }
+    }
+
+    fn stage(&self) -> &'static str {
+        match self {
+            Options::None(stage) => stage,
+            Options::Pipe(_) => "a `pipe` stage",
+            Options::Aggregate(_) => "an `aggregate` stage",
+        }
+    }
+}
+
+impl<T> StageBuilder<T> {
+    /// Items in flight at once in the `pipe` stage just added (at least 1; default 1). For a
+    /// synchronous stage the executor's thread count also caps how many calls truly run in
+    /// parallel.
+    pub fn concurrency(self, n: usize) -> Self {
+        self.pipe_option("concurrency", |o| o.concurrency = Some(n))
+    }
+
+    /// The name of the stage just added, in logs, errors and stats (default: the function's
+    /// name, else `pipe#N`; `aggregate(N, drop_last=..)` for a batch stage).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        match &mut self.opts {
+            Options::Pipe(o) => o.name = Some(name),
+            Options::Aggregate(o) => o.name = Some(name),
+            Options::None(_) => self.misplaced("name"),
+        }
+        self
+    }
+
+    /// Output order of the `pipe` stage just added (default [`Order::Completion`]);
+    /// [`Order::Input`] keeps the order of the stage's input.
+    pub fn order(self, order: Order) -> Self {
+        self.pipe_option("order", |o| o.order = order)
+    }
+
+    /// A failure budget for the `pipe` stage just added alone, instead of the pipeline-wide
+    /// one.
+    pub fn max_failures(self, budget: MaxFailures) -> Self {
+        self.pipe_option("max_failures", |o| o.max_failures = Some(budget))
+    }
+
+    /// Where the (synchronous) `pipe` stage just added runs (default: the pipeline's pool).
+    /// Async stages reject this; process stages need a [`ProcessPool`](crate::ProcessPool).
+    pub fn executor(self, executor: impl Into<Executor>) -> Self {
+        let executor = executor.into();
+        self.pipe_option("executor", |o| o.executor = Some(executor))
+    }
+
+    /// Capacity of the queue in front of the stage just added (default: the pipeline's
+    /// `queue_capacity`). Lower it for large items.
+    pub fn buffer(mut self, capacity: usize) -> Self {
+        match &mut self.opts {
+            Options::Pipe(o) => o.buffer = Some(capacity),
+            Options::Aggregate(o) => o.buffer = Some(capacity),
+            Options::None(_) => self.misplaced("buffer"),
+        }
+        self
+    }
+
+    /// Whether the `aggregate` stage just added drops the partial batch at the end of the
+    /// stream (or of each epoch) instead of emitting it (default `false`).
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        match &mut self.opts {
+            Options::Aggregate(o) => o.drop_last = drop_last,
+            _ => self.misplaced("drop_last"),
+        }
+        self
+    }
+
+    /// Closes the stage just added to options (it takes none); `stage` names it in errors.
+    pub(crate) fn without_options(mut self, stage: &'static str) -> Self {
+        self.opts = Options::None(stage);
+        self
+    }
+
+    fn pipe_option(mut self, option: &str, set: impl FnOnce(&mut PipeOptions)) -> Self {
+        match &mut self.opts {
+            Options::Pipe(o) => set(o),
+            _ => self.misplaced(option),
+        }
+        self
+    }
+
+    fn misplaced(&mut self, option: &str) {
+        let error = format!(
+            "`{option}` is not an option of {}, the stage before it (stage {})",
+            self.opts.stage(),
+            self.chain.stage_count
+        );
+        self.chain.errors.push(BuildError::new(error));
+    }
+}

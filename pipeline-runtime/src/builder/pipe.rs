@@ -1,0 +1,339 @@
+//! Thread and async `pipe` stages: their options, the checks on them, how their lanes start,
+//! and one method per function shape.
+//!
+//! The method names put the macro's modifiers before `pipe`, in the macro's order:
+//! `pipe(async try flat f)` in `pipeline!` is `.async_try_flat_pipe(f)` in the builder.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{FutureExt, Stream};
+
+use super::shape::{Flat, FlatStream, One, Opt, Shape, Try, TryFlat, TryFlatStream};
+use super::{fn_name, Chain, Options, PipeOptions, StageBuilder};
+use crate::error::{BoxError, BuildError};
+use crate::executor::Executor;
+use crate::launch::{Launch, LaunchFn};
+use crate::stage::pipe::{Body, Lane, Order, StageInput};
+use crate::stats::StageKind;
+
+/// What a `pipe` stage runs, known once its options are fixed (a process stage's body
+/// needs its pool).
+pub(crate) struct StageParts<T, U> {
+    pub(crate) body: Body<T, U>,
+    /// Run when the pipeline is asked to stop.
+    pub(crate) on_stop: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// How a `pipe` stage's lanes run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// On the stage's executor, calling the function inline.
+    Threads,
+    /// On the pipeline's async runtime.
+    Async,
+    /// On a `ProcessPool`'s caller threads, each talking to its worker.
+    Processes,
+}
+
+/// A `pipe` stage before its options are fixed.
+pub(crate) struct PipeSpec<T, U> {
+    pub(crate) runs: Runs,
+    /// One input may give several outputs.
+    pub(crate) many: bool,
+    /// The name to use when none is given (the function's, or the stage's own).
+    pub(crate) default_name: Option<String>,
+    pub(crate) kind: StageKind,
+    /// Runs on this executor whatever the options say (the GPU stage's own thread).
+    pub(crate) pinned: Option<Executor>,
+    pub(crate) parts: MakeParts<T, U>,
+}
+
+/// Makes a stage's parts from its fixed options and its name.
+pub(crate) type MakeParts<T, U> = Box<dyn FnOnce(&PipeOptions, &str) -> StageParts<T, U> + Send>;
+
+impl<T: Send + 'static> StageBuilder<T> {
+    /// Opens a `pipe` stage; its options are checked and its lanes wired when it is sealed.
+    pub(crate) fn add_pipe<U: Send + 'static>(self, spec: PipeSpec<T, U>) -> StageBuilder<U> {
+        let index = self.chain.stage_count;
+        self.then(Options::pipe(), move |prev, opts, chain| {
+            let mut opts = opts.into_pipe();
+            if let Some(executor) = spec.pinned.clone() {
+                opts.executor = Some(executor);
+            }
+            let name = opts
+                .name
+                .clone()
+                .or(spec.default_name.clone())
+                .unwrap_or_else(|| format!("pipe#{index}"));
+            check_pipe(&spec, &opts, &name, chain);
+            let parts = (spec.parts)(&opts, &name);
+            launch_pipe(prev, spec.runs, spec.kind, opts, name, parts, chain)
+        })
+    }
+
+    /// Opens a synchronous stage whose function's return value reads as shape `S`.
+    fn thread_stage<S, R, F>(self, f: F) -> StageBuilder<S::Item>
+    where
+        S: Shape<R>,
+        F: Fn(T) -> R + Send + Sync + 'static,
+    {
+        let body = Body::Sync(Arc::new(move |t| S::output(f(t))));
+        self.add_pipe(PipeSpec {
+            runs: Runs::Threads,
+            many: S::MANY,
+            default_name: fn_name::<F>(),
+            kind: StageKind::Pipe,
+            pinned: None,
+            parts: Box::new(move |_, _| StageParts {
+                body,
+                on_stop: None,
+            }),
+        })
+    }
+
+    /// Opens an async stage whose future's output reads as shape `S`.
+    fn async_stage<S, R, Fut, F>(self, f: F) -> StageBuilder<S::Item>
+    where
+        S: Shape<R>,
+        R: 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        let body = Body::Async(Arc::new(move |t| f(t).map(S::output).boxed()));
+        self.add_pipe(PipeSpec {
+            runs: Runs::Async,
+            many: S::MANY,
+            default_name: fn_name::<F>(),
+            kind: StageKind::Pipe,
+            pinned: None,
+            parts: Box::new(move |_, _| StageParts {
+                body,
+                on_stop: None,
+            }),
+        })
+    }
+
+    /// A fallible synchronous stage with a default name, on an executor that options cannot
+    /// change.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn pinned_pipe<U, E, F>(
+        self,
+        f: F,
+        default_name: String,
+        executor: Executor,
+    ) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        let body = Body::Sync(Arc::new(move |t| Try::output(f(t))));
+        self.add_pipe(PipeSpec {
+            runs: Runs::Threads,
+            many: false,
+            default_name: Some(default_name),
+            kind: StageKind::Pipe,
+            pinned: Some(executor),
+            parts: Box::new(move |_, _| StageParts {
+                body,
+                on_stop: None,
+            }),
+        })
+    }
+
+    /// A synchronous stage: `f` maps each item to one output. Runs on the stage's executor.
+    pub fn pipe<U, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        self.thread_stage::<One, U, F>(f)
+    }
+
+    /// A fallible synchronous stage: `Err` fails the item (counted against the budget).
+    pub fn try_pipe<U, E, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
+        self.thread_stage::<Try, Result<U, E>, F>(f)
+    }
+
+    /// A synchronous stage that may drop items: `None` drops the item (not a failure).
+    pub fn opt_pipe<U, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        F: Fn(T) -> Option<U> + Send + Sync + 'static,
+    {
+        self.thread_stage::<Opt, Option<U>, F>(f)
+    }
+
+    /// A one-to-many synchronous stage: every item of the returned iterator is passed on as
+    /// soon as it is produced (not collected first).
+    pub fn flat_pipe<I, F>(self, f: F) -> StageBuilder<I::Item>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Send + 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        self.thread_stage::<Flat, I, F>(f)
+    }
+
+    /// A one-to-many synchronous stage whose iterator may fail midway: outputs before the
+    /// `Err` are kept, the rest of that input is lost, and the input counts as failed.
+    pub fn try_flat_pipe<U, E, I, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        I: IntoIterator<Item = Result<U, E>>,
+        I::IntoIter: Send + 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        self.thread_stage::<TryFlat, I, F>(f)
+    }
+
+    /// An async stage: `f` returns a future, awaited on the pipeline's async runtime.
+    pub fn async_pipe<U, Fut, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        Fut: Future<Output = U> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        self.async_stage::<One, U, Fut, F>(f)
+    }
+
+    /// A fallible async stage: `Err` fails the item.
+    pub fn async_try_pipe<U, E, Fut, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError> + 'static,
+        Fut: Future<Output = Result<U, E>> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        self.async_stage::<Try, Result<U, E>, Fut, F>(f)
+    }
+
+    /// An async stage that may drop items (`None`).
+    pub fn async_opt_pipe<U, Fut, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        Fut: Future<Output = Option<U>> + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+    {
+        self.async_stage::<Opt, Option<U>, Fut, F>(f)
+    }
+
+    /// A one-to-many async stage: `f` returns a stream, each of whose items is passed on as
+    /// soon as it is produced.
+    pub fn async_flat_pipe<S, F>(self, f: F) -> StageBuilder<S::Item>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Send + 'static,
+        F: Fn(T) -> S + Send + Sync + 'static,
+    {
+        self.async_stage::<FlatStream, S, _, _>(move |t| std::future::ready(f(t)))
+    }
+
+    /// A one-to-many async stage whose stream may fail midway: items before the `Err` are
+    /// kept, the rest of that input is lost, and the input counts as failed.
+    pub fn async_try_flat_pipe<U, E, S, F>(self, f: F) -> StageBuilder<U>
+    where
+        U: Send + 'static,
+        E: Into<BoxError>,
+        S: Stream<Item = Result<U, E>> + Send + 'static,
+        F: Fn(T) -> S + Send + Sync + 'static,
+    {
+        self.async_stage::<TryFlatStream, S, _, _>(move |t| std::future::ready(f(t)))
+    }
+}
+
+/// Records every mistake in a `pipe` stage's options.
+fn check_pipe<T, U>(spec: &PipeSpec<T, U>, opts: &PipeOptions, name: &str, chain: &mut Chain) {
+    let mut error = |message: String| chain.errors.push(BuildError::new(message));
+    let concurrency = opts.concurrency.unwrap_or(1);
+    if concurrency == 0 {
+        error(format!("stage `{name}`: concurrency must be at least 1"));
+    }
+    if opts.buffer == Some(0) {
+        error(format!("stage `{name}`: buffer must be at least 1"));
+    }
+    if let Some(budget) = &opts.max_failures {
+        if let Err(e) = budget.validate(&format!("stage `{name}`")) {
+            chain.errors.push(e);
+        }
+    }
+    let mut error = |message: String| chain.errors.push(BuildError::new(message));
+    let on_processes = matches!(opts.executor, Some(Executor::Processes(_)));
+    match spec.runs {
+        Runs::Processes if !on_processes => error(format!(
+            "stage `{name}` runs in worker processes: give it a `ProcessPool` as its \
+             executor (`.executor(&pool)`, or `executor = pool` in the macro)"
+        )),
+        Runs::Threads if on_processes => error(format!(
+            "stage `{name}` is given a `ProcessPool`, which runs process stages only: use \
+             `process_pipe` with a function registered by `process_fn!` (`pipe(process f, \
+             ..)` in the macro)"
+        )),
+        Runs::Async if opts.executor.is_some() => error(format!(
+            "stage `{name}` is async: it runs on the pipeline's async runtime, and \
+             `executor` applies to synchronous stages only"
+        )),
+        _ => {}
+    }
+    if spec.many && opts.order == Order::Input && concurrency > 1 {
+        error(format!(
+            "stage `{name}` yields many items per input: `Order::Input` is not supported \
+             for it with concurrency > 1 (use `Order::Completion` or concurrency 1)"
+        ));
+    }
+}
+
+/// The launch function of a `pipe` stage: starts the stages before it, then its lanes.
+fn launch_pipe<T: Send + 'static, U: Send + 'static>(
+    prev: LaunchFn<T>,
+    runs: Runs,
+    kind: StageKind,
+    opts: PipeOptions,
+    name: String,
+    parts: StageParts<T, U>,
+    chain: &Chain,
+) -> LaunchFn<U> {
+    let concurrency = opts.concurrency.unwrap_or(1).max(1);
+    let continuous = chain.continuous;
+    Box::new(move |l: &mut Launch, out_cap| {
+        let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
+        let scope = l.scope(opts.max_failures);
+        let ctx = l.stage(name, kind, concurrency, scope);
+        let (tx, out_rx) = l.queue(&ctx.name, out_cap);
+        if let Some(hook) = parts.on_stop {
+            l.run.on_stop(hook);
+        }
+        // Lanes share a gate only when something must be serialised at their input:
+        // numbering items for input order, or an epoch boundary waiting for the items in
+        // flight. Otherwise they take items straight from the queue.
+        let gated = concurrency > 1 && (opts.order == Order::Input || continuous);
+        let input = Arc::new(StageInput::new(rx, gated));
+        let executor = opts.executor.unwrap_or_default();
+        ctx.lanes_starting(concurrency);
+        for index in 0..concurrency {
+            let lane = Lane {
+                _guard: ctx.lane_guard(),
+                ctx: ctx.clone(),
+                input: input.clone(),
+                output: tx.clone(),
+                body: parts.body.clone(),
+                order: opts.order,
+                index,
+            };
+            if runs == Runs::Async {
+                l.runtime()?.spawn(lane.run());
+            } else {
+                executor.spawn_lane(&l.default_pool, Box::pin(lane.run()));
+            }
+        }
+        Ok(out_rx)
+    })
+}

@@ -1,0 +1,94 @@
+//! The parent's side of a process stage: the body its lanes run, which sends each input to
+//! the worker of the calling thread and reads the reply back as the function's return value.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::process_pool::CallError;
+use super::{Executor, ProcessPool};
+use crate::error::{BuildError, ItemError};
+use crate::stage::pipe::{Body, Output};
+
+/// Checks that `F` can be found by name in a worker: a registered, named `fn`.
+pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
+    let key = std::any::type_name::<F>();
+    if key.starts_with("fn(") {
+        Err(BuildError::new(format!(
+            "stage `{stage}`: a function pointer (`{key}`) cannot be found by name in a \
+             worker process; pass the function itself (`process_pipe(decode)`)"
+        )))
+    } else if key.contains("{{closure}}") {
+        Err(BuildError::new(format!(
+            "stage `{stage}`: a closure cannot run in a worker process; write the stage as a \
+             named `fn` and register it with `process_fn!`"
+        )))
+    } else if !super::process_fn::is_registered(key) {
+        Err(BuildError::new(format!(
+            "stage `{stage}`: `{key}` is not registered for worker processes; add \
+             `pipeline_runtime::process_fn!({});` next to it",
+            key.rsplit("::").next().unwrap_or(key)
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// The body of a process stage running registered function `F` (returning `R`) on the
+/// pool in `executor`, with `shape` reading each reply; and the hook that releases the
+/// stage's handle on the pool when the pipeline stops, so that a pool only this pipeline
+/// holds then ends its workers, even one stuck in a call.
+pub(crate) fn process_body<T, R, U, F>(
+    executor: Option<&Executor>,
+    stage: &str,
+    shape: fn(R) -> Output<U>,
+) -> (Body<T, U>, Box<dyn Fn() + Send + Sync>)
+where
+    T: Serialize + Send + 'static,
+    R: DeserializeOwned + 'static,
+    U: Send + 'static,
+{
+    let key = std::any::type_name::<F>();
+    let pool = Arc::new(Mutex::new(match executor {
+        Some(Executor::Processes(pool)) => Some(pool.clone()),
+        _ => None,
+    }));
+    let release = {
+        let pool = pool.clone();
+        Box::new(move || drop(lock(&pool).take())) as Box<dyn Fn() + Send + Sync>
+    };
+    let stage = stage.to_owned();
+    let body = Body::Sync(Arc::new(move |item: T| {
+        let slot = match lock(&pool).as_ref().map(ProcessPool::caller_slot) {
+            None => return Output::Skip, // stopping
+            Some(Ok(slot)) => slot,
+            Some(Err(e)) => return Output::Fail(e.into()),
+        };
+        let result = match crate::process::encode(&item) {
+            Ok(input) => {
+                drop(item);
+                slot.call(key, &input)
+            }
+            Err(e) => return Output::Fail(e.into()),
+        };
+        if lock(&pool).is_none() {
+            return Output::Skip; // stopped while in flight: not a failure
+        }
+        match result {
+            Ok(bytes) => match crate::process::decode::<R>(&bytes) {
+                Ok(value) => shape(value),
+                Err(e) => Output::Fail(e.into()),
+            },
+            Err(CallError::Panic(message)) => {
+                Output::Fail(Box::new(ItemError::panic_message(&stage, message)))
+            }
+            Err(e) => Output::Fail(e.into()),
+        }
+    }));
+    (body, release)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,145 @@
+//! Starting a pipeline: the pipeline-wide settings, and the state handed down the chain of
+//! launch functions that the builder composes (one per stage, each starting the stages
+//! before it first).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::async_runtime::AsyncRuntime;
+use crate::error::{BudgetScope, BuildError};
+use crate::executor::ThreadPool;
+use crate::failure::{FailureScope, MaxFailures};
+use crate::hook::{HookFactories, StageInfo};
+use crate::queue::{bounded, Rx, Tx};
+use crate::run_state::RunState;
+use crate::stage::{Observe, StageCtx};
+use crate::stats::{QueueCounters, QueueEntry, StageKind};
+
+/// Capacity of each queue between two stages unless set otherwise (items).
+///
+/// Larger than SPDL's 2: a hand-off between threads costs a wake-up when a queue runs empty
+/// or full, and a deeper queue lets one wake-up cover many items. See the guide's chapter
+/// on backpressure for the bound on items in flight that follows.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+
+/// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) num_threads: usize,
+    pub(crate) max_failures: MaxFailures,
+    pub(crate) queue_capacity: usize,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) stats: bool,
+    pub(crate) report_interval: Option<Duration>,
+    pub(crate) hooks: HookFactories,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            max_failures: MaxFailures::Unlimited,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            stop_timeout: Duration::from_secs(1),
+            stats: true,
+            report_interval: None,
+            hooks: HookFactories::default(),
+        }
+    }
+}
+
+/// What starting a pipeline needs, handed down the chain of launch functions.
+pub(crate) struct Launch {
+    pub(crate) run: Arc<RunState>,
+    pub(crate) default_pool: ThreadPool,
+    pub(crate) runtime: Option<AsyncRuntime>,
+    pub(crate) pipeline_scope: Arc<FailureScope>,
+    pub(crate) stages: Vec<Arc<StageCtx>>,
+    pub(crate) queues: Vec<QueueEntry>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) stats: bool,
+    pub(crate) hooks: HookFactories,
+}
+
+/// Starts the stages up to here; takes the capacity of the queue the caller reads from.
+pub(crate) type LaunchFn<T> =
+    Box<dyn FnOnce(&mut Launch, usize) -> Result<Rx<T>, BuildError> + Send>;
+
+impl Launch {
+    pub(crate) fn new(run: Arc<RunState>, settings: &Settings, default_pool: ThreadPool) -> Self {
+        Self {
+            run,
+            default_pool,
+            runtime: None,
+            pipeline_scope: Arc::new(FailureScope::new(
+                settings.max_failures,
+                BudgetScope::Pipeline,
+            )),
+            stages: Vec::new(),
+            queues: Vec::new(),
+            queue_capacity: settings.queue_capacity,
+            stats: settings.stats,
+            hooks: settings.hooks.clone(),
+        }
+    }
+
+    /// Creates a stage's context (statistics, hooks) and records it in pipeline order.
+    pub(crate) fn stage(
+        &mut self,
+        name: String,
+        kind: StageKind,
+        concurrency: usize,
+        scope: Arc<FailureScope>,
+    ) -> Arc<StageCtx> {
+        let info = StageInfo {
+            index: self.stages.len(),
+            name,
+            kind,
+            concurrency,
+        };
+        let observe = Observe {
+            stats: self.stats,
+            hooks: self.hooks.hooks_for(&info),
+        };
+        let ctx = Arc::new(StageCtx::new(info, observe, scope, self.run.clone()));
+        self.stages.push(ctx.clone());
+        ctx
+    }
+
+    /// Creates the queue after stage `after`, closed on stop, counted when stats are on.
+    pub(crate) fn queue<T: Send + 'static>(
+        &mut self,
+        after: &str,
+        capacity: usize,
+    ) -> (Tx<T>, Rx<T>) {
+        let counters = self.stats.then(|| Arc::new(QueueCounters::new()));
+        let (tx, rx) = bounded(capacity, counters.clone());
+        if let Some(counters) = counters {
+            let weak = tx.downgrade();
+            self.queues.push(QueueEntry {
+                after: after.to_owned(),
+                capacity,
+                counters,
+                len: Box::new(move || weak.upgrade().map(|tx| tx.len())),
+            });
+        }
+        self.run.register_queue(&tx);
+        (tx, rx)
+    }
+
+    /// The pipeline's async runtime, started on first use.
+    pub(crate) fn runtime(&mut self) -> Result<&tokio::runtime::Handle, BuildError> {
+        if self.runtime.is_none() {
+            self.runtime = Some(AsyncRuntime::start()?);
+        }
+        Ok(self.runtime.as_ref().expect("just started").handle())
+    }
+
+    /// The budget a stage counts against: its own, or the pipeline's.
+    pub(crate) fn scope(&self, own: Option<MaxFailures>) -> Arc<FailureScope> {
+        match own {
+            Some(budget) => Arc::new(FailureScope::new(budget, BudgetScope::Stage)),
+            None => self.pipeline_scope.clone(),
+        }
+    }
+}
