@@ -13,7 +13,9 @@
 //! tokens, emitted together with the best expansion the input allows.
 
 mod expand;
+mod expr;
 mod parse;
+mod syntax;
 mod validate;
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{Expr, Lit, UnOp};
 
-use crate::parse::{Parsed, Stage, StageOption, AGGREGATE_OPTIONS, PIPE_OPTIONS, SINK_OPTIONS};
+use crate::expr::{describe, int_literal, is_float_literal, strip};
+use crate::parse::{AGGREGATE_OPTIONS, PIPE_OPTIONS, SINK_OPTIONS};
+use crate::syntax::{Parsed, Stage, StageOption};
 
 /// What the source stage iterates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -869,63 +871,6 @@ fn order(opt: Opt) -> OrderValue {
         }
     }
     OrderValue::Expr(opt)
-}
-
-/// Looks through invisible and parenthesised groups.
-fn strip(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Group(g) => strip(&g.expr),
-        Expr::Paren(p) => strip(&p.expr),
-        other => other,
-    }
-}
-
-/// `Some((negative, magnitude))` for an integer literal, possibly negated.
-pub(crate) fn int_literal(expr: &Expr) -> Option<(bool, u128)> {
-    match strip(expr) {
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Int(lit), ..
-        }) => Some((false, lit.base10_parse::<u128>().unwrap_or(u128::MAX))),
-        Expr::Unary(syn::ExprUnary {
-            op: UnOp::Neg(_),
-            expr,
-            ..
-        }) => int_literal(expr).map(|(neg, n)| (!neg, n)),
-        _ => None,
-    }
-}
-
-fn is_float_literal(expr: &Expr) -> bool {
-    match strip(expr) {
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Float(_), ..
-        }) => true,
-        Expr::Unary(syn::ExprUnary { expr, .. }) => is_float_literal(expr),
-        _ => false,
-    }
-}
-
-/// A short description of an argument for messages: a path as written, a literal, or `..`.
-fn describe(expr: &Expr) -> String {
-    match strip(expr) {
-        Expr::Path(p) if p.qself.is_none() => {
-            let text: String = quote::ToTokens::to_token_stream(&p.path)
-                .to_string()
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
-            if text.chars().count() > 40 {
-                "..".to_owned()
-            } else {
-                text
-            }
-        }
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Int(lit), ..
-        }) => lit.to_string(),
-        Expr::Closure(_) => "|..| ..".to_owned(),
-        _ => "..".to_owned(),
-    }
 }
 
 fn example(what: &str) -> &'static str {
