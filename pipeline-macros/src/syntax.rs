@@ -1,7 +1,7 @@
 //! The input as written: stages with their modifiers, positional arguments and options.
 //!
-//! `parse` builds it and `validate` reads it; it has its own file so that what reads it
-//! need not depend on the parser.
+//! `parse` builds it and `validate` reads it; it has its own file so that the stage kinds,
+//! which check their own stages, can name it without depending on the parser.
 
 use proc_macro2::Span;
 use syn::Expr;
