@@ -89,3 +89,52 @@ pub(crate) fn modifier_hint(word: &str) -> &'static str {
 pub(crate) fn stand_ins() -> (Step, Step) {
     (source::stand_in(), sink::stand_in())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::kind::Place;
+    use super::*;
+
+    #[test]
+    fn every_name_is_one_kind() {
+        let names: Vec<&str> = names().iter().map(|(name, ..)| *name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[..i].contains(name), "`{name}` names two stages");
+        }
+    }
+
+    #[test]
+    fn aliases_imply_modifiers_of_their_kind() {
+        for (name, kind, implied) in names() {
+            for word in implied {
+                assert!(
+                    kind.modifiers().iter().any(|m| m.word == *word),
+                    "`{name}` implies `{word}`, which `{}` does not take",
+                    kind.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn options_are_named_once_per_kind() {
+        for kind in KINDS {
+            let options = kind.options();
+            for (i, o) in options.iter().enumerate() {
+                assert!(
+                    !options[..i].iter().any(|p| p.name == o.name),
+                    "`{}` lists `{}` twice",
+                    kind.name(),
+                    o.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_source_kind_and_one_sink_kind() {
+        for place in [Place::First, Place::Last] {
+            assert_eq!(KINDS.iter().filter(|k| k.place() == place).count(), 1);
+        }
+    }
+}
