@@ -4,16 +4,24 @@
 //! The macro works in three phases, one module each, all on `proc_macro2` tokens so that
 //! they can be tested outside a compiler invocation:
 //!
-//! * `parse`: tokens → stages, modifiers, positional arguments and options;
-//! * `validate`: names, places, options and literal values checked → a plan;
+//! * `parse`: tokens → stages, modifiers, positional arguments and options (`syntax`);
+//! * `validate`: names, places, options and literal values checked → a plan (`plan`);
 //! * `expand`: the plan → calls of the `pipeline_runtime` builder, each `pipe` stage through
 //!   a guard function whose diagnostics name the stage and the types involved.
+//!
+//! The phases hold what is the same for every stage kind. Each kind (`source`, `pipe`,
+//! `aggregate`, ..) has one file in `stages/`, with its name, arguments, modifiers, options,
+//! own checks and expansion; the phases consult the registry there (`stages::KINDS`).
 //!
 //! No input makes the macro panic: every mistake is a `compile_error!` at the offending
 //! tokens, emitted together with the best expansion the input allows.
 
 mod expand;
+mod expr;
 mod parse;
+mod plan;
+mod stages;
+mod syntax;
 mod validate;
 
 #[cfg(test)]
@@ -36,5 +44,13 @@ mod proptests;
 /// compile.
 #[proc_macro]
 pub fn pipeline(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
-    expand::pipeline(input.into()).into()
+    pipeline_tokens(input.into()).into()
+}
+
+/// The whole macro: parse, validate, expand. Never panics; errors come out as
+/// `compile_error!`s next to the best expansion the input allows.
+fn pipeline_tokens(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    let parsed = parse::parse(input);
+    let (plan, errors) = validate::validate(parsed);
+    expand::expand(&plan, &errors)
 }

@@ -2,7 +2,9 @@
 //!
 //! The grammar is deliberately loose here: `stage (-> stage)*`, where a stage is a name and an
 //! optional parenthesised argument list of modifiers, positional expressions and `name = value`
-//! options. Whether a name, modifier or option means anything is decided by `validate`.
+//! options. Whether a name, modifier or option means anything is decided by `validate`; the
+//! parser asks the stage kinds (`stages`) only which words are modifiers and which are option
+//! names, because that decides how `pipe(flat f)` and `pipe(f, concurrency)` are read.
 //!
 //! Parsing never stops at the first mistake: every error is recorded with the span of the
 //! offending tokens, and the parser goes on at the next stage (or the next argument), so that
@@ -12,80 +14,8 @@ use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::Expr;
 
-/// Words that modify a stage function or a source when written before it, e.g. `pipe(async f)`.
-pub(crate) const MODIFIERS: &[&str] = &[
-    "async",
-    "try",
-    "opt",
-    "flat",
-    "stream",
-    "continuous",
-    "process",
-];
-
-/// Options of a `pipe` stage.
-pub(crate) const PIPE_OPTIONS: &[&str] = &[
-    "concurrency",
-    "name",
-    "order",
-    "max_failures",
-    "executor",
-    "buffer",
-];
-/// Options of an `aggregate` stage.
-pub(crate) const AGGREGATE_OPTIONS: &[&str] = &["drop_last", "name", "buffer"];
-/// Options of the sink (and so of the whole pipeline).
-pub(crate) const SINK_OPTIONS: &[&str] = &[
-    "buffer",
-    "num_threads",
-    "max_failures",
-    "queue_capacity",
-    "stop_timeout",
-    "stats",
-    "report_interval",
-];
-
-/// Whether `word` is an option of some stage kind (used to read `pipe(f, concurrency)` as an
-/// option whose value is missing rather than as a stray expression).
-fn is_option_name(word: &str) -> bool {
-    [PIPE_OPTIONS, AGGREGATE_OPTIONS, SINK_OPTIONS]
-        .iter()
-        .any(|options| options.contains(&word))
-}
-
-/// One stage as written: `kind(args)`.
-#[derive(Clone)]
-pub(crate) struct Stage {
-    /// The stage's name, e.g. `pipe`.
-    pub(crate) kind: syn::Ident,
-    /// Span of the `( .. )` group, or of the name when there is none.
-    pub(crate) args_span: Span,
-    /// Whether the stage was written with parentheses.
-    pub(crate) has_parens: bool,
-    /// Modifier words before the first positional argument, in order.
-    pub(crate) modifiers: Vec<syn::Ident>,
-    /// Positional arguments (the stage function, the source, the batch size).
-    pub(crate) positional: Vec<Expr>,
-    /// `name = value` options, in order.
-    pub(crate) options: Vec<StageOption>,
-    /// Whether an argument could not be parsed (it is left out of `positional`/`options`).
-    pub(crate) broken: bool,
-}
-
-/// One `name = value` option.
-#[derive(Clone)]
-pub(crate) struct StageOption {
-    pub(crate) name: syn::Ident,
-    /// `None` when the value is missing (`concurrency =` or a bare `concurrency`).
-    pub(crate) value: Option<Expr>,
-}
-
-/// The parsed pipeline: its stages, and the syntax errors found on the way.
-#[derive(Default)]
-pub(crate) struct Parsed {
-    pub(crate) stages: Vec<Stage>,
-    pub(crate) errors: Vec<syn::Error>,
-}
+use crate::stages;
+use crate::syntax::{Parsed, Stage, StageOption};
 
 /// Parses the macro input. Never fails as a whole and never panics: mistakes are recorded in
 /// [`Parsed::errors`], each spanned at the tokens it is about.
@@ -293,9 +223,9 @@ fn option_ahead(input: ParseStream<'_>) -> Option<(syn::Ident, bool)> {
             }
         }
         Some((p, _)) if p.as_char() == ',' => {
-            is_option_name(&ident.to_string()).then_some((ident, false))
+            stages::is_option_name(&ident.to_string()).then_some((ident, false))
         }
-        None if rest.eof() => is_option_name(&ident.to_string()).then_some((ident, false)),
+        None if rest.eof() => stages::is_option_name(&ident.to_string()).then_some((ident, false)),
         _ => None,
     }
 }
@@ -309,7 +239,7 @@ fn modifier_ahead(input: ParseStream<'_>) -> bool {
         return false;
     };
     let word = ident.to_string();
-    if !MODIFIERS.contains(&word.as_str()) {
+    if !stages::is_modifier(&word) {
         return false;
     }
     if word == "async" || word == "try" {

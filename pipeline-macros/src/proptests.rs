@@ -8,40 +8,15 @@ use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use proptest::prelude::*;
 
 use crate::parse::parse;
+use crate::stages;
 use crate::validate::validate;
 
-/// Fragments that the macro gives meaning to, plus noise, so that random sequences hit the
-/// interesting paths (stage names, modifiers, options, arrows, literals) often.
-const FRAGMENTS: &[&str] = &[
-    "source",
-    "pipe",
-    "sink",
-    "aggregate",
-    "aggregate_with",
-    "disaggregate",
-    "try_pipe",
-    "pipe_iter",
-    "source_stream",
+/// Fragments besides the vocabulary of the stage kinds: a typo, words that mean something in
+/// some place, and noise, so that random sequences hit the interesting paths (stage names,
+/// modifiers, options, arrows, literals) often.
+const OTHER_FRAGMENTS: &[&str] = &[
     "pipee",
-    "async",
-    "try",
-    "opt",
-    "flat",
-    "stream",
-    "continuous",
     "move",
-    "concurrency",
-    "name",
-    "order",
-    "max_failures",
-    "executor",
-    "buffer",
-    "drop_last",
-    "num_threads",
-    "queue_capacity",
-    "stop_timeout",
-    "stats",
-    "report_interval",
     "input",
     "completion",
     "->",
@@ -87,8 +62,28 @@ const FRAGMENTS: &[&str] = &[
     "$",
 ];
 
+/// Every stage name, modifier and option name from the registry (so that a new stage kind is
+/// fuzzed too), then [`OTHER_FRAGMENTS`].
+fn fragments() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    let mut add = |word: &'static str| {
+        if !out.contains(&word) {
+            out.push(word);
+        }
+    };
+    for (name, ..) in stages::names() {
+        add(name);
+    }
+    for kind in stages::KINDS {
+        kind.modifiers().iter().for_each(|m| add(m.word));
+        kind.options().iter().for_each(|o| add(o.name));
+    }
+    OTHER_FRAGMENTS.iter().for_each(|f| add(f));
+    out
+}
+
 fn fragment() -> impl Strategy<Value = &'static str> {
-    proptest::sample::select(FRAGMENTS)
+    proptest::sample::select(fragments())
 }
 
 /// Random fragment sequences; unbalanced delimiters do not lex and are skipped.

@@ -1,0 +1,130 @@
+//! `sink(..)`: the last stage, the queue the consumer reads; its options are those of the
+//! whole pipeline (threads, failure budget, stats), so it is also where the pipeline is built.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{quote, ToTokens};
+
+use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
+use super::option::Options;
+use crate::expand::{rt, stage_var};
+use crate::plan::{Context, Planned, Step};
+use crate::syntax::Stage;
+
+/// The builder method that ends the stages, as `.method(buffer)`, and the one that builds the
+/// pipeline after the option setters.
+const METHOD: &str = "sink";
+const BUILD: &str = "build";
+
+/// The options, in the order their setters are called after `sink(buffer)`. The buffer has no
+/// setter: it is the argument of `sink` (`DEFAULT_SINK_BUFFER` when not given).
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new("buffer", ValueType::AtLeastOne, "4", None),
+    OptionSpec::new(
+        "num_threads",
+        ValueType::AtLeastOne,
+        "4",
+        Some("num_threads"),
+    ),
+    OptionSpec::new(
+        "max_failures",
+        ValueType::Budget,
+        "10",
+        Some("max_failures"),
+    ),
+    OptionSpec::new(
+        "queue_capacity",
+        ValueType::AtLeastOne,
+        "4",
+        Some("queue_capacity"),
+    ),
+    OptionSpec::new(
+        "stop_timeout",
+        ValueType::Expr,
+        "Duration::from_secs(1)",
+        Some("stop_timeout"),
+    ),
+    OptionSpec::new("stats", ValueType::Expr, "false", Some("stats")),
+    OptionSpec::new(
+        "report_interval",
+        ValueType::Expr,
+        "Duration::from_secs(1)",
+        Some("report_interval"),
+    ),
+];
+
+pub(crate) struct Sink;
+
+impl StageKind for Sink {
+    fn name(&self) -> &'static str {
+        "sink"
+    }
+
+    fn place(&self) -> Place {
+        Place::Last
+    }
+
+    fn positional(&self) -> Positional {
+        Positional::None {
+            hint: "options only, e.g. `sink(buffer = 4)`",
+        }
+    }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+
+    fn plan(
+        &self,
+        stage: &Stage,
+        implied: &[&'static str],
+        _number: usize,
+        checks: &mut dyn Checks,
+    ) -> Option<Step> {
+        checks.modifiers(stage, implied, self.modifiers());
+        checks.positional(stage, &self.positional());
+        Some(Step {
+            label: label(),
+            stage: Box::new(SinkStep {
+                options: Options::checked(stage, OPTIONS, checks),
+                span: stage.kind.span(),
+            }),
+        })
+    }
+}
+
+fn label() -> String {
+    "`sink`".to_owned()
+}
+
+/// A checked sink.
+struct SinkStep {
+    options: Options,
+    /// Span of the stage name.
+    span: Span,
+}
+
+impl Planned for SinkStep {
+    fn expand(&self, _cx: &Context<'_>) -> TokenStream {
+        let rt = rt();
+        let stage = stage_var();
+        let method = Ident::new(METHOD, self.span);
+        let buffer = match self.options.get("buffer") {
+            Some(given) => given.value.to_token_stream(),
+            None => quote!(#rt::DEFAULT_SINK_BUFFER),
+        };
+        let setters = self.options.setters();
+        let build = Ident::new(BUILD, self.span);
+        quote!(#stage.#method(#buffer) #setters .#build())
+    }
+}
+
+/// Stands in for a missing sink: the sink with its defaults (an error says it is missing).
+pub(crate) fn stand_in() -> Step {
+    Step {
+        label: label(),
+        stage: Box::new(SinkStep {
+            options: Options::new(OPTIONS),
+            span: Span::call_site(),
+        }),
+    }
+}
