@@ -159,8 +159,8 @@ mod tests {
         for path in out.split("::pipeline_runtime :: ").skip(1) {
             assert!(path.starts_with("__private"), "{path}");
         }
-        assert!(out.contains("try_pipe_async"));
-        assert!(out.contains("aggregate_sized"));
+        assert!(out.contains("async_try_pipe"));
+        assert!(out.contains(". aggregate ("));
         assert!(out.contains("Order :: Input"));
         assert!(out.contains("MaxFailures :: Count (3)"));
     }

@@ -102,7 +102,7 @@ const VALID: &[&str] = &[
     "source(try items) -> pipe(try flat |x: u32| vec![Ok(x)], order = input) \
      -> aggregate_with(Sums::new(), name = \"sums\") -> disaggregate() \
      -> sink(num_threads = 2, max_failures = 0.5, stop_timeout = Duration::from_secs(1))",
-    "source(continuous v) -> pipe(opt async g) -> pipe(stream s) -> sink",
+    "source(continuous v) -> pipe(opt async g) -> pipe(async flat s) -> sink",
 ];
 
 /// A mutation of a token list: delete, duplicate, swap, or replace a token, or wrap a range

@@ -339,23 +339,23 @@ mod tests {
         });
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(plan.steps.len(), 4);
-        assert!(expanded(&plan).contains(". try_pipe_async (f , options)"));
+        assert!(expanded(&plan).contains(". async_try_pipe (f)"));
         assert_eq!(plan.steps[0].label, "stage 2 `f`");
-        assert_eq!(plan.steps[1].label, "stage 3 `pipe(try async g)`");
+        assert_eq!(plan.steps[1].label, "stage 3 `pipe(async try g)`");
     }
 
     #[test]
     fn builder_names_are_aliases() {
         let (plan, errors) = check(quote! {
-            try_source(v) -> try_pipe_iter(f) -> pipe_opt_async(g) -> sink()
+            try_source(v) -> try_flat_pipe(f) -> async_opt_pipe(g) -> sink()
         });
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(plan.steps[0].label, "stage 2 `pipe(try flat f)`");
-        assert_eq!(plan.steps[1].label, "stage 3 `pipe(opt async g)`");
+        assert_eq!(plan.steps[1].label, "stage 3 `pipe(async opt g)`");
         let out = expanded(&plan);
         assert!(out.contains(". try_source (v)"), "{out}");
-        assert!(out.contains(". try_pipe_iter (f , options)"), "{out}");
-        assert!(out.contains(". pipe_opt_async (f , options)"), "{out}");
+        assert!(out.contains(". try_flat_pipe (f)"), "{out}");
+        assert!(out.contains(". async_opt_pipe (f)"), "{out}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use syn::Expr;
 
 use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
 use super::option::Options;
-use crate::expand::{rt, stage_var};
+use crate::expand::stage_var;
 use crate::expr::{describe, int_literal};
 use crate::plan::{Context, Planned, Step};
 use crate::syntax::Stage;
@@ -22,12 +22,8 @@ pub(super) const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
 ];
 
-/// The type the option setters are called on (`AggregateOptions::new().drop_last(true)`),
-/// passed as the last argument of the builder method.
-const OPTIONS_TYPE: &str = "AggregateOptions";
-
-/// The builder method of `aggregate(n)`, as `.method(n, options)`.
-const METHOD: &str = "aggregate_sized";
+/// The builder method of `aggregate(n)`, as `.method(n)` followed by the option setters.
+const METHOD: &str = "aggregate";
 
 /// What the type error of the stage after an aggregation says.
 pub(super) const BATCHES_NOTE: &str = "`aggregate` produces batches (`Vec`s) of items: make \
@@ -99,14 +95,12 @@ pub(super) struct AggregateStep {
 
 impl Planned for AggregateStep {
     fn expand(&self, _cx: &Context<'_>) -> TokenStream {
-        let rt = rt();
         let stage = stage_var();
         let method = Ident::new(self.method, self.span);
-        let options_type = Ident::new(OPTIONS_TYPE, Span::call_site());
         let setters = self.options.setters();
         let arg = &self.arg;
         quote! {
-            let #stage = #stage.#method(#arg, #rt::#options_type::new() #setters);
+            let #stage = #stage.#method(#arg) #setters;
         }
     }
 

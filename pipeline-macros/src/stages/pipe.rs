@@ -1,7 +1,7 @@
 //! `pipe(f)`: a stage that applies a function to each item.
 //!
 //! The function's shape is chosen by modifiers (`pipe(try async f)`), or by the builder's
-//! method name written as the stage name (`try_pipe_async(f)`). Each shape is one row of
+//! method name written as the stage name (`async_try_pipe(f)`). Each shape is one row of
 //! [`SHAPES`]: the modifiers that select it, the builder method it calls and the bounds that
 //! its guard puts on the function. The options, and the setters they become, are [`OPTIONS`].
 //!
@@ -34,7 +34,7 @@ struct Shape {
     modifiers: &'static [&'static str],
     /// How the modifiers are written before the function, in labels and messages.
     written: &'static str,
-    /// The builder method the stage calls, as `.method(f, options)`.
+    /// The builder method the stage calls, as `.method(f)`, followed by the option setters.
     method: &'static str,
     /// Whether `method` is also accepted as the stage's name (`try_pipe(f)` = `pipe(try f)`).
     alias: bool,
@@ -83,7 +83,7 @@ const SHAPES: &[Shape] = &[
     Shape {
         modifiers: &["opt"],
         written: "opt ",
-        method: "pipe_opt",
+        method: "opt_pipe",
         alias: true,
         runs_async: false,
         one_to_many: false,
@@ -94,7 +94,7 @@ const SHAPES: &[Shape] = &[
     Shape {
         modifiers: &["flat"],
         written: "flat ",
-        method: "pipe_iter",
+        method: "flat_pipe",
         alias: true,
         runs_async: false,
         one_to_many: true,
@@ -112,7 +112,7 @@ const SHAPES: &[Shape] = &[
     Shape {
         modifiers: &["flat", "try"],
         written: "try flat ",
-        method: "try_pipe_iter",
+        method: "try_flat_pipe",
         alias: true,
         runs_async: false,
         one_to_many: true,
@@ -130,7 +130,7 @@ const SHAPES: &[Shape] = &[
     Shape {
         modifiers: &["async"],
         written: "async ",
-        method: "pipe_async",
+        method: "async_pipe",
         alias: true,
         runs_async: true,
         one_to_many: false,
@@ -146,8 +146,8 @@ const SHAPES: &[Shape] = &[
     },
     Shape {
         modifiers: &["async", "try"],
-        written: "try async ",
-        method: "try_pipe_async",
+        written: "async try ",
+        method: "async_try_pipe",
         alias: true,
         runs_async: true,
         one_to_many: false,
@@ -158,14 +158,14 @@ const SHAPES: &[Shape] = &[
                 F: ::core::ops::Fn(A) -> Fut,
                 Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
                     + ::core::marker::Send + 'static,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError> + 'static,
             }
         },
     },
     Shape {
         modifiers: &["async", "opt"],
-        written: "opt async ",
-        method: "pipe_opt_async",
+        written: "async opt ",
+        method: "async_opt_pipe",
         alias: true,
         runs_async: true,
         one_to_many: false,
@@ -181,9 +181,9 @@ const SHAPES: &[Shape] = &[
         },
     },
     Shape {
-        modifiers: &["stream"],
-        written: "stream ",
-        method: "pipe_stream",
+        modifiers: &["async", "flat"],
+        written: "async flat ",
+        method: "async_flat_pipe",
         alias: true,
         runs_async: true,
         one_to_many: true,
@@ -194,6 +194,24 @@ const SHAPES: &[Shape] = &[
                 F: ::core::ops::Fn(A) -> S,
                 S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
                 U: #rt::Item,
+            }
+        },
+    },
+    Shape {
+        modifiers: &["async", "flat", "try"],
+        written: "async try flat ",
+        method: "async_try_flat_pipe",
+        alias: true,
+        runs_async: true,
+        one_to_many: true,
+        in_process: false,
+        generics: &["S", "E"],
+        bounds: |rt| {
+            quote! {
+                F: ::core::ops::Fn(A) -> S,
+                S: #rt::Stream<Item = ::core::result::Result<U, E>>
+                    + ::core::marker::Send + 'static,
+                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
             }
         },
     },
@@ -211,6 +229,80 @@ const SHAPES: &[Shape] = &[
                 F: ::core::ops::Fn(A) -> U,
                 A: #rt::ProcessInput,
                 U: #rt::Item + #rt::ProcessOutput,
+            }
+        },
+    },
+    Shape {
+        modifiers: &["process", "try"],
+        written: "process try ",
+        method: "process_try_pipe",
+        alias: false,
+        runs_async: false,
+        one_to_many: false,
+        in_process: true,
+        generics: &["E"],
+        bounds: |rt| {
+            quote! {
+                F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
+                A: #rt::ProcessInput,
+                U: #rt::Item + #rt::ProcessOutput,
+                E: #rt::ProcessOutput + ::core::convert::Into<#rt::BoxError> + 'static,
+            }
+        },
+    },
+    Shape {
+        modifiers: &["opt", "process"],
+        written: "process opt ",
+        method: "process_opt_pipe",
+        alias: false,
+        runs_async: false,
+        one_to_many: false,
+        in_process: true,
+        generics: &[],
+        bounds: |rt| {
+            quote! {
+                F: ::core::ops::Fn(A) -> ::core::option::Option<U>,
+                A: #rt::ProcessInput,
+                U: #rt::Item + #rt::ProcessOutput,
+            }
+        },
+    },
+    Shape {
+        modifiers: &["flat", "process"],
+        written: "process flat ",
+        method: "process_flat_pipe",
+        alias: false,
+        runs_async: false,
+        one_to_many: true,
+        in_process: true,
+        generics: &["I"],
+        bounds: |rt| {
+            quote! {
+                F: ::core::ops::Fn(A) -> I,
+                A: #rt::ProcessInput,
+                I: ::core::iter::IntoIterator<Item = U> + #rt::ProcessOutput + 'static,
+                I::IntoIter: ::core::marker::Send + 'static,
+                U: #rt::Item,
+            }
+        },
+    },
+    Shape {
+        modifiers: &["flat", "process", "try"],
+        written: "process try flat ",
+        method: "process_try_flat_pipe",
+        alias: false,
+        runs_async: false,
+        one_to_many: true,
+        in_process: true,
+        generics: &["I", "E"],
+        bounds: |rt| {
+            quote! {
+                F: ::core::ops::Fn(A) -> I,
+                A: #rt::ProcessInput,
+                I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>
+                    + #rt::ProcessOutput + 'static,
+                I::IntoIter: ::core::marker::Send + 'static,
+                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
             }
         },
     },
@@ -235,10 +327,6 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("executor", ValueType::Expr, "pool", Some("executor")),
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
 ];
-
-/// The type the option setters are called on (`StageOptions::new().concurrency(4)`), passed
-/// as the last argument of the builder method.
-const OPTIONS_TYPE: &str = "StageOptions";
 
 pub(crate) struct Pipe;
 
@@ -445,9 +533,7 @@ impl Planned for PipeStep {
         let input = input_trait(cx);
         let (first, last) = edge_spans(&self.func);
         let arg = stage_arg(first, last);
-        let options_type = Ident::new(OPTIONS_TYPE, Span::call_site());
         let setters = self.options.setters();
-        let opts = quote!(#rt::#options_type::new() #setters);
         let func = &self.func;
         let func_tokens = if annotated_closure(func) {
             // Not a closure to rustc any more: checked with the other arguments, so its
@@ -458,7 +544,7 @@ impl Planned for PipeStep {
         };
         // The call spans the whole stage, `pipe(..)`, so that errors about the stage as a
         // whole (what it produces, its future) point at it.
-        let call = spanned_call(&guard, quote!(#func_tokens, #arg, #opts), self.args_span);
+        let call = spanned_call(&guard, quote!(#func_tokens, #arg), self.args_span);
         quote! {
             #[allow(unused_braces)]
             let #stage = {
@@ -466,7 +552,6 @@ impl Planned for PipeStep {
                 fn #guard<T, A, F, U, #(#generics,)*>(
                     f: F,
                     stage: #rt::StageBuilder<T>,
-                    options: #rt::#options_type,
                 ) -> #rt::StageBuilder<U>
                 where
                     #bounds
@@ -474,9 +559,9 @@ impl Planned for PipeStep {
                     A: ::core::marker::Send + 'static,
                     T: ::core::marker::Send + 'static + __PipelineStageInput<A>,
                 {
-                    <T as __PipelineStageInput<A>>::__cast(stage).#method(f, options)
+                    <T as __PipelineStageInput<A>>::__cast(stage).#method(f)
                 }
-                #call
+                #call #setters
             };
         }
     }

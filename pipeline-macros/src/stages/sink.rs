@@ -2,11 +2,11 @@
 //! whole pipeline (threads, failure budget, stats), so it is also where the pipeline is built.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::quote;
 
 use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
 use super::option::Options;
-use crate::expand::{rt, stage_var};
+use crate::expand::stage_var;
 use crate::plan::{Context, Planned, Step};
 use crate::syntax::Stage;
 
@@ -18,7 +18,7 @@ const BUILD: &str = "build";
 /// The options, in the order their setters are called after `sink(buffer)`. The buffer has no
 /// setter: it is the argument of `sink` (`DEFAULT_SINK_BUFFER` when not given).
 const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new("buffer", ValueType::AtLeastOne, "4", None),
+    OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
     OptionSpec::new(
         "num_threads",
         ValueType::AtLeastOne,
@@ -105,16 +105,11 @@ struct SinkStep {
 
 impl Planned for SinkStep {
     fn expand(&self, _cx: &Context<'_>) -> TokenStream {
-        let rt = rt();
         let stage = stage_var();
         let method = Ident::new(METHOD, self.span);
-        let buffer = match self.options.get("buffer") {
-            Some(given) => given.value.to_token_stream(),
-            None => quote!(#rt::DEFAULT_SINK_BUFFER),
-        };
         let setters = self.options.setters();
         let build = Ident::new(BUILD, self.span);
-        quote!(#stage.#method(#buffer) #setters .#build())
+        quote!(#stage.#method() #setters .#build())
     }
 }
 

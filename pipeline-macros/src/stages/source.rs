@@ -41,9 +41,14 @@ const SHAPES: &[Shape] = &[
         method: "continuous_source",
     },
     Shape {
-        modifiers: &["stream"],
-        example: "source(stream s)",
-        method: "source_stream",
+        modifiers: &["async"],
+        example: "source(async s)",
+        method: "async_source",
+    },
+    Shape {
+        modifiers: &["async", "try"],
+        example: "source(async try s)",
+        method: "async_try_source",
     },
 ];
 
@@ -75,7 +80,7 @@ impl StageKind for Source {
                 word: "continuous",
                 hint: " (`continuous` applies to `source`)",
             },
-            Modifier::new("stream"),
+            Modifier::new("async"),
         ];
         MODIFIERS
     }

@@ -8,13 +8,13 @@ fn main() {
     let pipeline = pipeline! {
         try_source(items)
         -> try_pipe(|x: u32| Ok::<_, String>(x + 1))
-        -> pipe_opt(|x: u32| (x != 3).then_some(x))
-        -> pipe_iter(|x: u32| [x])
-        -> try_pipe_iter(|x: u32| [Ok::<_, String>(x)])
-        -> pipe_async(|x: u32| async move { x })
-        -> try_pipe_async(|x: u32| async move { Ok::<_, String>(x) })
-        -> pipe_opt_async(|x: u32| async move { Some(x) })
-        -> pipe_stream(|x: u32| stream::iter([x]))
+        -> opt_pipe(|x: u32| (x != 3).then_some(x))
+        -> flat_pipe(|x: u32| [x])
+        -> try_flat_pipe(|x: u32| [Ok::<_, String>(x)])
+        -> async_pipe(|x: u32| async move { x })
+        -> async_try_pipe(|x: u32| async move { Ok::<_, String>(x) })
+        -> async_opt_pipe(|x: u32| async move { Some(x) })
+        -> async_flat_pipe(|x: u32| stream::iter([x]))
         -> sink()
     }
     .unwrap();
@@ -24,6 +24,6 @@ fn main() {
 
     let mut epochs = pipeline! { continuous_source([1, 2]) -> sink() }.unwrap();
     assert_eq!(epochs.epoch().map(Result::unwrap).collect::<Vec<i32>>(), vec![1, 2]);
-    let streamed = pipeline! { source_stream(stream::iter([7])) -> sink() }.unwrap();
+    let streamed = pipeline! { async_source(stream::iter([7])) -> sink() }.unwrap();
     assert_eq!(streamed.map(Result::unwrap).collect::<Vec<i32>>(), vec![7]);
 }

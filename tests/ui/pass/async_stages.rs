@@ -22,7 +22,7 @@ fn main() {
         -> pipe(async triple, concurrency = 4)
         -> pipe(try async not_five)
         -> pipe(opt async |x: u32| async move { (x % 2 == 0).then_some(x) })
-        -> pipe(stream |x: u32| stream::iter([x, x + 1]))
+        -> pipe(async flat |x: u32| stream::iter([x, x + 1]))
         -> pipe(async move |x| async move { u64::from(x) })
         -> sink(buffer = 2)
     }

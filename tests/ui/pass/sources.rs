@@ -21,6 +21,6 @@ fn main() {
         assert_eq!(epoch, vec![0, 10, 20]);
     }
 
-    let streamed = pipeline! { source(stream stream::iter(5..8)) -> sink() }.unwrap();
+    let streamed = pipeline! { source(async stream::iter(5..8)) -> sink() }.unwrap();
     assert_eq!(streamed.map(Result::unwrap).collect::<Vec<i32>>(), vec![5, 6, 7]);
 }
