@@ -118,7 +118,7 @@ pub use error::{
 pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
 pub use failure::MaxFailures;
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
-pub use pipeline::{Epoch, Pipeline};
+pub use pipeline::{Epoch, Pipeline, PipelineStream};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;
