@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::failure::MaxFailures;
+use crate::sync::panic_message;
 
 /// A boxed error from a stage function, a source or an aggregator.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -57,16 +58,9 @@ impl ItemError {
     }
 
     pub(crate) fn panic(stage: &str, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_owned()
-        };
         Self {
             stage: stage.to_owned(),
-            kind: ItemErrorKind::Panic(message),
+            kind: ItemErrorKind::Panic(panic_message(payload)),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{BudgetScope, BuildError, ItemError, StageFailureKind};
+use crate::sync::lock;
 
 /// How many failed items are tolerated before the pipeline ends with an error.
 ///
@@ -148,7 +149,7 @@ const KEPT_ERRORS: usize = 16;
 
 impl RecentErrors {
     pub(crate) fn push(&self, error: ItemError) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = lock(&self.errors);
         if errors.len() == KEPT_ERRORS {
             errors.pop_front();
         }
@@ -156,7 +157,7 @@ impl RecentErrors {
     }
 
     pub(crate) fn take(&self) -> Vec<ItemError> {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = lock(&self.errors);
         errors.drain(..).collect()
     }
 }

@@ -67,6 +67,7 @@ mod run_state;
 mod stage;
 mod stats;
 pub mod subprocess;
+mod sync;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::process::{decode, encode, Channel};
+use crate::sync::panic_message;
 
 /// Entry point name of a stage worker.
 pub(crate) const STAGE_WORKER_ENTRY: &str = "pipeline_runtime::stage_worker";
@@ -142,13 +143,3 @@ fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     Ok(())
 }
 crate::register_worker_entry!(STAGE_WORKER_ENTRY, stage_worker);
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::channel::{encode, Channel, FrameReader, FrameWriter};
 use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
 use super::worker::{find_entry, is_worker};
+use crate::sync::lock;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
 const STDERR_TAIL_LINES: usize = 16;
@@ -240,7 +241,7 @@ struct ChildState {
 
 impl ChildState {
     fn kill(&self) {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let reaped = lock(&self.reaped);
         if !*reaped {
             // SAFETY: plain syscall on a pid that is ours and not yet reaped (see above).
             unsafe {
@@ -470,7 +471,7 @@ impl ChildProcess {
 
     fn reap(&mut self) {
         let status = {
-            let mut reaped = self.state.reaped.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reaped = lock(&self.state.reaped);
             *reaped = true;
             self.child.wait()
         };
@@ -485,7 +486,7 @@ impl ChildProcess {
                 let _ = thread.join();
             }
         }
-        let log = self.stderr_log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = lock(&self.stderr_log);
         self.exit = Some(ExitReport {
             status,
             stderr_tail: log.tail.iter().cloned().collect(),
@@ -621,6 +622,6 @@ fn forward_stderr(stderr: impl Read, prefix: &str, log: &Mutex<StderrLog>) {
         if kept.len() < text.len() {
             kept.push('…');
         }
-        log.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
+        lock(log).push(kept);
     }
 }

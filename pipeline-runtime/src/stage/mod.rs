@@ -15,6 +15,7 @@ use crate::failure::{FailureScope, RecentErrors};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageKind, StageStats};
+use crate::sync::lock;
 
 /// How a stage is observed: statistics on or off, and the user's hooks.
 #[derive(Debug, Default)]
@@ -196,7 +197,7 @@ impl Drop for LaneGuard {
         if ctx.live_lanes.fetch_sub(1, Ordering::AcqRel) == 1 {
             ctx.counters.mark_ended();
             ctx.hooks.each(&ctx.info, |h| h.stage_ended(&ctx.info));
-            drop(ctx.span.lock().unwrap_or_else(|e| e.into_inner()).take());
+            drop(lock(&ctx.span).take());
         }
     }
 }

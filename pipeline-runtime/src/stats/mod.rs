@@ -19,6 +19,7 @@ pub use stage::{StageKind, StageStats};
 
 use crate::clock;
 use crate::stage::StageCtx;
+use crate::sync::lock;
 
 /// A snapshot of a whole pipeline: every stage, every queue between them.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,13 +105,13 @@ impl Default for StatsRegistry {
 impl StatsRegistry {
     pub(crate) fn start(&self, stages: Vec<Arc<StageCtx>>, queues: Vec<QueueEntry>) {
         self.started.store(clock::now().max(1), Ordering::Relaxed);
-        *self.stages.lock().unwrap_or_else(|e| e.into_inner()) = stages;
-        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
+        *lock(&self.stages) = stages;
+        *lock(&self.queues) = queues;
     }
 
     /// One occupancy sample of every queue.
     pub(crate) fn sample(&self) {
-        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for q in lock(&self.queues).iter() {
             if let Some(len) = (q.len)() {
                 q.counters.sample(len > 0);
             }
@@ -139,14 +140,11 @@ impl StatsRegistry {
             ended => ended,
         };
         let started = self.started.load(Ordering::Relaxed);
-        let mut stages: Vec<StageStats> = self
-            .stages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut stages: Vec<StageStats> = lock(&self.stages)
             .iter()
             .map(|s| s.snapshot_until(until))
             .collect();
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queues = lock(&self.queues);
         // The source's busy time: the time it ran less the time it waited for room.
         if let (Some(source), Some(first)) = (stages.first_mut(), queues.first()) {
             if source.kind == StageKind::Source {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::worker::{IterSource, PipelineSource, Source};
 use crate::error::BuildError;
 use crate::process::decode;
+use crate::sync::panic_message;
 use crate::Pipeline;
 
 /// What a registered function is for.
@@ -142,18 +143,9 @@ fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, String> {
     decode(args).map_err(|e| format!("bad arguments: {e}"))
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".to_owned()
-    }
-}
-
 fn guarded<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_message(&*p)))
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))))
 }
 
 #[doc(hidden)]
