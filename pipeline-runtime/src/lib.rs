@@ -113,14 +113,11 @@ pub use builder::{
     AggregateOptions, PipelineBuilder, SinkBuilder, StageBuilder, StageOptions,
     DEFAULT_QUEUE_CAPACITY, DEFAULT_SINK_BUFFER,
 };
-pub use error::{
-    BoxError, BudgetScope, BuildError, GetError, ItemError, PipelineError, StageFailure,
-    StageFailureKind,
-};
+pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
-pub use failure::MaxFailures;
+pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
-pub use pipeline::{Epoch, Pipeline, PipelineStream};
+pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;

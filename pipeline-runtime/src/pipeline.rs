@@ -1,5 +1,6 @@
 //! The running pipeline: what the consumer iterates, and its lifecycle (start, stop, drop).
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use futures::Stream;
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
 use crate::builder::{Launch, LaunchFn, DEFAULT_QUEUE_CAPACITY};
-use crate::error::{BudgetScope, BuildError, GetError, PipelineError};
+use crate::error::{BudgetScope, BuildError};
 use crate::executor::{join_all_until, ThreadPool};
-use crate::failure::{FailureScope, MaxFailures};
+use crate::failure::{FailureScope, MaxFailures, PipelineError};
 use crate::hook::HookFactories;
 use crate::queue::{Msg, Rx};
 use crate::run_state::RunState;
@@ -476,6 +477,36 @@ impl<T: Send + 'static> Iterator for Epoch<'_, T> {
                 self.done = true;
                 None
             }
+        }
+    }
+}
+
+/// Why [`Pipeline::get_timeout`](crate::Pipeline::get_timeout) returned no item.
+#[derive(Debug)]
+pub enum GetError {
+    /// No item arrived within the timeout; the pipeline is still running.
+    Timeout,
+    /// The pipeline failed (reported once; later calls say [`GetError::Finished`]).
+    Failed(PipelineError),
+    /// The pipeline has finished and every item was read.
+    Finished,
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Timeout => f.write_str("no item became available before the timeout"),
+            GetError::Failed(e) => e.fmt(f),
+            GetError::Finished => f.write_str("the pipeline has finished"),
+        }
+    }
+}
+
+impl StdError for GetError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            GetError::Failed(e) => Some(e),
+            _ => None,
         }
     }
 }

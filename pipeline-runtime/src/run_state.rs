@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use crate::error::{PipelineError, StageFailure, StageFailureKind};
+use crate::failure::{PipelineError, StageFailure, StageFailureKind};
 use crate::queue::Tx;
 use crate::sync::lock;
 

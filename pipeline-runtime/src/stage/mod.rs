@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock;
-use crate::error::{ItemError, StageFailureKind};
-use crate::failure::{FailureScope, RecentErrors};
+use crate::error::ItemError;
+use crate::failure::{FailureScope, RecentErrors, StageFailureKind};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageKind, StageStats};

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::error::RemotePipelineError;
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
-use crate::error::GetError;
+use crate::pipeline::GetError;
 use crate::process::{decode, encode, Channel, FrameWriter, MAX_FRAME};
 use crate::queue::Msg;
 use crate::Pipeline;
