@@ -143,8 +143,8 @@ impl<T: Send + 'static> Pipeline<T> {
         match launch(&mut l, buffer) {
             Ok(mut output) => {
                 output.set_consumer();
-                self.stats
-                    .start(l.stages.clone(), std::mem::take(&mut l.queues));
+                let stages = l.stages.iter().map(|s| s.stats_entry()).collect();
+                self.stats.start(stages, std::mem::take(&mut l.queues));
                 if self.settings.stats {
                     self.start_stats_thread(self.settings.report_interval);
                 }
