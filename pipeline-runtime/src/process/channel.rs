@@ -57,7 +57,7 @@ impl FrameReader {
     /// it is buffered already or arrives in time. `recv` then blocks only until the rest of
     /// that message is in.
     pub fn wait_readable(&self, timeout: Duration) -> bool {
-        !self.inner.buffer().is_empty() || super::child::wait_readable(self.fd, timeout)
+        !self.inner.buffer().is_empty() || wait_readable(self.fd, timeout)
     }
 
     /// The next message; `Ok(None)` when the other side closed its end cleanly (it exited or
@@ -164,4 +164,24 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
             ),
         )
     })
+}
+
+/// Whether `fd` becomes readable (or hung up) within `timeout`.
+pub(super) fn wait_readable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if rc >= 0 {
+            return rc > 0;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
 }

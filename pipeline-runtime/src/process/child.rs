@@ -12,10 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::channel::{encode, Channel, FrameReader, FrameWriter};
-use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
+use super::channel::{encode, wait_readable, Channel, FrameReader, FrameWriter};
+use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
 use super::worker::{find_entry, is_worker};
 use crate::sync::lock;
 
@@ -23,14 +21,6 @@ use crate::sync::lock;
 const STDERR_TAIL_LINES: usize = 16;
 /// Longest stderr line kept (characters); longer ones are cut.
 const STDERR_LINE_MAX: usize = 400;
-
-/// What the parent sends right after the handshake: which entry point to run, with what.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Start {
-    pub(crate) entry: String,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) args: Vec<u8>,
-}
 
 /// How to start a worker child.
 #[derive(Debug, Clone)]
@@ -552,26 +542,6 @@ fn widen_pipe(fd: i32) {
     // SAFETY: fcntl on a pipe descriptor we own; failure leaves the pipe as it was.
     unsafe {
         libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
-    }
-}
-
-/// Whether `fd` becomes readable (or hung up) within `timeout`.
-pub(super) fn wait_readable(fd: i32, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-        if rc >= 0 {
-            return rc > 0;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return false;
-        }
     }
 }
 

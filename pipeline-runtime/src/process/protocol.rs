@@ -3,6 +3,8 @@
 
 use std::io::{self, Read, Write};
 
+use serde::{Deserialize, Serialize};
+
 /// Set in a worker child's environment (to [`PROTOCOL_VERSION`]); its presence is what makes
 /// [`init`](super::init) enter worker mode, and what stops a worker from starting workers.
 pub const WORKER_ENV: &str = "PIPELINE_RUNTIME_WORKER";
@@ -69,6 +71,14 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Ok(Some(buf))
+}
+
+/// What the parent sends right after the handshake: which entry point to run, with what.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Start {
+    pub(crate) entry: String,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) args: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::channel::{decode, Channel, FrameReader, FrameWriter};
-use super::child::Start;
-use super::protocol::{handshake, WORKER_ENV};
+use super::protocol::{handshake, Start, WORKER_ENV};
 
 /// A worker's exit code when its entry point returned an error.
 pub const EXIT_ENTRY_FAILED: i32 = 1;
