@@ -63,6 +63,7 @@ mod hook;
 mod pipeline;
 pub mod process;
 mod queue;
+mod registry;
 mod run_state;
 mod stage;
 mod stats;

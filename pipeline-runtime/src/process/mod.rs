@@ -24,18 +24,17 @@
 //!   out of memory, and its last stderr lines. A worker's input channel closes when its
 //!   parent dies, and the entry points of this crate return then.
 
-mod channel;
+pub(crate) mod channel;
 mod child;
-mod protocol;
+mod exit;
+pub(crate) mod protocol;
 mod worker;
 
 pub use channel::{decode, encode, Channel, FrameReader, FrameWriter};
-pub use child::{ChildKiller, ChildProcess, ExitReport, ProcessError, SpawnOptions};
+pub use child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+pub use exit::ExitReport;
 pub use protocol::{MAX_FRAME, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
-pub use worker::{
-    init, is_worker, EntryFn, EntryPoint, EXIT_ENTRY_FAILED, EXIT_NO_ENTRY, EXIT_PANIC,
-    EXIT_PROTOCOL,
-};
+pub use worker::{init, is_worker, EXIT_ENTRY_FAILED, EXIT_NO_ENTRY, EXIT_PANIC, EXIT_PROTOCOL};
 
 #[cfg(test)]
 mod tests {

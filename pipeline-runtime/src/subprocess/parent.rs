@@ -12,14 +12,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{RemotePipelineError, SubprocessError};
-use super::registry::{self, Kind};
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::error::BuildError;
-use crate::executor::process_fn::fn_type_name;
 use crate::process::{
     decode, encode, ChildKiller, ChildProcess, FrameReader, FrameWriter, SpawnOptions,
 };
+use crate::registry::{self, fn_type_name, Kind};
 use crate::Pipeline;
 
 /// Items whose encoding is at least this many bytes go through shared memory by default
