@@ -66,8 +66,7 @@ pub struct Registration {
 inventory::collect!(Registration);
 
 impl Registration {
-    #[doc(hidden)]
-    pub const fn worker(name: fn() -> &'static str, run: WorkerFn) -> Self {
+    pub(crate) const fn worker(name: fn() -> &'static str, run: WorkerFn) -> Self {
         Self {
             name,
             run: Run::Worker(run),

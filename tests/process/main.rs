@@ -1,4 +1,5 @@
-//! Tests of worker processes: the child-process plumbing and process stages.
+//! Tests of worker processes: process stages and subprocesses. (The child-process plumbing
+//! underneath is crate-private; its tests are unit tests in `pipeline-runtime/src/process/`.)
 //!
 //! This target has its own `main` (`harness = false` in Cargo.toml) because a worker is this
 //! same executable run again: like any program that uses worker processes, its `main` must
@@ -15,22 +16,16 @@ macro_rules! tests {
 }
 pub(crate) use tests;
 
-mod plumbing;
 mod stages;
 mod subprocess;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-/// Set in a child to make it skip `init()`: a worker whose `main` forgot the call.
-pub(crate) const SKIP_INIT_ENV: &str = "PIPELINE_TESTS_SKIP_INIT";
-
 type Test = (&'static str, fn());
 
 fn main() {
-    if std::env::var_os(SKIP_INIT_ENV).is_none() {
-        pipeline_runtime::process::init();
-    }
+    pipeline_runtime::process::init();
     if std::env::var_os(subprocess::EXITING_PARENT_ENV).is_some() {
         subprocess::act_as_exiting_parent();
     }
@@ -38,9 +33,8 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: Vec<Test> = plumbing::TESTS
+    let tests: Vec<Test> = stages::TESTS
         .iter()
-        .chain(stages::TESTS)
         .chain(subprocess::TESTS)
         .copied()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))

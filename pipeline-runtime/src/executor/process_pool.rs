@@ -17,7 +17,8 @@ use super::task::LaneFuture;
 use super::thread_pool::ThreadPool;
 use super::Executor;
 use crate::error::BuildError;
-use crate::process::{Channel, ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::process::channel::Channel;
+use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
 use crate::sync::lock;
 
 thread_local! {

@@ -26,11 +26,17 @@ const STDERR_LINE_MAX: usize = 400;
 
 /// How to start a worker child.
 #[derive(Debug, Clone)]
-pub struct SpawnOptions {
+pub(crate) struct SpawnOptions {
     name: String,
     handshake_timeout: Duration,
     memory_limit: Option<u64>,
     env: Vec<(OsString, OsString)>,
+    /// The child's arguments instead of [`WORKER_ARG`] (tests: a libtest child runs one test).
+    #[cfg(test)]
+    pub(super) args: Option<Vec<OsString>>,
+    /// Output the child may write before its handshake (tests: libtest's "running 1 test").
+    #[cfg(test)]
+    pub(super) preamble: bool,
 }
 
 impl Default for SpawnOptions {
@@ -40,37 +46,42 @@ impl Default for SpawnOptions {
             handshake_timeout: Duration::from_secs(10),
             memory_limit: None,
             env: Vec::new(),
+            #[cfg(test)]
+            args: None,
+            #[cfg(test)]
+            preamble: false,
         }
     }
 }
 
 impl SpawnOptions {
     /// Defaults: name `worker`, a 10 s handshake timeout, no memory limit.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// A name for logs and errors; the child's stderr lines are prefixed with it.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub(crate) fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// How long the child may take to prove it entered worker mode.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
     /// Caps the child's address space (`RLIMIT_AS`, bytes); an allocation past it fails in
     /// the child (Rust then aborts it) instead of pressing on the whole machine.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
+    pub(crate) fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
     }
 
     /// An extra environment variable for the child.
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
@@ -138,20 +149,20 @@ impl ChildState {
 
 /// Kills a child from another thread (e.g. to unblock a thread reading from it).
 #[derive(Debug, Clone)]
-pub struct ChildKiller {
+pub(crate) struct ChildKiller {
     state: Arc<ChildState>,
 }
 
 impl ChildKiller {
     /// Sends `SIGKILL` to the child unless it has already been reaped.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.state.kill();
     }
 }
 
 /// A running worker child. Dropping it kills the child (`SIGKILL`) and reaps it, so a
 /// child never outlives its handle.
-pub struct ChildProcess {
+pub(crate) struct ChildProcess {
     child: std::process::Child,
     state: Arc<ChildState>,
     name: String,
@@ -178,7 +189,7 @@ impl ChildProcess {
     /// a clear error if this process is itself a worker (workers never start workers), if
     /// no entry point of that name is registered, or if the child does not enter worker
     /// mode (its `main` does not call [`init`](super::init) first).
-    pub fn spawn(
+    pub(crate) fn spawn(
         entry: &str,
         args: &[u8],
         opts: &SpawnOptions,
@@ -203,8 +214,14 @@ impl ChildProcess {
             ProcessError::new(format!("cannot find the current executable to re-run: {e}"))
         })?;
         let mut command = Command::new(&exe);
+        #[cfg(test)]
+        match &opts.args {
+            Some(args) => command.args(args),
+            None => command.arg(WORKER_ARG),
+        };
+        #[cfg(not(test))]
+        command.arg(WORKER_ARG);
         command
-            .arg(WORKER_ARG)
             .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -245,7 +262,11 @@ impl ChildProcess {
             exit: None,
         };
         let mut stdout = stdout;
-        if let Err(problem) = read_handshake(&mut stdout, opts.handshake_timeout) {
+        #[cfg(test)]
+        let preamble = opts.preamble;
+        #[cfg(not(test))]
+        let preamble = false;
+        if let Err(problem) = read_handshake(&mut stdout, opts.handshake_timeout, preamble) {
             process.kill();
             let exit = process.wait();
             return Err(ProcessError::with_exit(
@@ -275,29 +296,24 @@ impl ChildProcess {
     }
 
     /// The child's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.state.pid as u32
     }
 
-    /// The name given in [`SpawnOptions::name`].
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A handle that can kill the child from another thread.
-    pub fn killer(&self) -> ChildKiller {
+    pub(crate) fn killer(&self) -> ChildKiller {
         ChildKiller {
             state: self.state.clone(),
         }
     }
 
     /// Sends `SIGKILL` (unless the child has already been reaped).
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.state.kill();
     }
 
     /// Waits for the child to end and reports how it did.
-    pub fn wait(&mut self) -> &ExitReport {
+    pub(crate) fn wait(&mut self) -> &ExitReport {
         if self.exit.is_none() {
             self.wait_exited(true);
             self.reap();
@@ -306,7 +322,7 @@ impl ChildProcess {
     }
 
     /// The exit report if the child has ended, without blocking.
-    pub fn try_wait(&mut self) -> Option<&ExitReport> {
+    pub(crate) fn try_wait(&mut self) -> Option<&ExitReport> {
         if self.exit.is_none() {
             if !self.wait_exited(false) {
                 return None;
@@ -318,7 +334,7 @@ impl ChildProcess {
 
     /// Waits up to `timeout` for the child to end on its own (e.g. after the channel's
     /// writer was dropped), then kills it; returns how it ended.
-    pub fn finish(&mut self, timeout: Duration) -> &ExitReport {
+    pub(crate) fn finish(&mut self, timeout: Duration) -> &ExitReport {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(100);
         while self.try_wait().is_none() && Instant::now() < deadline {
@@ -389,8 +405,13 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Reads the handshake within `timeout`; says what went wrong otherwise.
-fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), String> {
+/// Reads the handshake within `timeout`; says what went wrong otherwise. With `preamble`,
+/// whatever comes before the handshake is skipped (only tests allow that).
+fn read_handshake(
+    stdout: &mut impl Read_,
+    timeout: Duration,
+    preamble: bool,
+) -> Result<(), String> {
     let expected = handshake();
     let mut got = Vec::with_capacity(HANDSHAKE_LEN);
     let deadline = Instant::now() + timeout;
@@ -416,6 +437,13 @@ fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), Stri
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading its handshake failed: {e}")),
+        }
+        if preamble {
+            // Keep only the longest tail that can still begin the handshake.
+            let start = (0..=got.len())
+                .find(|&i| expected.starts_with(&got[i..]))
+                .unwrap_or(got.len());
+            got.drain(..start);
         }
         if !expected.starts_with(&got) {
             return Err(format!(

@@ -7,15 +7,15 @@ use serde::{Deserialize, Serialize};
 
 /// Set in a worker child's environment (to [`PROTOCOL_VERSION`]); its presence is what makes
 /// [`init`](super::init) enter worker mode, and what stops a worker from starting workers.
-pub const WORKER_ENV: &str = "PIPELINE_RUNTIME_WORKER";
+pub(crate) const WORKER_ENV: &str = "PIPELINE_RUNTIME_WORKER";
 
 /// The only argument a worker child is started with. A program whose `main` forgot to call
 /// [`init`](super::init) and parses its arguments (e.g. a libtest harness) rejects it and
 /// exits at once, instead of running as if it were the parent.
-pub const WORKER_ARG: &str = "--pipeline-runtime-worker";
+pub(crate) const WORKER_ARG: &str = "--pipeline-runtime-worker";
 
 /// Bumped whenever frames or the handshake change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// What a child writes first on its protocol output: the magic bytes, then the protocol
 /// version (little endian). Anything else there means the child did not enter worker mode.
@@ -23,7 +23,7 @@ pub(crate) const HANDSHAKE_MAGIC: &[u8; 12] = b"\0PLRT-WORKER";
 pub(crate) const HANDSHAKE_LEN: usize = HANDSHAKE_MAGIC.len() + 4;
 
 /// Largest frame accepted (1 GiB): a corrupt length fails cleanly instead of allocating it.
-pub const MAX_FRAME: usize = 1 << 30;
+pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 pub(crate) fn handshake() -> [u8; HANDSHAKE_LEN] {
     let mut out = [0u8; HANDSHAKE_LEN];

@@ -12,30 +12,20 @@ use super::protocol::{handshake, Start, WORKER_ENV};
 use crate::registry;
 
 /// A worker's exit code when its entry point returned an error.
-pub const EXIT_ENTRY_FAILED: i32 = 1;
+pub(crate) const EXIT_ENTRY_FAILED: i32 = 1;
 /// A worker's exit code when the protocol broke down (bad start message, I/O error).
-pub const EXIT_PROTOCOL: i32 = 2;
+pub(crate) const EXIT_PROTOCOL: i32 = 2;
 /// A worker's exit code when the requested entry point is not registered.
-pub const EXIT_NO_ENTRY: i32 = 3;
+pub(crate) const EXIT_NO_ENTRY: i32 = 3;
 /// A worker's exit code when its entry point panicked.
-pub const EXIT_PANIC: i32 = 101;
-
-/// Registers a worker entry point under a name, so that
-/// [`ChildProcess::spawn`](super::ChildProcess::spawn) can start a child running it.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! register_worker_entry {
-    ($name:expr, $run:path $(,)?) => {
-        $crate::__private::register!(worker $name => $run);
-    };
-}
+pub(crate) const EXIT_PANIC: i32 = 101;
 
 /// Set once this process has entered worker mode.
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process was started as a pipeline worker (whether or not it entered worker
 /// mode: a child whose `main` forgot [`init`] is one too).
-pub fn is_worker() -> bool {
+pub(crate) fn is_worker() -> bool {
     IN_WORKER.load(Ordering::Relaxed) || std::env::var_os(WORKER_ENV).is_some()
 }
 
