@@ -74,7 +74,7 @@ mod sync;
 #[path = "macro_support.rs"]
 pub mod __private;
 
-pub use pipeline_macros::pipeline;
+pub use pipeline_macros::{main, pipeline};
 
 /// The guide's chapters and the README, included here so that every example in them is
 /// compiled and run as a doctest (`cargo test --doc -p pipeline-runtime`). Only rustdoc's

@@ -3,7 +3,8 @@
 //!
 //! This target has its own `main` (`harness = false` in Cargo.toml) because a worker is this
 //! same executable run again: like any program that uses worker processes, its `main` must
-//! call `pipeline_runtime::process::init()` first, and libtest's generated `main` does not.
+//! call `pipeline_runtime::process::init()` first (here through `#[pipeline_runtime::main]`),
+//! and libtest's generated `main` does not.
 //! The small runner below takes a substring filter like libtest and prints libtest's
 //! summary line. Tests run one after another, so that counting this process's children
 //! (to check that none is left behind) sees only the current test's.
@@ -24,8 +25,8 @@ use std::time::Instant;
 
 type Test = (&'static str, fn());
 
+#[pipeline_runtime::main]
 fn main() {
-    pipeline_runtime::process::init();
     if std::env::var_os(subprocess::EXITING_PARENT_ENV).is_some() {
         subprocess::act_as_exiting_parent();
     }

@@ -65,7 +65,6 @@ impl FrameReader {
     pub(crate) fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         read_frame(&mut self.inner)
     }
-
 }
 
 impl FrameWriter {
@@ -91,7 +90,6 @@ impl FrameWriter {
     pub(crate) fn send(&mut self, message: &[u8]) -> io::Result<()> {
         self.send_parts(&[message])
     }
-
 }
 
 impl Channel {
@@ -104,7 +102,6 @@ impl Channel {
         self.reader.recv()
     }
 
-
     /// See [`FrameWriter::send`].
     pub(crate) fn send(&mut self, message: &[u8]) -> io::Result<()> {
         self.writer.send(message)
@@ -114,7 +111,6 @@ impl Channel {
     pub(crate) fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         self.writer.send_parts(parts)
     }
-
 
     /// The two halves, to receive on one thread while sending on another. Dropping the
     /// writer tells the other side that no more messages come.

@@ -1,7 +1,8 @@
 //! Worker processes: this program's executable run again as a worker. Process stages
 //! ([`ProcessPool`](crate::ProcessPool)) and subprocesses ([`subprocess`](crate::subprocess))
-//! are built on it; what a program calls here is [`init`], first thing in `main`. A
-//! worker's failure reaches the caller as a [`ProcessError`] or an [`ExitReport`].
+//! are built on it; what a program calls here is [`init`], first thing in `main` (or the
+//! [`#[pipeline_runtime::main]`](crate::main) attribute calls it). A worker's failure
+//! reaches the caller as a [`ProcessError`] or an [`ExitReport`].
 //!
 //! The plumbing underneath is crate-private:
 //!

@@ -30,7 +30,8 @@ pub(crate) fn is_worker() -> bool {
 }
 
 /// Enters worker mode if this process was started as a pipeline worker, and never returns
-/// then; does nothing otherwise. Call it first thing in `main`.
+/// then; does nothing otherwise. Call it first thing in `main`, or put
+/// [`#[pipeline_runtime::main]`](crate::main) on `main`, which calls it.
 ///
 /// Worker processes re-run the program's own executable, so a worker starts at `main` like
 /// the parent did. Without this call a worker would run the program a second time instead:
