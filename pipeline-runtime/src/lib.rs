@@ -74,6 +74,8 @@ mod sync;
 #[path = "macro_support.rs"]
 pub mod __private;
 
+/// The macros (feature `macros`, on by default).
+#[cfg(feature = "macros")]
 pub use pipeline_macros::{main, pipeline};
 
 /// The guide's chapters and the README, included here so that every example in them is
