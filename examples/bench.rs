@@ -518,10 +518,10 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
     }
 }
 
+// W4.sha256.process runs its stage in worker processes: this binary, re-run (W7 runs whole
+// pipelines in a child, the same executable run again), so `main` enters worker mode first.
+#[pipeline_runtime::main]
 fn main() -> ExitCode {
-    // W4.sha256.process runs its stage in worker processes: this binary, re-run.
-    // (W7 runs whole pipelines in a child: the same executable, run again.)
-    pipeline_runtime::process::init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -114,9 +114,9 @@ fn report(label: &str, run: &Run) {
     );
 }
 
+// The subprocess is this program run again: it must enter worker mode first thing.
+#[pipeline_runtime::main]
 fn main() -> ExitCode {
-    // The subprocess is this program run again: it must enter worker mode first thing.
-    pipeline_runtime::process::init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

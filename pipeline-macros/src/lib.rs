@@ -1,5 +1,6 @@
-//! The `pipeline!` macro of `pipeline-runtime`. Use it through `pipeline_runtime::pipeline!`;
-//! the guide's macro chapter (`docs/src/macro.md`) describes the grammar.
+//! The macros of `pipeline-runtime`: `pipeline!` and `#[main]`. Use them through
+//! `pipeline_runtime::pipeline!` and `#[pipeline_runtime::main]`; the guide's macro chapter
+//! (`docs/src/macro.md`) describes the grammar.
 //!
 //! The macro works in three phases, one module each, all on `proc_macro2` tokens so that
 //! they can be tested outside a compiler invocation:
@@ -18,6 +19,7 @@
 
 mod expand;
 mod expr;
+mod main_attr;
 mod parse;
 mod plan;
 mod stages;
@@ -53,4 +55,23 @@ fn pipeline_tokens(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream 
     let parsed = parse::parse(input);
     let (plan, errors) = validate::validate(parsed);
     expand::expand(&plan, &errors)
+}
+
+/// Makes `main` call `pipeline_runtime::process::init()` first, as programs with process
+/// stages or subprocesses must (a worker is this executable run again). With an async
+/// runtime, write it above the runtime's attribute:
+///
+/// ```text
+/// #[pipeline_runtime::main]
+/// #[tokio::main]
+/// async fn main() { /* ... */ }
+/// ```
+///
+/// The call then comes before the runtime starts. See `pipeline_runtime::main`.
+#[proc_macro_attribute]
+pub fn main(
+    attr: proc_macro::TokenStream,
+    item: proc_macro::TokenStream,
+) -> proc_macro::TokenStream {
+    main_attr::main(attr.into(), item.into()).into()
 }

@@ -1,9 +1,12 @@
-//! Public error types.
+//! The errors of one step: an invalid pipeline definition ([`BuildError`]), one failed item
+//! ([`ItemError`]), and which budget a failure counts against. How a pipeline fails as a
+//! whole (a stage's terminal failure, [`PipelineError`](crate::PipelineError)) is in
+//! `failure`, beside the budgets that decide it.
 
 use std::error::Error as StdError;
 use std::fmt;
 
-use crate::failure::MaxFailures;
+use crate::sync::panic_message;
 
 /// A boxed error from a stage function, a source or an aggregator.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -57,16 +60,9 @@ impl ItemError {
     }
 
     pub(crate) fn panic(stage: &str, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "non-string panic payload".to_owned()
-        };
         Self {
             stage: stage.to_owned(),
-            kind: ItemErrorKind::Panic(message),
+            kind: ItemErrorKind::Panic(panic_message(payload)),
         }
     }
 
@@ -122,164 +118,4 @@ pub enum BudgetScope {
     Stage,
     /// The pipeline-wide `max_failures`, shared by every stage without its own.
     Pipeline,
-}
-
-/// Why a stage ended the pipeline.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StageFailureKind {
-    /// More items failed than the budget allows.
-    BudgetExceeded {
-        /// Failures counted in the budget's scope when it tripped.
-        failures: u64,
-        /// Invocations counted in the budget's scope when it tripped.
-        invocations: u64,
-        /// The budget.
-        budget: MaxFailures,
-        /// Whether it was the stage's budget or the pipeline's.
-        scope: BudgetScope,
-        /// The most recent item errors of this stage (at most 16), oldest first.
-        causes: Vec<ItemError>,
-    },
-    /// The source returned an error or panicked; items before it were delivered.
-    Source(ItemError),
-    /// An aggregator's `accumulate` or `flush` failed.
-    Aggregator(ItemError),
-    /// The pipeline could not start (a thread or the async runtime failed to start).
-    Start(BuildError),
-}
-
-/// One stage's terminal failure.
-#[derive(Debug)]
-pub struct StageFailure {
-    pub(crate) stage: String,
-    pub(crate) kind: StageFailureKind,
-}
-
-impl StageFailure {
-    /// The stage's name.
-    pub fn stage(&self) -> &str {
-        &self.stage
-    }
-
-    /// What happened.
-    pub fn kind(&self) -> &StageFailureKind {
-        &self.kind
-    }
-}
-
-impl fmt::Display for StageFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            StageFailureKind::BudgetExceeded {
-                failures,
-                invocations,
-                budget,
-                scope,
-                causes,
-            } => {
-                let scope = match scope {
-                    BudgetScope::Stage => "the stage's",
-                    BudgetScope::Pipeline => "the pipeline-wide",
-                };
-                write!(
-                    f,
-                    "stage `{}` exceeded {scope} failure budget ({budget}): \
-                     {failures} failures in {invocations} invocations",
-                    self.stage
-                )?;
-                if let Some(last) = causes.last() {
-                    write!(f, "; last error: {last}")?;
-                }
-                Ok(())
-            }
-            StageFailureKind::Source(e) => write!(f, "source `{}` failed: {e}", self.stage),
-            StageFailureKind::Aggregator(e) => {
-                write!(f, "aggregator `{}` failed: {e}", self.stage)
-            }
-            StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
-        }
-    }
-}
-
-/// The pipeline ended because one or more stages failed. Items produced before the failure
-/// were delivered first.
-#[derive(Debug)]
-pub struct PipelineError {
-    failures: Vec<StageFailure>,
-}
-
-impl PipelineError {
-    pub(crate) fn new(failures: Vec<StageFailure>) -> Self {
-        Self { failures }
-    }
-
-    pub(crate) fn start_failed(error: BuildError) -> Self {
-        Self::new(vec![StageFailure {
-            stage: "pipeline".to_owned(),
-            kind: StageFailureKind::Start(error),
-        }])
-    }
-
-    /// Every stage that failed, in the order they failed.
-    pub fn failures(&self) -> &[StageFailure] {
-        &self.failures
-    }
-
-    /// The first stage that failed.
-    pub fn first(&self) -> &StageFailure {
-        &self.failures[0]
-    }
-}
-
-impl fmt::Display for PipelineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pipeline failed: {}", self.failures[0])?;
-        for other in &self.failures[1..] {
-            write!(f, "; also {other}")?;
-        }
-        Ok(())
-    }
-}
-
-impl StdError for PipelineError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.failures[0].kind {
-            StageFailureKind::BudgetExceeded { causes, .. } => {
-                causes.last().map(|e| e as &(dyn StdError + 'static))
-            }
-            StageFailureKind::Source(e) | StageFailureKind::Aggregator(e) => Some(e),
-            StageFailureKind::Start(e) => Some(e),
-        }
-    }
-}
-
-/// Why [`Pipeline::get_timeout`](crate::Pipeline::get_timeout) returned no item.
-#[derive(Debug)]
-pub enum GetError {
-    /// No item arrived within the timeout; the pipeline is still running.
-    Timeout,
-    /// The pipeline failed (reported once; later calls say [`GetError::Finished`]).
-    Failed(PipelineError),
-    /// The pipeline has finished and every item was read.
-    Finished,
-}
-
-impl fmt::Display for GetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GetError::Timeout => f.write_str("no item became available before the timeout"),
-            GetError::Failed(e) => e.fmt(f),
-            GetError::Finished => f.write_str("the pipeline has finished"),
-        }
-    }
-}
-
-impl StdError for GetError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            GetError::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
 }

@@ -1,11 +1,15 @@
-//! Failure budgets: how many failed items a stage, or the whole pipeline, tolerates.
+//! How a pipeline fails: the failure budgets (how many failed items a stage, or the whole
+//! pipeline, tolerates), the counters that check them, and the error a pipeline ends with
+//! when a stage fails for good.
 
 use std::collections::VecDeque;
+use std::error::Error as StdError;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{BudgetScope, BuildError, ItemError, StageFailureKind};
+use crate::error::{BudgetScope, BuildError, ItemError};
+use crate::sync::lock;
 
 /// How many failed items are tolerated before the pipeline ends with an error.
 ///
@@ -148,7 +152,7 @@ const KEPT_ERRORS: usize = 16;
 
 impl RecentErrors {
     pub(crate) fn push(&self, error: ItemError) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = lock(&self.errors);
         if errors.len() == KEPT_ERRORS {
             errors.pop_front();
         }
@@ -156,7 +160,137 @@ impl RecentErrors {
     }
 
     pub(crate) fn take(&self) -> Vec<ItemError> {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = lock(&self.errors);
         errors.drain(..).collect()
+    }
+}
+
+/// Why a stage ended the pipeline.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StageFailureKind {
+    /// More items failed than the budget allows.
+    BudgetExceeded {
+        /// Failures counted in the budget's scope when it tripped.
+        failures: u64,
+        /// Invocations counted in the budget's scope when it tripped.
+        invocations: u64,
+        /// The budget.
+        budget: MaxFailures,
+        /// Whether it was the stage's budget or the pipeline's.
+        scope: BudgetScope,
+        /// The most recent item errors of this stage (at most 16), oldest first.
+        causes: Vec<ItemError>,
+    },
+    /// The source returned an error or panicked; items before it were delivered.
+    Source(ItemError),
+    /// An aggregator's `accumulate` or `flush` failed.
+    Aggregator(ItemError),
+    /// The pipeline could not start (a thread or the async runtime failed to start).
+    Start(BuildError),
+}
+
+/// One stage's terminal failure.
+#[derive(Debug)]
+pub struct StageFailure {
+    pub(crate) stage: String,
+    pub(crate) kind: StageFailureKind,
+}
+
+impl StageFailure {
+    /// The stage's name.
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &StageFailureKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for StageFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            StageFailureKind::BudgetExceeded {
+                failures,
+                invocations,
+                budget,
+                scope,
+                causes,
+            } => {
+                let scope = match scope {
+                    BudgetScope::Stage => "the stage's",
+                    BudgetScope::Pipeline => "the pipeline-wide",
+                };
+                write!(
+                    f,
+                    "stage `{}` exceeded {scope} failure budget ({budget}): \
+                     {failures} failures in {invocations} invocations",
+                    self.stage
+                )?;
+                if let Some(last) = causes.last() {
+                    write!(f, "; last error: {last}")?;
+                }
+                Ok(())
+            }
+            StageFailureKind::Source(e) => write!(f, "source `{}` failed: {e}", self.stage),
+            StageFailureKind::Aggregator(e) => {
+                write!(f, "aggregator `{}` failed: {e}", self.stage)
+            }
+            StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
+        }
+    }
+}
+
+/// The pipeline ended because one or more stages failed. Items produced before the failure
+/// were delivered first.
+#[derive(Debug)]
+pub struct PipelineError {
+    failures: Vec<StageFailure>,
+}
+
+impl PipelineError {
+    pub(crate) fn new(failures: Vec<StageFailure>) -> Self {
+        Self { failures }
+    }
+
+    pub(crate) fn start_failed(error: BuildError) -> Self {
+        Self::new(vec![StageFailure {
+            stage: "pipeline".to_owned(),
+            kind: StageFailureKind::Start(error),
+        }])
+    }
+
+    /// Every stage that failed, in the order they failed.
+    pub fn failures(&self) -> &[StageFailure] {
+        &self.failures
+    }
+
+    /// The first stage that failed.
+    pub fn first(&self) -> &StageFailure {
+        &self.failures[0]
+    }
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pipeline failed: {}", self.failures[0])?;
+        for other in &self.failures[1..] {
+            write!(f, "; also {other}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for PipelineError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.failures[0].kind {
+            StageFailureKind::BudgetExceeded { causes, .. } => {
+                causes.last().map(|e| e as &(dyn StdError + 'static))
+            }
+            StageFailureKind::Source(e) | StageFailureKind::Aggregator(e) => Some(e),
+            StageFailureKind::Start(e) => Some(e),
+        }
     }
 }

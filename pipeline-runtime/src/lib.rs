@@ -64,60 +64,62 @@ mod launch;
 mod pipeline;
 pub mod process;
 mod queue;
+mod registry;
 mod run_state;
 mod stage;
 mod stats;
 pub mod subprocess;
+mod sync;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]
 pub mod __private;
 
-pub use pipeline_macros::pipeline;
+/// The macros (feature `macros`, on by default).
+#[cfg(feature = "macros")]
+pub use pipeline_macros::{main, pipeline};
 
 /// The guide's chapters and the README, included here so that every example in them is
-/// compiled and run as a doctest (`cargo test --doc -p pipeline-runtime`).
-#[doc(hidden)]
-pub mod __guide {
+/// compiled and run as a doctest (`cargo test --doc -p pipeline-runtime`). Only rustdoc's
+/// doctest pass sees it (`cfg(doctest)`): it is no part of the crate.
+#[cfg(doctest)]
+mod __guide {
     #[doc = include_str!("../../README.md")]
-    pub mod readme {}
+    mod readme {}
     #[doc = include_str!("../../docs/src/getting-started.md")]
-    pub mod getting_started {}
+    mod getting_started {}
     #[doc = include_str!("../../docs/src/stages.md")]
-    pub mod stages {}
+    mod stages {}
     #[doc = include_str!("../../docs/src/macro.md")]
-    pub mod macro_chapter {}
+    mod macro_chapter {}
     #[doc = include_str!("../../docs/src/failures.md")]
-    pub mod failures {}
+    mod failures {}
     #[doc = include_str!("../../docs/src/epochs.md")]
-    pub mod epochs {}
+    mod epochs {}
     #[doc = include_str!("../../docs/src/backpressure.md")]
-    pub mod backpressure {}
+    mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]
-    pub mod lifecycle {}
+    mod lifecycle {}
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
-    pub mod gpu {}
+    mod gpu {}
     #[doc = include_str!("../../docs/src/parallelism.md")]
-    pub mod parallelism {}
+    mod parallelism {}
     #[doc = include_str!("../../docs/src/subprocess.md")]
-    pub mod subprocess {}
+    mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]
-    pub mod performance {}
+    mod performance {}
     #[doc = include_str!("../../docs/src/migration.md")]
-    pub mod migration {}
+    mod migration {}
 }
 
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
-pub use error::{
-    BoxError, BudgetScope, BuildError, GetError, ItemError, PipelineError, StageFailure,
-    StageFailureKind,
-};
+pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
-pub use failure::MaxFailures;
+pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use launch::DEFAULT_QUEUE_CAPACITY;
-pub use pipeline::{Epoch, Pipeline};
+pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;

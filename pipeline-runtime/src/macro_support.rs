@@ -1,12 +1,18 @@
-//! What the `pipeline!` expansion names, and nothing else. Not a public API: it may change
+//! What the macros' expansions name (`pipeline!`, `#[main]`, `process_fn!`, `subprocess_fn!`),
+//! and nothing else. Not a public API: it may change
 //! in any release.
 
+/// The one registration path of a function a child runs (`process_fn!`, `subprocess_fn!`).
+pub use crate::__pipeline_runtime_register as register;
 pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
-pub use crate::executor::process_fn::{call_process_fn, fn_type_name};
-pub use crate::executor::ProcessFn;
+pub use crate::executor::process_fn::call_process_fn;
 pub use crate::failure::MaxFailures;
+/// What `#[pipeline_runtime::main]` calls first.
+pub use crate::process::init as process_init;
+pub use crate::registry::{fn_type_name, Registration};
 pub use crate::stage::pipe::Order;
+pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
 pub use futures::Stream;
 pub use inventory;
 pub use serde;

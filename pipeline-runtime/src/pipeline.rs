@@ -1,5 +1,6 @@
 //! The running pipeline: what the consumer iterates, and its lifecycle (start, stop, drop).
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use futures::Stream;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
-use crate::error::{BuildError, GetError, PipelineError};
+use crate::error::BuildError;
 use crate::executor::{join_all_until, ThreadPool};
+use crate::failure::PipelineError;
 use crate::launch::{Launch, LaunchFn, Settings};
 use crate::queue::{Msg, Rx};
 use crate::run_state::RunState;
@@ -32,7 +34,8 @@ struct Running<T> {
     stages: Vec<Arc<StageCtx>>,
 }
 
-/// A built pipeline. Read its items as a blocking [`Iterator`] or as an async [`Stream`];
+/// A built pipeline. Read its items as a blocking [`Iterator`] or, through
+/// [`into_stream`](Self::into_stream) or [`stream`](Self::stream), as an async [`Stream`];
 /// both yield `Result<T, PipelineError>`, so a failure arrives after the items produced
 /// before it and never looks like a short but successful run.
 ///
@@ -100,8 +103,8 @@ impl<T: Send + 'static> Pipeline<T> {
         match launch(&mut l, buffer) {
             Ok(mut output) => {
                 output.set_consumer();
-                self.stats
-                    .start(l.stages.clone(), std::mem::take(&mut l.queues));
+                let stages = l.stages.iter().map(|s| s.stats_entry()).collect();
+                self.stats.start(stages, std::mem::take(&mut l.queues));
                 if self.settings.stats {
                     self.start_stats_thread(self.settings.report_interval);
                 }
@@ -341,20 +344,33 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
     }
 }
 
-impl<T: Send + 'static> Stream for Pipeline<T> {
-    type Item = Result<T, PipelineError>;
+impl<T: Send + 'static> Pipeline<T> {
+    /// The pipeline as an async [`Stream`] of the same `Result`s as the iterator, for an async
+    /// consumer; polling it never blocks. A named type rather than a second impl on
+    /// `Pipeline`, so that `Iterator` and `StreamExt` methods (`next`, `map`, `count`) never
+    /// clash on it.
+    pub fn into_stream(self) -> PipelineStream<T> {
+        PipelineStream { pipeline: self }
+    }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.finished {
+    /// Like [`into_stream`](Self::into_stream), borrowing the pipeline, so that it stays
+    /// usable afterwards (e.g. for [`stats`](Self::stats)).
+    pub fn stream(&mut self) -> impl Stream<Item = Result<T, PipelineError>> + Unpin + '_ {
+        futures::stream::poll_fn(move |cx| self.poll_item(cx))
+    }
+
+    /// The stream's poll: items in order, epoch boundaries skipped, the failure (if any)
+    /// once at the end.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, PipelineError>>> {
+        if self.finished {
             return Poll::Ready(None);
         }
-        if let Err(e) = this.ensure_started() {
-            this.finished = true;
+        if let Err(e) = self.ensure_started() {
+            self.finished = true;
             return Poll::Ready(Some(Err(e)));
         }
         loop {
-            let State::Running(running) = &mut this.state else {
+            let State::Running(running) = &mut self.state else {
                 return Poll::Ready(None);
             };
             match running.output.as_mut().poll_next(cx) {
@@ -362,10 +378,36 @@ impl<T: Send + 'static> Stream for Pipeline<T> {
                 Poll::Ready(Some(Msg::Item(item))) => return Poll::Ready(Some(Ok(item))),
                 Poll::Ready(Some(Msg::EpochEnd)) => continue,
                 Poll::Ready(None) => {
-                    return Poll::Ready(this.end_of_stream().map(Err));
+                    return Poll::Ready(self.end_of_stream().map(Err));
                 }
             }
         }
+    }
+}
+
+/// A [`Pipeline`] read as an async [`Stream`]; see [`Pipeline::into_stream`].
+#[derive(Debug)]
+pub struct PipelineStream<T> {
+    pipeline: Pipeline<T>,
+}
+
+impl<T> PipelineStream<T> {
+    /// The pipeline, e.g. for its [`stats`](Pipeline::stats).
+    pub fn get_ref(&self) -> &Pipeline<T> {
+        &self.pipeline
+    }
+
+    /// The pipeline back, to read the rest of it as an iterator.
+    pub fn into_inner(self) -> Pipeline<T> {
+        self.pipeline
+    }
+}
+
+impl<T: Send + 'static> Stream for PipelineStream<T> {
+    type Item = Result<T, PipelineError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().pipeline.poll_item(cx)
     }
 }
 
@@ -397,6 +439,36 @@ impl<T: Send + 'static> Iterator for Epoch<'_, T> {
                 self.done = true;
                 None
             }
+        }
+    }
+}
+
+/// Why [`Pipeline::get_timeout`](crate::Pipeline::get_timeout) returned no item.
+#[derive(Debug)]
+pub enum GetError {
+    /// No item arrived within the timeout; the pipeline is still running.
+    Timeout,
+    /// The pipeline failed (reported once; later calls say [`GetError::Finished`]).
+    Failed(PipelineError),
+    /// The pipeline has finished and every item was read.
+    Finished,
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Timeout => f.write_str("no item became available before the timeout"),
+            GetError::Failed(e) => e.fmt(f),
+            GetError::Finished => f.write_str("the pipeline has finished"),
+        }
+    }
+}
+
+impl StdError for GetError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            GetError::Failed(e) => Some(e),
+            _ => None,
         }
     }
 }

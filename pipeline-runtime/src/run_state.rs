@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use crate::error::{PipelineError, StageFailure, StageFailureKind};
+use crate::failure::{PipelineError, StageFailure, StageFailureKind};
 use crate::queue::Tx;
+use crate::sync::lock;
 
 type Closer = Box<dyn Fn() + Send + Sync>;
 
@@ -34,12 +35,7 @@ impl RunState {
     /// Sets the stop flag and closes every queue, waking whatever waits on one.
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        for close in self
-            .closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for close in lock(&self.closers).iter() {
             close();
         }
     }
@@ -48,33 +44,24 @@ impl RunState {
     /// when its stage ends).
     pub(crate) fn register_queue<T: Send + 'static>(&self, tx: &Tx<T>) {
         let weak = tx.downgrade();
-        self.closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(move || {
-                if let Some(tx) = weak.upgrade() {
-                    tx.close();
-                }
-            }));
+        lock(&self.closers).push(Box::new(move || {
+            if let Some(tx) = weak.upgrade() {
+                tx.close();
+            }
+        }));
     }
 
     /// Runs `hook` when the pipeline is asked to stop (e.g. to release a process pool).
     pub(crate) fn on_stop(&self, hook: Closer) {
-        self.closers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+        lock(&self.closers).push(hook);
     }
 
     pub(crate) fn register_thread(&self, handle: JoinHandle<()>) {
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        lock(&self.threads).push(handle);
     }
 
     pub(crate) fn take_threads(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.threads))
     }
 
     pub(crate) fn fail(&self, stage: &str, kind: StageFailureKind) {
@@ -83,16 +70,12 @@ impl RunState {
             kind,
         };
         tracing::error!(stage, "{failure}");
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(failure);
+        lock(&self.failures).push(failure);
     }
 
     /// Takes the failures recorded so far, leaving none.
     pub(crate) fn take_error(&self) -> Option<PipelineError> {
-        let failures =
-            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
+        let failures = std::mem::take(&mut *lock(&self.failures));
         (!failures.is_empty()).then(|| PipelineError::new(failures))
     }
 }

@@ -12,3 +12,4 @@ mod lifecycle;
 mod order;
 mod stages;
 mod stats;
+mod stream_ext;

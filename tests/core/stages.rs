@@ -327,7 +327,7 @@ fn invalid_definitions_are_build_errors() {
 }
 
 #[tokio::test]
-async fn pipeline_is_a_stream() {
+async fn pipeline_reads_as_a_stream() {
     use futures::StreamExt;
     let p = PipelineBuilder::new()
         .source(0..20u32)
@@ -337,6 +337,6 @@ async fn pipeline_is_a_stream() {
         .buffer(2)
         .build()
         .unwrap();
-    let items: Vec<u32> = StreamExt::map(p, Result::unwrap).collect().await;
+    let items: Vec<u32> = p.into_stream().map(Result::unwrap).collect().await;
     assert_eq!(sorted(items), (1..=20).collect::<Vec<_>>());
 }

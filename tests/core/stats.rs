@@ -271,7 +271,7 @@ async fn items_read_as_a_stream_or_with_a_timeout_are_counted() {
         .unwrap();
     let first = p.get_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(first, 0);
-    let rest = StreamExt::count(&mut p).await;
+    let rest = p.stream().count().await;
     assert_eq!(rest, 499);
     let stats = p.stats();
     let sink_queue = stats.queues.last().unwrap();

@@ -1,8 +1,10 @@
-//! Tests of worker processes: the child-process plumbing and process stages.
+//! Tests of worker processes: process stages and subprocesses. (The child-process plumbing
+//! underneath is crate-private; its tests are unit tests in `pipeline-runtime/src/process/`.)
 //!
 //! This target has its own `main` (`harness = false` in Cargo.toml) because a worker is this
 //! same executable run again: like any program that uses worker processes, its `main` must
-//! call `pipeline_runtime::process::init()` first, and libtest's generated `main` does not.
+//! call `pipeline_runtime::process::init()` first (here through `#[pipeline_runtime::main]`),
+//! and libtest's generated `main` does not.
 //! The small runner below takes a substring filter like libtest and prints libtest's
 //! summary line. Tests run one after another, so that counting this process's children
 //! (to check that none is left behind) sees only the current test's.
@@ -15,7 +17,6 @@ macro_rules! tests {
 }
 pub(crate) use tests;
 
-mod plumbing;
 mod soak;
 mod stages;
 mod subprocess;
@@ -23,15 +24,10 @@ mod subprocess;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-/// Set in a child to make it skip `init()`: a worker whose `main` forgot the call.
-pub(crate) const SKIP_INIT_ENV: &str = "PIPELINE_TESTS_SKIP_INIT";
-
 type Test = (&'static str, fn());
 
+#[pipeline_runtime::main]
 fn main() {
-    if std::env::var_os(SKIP_INIT_ENV).is_none() {
-        pipeline_runtime::process::init();
-    }
     if std::env::var_os(subprocess::EXITING_PARENT_ENV).is_some() {
         subprocess::act_as_exiting_parent();
     }
@@ -39,9 +35,8 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: Vec<Test> = plumbing::TESTS
+    let tests: Vec<Test> = stages::TESTS
         .iter()
-        .chain(stages::TESTS)
         .chain(subprocess::TESTS)
         .chain(soak::TESTS)
         .copied()

@@ -8,6 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::error::BuildError;
+use crate::sync::panic_message;
 
 /// The environment variable a distributed launcher (`torchrun`, `accelerate`, ...) sets to
 /// the process's index on its node.
@@ -128,12 +129,10 @@ impl DriverProbe for CudaDriver {
 /// an error message. The presence check comes first; this is the last line of defence.
 pub(crate) fn guard_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        format!("the CUDA driver could not be used: {what}")
+        format!(
+            "the CUDA driver could not be used: {}",
+            panic_message(&*payload)
+        )
     })
 }
 

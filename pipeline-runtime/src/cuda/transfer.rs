@@ -12,6 +12,7 @@ use super::ring::{Ring, Staging};
 use crate::builder::StageBuilder;
 use crate::error::BuildError;
 use crate::executor::{Executor, ThreadPool};
+use crate::sync::lock;
 
 /// Staging buffers in the ring unless set otherwise: one being filled, two copies queued.
 pub const DEFAULT_STAGING_SLOTS: usize = 3;
@@ -209,7 +210,7 @@ impl DeviceTransfer {
 
 impl TransferInner {
     fn lock_ring(&self) -> std::sync::MutexGuard<'_, Ring<PinnedStaging>> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.ring)
     }
 
     fn transfer<B: HostBatch>(&self, batch: &B) -> Result<DeviceBatch<B::Device>, TransferError> {

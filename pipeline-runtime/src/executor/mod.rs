@@ -24,7 +24,6 @@ mod thread_pool;
 use std::fmt;
 use std::sync::Arc;
 
-pub use process_fn::ProcessFn;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder};
 pub(crate) use task::drop_deferred;
 pub(crate) use thread_pool::join_all_until;

@@ -1,16 +1,17 @@
 //! Named stage functions that worker processes can run, and the worker loop that runs them.
 //!
 //! A closure cannot cross a process boundary, so a process stage is a plain `fn` registered
-//! with [`process_fn!`](crate::process_fn). The registry lives in the binary itself (parent
-//! and workers are the same executable), keyed by the function's type name, which both
-//! sides compute the same way.
+//! with [`process_fn!`](crate::process_fn), in the one registry of functions a child runs
+//! (`registry`), keyed by the function's type name.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::process::{decode, encode, Channel};
+use crate::process::channel::{decode, encode, Channel};
+use crate::registry::{self, CallFn};
+use crate::sync::panic_message;
 
 /// Entry point name of a stage worker.
 pub(crate) const STAGE_WORKER_ENTRY: &str = "pipeline_runtime::stage_worker";
@@ -19,24 +20,6 @@ pub(crate) const STAGE_WORKER_ENTRY: &str = "pipeline_runtime::stage_worker";
 pub(crate) const REPLY_OK: u8 = 0;
 pub(crate) const REPLY_ERROR: u8 = 1;
 pub(crate) const REPLY_PANIC: u8 = 2;
-
-type CallFn = fn(&[u8]) -> Result<Vec<u8>, String>;
-
-/// A registered process stage function. Made by [`process_fn!`](crate::process_fn).
-#[derive(Debug)]
-pub struct ProcessFn {
-    name: fn() -> &'static str,
-    call: CallFn,
-}
-
-impl ProcessFn {
-    #[doc(hidden)]
-    pub const fn new(name: fn() -> &'static str, call: CallFn) -> Self {
-        Self { name, call }
-    }
-}
-
-inventory::collect!(ProcessFn);
 
 /// Registers functions as process stages, so that worker processes can run them:
 ///
@@ -53,21 +36,8 @@ inventory::collect!(ProcessFn);
 #[macro_export]
 macro_rules! process_fn {
     ($($f:path),+ $(,)?) => {
-        $(
-            $crate::__private::inventory::submit! {
-                $crate::__private::ProcessFn::new(
-                    || $crate::__private::fn_type_name(&$f),
-                    |input| $crate::__private::call_process_fn(&$f, input),
-                )
-            }
-        )+
+        $( $crate::__private::register!(stage $f); )+
     };
-}
-
-/// The registry key of a function: its type name.
-#[doc(hidden)]
-pub fn fn_type_name<F>(_: &F) -> &'static str {
-    std::any::type_name::<F>()
 }
 
 /// Decodes the input, calls `f`, encodes the output (in the worker).
@@ -83,11 +53,7 @@ where
 }
 
 pub(crate) fn is_registered(name: &str) -> bool {
-    find(name).is_some()
-}
-
-fn find(name: &str) -> Option<&'static ProcessFn> {
-    inventory::iter::<ProcessFn>().find(|f| (f.name)() == name)
+    registry::stage(name).is_some()
 }
 
 /// A request: `[name length: u16 LE][name][encoded input]`.
@@ -110,15 +76,16 @@ fn split_request(frame: &[u8]) -> Result<(&str, &[u8]), String> {
 
 /// The stage worker: answers requests until the parent closes the channel.
 fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
-    let mut last: Option<&'static ProcessFn> = None;
+    // Consecutive requests mostly name the same function: look it up once.
+    let mut last: Option<(String, CallFn)> = None;
     while let Some(frame) = channel.recv().map_err(|e| e.to_string())? {
         let (name, input) = split_request(&frame)?;
-        let f = match last {
-            Some(f) if (f.name)() == name => f,
-            _ => match find(name) {
-                Some(f) => {
-                    last = Some(f);
-                    f
+        let call = match &last {
+            Some((last_name, call)) if last_name == name => *call,
+            _ => match registry::stage(name) {
+                Some(call) => {
+                    last = Some((name.to_owned(), call));
+                    call
                 }
                 None => {
                     let msg = format!("no process fn `{name}` is registered");
@@ -129,7 +96,7 @@ fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
                 }
             },
         };
-        let sent = match catch_unwind(AssertUnwindSafe(|| (f.call)(input))) {
+        let sent = match catch_unwind(AssertUnwindSafe(|| call(input))) {
             Ok(Ok(output)) => channel.send_parts(&[&output, &[REPLY_OK]]),
             Ok(Err(msg)) => channel.send_parts(&[msg.as_bytes(), &[REPLY_ERROR]]),
             Err(payload) => {
@@ -141,14 +108,4 @@ fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     }
     Ok(())
 }
-crate::register_worker_entry!(STAGE_WORKER_ENTRY, stage_worker);
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
+crate::__private::register!(worker STAGE_WORKER_ENTRY => stage_worker);

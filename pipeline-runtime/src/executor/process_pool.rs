@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::process_fn::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
@@ -17,7 +17,9 @@ use super::task::LaneFuture;
 use super::thread_pool::ThreadPool;
 use super::Executor;
 use crate::error::BuildError;
-use crate::process::{Channel, ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::process::channel::Channel;
+use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::sync::lock;
 
 thread_local! {
     /// On a caller thread of a pool: (pool id, index of its worker).
@@ -331,8 +333,4 @@ fn exchange(
         REPLY_PANIC => Err(CallError::Panic(text())),
         _ => return Err(std::io::ErrorKind::InvalidData.into()),
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

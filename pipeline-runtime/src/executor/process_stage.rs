@@ -1,7 +1,7 @@
 //! The parent's side of a process stage: the body its lanes run, which sends each input to
 //! the worker of the calling thread and reads the reply back as the function's return value.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,6 +10,7 @@ use super::process_pool::CallError;
 use super::{Executor, ProcessPool};
 use crate::error::{BuildError, ItemError};
 use crate::stage::pipe::{Body, Output};
+use crate::sync::lock;
 
 /// Checks that `F` can be found by name in a worker: a registered, named `fn`.
 pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
@@ -87,8 +88,4 @@ where
         }
     }));
     (body, release)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -16,6 +16,7 @@
 //! runtime's thread after the runtime, the source thread at its end, and whoever stops a
 //! pipeline once its threads are joined.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -55,7 +56,7 @@ impl Task {
         self.state.store(RUNNING, Ordering::Release);
         let waker = Waker::from(self.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut slot = self.future.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&self.future);
         loop {
             let Some(fut) = slot.as_mut() else { return };
             if fut.as_mut().poll(&mut cx).is_ready() {
@@ -123,7 +124,7 @@ static DEFERRED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Keeps `future` alive until a thread reaches a safe point.
 pub(crate) fn defer_drop(future: LaneFuture) {
-    let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut deferred = lock(&DEFERRED);
     deferred.push(future);
     DEFERRED_COUNT.fetch_add(1, Ordering::Release);
 }
@@ -133,7 +134,7 @@ pub(crate) fn defer_drop(future: LaneFuture) {
 pub(crate) fn drop_deferred() {
     while DEFERRED_COUNT.load(Ordering::Acquire) > 0 {
         let batch = {
-            let mut deferred = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
+            let mut deferred = lock(&DEFERRED);
             DEFERRED_COUNT.fetch_sub(deferred.len(), Ordering::AcqRel);
             std::mem::take(&mut *deferred)
         };

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::task::{drop_deferred, LaneFuture, Schedule, Task};
 use crate::error::BuildError;
+use crate::sync::lock;
 
 type ThreadInit = Arc<dyn Fn(usize) + Send + Sync>;
 
@@ -144,7 +145,7 @@ impl PoolInner {
     fn work(&self) {
         loop {
             let task = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = lock(&self.queue);
                 loop {
                     if q.shutdown {
                         // Drop queued lanes here, on a pool thread, not in whoever shut us down.
@@ -162,7 +163,7 @@ impl PoolInner {
                     // the few microseconds a busy peer takes to hand over the next lane.
                     drop(q);
                     self.spin_for_work();
-                    q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q = lock(&self.queue);
                     if q.shutdown || !q.tasks.is_empty() {
                         continue;
                     }
@@ -188,7 +189,7 @@ impl PoolInner {
     }
 
     fn request_shutdown(&self) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.queue);
         q.shutdown = true;
         drop(q);
         self.available.notify_all();
@@ -197,7 +198,7 @@ impl PoolInner {
 
 impl Schedule for PoolInner {
     fn schedule(&self, task: Arc<Task>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.queue);
         if q.shutdown {
             // Refused: if this was the last reference, the task defers its lane's drop
             // (this runs inside a waker, possibly under the waker's caller's lock).
@@ -244,13 +245,7 @@ impl ThreadPool {
     /// `timeout` for them. Returns `true` if every thread has exited. Pending work is dropped.
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.shared.inner.request_shutdown();
-        let handles: Vec<_> = std::mem::take(
-            &mut *self
-                .shared
-                .handles
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let handles: Vec<_> = std::mem::take(&mut *lock(&self.shared.handles));
         join_all_until(handles, Instant::now() + timeout)
     }
 }

@@ -13,13 +13,13 @@ use serde::Serialize;
 use super::protocol::{read_frame, write_frame};
 
 /// The receiving half of a [`Channel`].
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     inner: BufReader<Box<dyn Read + Send>>,
     fd: RawFd,
 }
 
 /// The sending half of a [`Channel`].
-pub struct FrameWriter {
+pub(crate) struct FrameWriter {
     inner: BufWriter<Box<dyn Write + Send>>,
 }
 
@@ -27,7 +27,7 @@ pub struct FrameWriter {
 /// parent inside a worker's entry point. [`split`](Self::split) it to send and receive from
 /// different threads.
 #[derive(Debug)]
-pub struct Channel {
+pub(crate) struct Channel {
     reader: FrameReader,
     writer: FrameWriter,
 }
@@ -56,22 +56,14 @@ impl FrameReader {
     /// Whether a message (or the end of the stream) can be read within `timeout`: some of
     /// it is buffered already or arrives in time. `recv` then blocks only until the rest of
     /// that message is in.
-    pub fn wait_readable(&self, timeout: Duration) -> bool {
-        !self.inner.buffer().is_empty() || super::child::wait_readable(self.fd, timeout)
+    pub(crate) fn wait_readable(&self, timeout: Duration) -> bool {
+        !self.inner.buffer().is_empty() || wait_readable(self.fd, timeout)
     }
 
     /// The next message; `Ok(None)` when the other side closed its end cleanly (it exited or
     /// dropped its writer).
-    pub fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         read_frame(&mut self.inner)
-    }
-
-    /// The next message, decoded.
-    pub fn recv_value<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
-        match self.recv()? {
-            None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some),
-        }
     }
 }
 
@@ -90,18 +82,13 @@ impl FrameWriter {
 
     /// Sends one message made of `parts` back to back (saves a copy when a header and a
     /// payload live apart).
-    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    pub(crate) fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         write_frame(&mut self.inner, parts)
     }
 
     /// Sends one message.
-    pub fn send(&mut self, message: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, message: &[u8]) -> io::Result<()> {
         self.send_parts(&[message])
-    }
-
-    /// Sends one value, encoded.
-    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
-        self.send(&encode(value)?)
     }
 }
 
@@ -111,39 +98,29 @@ impl Channel {
     }
 
     /// See [`FrameReader::recv`].
-    pub fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+    pub(crate) fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         self.reader.recv()
     }
 
-    /// See [`FrameReader::recv_value`].
-    pub fn recv_value<T: DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
-        self.reader.recv_value()
-    }
-
     /// See [`FrameWriter::send`].
-    pub fn send(&mut self, message: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&mut self, message: &[u8]) -> io::Result<()> {
         self.writer.send(message)
     }
 
     /// See [`FrameWriter::send_parts`].
-    pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    pub(crate) fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         self.writer.send_parts(parts)
-    }
-
-    /// See [`FrameWriter::send_value`].
-    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
-        self.writer.send_value(value)
     }
 
     /// The two halves, to receive on one thread while sending on another. Dropping the
     /// writer tells the other side that no more messages come.
-    pub fn split(self) -> (FrameReader, FrameWriter) {
+    pub(crate) fn split(self) -> (FrameReader, FrameWriter) {
         (self.reader, self.writer)
     }
 }
 
 /// Encodes a value the way channels do.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -153,7 +130,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> io::Result<Vec<u8>> {
 }
 
 /// Decodes a value encoded by [`encode`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -164,4 +141,24 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
             ),
         )
     })
+}
+
+/// Whether `fd` becomes readable (or hung up) within `timeout`.
+pub(super) fn wait_readable(fd: i32, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if rc >= 0 {
+            return rc > 0;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
 }

@@ -12,32 +12,31 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::channel::{encode, Channel, FrameReader, FrameWriter};
-use super::protocol::{handshake, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
-use super::worker::{find_entry, is_worker};
+use super::channel::{encode, wait_readable, Channel, FrameReader, FrameWriter};
+use super::exit::{is_alloc_failure, ExitReport};
+use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
+use super::worker::is_worker;
+use crate::registry;
+use crate::sync::lock;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
 const STDERR_TAIL_LINES: usize = 16;
 /// Longest stderr line kept (characters); longer ones are cut.
 const STDERR_LINE_MAX: usize = 400;
 
-/// What the parent sends right after the handshake: which entry point to run, with what.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Start {
-    pub(crate) entry: String,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) args: Vec<u8>,
-}
-
 /// How to start a worker child.
 #[derive(Debug, Clone)]
-pub struct SpawnOptions {
+pub(crate) struct SpawnOptions {
     name: String,
     handshake_timeout: Duration,
     memory_limit: Option<u64>,
     env: Vec<(OsString, OsString)>,
+    /// The child's arguments instead of [`WORKER_ARG`] (tests: a libtest child runs one test).
+    #[cfg(test)]
+    pub(super) args: Option<Vec<OsString>>,
+    /// Output the child may write before its handshake (tests: libtest's "running 1 test").
+    #[cfg(test)]
+    pub(super) preamble: bool,
 }
 
 impl Default for SpawnOptions {
@@ -47,37 +46,42 @@ impl Default for SpawnOptions {
             handshake_timeout: Duration::from_secs(10),
             memory_limit: None,
             env: Vec::new(),
+            #[cfg(test)]
+            args: None,
+            #[cfg(test)]
+            preamble: false,
         }
     }
 }
 
 impl SpawnOptions {
     /// Defaults: name `worker`, a 10 s handshake timeout, no memory limit.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// A name for logs and errors; the child's stderr lines are prefixed with it.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub(crate) fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// How long the child may take to prove it entered worker mode.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
     /// Caps the child's address space (`RLIMIT_AS`, bytes); an allocation past it fails in
     /// the child (Rust then aborts it) instead of pressing on the whole machine.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
+    pub(crate) fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self
     }
 
     /// An extra environment variable for the child.
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
@@ -123,113 +127,6 @@ impl fmt::Display for ProcessError {
 
 impl std::error::Error for ProcessError {}
 
-/// How a child ended: its exit status and the last lines it wrote to stderr.
-#[derive(Debug, Clone)]
-pub struct ExitReport {
-    status: ExitStatus,
-    stderr_tail: Vec<String>,
-    key_line: Option<String>,
-}
-
-impl ExitReport {
-    /// The exit status.
-    pub fn status(&self) -> ExitStatus {
-        self.status
-    }
-
-    /// The exit code, if the child exited rather than being killed by a signal.
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    /// The signal that ended the child, if one did.
-    pub fn signal(&self) -> Option<i32> {
-        self.status.signal()
-    }
-
-    /// The last lines the child wrote to stderr (its panic message, Rust's "memory
-    /// allocation of N bytes failed").
-    pub fn stderr_tail(&self) -> &[String] {
-        &self.stderr_tail
-    }
-
-    /// The most telling stderr line: an allocation failure, else the last panic message,
-    /// else the last line that is not part of a backtrace.
-    pub fn key_stderr_line(&self) -> Option<&str> {
-        self.key_line.as_deref().or_else(|| {
-            self.stderr_tail
-                .iter()
-                .rev()
-                .map(|l| l.trim())
-                .find(|l| !is_backtrace_noise(l))
-        })
-    }
-
-    /// Whether the child ran out of memory: an allocation failed (Rust's allocation error
-    /// handler aborts the process after saying so on stderr).
-    pub fn out_of_memory(&self) -> bool {
-        self.key_line.as_deref().is_some_and(is_alloc_failure)
-    }
-}
-
-/// Rust's message before it aborts on a failed allocation.
-fn is_alloc_failure(line: &str) -> bool {
-    line.contains("memory allocation of") && line.contains("failed")
-}
-
-fn is_backtrace_noise(line: &str) -> bool {
-    line.is_empty()
-        || line.starts_with("note: ")
-        || line.starts_with("stack backtrace:")
-        || line.starts_with("at ")
-        || line
-            .split_once(": ")
-            .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
-        || line.ends_with("__rust_try")
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGPIPE => "SIGPIPE",
-        _ => "signal",
-    }
-}
-
-impl fmt::Display for ExitReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.status.code(), self.status.signal()) {
-            _ if self.out_of_memory() => write!(
-                f,
-                "ran out of memory (an allocation failed and the process aborted)"
-            )?,
-            (Some(0), _) => f.write_str("exited normally (code 0)")?,
-            (Some(code), _) => write!(f, "exited with code {code}")?,
-            (None, Some(libc::SIGSEGV)) => {
-                f.write_str("crashed with a segmentation fault (signal 11, SIGSEGV)")?
-            }
-            (None, Some(libc::SIGABRT)) => f.write_str("aborted (signal 6, SIGABRT)")?,
-            (None, Some(libc::SIGKILL)) => f.write_str(
-                "was killed by signal 9 (SIGKILL; the kernel's out-of-memory killer also \
-                 sends it)",
-            )?,
-            (None, Some(sig)) => write!(f, "was killed by signal {sig} ({})", signal_name(sig))?,
-            (None, None) => write!(f, "ended with status {}", self.status)?,
-        }
-        if let Some(line) = self.key_stderr_line() {
-            write!(f, "; its stderr said: {line}")?;
-        }
-        Ok(())
-    }
-}
-
 /// The pid and whether it has been reaped, under one lock, so that a kill never reaches a
 /// reused pid: a child that has exited stays a zombie (its pid reserved) until reaped.
 #[derive(Debug)]
@@ -240,7 +137,7 @@ struct ChildState {
 
 impl ChildState {
     fn kill(&self) {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        let reaped = lock(&self.reaped);
         if !*reaped {
             // SAFETY: plain syscall on a pid that is ours and not yet reaped (see above).
             unsafe {
@@ -252,20 +149,20 @@ impl ChildState {
 
 /// Kills a child from another thread (e.g. to unblock a thread reading from it).
 #[derive(Debug, Clone)]
-pub struct ChildKiller {
+pub(crate) struct ChildKiller {
     state: Arc<ChildState>,
 }
 
 impl ChildKiller {
     /// Sends `SIGKILL` to the child unless it has already been reaped.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.state.kill();
     }
 }
 
 /// A running worker child. Dropping it kills the child (`SIGKILL`) and reaps it, so a
 /// child never outlives its handle.
-pub struct ChildProcess {
+pub(crate) struct ChildProcess {
     child: std::process::Child,
     state: Arc<ChildState>,
     name: String,
@@ -292,7 +189,7 @@ impl ChildProcess {
     /// a clear error if this process is itself a worker (workers never start workers), if
     /// no entry point of that name is registered, or if the child does not enter worker
     /// mode (its `main` does not call [`init`](super::init) first).
-    pub fn spawn(
+    pub(crate) fn spawn(
         entry: &str,
         args: &[u8],
         opts: &SpawnOptions,
@@ -306,7 +203,7 @@ impl ChildProcess {
                 opts.name
             )));
         }
-        if find_entry(entry).is_none() {
+        if registry::worker(entry).is_none() {
             return Err(ProcessError::new(format!(
                 "cannot start worker `{}`: no worker entry point named `{entry}` is registered \
                  in this binary",
@@ -317,8 +214,14 @@ impl ChildProcess {
             ProcessError::new(format!("cannot find the current executable to re-run: {e}"))
         })?;
         let mut command = Command::new(&exe);
+        #[cfg(test)]
+        match &opts.args {
+            Some(args) => command.args(args),
+            None => command.arg(WORKER_ARG),
+        };
+        #[cfg(not(test))]
+        command.arg(WORKER_ARG);
         command
-            .arg(WORKER_ARG)
             .env(WORKER_ENV, PROTOCOL_VERSION.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -359,7 +262,11 @@ impl ChildProcess {
             exit: None,
         };
         let mut stdout = stdout;
-        if let Err(problem) = read_handshake(&mut stdout, opts.handshake_timeout) {
+        #[cfg(test)]
+        let preamble = opts.preamble;
+        #[cfg(not(test))]
+        let preamble = false;
+        if let Err(problem) = read_handshake(&mut stdout, opts.handshake_timeout, preamble) {
             process.kill();
             let exit = process.wait();
             return Err(ProcessError::with_exit(
@@ -389,29 +296,24 @@ impl ChildProcess {
     }
 
     /// The child's process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.state.pid as u32
     }
 
-    /// The name given in [`SpawnOptions::name`].
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A handle that can kill the child from another thread.
-    pub fn killer(&self) -> ChildKiller {
+    pub(crate) fn killer(&self) -> ChildKiller {
         ChildKiller {
             state: self.state.clone(),
         }
     }
 
     /// Sends `SIGKILL` (unless the child has already been reaped).
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.state.kill();
     }
 
     /// Waits for the child to end and reports how it did.
-    pub fn wait(&mut self) -> &ExitReport {
+    pub(crate) fn wait(&mut self) -> &ExitReport {
         if self.exit.is_none() {
             self.wait_exited(true);
             self.reap();
@@ -420,7 +322,7 @@ impl ChildProcess {
     }
 
     /// The exit report if the child has ended, without blocking.
-    pub fn try_wait(&mut self) -> Option<&ExitReport> {
+    pub(crate) fn try_wait(&mut self) -> Option<&ExitReport> {
         if self.exit.is_none() {
             if !self.wait_exited(false) {
                 return None;
@@ -432,7 +334,7 @@ impl ChildProcess {
 
     /// Waits up to `timeout` for the child to end on its own (e.g. after the channel's
     /// writer was dropped), then kills it; returns how it ended.
-    pub fn finish(&mut self, timeout: Duration) -> &ExitReport {
+    pub(crate) fn finish(&mut self, timeout: Duration) -> &ExitReport {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(100);
         while self.try_wait().is_none() && Instant::now() < deadline {
@@ -470,7 +372,7 @@ impl ChildProcess {
 
     fn reap(&mut self) {
         let status = {
-            let mut reaped = self.state.reaped.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reaped = lock(&self.state.reaped);
             *reaped = true;
             self.child.wait()
         };
@@ -485,7 +387,7 @@ impl ChildProcess {
                 let _ = thread.join();
             }
         }
-        let log = self.stderr_log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = lock(&self.stderr_log);
         self.exit = Some(ExitReport {
             status,
             stderr_tail: log.tail.iter().cloned().collect(),
@@ -503,8 +405,13 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Reads the handshake within `timeout`; says what went wrong otherwise.
-fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), String> {
+/// Reads the handshake within `timeout`; says what went wrong otherwise. With `preamble`,
+/// whatever comes before the handshake is skipped (only tests allow that).
+fn read_handshake(
+    stdout: &mut impl Read_,
+    timeout: Duration,
+    preamble: bool,
+) -> Result<(), String> {
     let expected = handshake();
     let mut got = Vec::with_capacity(HANDSHAKE_LEN);
     let deadline = Instant::now() + timeout;
@@ -531,6 +438,13 @@ fn read_handshake(stdout: &mut impl Read_, timeout: Duration) -> Result<(), Stri
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading its handshake failed: {e}")),
         }
+        if preamble {
+            // Keep only the longest tail that can still begin the handshake.
+            let start = (0..=got.len())
+                .find(|&i| expected.starts_with(&got[i..]))
+                .unwrap_or(got.len());
+            got.drain(..start);
+        }
         if !expected.starts_with(&got) {
             return Err(format!(
                 "it wrote {:?} on stdout instead of the handshake",
@@ -551,26 +465,6 @@ fn widen_pipe(fd: i32) {
     // SAFETY: fcntl on a pipe descriptor we own; failure leaves the pipe as it was.
     unsafe {
         libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
-    }
-}
-
-/// Whether `fd` becomes readable (or hung up) within `timeout`.
-pub(super) fn wait_readable(fd: i32, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-        if rc >= 0 {
-            return rc > 0;
-        }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return false;
-        }
     }
 }
 
@@ -621,6 +515,6 @@ fn forward_stderr(stderr: impl Read, prefix: &str, log: &Mutex<StderrLog>) {
         if kept.len() < text.len() {
             kept.push('…');
         }
-        log.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
+        lock(log).push(kept);
     }
 }

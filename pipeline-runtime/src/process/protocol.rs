@@ -3,17 +3,19 @@
 
 use std::io::{self, Read, Write};
 
+use serde::{Deserialize, Serialize};
+
 /// Set in a worker child's environment (to [`PROTOCOL_VERSION`]); its presence is what makes
 /// [`init`](super::init) enter worker mode, and what stops a worker from starting workers.
-pub const WORKER_ENV: &str = "PIPELINE_RUNTIME_WORKER";
+pub(crate) const WORKER_ENV: &str = "PIPELINE_RUNTIME_WORKER";
 
 /// The only argument a worker child is started with. A program whose `main` forgot to call
 /// [`init`](super::init) and parses its arguments (e.g. a libtest harness) rejects it and
 /// exits at once, instead of running as if it were the parent.
-pub const WORKER_ARG: &str = "--pipeline-runtime-worker";
+pub(crate) const WORKER_ARG: &str = "--pipeline-runtime-worker";
 
 /// Bumped whenever frames or the handshake change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// What a child writes first on its protocol output: the magic bytes, then the protocol
 /// version (little endian). Anything else there means the child did not enter worker mode.
@@ -21,7 +23,7 @@ pub(crate) const HANDSHAKE_MAGIC: &[u8; 12] = b"\0PLRT-WORKER";
 pub(crate) const HANDSHAKE_LEN: usize = HANDSHAKE_MAGIC.len() + 4;
 
 /// Largest frame accepted (1 GiB): a corrupt length fails cleanly instead of allocating it.
-pub const MAX_FRAME: usize = 1 << 30;
+pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 pub(crate) fn handshake() -> [u8; HANDSHAKE_LEN] {
     let mut out = [0u8; HANDSHAKE_LEN];
@@ -69,6 +71,14 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Ok(Some(buf))
+}
+
+/// What the parent sends right after the handshake: which entry point to run, with what.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Start {
+    pub(crate) entry: String,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) args: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The child's side: entering worker mode from `main`, and the registry of entry points a
-//! worker can run.
+//! The child's side: entering worker mode from `main`, and running the entry point the
+//! parent names (found in the crate's registry of functions a child runs).
 
 use std::fs::File;
 use std::io::Write;
@@ -8,84 +8,30 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::channel::{decode, Channel, FrameReader, FrameWriter};
-use super::child::Start;
-use super::protocol::{handshake, WORKER_ENV};
+use super::protocol::{handshake, Start, WORKER_ENV};
+use crate::registry;
 
 /// A worker's exit code when its entry point returned an error.
-pub const EXIT_ENTRY_FAILED: i32 = 1;
+pub(crate) const EXIT_ENTRY_FAILED: i32 = 1;
 /// A worker's exit code when the protocol broke down (bad start message, I/O error).
-pub const EXIT_PROTOCOL: i32 = 2;
+pub(crate) const EXIT_PROTOCOL: i32 = 2;
 /// A worker's exit code when the requested entry point is not registered.
-pub const EXIT_NO_ENTRY: i32 = 3;
+pub(crate) const EXIT_NO_ENTRY: i32 = 3;
 /// A worker's exit code when its entry point panicked.
-pub const EXIT_PANIC: i32 = 101;
-
-/// The body of a worker: its start arguments and the channel to the parent. Returning ends
-/// the worker (exit code 0 on `Ok`, [`EXIT_ENTRY_FAILED`] on `Err`).
-pub type EntryFn = fn(args: Vec<u8>, channel: Channel) -> Result<(), String>;
-
-/// A named worker entry point, registered with
-/// [`register_worker_entry!`](crate::register_worker_entry).
-#[derive(Debug)]
-pub struct EntryPoint {
-    name: &'static str,
-    run: EntryFn,
-}
-
-impl EntryPoint {
-    #[doc(hidden)]
-    pub const fn new(name: &'static str, run: EntryFn) -> Self {
-        Self { name, run }
-    }
-
-    /// The name it is registered under.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-inventory::collect!(EntryPoint);
-
-/// Registers a worker entry point under a name, so that
-/// [`ChildProcess::spawn`](super::ChildProcess::spawn) can start a child running it:
-///
-/// ```
-/// use pipeline_runtime::process::Channel;
-///
-/// fn echo(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
-///     while let Some(msg) = channel.recv().map_err(|e| e.to_string())? {
-///         channel.send(&msg).map_err(|e| e.to_string())?;
-///     }
-///     Ok(())
-/// }
-/// pipeline_runtime::register_worker_entry!("my_crate::echo", echo);
-/// ```
-///
-/// Pick a name unique in the program (prefix it with your crate's name).
-#[macro_export]
-macro_rules! register_worker_entry {
-    ($name:expr, $run:expr $(,)?) => {
-        $crate::__private::inventory::submit! {
-            $crate::process::EntryPoint::new($name, $run)
-        }
-    };
-}
-
-pub(crate) fn find_entry(name: &str) -> Option<&'static EntryPoint> {
-    inventory::iter::<EntryPoint>().find(|e| e.name == name)
-}
+pub(crate) const EXIT_PANIC: i32 = 101;
 
 /// Set once this process has entered worker mode.
 static IN_WORKER: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process was started as a pipeline worker (whether or not it entered worker
 /// mode: a child whose `main` forgot [`init`] is one too).
-pub fn is_worker() -> bool {
+pub(crate) fn is_worker() -> bool {
     IN_WORKER.load(Ordering::Relaxed) || std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// Enters worker mode if this process was started as a pipeline worker, and never returns
-/// then; does nothing otherwise. Call it first thing in `main`.
+/// then; does nothing otherwise. Call it first thing in `main`, or put
+/// [`#[pipeline_runtime::main]`](crate::main) on `main`, which calls it.
 ///
 /// Worker processes re-run the program's own executable, so a worker starts at `main` like
 /// the parent did. Without this call a worker would run the program a second time instead:
@@ -148,7 +94,7 @@ fn run_worker() -> ! {
             );
         }
     }
-    let Some(entry) = find_entry(&start.entry) else {
+    let Some(entry) = registry::worker(&start.entry) else {
         die(
             EXIT_NO_ENTRY,
             &format!(
@@ -158,11 +104,11 @@ fn run_worker() -> ! {
         )
     };
     let channel = Channel::new(reader, writer);
-    match catch_unwind(AssertUnwindSafe(|| (entry.run)(start.args, channel))) {
+    match catch_unwind(AssertUnwindSafe(|| entry(start.args, channel))) {
         Ok(Ok(())) => std::process::exit(0),
         Ok(Err(message)) => die(
             EXIT_ENTRY_FAILED,
-            &format!("entry point `{}` failed: {message}", entry.name),
+            &format!("entry point `{}` failed: {message}", start.entry),
         ),
         // The panic hook has already printed the message.
         Err(_) => std::process::exit(EXIT_PANIC),

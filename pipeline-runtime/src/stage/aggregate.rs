@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::pipe::item_error;
 use super::{LaneGuard, StageCtx, LANE_BUDGET};
-use crate::error::{BoxError, ItemError, StageFailureKind};
+use crate::error::{BoxError, ItemError};
 use crate::executor::task::yield_now;
+use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 

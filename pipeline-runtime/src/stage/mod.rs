@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock;
-use crate::error::{ItemError, StageFailureKind};
-use crate::failure::{FailureScope, RecentErrors};
+use crate::error::ItemError;
+use crate::failure::{FailureScope, RecentErrors, StageFailureKind};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
 use crate::run_state::RunState;
-use crate::stats::{StageCounters, StageKind, StageStats};
+use crate::stats::{StageCounters, StageEntry, StageKind};
+use crate::sync::lock;
 
 /// How a stage is observed: statistics on or off, and the user's hooks.
 #[derive(Debug, Default)]
@@ -29,7 +30,8 @@ pub(crate) struct StageCtx {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
     pub(crate) concurrency: usize,
-    pub(crate) counters: StageCounters,
+    /// Shared with the statistics, which read them (see [`stats_entry`](Self::stats_entry)).
+    pub(crate) counters: Arc<StageCounters>,
     pub(crate) info: StageInfo,
     /// Statistics are on: lanes time their tasks.
     pub(crate) stats: bool,
@@ -56,7 +58,7 @@ impl StageCtx {
             name: info.name.clone(),
             kind: info.kind,
             concurrency: info.concurrency,
-            counters: StageCounters::new(info.concurrency),
+            counters: Arc::new(StageCounters::new(info.concurrency)),
             info,
             stats: observe.stats,
             hooks: observe.hooks,
@@ -179,9 +181,14 @@ impl StageCtx {
         }
     }
 
-    pub(crate) fn snapshot_until(&self, now: u64) -> StageStats {
-        self.counters
-            .snapshot(&self.name, self.kind, self.concurrency, now)
+    /// What the statistics read of this stage: its identity and its counters.
+    pub(crate) fn stats_entry(&self) -> StageEntry {
+        StageEntry {
+            name: self.name.clone(),
+            kind: self.kind,
+            concurrency: self.concurrency,
+            counters: self.counters.clone(),
+        }
     }
 }
 
@@ -196,7 +203,7 @@ impl Drop for LaneGuard {
         if ctx.live_lanes.fetch_sub(1, Ordering::AcqRel) == 1 {
             ctx.counters.mark_ended();
             ctx.hooks.each(&ctx.info, |h| h.stage_ended(&ctx.info));
-            drop(ctx.span.lock().unwrap_or_else(|e| e.into_inner()).take());
+            drop(lock(&ctx.span).take());
         }
     }
 }

@@ -8,7 +8,8 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
 use super::{LaneGuard, StageCtx};
-use crate::error::{BoxError, ItemError, StageFailureKind};
+use crate::error::{BoxError, ItemError};
+use crate::failure::StageFailureKind;
 use crate::queue::{Msg, Tx};
 
 /// One pass over the source's items.

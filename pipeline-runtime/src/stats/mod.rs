@@ -18,7 +18,7 @@ pub(crate) use stage::StageCounters;
 pub use stage::{StageKind, StageStats};
 
 use crate::clock;
-use crate::stage::StageCtx;
+use crate::sync::lock;
 
 /// A snapshot of a whole pipeline: every stage, every queue between them.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,19 @@ impl std::fmt::Debug for QueueEntry {
     }
 }
 
+/// A stage, as the statistics know it: its identity and the counters its lanes update.
+#[derive(Debug)]
+pub(crate) struct StageEntry {
+    pub(crate) name: String,
+    pub(crate) kind: StageKind,
+    pub(crate) concurrency: usize,
+    pub(crate) counters: Arc<StageCounters>,
+}
+
 /// Everything a snapshot reads, shared by the pipeline handle and the reporter thread.
 #[derive(Debug)]
 pub(crate) struct StatsRegistry {
-    stages: Mutex<Vec<Arc<StageCtx>>>,
+    stages: Mutex<Vec<StageEntry>>,
     queues: Mutex<Vec<QueueEntry>>,
     started: AtomicU64,
     ended: AtomicU64,
@@ -102,15 +111,15 @@ impl Default for StatsRegistry {
 }
 
 impl StatsRegistry {
-    pub(crate) fn start(&self, stages: Vec<Arc<StageCtx>>, queues: Vec<QueueEntry>) {
+    pub(crate) fn start(&self, stages: Vec<StageEntry>, queues: Vec<QueueEntry>) {
         self.started.store(clock::now().max(1), Ordering::Relaxed);
-        *self.stages.lock().unwrap_or_else(|e| e.into_inner()) = stages;
-        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = queues;
+        *lock(&self.stages) = stages;
+        *lock(&self.queues) = queues;
     }
 
     /// One occupancy sample of every queue.
     pub(crate) fn sample(&self) {
-        for q in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for q in lock(&self.queues).iter() {
             if let Some(len) = (q.len)() {
                 q.counters.sample(len > 0);
             }
@@ -139,14 +148,11 @@ impl StatsRegistry {
             ended => ended,
         };
         let started = self.started.load(Ordering::Relaxed);
-        let mut stages: Vec<StageStats> = self
-            .stages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut stages: Vec<StageStats> = lock(&self.stages)
             .iter()
-            .map(|s| s.snapshot_until(until))
+            .map(|s| s.counters.snapshot(&s.name, s.kind, s.concurrency, until))
             .collect();
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queues = lock(&self.queues);
         // The source's busy time: the time it ran less the time it waited for room.
         if let (Some(source), Some(first)) = (stages.first_mut(), queues.first()) {
             if source.kind == StageKind::Source {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{PipelineError, StageFailureKind};
+use crate::failure::{PipelineError, StageFailureKind};
 use crate::process::{ExitReport, ProcessError};
 
 /// Why a subprocess could not start, or why iterating it failed.

@@ -15,8 +15,9 @@
 
 mod bytes;
 mod error;
+pub(crate) mod factory;
+pub(crate) mod output;
 mod parent;
-mod registry;
 mod shm;
 mod wire;
 mod worker;
@@ -28,7 +29,3 @@ pub use parent::{
     SubprocessOptions, SubprocessStream, DEFAULT_BUFFER_SIZE, DEFAULT_SHM_THRESHOLD,
     DEFAULT_SLOT_SIZE,
 };
-#[doc(hidden)]
-pub use registry::{__run_init, __start_iter, __start_pipeline, SubprocessFn};
-#[doc(hidden)]
-pub use worker::{Emitter, Source, Step};

@@ -12,14 +12,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::{RemotePipelineError, SubprocessError};
-use super::registry::{self, Kind};
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::error::BuildError;
-use crate::executor::process_fn::fn_type_name;
-use crate::process::{
-    decode, encode, ChildKiller, ChildProcess, FrameReader, FrameWriter, SpawnOptions,
-};
+use crate::process::channel::{decode, encode, FrameReader, FrameWriter};
+use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::registry::{self, fn_type_name, Kind};
 use crate::Pipeline;
 
 /// Items whose encoding is at least this many bytes go through shared memory by default
@@ -111,9 +109,8 @@ impl SubprocessOptions {
         self
     }
 
-    /// Caps the child's address space (see
-    /// [`SpawnOptions::memory_limit`](crate::process::SpawnOptions::memory_limit)); the
-    /// shared-memory slots count towards it.
+    /// Caps the child's address space (`RLIMIT_AS`, bytes); the shared-memory slots count
+    /// towards it.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.spawn = self.spawn.memory_limit(bytes);
         self
@@ -230,7 +227,7 @@ impl<T: DeserializeOwned> Subprocess<T> {
         args: &A,
         opts: SubprocessOptions,
     ) -> Result<Self, SubprocessError> {
-        let spawn_error = |m: String| SubprocessError::Spawn(crate::process::ProcessError::new(m));
+        let spawn_error = |m: String| SubprocessError::Spawn(ProcessError::new(m));
         registry::check(factory, kind).map_err(spawn_error)?;
         if let Some((name, _)) = &opts.initializer {
             registry::check(name, Kind::Init).map_err(spawn_error)?;

@@ -1,25 +1,82 @@
-//! The child-process plumbing on its own: spawn, handshake, frames, exit reports, kill on
-//! drop, and the two mistakes it must catch (a worker that runs `main`, a nested worker).
+//! The child-process plumbing on its own, with real children: spawn, handshake, frames, exit
+//! reports, kill on drop, and the two mistakes it must catch (a worker that runs `main`, a
+//! nested worker).
+//!
+//! A child is this libtest binary run again, running one test, [`worker_main`], which enters
+//! worker mode as a program's `main` would (libtest's own `main` cannot call `init()`).
+//! Tests that start children hold [`SERIAL`], so that counting this process's children sees
+//! only the current test's.
 
+use std::ffi::OsString;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use pipeline_runtime::process::{Channel, ChildProcess, SpawnOptions};
-use pipeline_runtime::register_worker_entry;
 use serde::{Deserialize, Serialize};
 
-use crate::{child_pids, SKIP_INIT_ENV};
+use super::channel::{decode, encode, Channel};
+use super::child::{ChildProcess, SpawnOptions};
+use super::protocol::WORKER_ENV;
+use super::worker::{init, is_worker};
+use crate::sync::lock;
 
-pub(crate) const TESTS: &[crate::Test] = crate::tests![
-    "plumbing":
-    echo_round_trip_and_clean_exit,
-    exit_reports_say_how_the_child_ended,
-    sigkill_from_outside_is_reported,
-    out_of_memory_under_rlimit_is_reported,
-    dropping_children_leaves_no_process,
-    a_worker_cannot_start_workers,
-    unknown_entry_is_an_error,
-    a_child_that_runs_main_is_detected,
-];
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Set in a child to make [`worker_main`] skip `init()`: a `main` that forgot the call.
+const SKIP_INIT_ENV: &str = "PIPELINE_RUNTIME_TESTS_SKIP_INIT";
+
+/// A child's `main`: enters worker mode when started as a worker (never returns then).
+#[test]
+#[ignore = "the main of the plumbing tests' children; does nothing on its own"]
+fn worker_main() {
+    if std::env::var_os(SKIP_INIT_ENV).is_none() {
+        init();
+    }
+}
+
+/// Options that start this binary running [`worker_main`] only.
+fn libtest_child() -> SpawnOptions {
+    let mut opts = SpawnOptions::new();
+    opts.args = Some(
+        [
+            "--exact",
+            "process::tests::worker_main",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(OsString::from)
+        .to_vec(),
+    );
+    // libtest prints "running 1 test" before the test runs.
+    opts.preamble = true;
+    opts
+}
+
+fn spawn(entry: &str, args: &[u8]) -> (ChildProcess, Channel) {
+    ChildProcess::spawn(entry, args, &libtest_child()).unwrap()
+}
+
+/// Pids of this process's children, zombies included (Linux: `/proc/*/stat`).
+fn child_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The fields after the command name (which may hold spaces) in parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            ppid == Some(me)
+        })
+        .collect()
+}
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Greeting {
@@ -35,7 +92,7 @@ fn echo(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     }
     Ok(())
 }
-register_worker_entry!("tests::echo", echo);
+crate::__private::register!(worker "tests::echo" => echo);
 
 /// Ends the way its arguments say, after telling the parent it is about to.
 fn crash(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
@@ -59,11 +116,11 @@ fn crash(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     }
     Ok(())
 }
-register_worker_entry!("tests::crash", crash);
+crate::__private::register!(worker "tests::crash" => crash);
 
 /// Tries to start a worker from inside a worker and reports what happened.
 fn nested(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
-    let outcome = match ChildProcess::spawn("tests::echo", b"", &SpawnOptions::new()) {
+    let outcome = match ChildProcess::spawn("tests::echo", b"", &libtest_child()) {
         Ok(_) => "spawned".to_owned(),
         Err(e) => e.to_string(),
     };
@@ -71,25 +128,43 @@ fn nested(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
         .send(outcome.as_bytes())
         .map_err(|e| e.to_string())?;
     // What programs this worker starts would inherit: not the worker variable.
-    let inherited = std::env::var_os(pipeline_runtime::process::WORKER_ENV).is_some();
-    let flags = [
-        u8::from(inherited),
-        u8::from(pipeline_runtime::process::is_worker()),
-    ];
+    let inherited = std::env::var_os(WORKER_ENV).is_some();
+    let flags = [u8::from(inherited), u8::from(is_worker())];
     channel.send(&flags).map_err(|e| e.to_string())
 }
-register_worker_entry!("tests::nested", nested);
+crate::__private::register!(worker "tests::nested" => nested);
 
+fn noop(_args: Vec<u8>, _channel: Channel) -> Result<(), String> {
+    Ok(())
+}
+crate::__private::register!(worker "pipeline_runtime::tests::noop" => noop);
+
+/// A libtest binary has no `init()` in its `main`: the re-run child rejects the worker
+/// argument and exits, and the parent says why instead of hanging.
+#[test]
+fn a_libtest_child_fails_the_handshake_clearly() {
+    let _serial = lock(&SERIAL);
+    let err = ChildProcess::spawn("pipeline_runtime::tests::noop", b"", &SpawnOptions::new())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("did not enter worker mode"), "{text}");
+    assert!(text.contains("process::init()"), "{text}");
+    let exit = err.exit_report().expect("the child was reaped");
+    assert_ne!(exit.code(), Some(0), "{exit}");
+}
+
+#[test]
 fn echo_round_trip_and_clean_exit() {
-    let (mut child, mut channel) =
-        ChildProcess::spawn("tests::echo", b"args!", &SpawnOptions::new().name("echo")).unwrap();
+    let _serial = lock(&SERIAL);
+    let (mut child, mut channel) = spawn("tests::echo", b"args!");
     assert_eq!(channel.recv().unwrap().unwrap(), b"args!");
     let greeting = Greeting {
         text: "hello".to_owned(),
         n: 42,
     };
-    channel.send_value(&greeting).unwrap();
-    assert_eq!(channel.recv_value::<Greeting>().unwrap().unwrap(), greeting);
+    channel.send(&encode(&greeting).unwrap()).unwrap();
+    let back: Greeting = decode(&channel.recv().unwrap().unwrap()).unwrap();
+    assert_eq!(back, greeting);
     let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
     channel.send_parts(&[&big[..1000], &big[1000..]]).unwrap();
     assert_eq!(channel.recv().unwrap().unwrap(), big);
@@ -101,15 +176,16 @@ fn echo_round_trip_and_clean_exit() {
 }
 
 fn run_crash(how: &str) -> String {
-    let (mut child, mut channel) =
-        ChildProcess::spawn("tests::crash", how.as_bytes(), &SpawnOptions::new()).unwrap();
+    let (mut child, mut channel) = spawn("tests::crash", how.as_bytes());
     assert_eq!(channel.recv().unwrap().unwrap(), b"ready");
     // The child's end closes when it dies: no more frames, no hang.
     assert!(channel.recv().map(|m| m.is_none()).unwrap_or(true));
     child.wait().to_string()
 }
 
+#[test]
 fn exit_reports_say_how_the_child_ended() {
+    let _serial = lock(&SERIAL);
     let abort = run_crash("abort");
     assert!(
         abort.contains("aborted") && abort.contains("SIGABRT"),
@@ -130,9 +206,10 @@ fn exit_reports_say_how_the_child_ended() {
     assert!(error.contains("the entry failed on purpose"), "{error}");
 }
 
+#[test]
 fn sigkill_from_outside_is_reported() {
-    let (mut child, mut channel) =
-        ChildProcess::spawn("tests::crash", b"wait", &SpawnOptions::new()).unwrap();
+    let _serial = lock(&SERIAL);
+    let (mut child, mut channel) = spawn("tests::crash", b"wait");
     assert_eq!(channel.recv().unwrap().unwrap(), b"ready");
     // SAFETY: the child has not been reaped (we hold it), so the pid is still ours.
     unsafe { libc::kill(child.pid() as i32, libc::SIGKILL) };
@@ -141,8 +218,10 @@ fn sigkill_from_outside_is_reported() {
     assert!(report.to_string().contains("SIGKILL"), "{report}");
 }
 
+#[test]
 fn out_of_memory_under_rlimit_is_reported() {
-    let opts = SpawnOptions::new().memory_limit(1 << 30);
+    let _serial = lock(&SERIAL);
+    let opts = libtest_child().memory_limit(1 << 30);
     let (mut child, mut channel) = ChildProcess::spawn("tests::crash", b"oom", &opts).unwrap();
     assert_eq!(channel.recv().unwrap().unwrap(), b"ready");
     let report = child.wait();
@@ -150,7 +229,9 @@ fn out_of_memory_under_rlimit_is_reported() {
     assert!(report.to_string().contains("ran out of memory"), "{report}");
 }
 
+#[test]
 fn dropping_children_leaves_no_process() {
+    let _serial = lock(&SERIAL);
     assert!(
         child_pids().is_empty(),
         "children before: {:?}",
@@ -158,16 +239,17 @@ fn dropping_children_leaves_no_process() {
     );
     let mut kept = Vec::new();
     for _ in 0..3 {
-        kept.push(ChildProcess::spawn("tests::crash", b"wait", &SpawnOptions::new()).unwrap());
+        kept.push(spawn("tests::crash", b"wait"));
     }
     assert_eq!(child_pids().len(), 3);
     drop(kept);
     assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
 }
 
+#[test]
 fn a_worker_cannot_start_workers() {
-    let (mut child, mut channel) =
-        ChildProcess::spawn("tests::nested", b"", &SpawnOptions::new()).unwrap();
+    let _serial = lock(&SERIAL);
+    let (mut child, mut channel) = spawn("tests::nested", b"");
     let outcome = String::from_utf8(channel.recv().unwrap().unwrap()).unwrap();
     assert!(outcome.contains("workers never start workers"), "{outcome}");
     let flags = channel.recv().unwrap().unwrap();
@@ -179,8 +261,10 @@ fn a_worker_cannot_start_workers() {
     assert_eq!(child.wait().code(), Some(0));
 }
 
+#[test]
 fn unknown_entry_is_an_error() {
-    let err = ChildProcess::spawn("tests::nope", b"", &SpawnOptions::new()).unwrap_err();
+    let _serial = lock(&SERIAL);
+    let err = ChildProcess::spawn("tests::nope", b"", &libtest_child()).unwrap_err();
     assert!(
         err.to_string()
             .contains("no worker entry point named `tests::nope`"),
@@ -189,12 +273,15 @@ fn unknown_entry_is_an_error() {
     assert!(child_pids().is_empty());
 }
 
+#[test]
 fn a_child_that_runs_main_is_detected() {
-    // The child skips `init()`, as a `main` that forgot it would, and runs this test
-    // program again instead: it prints the runner's first line on stdout.
-    let opts = SpawnOptions::new()
+    let _serial = lock(&SERIAL);
+    // The child skips `init()`, as a `main` that forgot it would, and runs the test program
+    // instead: libtest prints its first line on stdout.
+    let mut opts = libtest_child()
         .env(SKIP_INIT_ENV, "1")
         .handshake_timeout(Duration::from_secs(30));
+    opts.preamble = false;
     let err = ChildProcess::spawn("tests::echo", b"", &opts).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("did not enter worker mode"), "{text}");
