@@ -309,7 +309,7 @@ impl<T: HostBatch> StageBuilder<T> {
         self.pinned_pipe(
             transfer.stage::<T>(),
             format!("to_device(cuda:{})", transfer.device()),
-            transfer.executor().into(),
+            transfer.executor(),
         )
     }
 }
