@@ -67,6 +67,7 @@ impl ItemError {
     }
 
     /// A panic reported as a message (from a worker process).
+    #[cfg_attr(not(unix), allow(dead_code))] // only process stages get panics as messages
     pub(crate) fn panic_message(stage: &str, message: String) -> Self {
         Self {
             stage: stage.to_owned(),

@@ -49,6 +49,11 @@
 //! ```
 //!
 //! The guide in `docs/` explains stages, concurrency, executors, failures and epochs.
+//!
+//! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
+//! modules) need a Unix system: they re-execute the program, talk over pipes and share
+//! memory through `/dev/shm`. Elsewhere those items are absent and the rest of the crate
+//! (threads, async stages, the macro) works the same.
 
 mod async_runtime;
 mod block_on;
@@ -62,12 +67,15 @@ mod failure;
 mod hook;
 mod launch;
 mod pipeline;
+#[cfg(unix)]
 pub mod process;
 mod queue;
+#[cfg(unix)]
 mod registry;
 mod run_state;
 mod stage;
 mod stats;
+#[cfg(unix)]
 pub mod subprocess;
 mod sync;
 
@@ -103,8 +111,10 @@ mod __guide {
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     mod gpu {}
+    #[cfg(unix)]
     #[doc = include_str!("../../docs/src/parallelism.md")]
     mod parallelism {}
+    #[cfg(unix)]
     #[doc = include_str!("../../docs/src/subprocess.md")]
     mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]
@@ -115,7 +125,9 @@ mod __guide {
 
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
-pub use executor::{Executor, ProcessPool, ProcessPoolBuilder, ThreadPool, ThreadPoolBuilder};
+pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
+#[cfg(unix)]
+pub use executor::{ProcessPool, ProcessPoolBuilder};
 pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use launch::DEFAULT_QUEUE_CAPACITY;

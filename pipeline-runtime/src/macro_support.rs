@@ -2,20 +2,29 @@
 //! and nothing else. Not a public API: it may change
 //! in any release.
 
+#[cfg(unix)]
 /// The one registration path of a function a child runs (`process_fn!`, `subprocess_fn!`).
 pub use crate::__pipeline_runtime_register as register;
 pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
+#[cfg(unix)]
 pub use crate::executor::process_fn::call_process_fn;
 pub use crate::failure::MaxFailures;
+#[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.
 pub use crate::process::init as process_init;
+#[cfg(unix)]
 pub use crate::registry::{fn_type_name, Registration};
 pub use crate::stage::pipe::Order;
+#[cfg(unix)]
 pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
 pub use futures::Stream;
 pub use inventory;
 pub use serde;
+
+/// What `#[pipeline_runtime::main]` calls first: nothing where there are no worker processes.
+#[cfg(not(unix))]
+pub fn process_init() {}
 
 /// A stage function: called from the pipeline's threads, concurrently, for as long as the
 /// pipeline runs.

@@ -13,3 +13,4 @@ mod order;
 mod stages;
 mod stats;
 mod stream_ext;
+mod vocabulary;

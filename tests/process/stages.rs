@@ -14,6 +14,7 @@ use crate::child_pids;
 pub(crate) const TESTS: &[crate::Test] = crate::tests![
     "stages":
     outputs_come_back_and_workers_start_once,
+    process_shapes_mean_what_thread_shapes_mean,
     calls_run_in_parallel_workers,
     every_fault_fails_only_its_item,
     a_pool_serves_several_stages_and_pipelines,
@@ -104,7 +105,38 @@ fn pool_inside_worker(_: u64) -> String {
     }
 }
 
+/// Fails 3 (a `Result` that crosses back: the `Err` fails the item, it is not a value).
+fn checked(x: u64) -> Result<u64, String> {
+    if x == 3 {
+        Err(format!("{x} is bad"))
+    } else {
+        Ok(x * 10)
+    }
+}
+
+fn maybe(x: u64) -> Option<u64> {
+    checked(x).ok()
+}
+
+fn spread(x: u64) -> Vec<u64> {
+    vec![x, x + 100]
+}
+
+/// For 3, an error after its first output.
+fn spread_checked(x: u64) -> Vec<Result<u64, String>> {
+    let second = if x == 3 {
+        Err("3 fails midway".to_owned())
+    } else {
+        Ok(x + 100)
+    };
+    vec![Ok(x), second]
+}
+
 process_fn!(
+    checked,
+    maybe,
+    spread,
+    spread_checked,
     square,
     square_where,
     rendezvous,
@@ -165,6 +197,57 @@ fn outputs_come_back_and_workers_start_once() {
         "workers start once per pool, not per item"
     );
     assert_eq!(workers.worker_pids(), pids);
+}
+
+fn process_shapes_mean_what_thread_shapes_mean() {
+    let workers = pool(2);
+    let run = |stage: pipeline_runtime::StageBuilder<u64>| -> (Vec<u64>, u64) {
+        let mut p = stage.name("shape").sink().build().unwrap();
+        let mut items: Vec<u64> = p.by_ref().map(Result::unwrap).collect();
+        items.sort_unstable();
+        let stats = p.stats();
+        let failures = stats
+            .stages
+            .iter()
+            .find(|s| s.name == "shape")
+            .unwrap()
+            .failures;
+        (items, failures)
+    };
+    let source = || PipelineBuilder::new().source(1..=6u64);
+    let on = |b: pipeline_runtime::StageBuilder<u64>| b.executor(&workers).concurrency(2);
+    assert_eq!(
+        run(on(source().process_pipe(square))),
+        (vec![1, 4, 9, 16, 25, 36], 0)
+    );
+    assert_eq!(
+        run(on(source().process_try_pipe(checked))),
+        (vec![10, 20, 40, 50, 60], 1),
+        "an `Err` from the worker fails the item"
+    );
+    assert_eq!(
+        run(on(source().process_opt_pipe(maybe))),
+        (vec![10, 20, 40, 50, 60], 0)
+    );
+    let mut all: Vec<u64> = (1..=6).chain(101..=106).collect();
+    all.sort_unstable();
+    assert_eq!(run(on(source().process_flat_pipe(spread))), (all, 0));
+    assert_eq!(
+        run(on(source().process_try_flat_pipe(spread_checked))),
+        (vec![1, 2, 3, 4, 5, 6, 101, 102, 104, 105, 106], 1)
+    );
+
+    // The same shapes in the macro.
+    let p = pipeline! {
+        source(1..=6u64)
+        -> pipe(process try checked, executor = &workers, concurrency = 2, name = "shape")
+        -> pipe(process flat spread, executor = &workers)
+        -> sink()
+    }
+    .unwrap();
+    let mut got: Vec<u64> = p.map(Result::unwrap).collect();
+    got.sort_unstable();
+    assert_eq!(got, [10, 20, 40, 50, 60, 110, 120, 140, 150, 160]);
 }
 
 fn calls_run_in_parallel_workers() {

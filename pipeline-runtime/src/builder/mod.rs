@@ -16,6 +16,7 @@
 mod aggregate;
 mod options;
 mod pipe;
+#[cfg(unix)]
 mod process;
 mod shape;
 mod sink;

@@ -33,6 +33,7 @@ pub(crate) enum Runs {
     /// On the pipeline's async runtime.
     Async,
     /// On a `ProcessPool`'s caller threads, each talking to its worker.
+    #[cfg_attr(not(unix), allow(dead_code))]
     Processes,
 }
 
@@ -266,7 +267,10 @@ fn check_pipe<T, U>(spec: &PipeSpec<T, U>, opts: &PipeOptions, name: &str, chain
         }
     }
     let mut error = |message: String| chain.errors.push(BuildError::new(message));
+    #[cfg(unix)]
     let on_processes = matches!(opts.executor, Some(Executor::Processes(_)));
+    #[cfg(not(unix))]
+    let on_processes = false;
     match spec.runs {
         Runs::Processes if !on_processes => error(format!(
             "stage `{name}` runs in worker processes: give it a `ProcessPool` as its \

@@ -14,8 +14,11 @@
 //! many stage calls truly run at once. A lane waiting on a queue does not hold a thread.
 //! Async stages run on the pipeline's async runtime and take no executor.
 
+#[cfg(unix)]
 pub(crate) mod process_fn;
+#[cfg(unix)]
 pub(crate) mod process_pool;
+#[cfg(unix)]
 pub(crate) mod process_stage;
 mod rayon;
 pub(crate) mod task;
@@ -24,6 +27,7 @@ mod thread_pool;
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(unix)]
 pub use process_pool::{ProcessPool, ProcessPoolBuilder};
 pub(crate) use task::drop_deferred;
 pub(crate) use thread_pool::join_all_until;
@@ -41,7 +45,8 @@ pub enum Executor {
     Threads(ThreadPool),
     /// A rayon pool of your own.
     Rayon(Arc<::rayon::ThreadPool>),
-    /// Worker processes of your own, for process stages only.
+    /// Worker processes of your own, for process stages only (Unix).
+    #[cfg(unix)]
     Processes(ProcessPool),
 }
 
@@ -53,6 +58,7 @@ impl fmt::Debug for Executor {
             Executor::Rayon(pool) => {
                 write!(f, "Executor::Rayon({} threads)", pool.current_num_threads())
             }
+            #[cfg(unix)]
             Executor::Processes(pool) => write!(f, "Executor::Processes({pool:?})"),
         }
     }
@@ -82,12 +88,14 @@ impl From<&Arc<::rayon::ThreadPool>> for Executor {
     }
 }
 
+#[cfg(unix)]
 impl From<ProcessPool> for Executor {
     fn from(pool: ProcessPool) -> Self {
         Executor::Processes(pool)
     }
 }
 
+#[cfg(unix)]
 impl From<&ProcessPool> for Executor {
     fn from(pool: &ProcessPool) -> Self {
         Executor::Processes(pool.clone())
@@ -109,6 +117,7 @@ impl Executor {
             }
             Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
             // On the pool's caller threads, each of which talks to its own worker.
+            #[cfg(unix)]
             Executor::Processes(pool) => pool.spawn_lane(default_pool, lane),
         }
     }
