@@ -210,7 +210,7 @@ fn options_follow_their_stage_and_defaults_need_none() {
 }
 
 fn build_error(result: Result<Pipeline<u32>, BuildError>) -> String {
-    result.err().expect("the definition is wrong").to_string()
+    result.expect_err("the definition is wrong").to_string()
 }
 
 #[test]
