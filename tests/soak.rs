@@ -17,34 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeline_runtime::{Executor, Order, Pipeline, PipelineBuilder, StageBuilder, ThreadPool};
-use pipeline_tests::{thread_count, wait_until};
+use pipeline_tests::{env_u64, thread_count, wait_until, SplitMix as Rng};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// A drop or stop that takes longer than this waited for something that never came.
 const PROMPT: Duration = Duration::from_millis(1500);
 const PANIC_TAG: &str = "soak: planned panic";
-
-/// splitmix64: small, seedable, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below((hi - lo + 1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Shape {
@@ -408,13 +386,6 @@ fn run(plan: &Plan, baseline_threads: usize) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Thread counts are per process and libtest runs each test on a thread of its own, so the

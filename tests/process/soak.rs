@@ -16,6 +16,8 @@ use pipeline_runtime::{
     process_fn, subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder, ProcessPool,
 };
 
+use pipeline_tests::{env_u64, thread_count, SplitMix as Rng};
+
 use crate::{child_pids, wait_until};
 
 pub(crate) const TESTS: &[crate::Test] = crate::tests![
@@ -65,37 +67,8 @@ fn soak_endless(_: ()) -> impl Iterator<Item = u64> {
 process_fn!(soak_work);
 subprocess_fn!(pipeline soak_numbers, iter soak_endless);
 
-/// splitmix64, as in `tests/soak.rs`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn pick<T: Copy>(&mut self, options: &[T]) -> T {
-        options[(self.next() % options.len() as u64) as usize]
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn seed() -> u64 {
     env_u64("SOAK_SEED", 0x50A4)
-}
-
-fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 fn no_child_and_threads_back(baseline: usize) -> Result<(), String> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::pipe::{PipeSpec, Runs, StageParts};
+use super::pipe::PipeSpec;
 use super::{AggregateOptions, Options, StageBuilder};
 use crate::error::BuildError;
 use crate::launch::{Launch, LaunchFn};
@@ -70,15 +70,8 @@ impl<T: Send + 'static> StageBuilder<T> {
             Output::Iter(Box::new(batch.into_iter().map(Ok)))
         }));
         self.add_pipe(PipeSpec {
-            runs: Runs::Threads,
-            many: true,
-            default_name: Some("disaggregate".to_owned()),
             kind: StageKind::Disaggregate,
-            pinned: None,
-            parts: Box::new(move |_, _| StageParts {
-                body,
-                on_stop: None,
-            }),
+            ..PipeSpec::plain(body, true, Some("disaggregate".to_owned()))
         })
         .without_options("`disaggregate`")
     }

@@ -53,6 +53,28 @@ pub(crate) struct PipeSpec<T, U> {
 /// Makes a stage's parts from its fixed options and its name.
 pub(crate) type MakeParts<T, U> = Box<dyn FnOnce(&PipeOptions, &str) -> StageParts<T, U> + Send>;
 
+impl<T: Send + 'static, U: Send + 'static> PipeSpec<T, U> {
+    /// A stage of the default kind that runs `body` (on threads or, for an async body, on
+    /// the runtime), named `default_name` unless the options name it.
+    pub(crate) fn plain(body: Body<T, U>, many: bool, default_name: Option<String>) -> Self {
+        let runs = match body {
+            Body::Sync(_) => Runs::Threads,
+            Body::Async(_) => Runs::Async,
+        };
+        Self {
+            runs,
+            many,
+            default_name,
+            kind: StageKind::Pipe,
+            pinned: None,
+            parts: Box::new(move |_, _| StageParts {
+                body,
+                on_stop: None,
+            }),
+        }
+    }
+}
+
 impl<T: Send + 'static> StageBuilder<T> {
     /// Opens a `pipe` stage; its options are checked and its lanes wired when it is sealed.
     pub(crate) fn add_pipe<U: Send + 'static>(self, spec: PipeSpec<T, U>) -> StageBuilder<U> {
@@ -80,17 +102,7 @@ impl<T: Send + 'static> StageBuilder<T> {
         F: Fn(T) -> R + Send + Sync + 'static,
     {
         let body = Body::Sync(Arc::new(move |t| S::output(f(t))));
-        self.add_pipe(PipeSpec {
-            runs: Runs::Threads,
-            many: S::MANY,
-            default_name: fn_name::<F>(),
-            kind: StageKind::Pipe,
-            pinned: None,
-            parts: Box::new(move |_, _| StageParts {
-                body,
-                on_stop: None,
-            }),
-        })
+        self.add_pipe(PipeSpec::plain(body, S::MANY, fn_name::<F>()))
     }
 
     /// Opens an async stage whose future's output reads as shape `S`.
@@ -102,17 +114,7 @@ impl<T: Send + 'static> StageBuilder<T> {
         F: Fn(T) -> Fut + Send + Sync + 'static,
     {
         let body = Body::Async(Arc::new(move |t| f(t).map(S::output).boxed()));
-        self.add_pipe(PipeSpec {
-            runs: Runs::Async,
-            many: S::MANY,
-            default_name: fn_name::<F>(),
-            kind: StageKind::Pipe,
-            pinned: None,
-            parts: Box::new(move |_, _| StageParts {
-                body,
-                on_stop: None,
-            }),
-        })
+        self.add_pipe(PipeSpec::plain(body, S::MANY, fn_name::<F>()))
     }
 
     /// A fallible synchronous stage with a default name, on an executor that options cannot
@@ -131,15 +133,8 @@ impl<T: Send + 'static> StageBuilder<T> {
     {
         let body = Body::Sync(Arc::new(move |t| Try::output(f(t))));
         self.add_pipe(PipeSpec {
-            runs: Runs::Threads,
-            many: false,
-            default_name: Some(default_name),
-            kind: StageKind::Pipe,
             pinned: Some(executor),
-            parts: Box::new(move |_, _| StageParts {
-                body,
-                on_stop: None,
-            }),
+            ..PipeSpec::plain(body, false, Some(default_name))
         })
     }
 
