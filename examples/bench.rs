@@ -11,6 +11,8 @@
 //!
 //! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`, the output of
 //! `gen_jpeg_dataset.py`); build with `--features turbojpeg` for the libjpeg-turbo decoder.
+//! W4's process stages and W7's subprocesses run this binary again, which
+//! `#[pipeline_runtime::main]` on `main` turns into a worker or a child.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -7,8 +7,9 @@
 //!
 //! `decode` turns a synthetic encoded image into 3×64×64 `u8` pixels and a label (4 at a
 //! time, on the default pool); `aggregate(32)` groups them; `collate` packs a group into one
-//! contiguous pixel array and one label array; the transfer stage copies each batch to the
-//! device given by `LOCAL_RANK` (default 0) on its own thread and stream. The "training loop"
+//! contiguous pixel array and one label array; the transfer stage (`.to_device_with(&transfer)`)
+//! copies each batch to the device given by `LOCAL_RANK` (default 0) on its own thread and
+//! stream. The "training loop"
 //! makes its stream wait for each batch, copies the labels back and checks them.
 //!
 //! On a machine without a CUDA driver or device, or when built without the `cuda` feature,

@@ -11,6 +11,10 @@
 //! source(paths) → read_file (8 at a time) → parse (4 at a time) → aggregate(64) → summarise → sink
 //! ```
 //!
+//! written with the builder: `read_file` is a `try_pipe` stage (a failed read fails that file
+//! only), each stage's options follow it (`.try_pipe(read_file).concurrency(8)`), and the
+//! pipeline-wide settings follow `.sink()`.
+//!
 //! and checks that every file was read exactly once: the file count, the byte, line and word
 //! totals and the sum of the files' hashes must equal what was written. While it runs, a
 //! progress bar (on a terminal) shows the files done and the current bottleneck; at the end

@@ -13,6 +13,9 @@
 //! the trainer for the cores), then in a subprocess (the trainer's process only receives
 //! the batches, through shared memory). It prints, for each, batches per second and the
 //! mean time of one training step, and checks that both runs saw the same data.
+//!
+//! The subprocess is this program run again: `#[pipeline_runtime::main]` on `main` turns that
+//! run into the child, and `subprocess_fn!` registers the function that builds its pipeline.
 
 use std::error::Error;
 use std::hint::black_box;

@@ -27,16 +27,20 @@
 //!
 //! The [`pipeline!`] macro writes a pipeline as its data flow and checks it at compile time;
 //! it expands into the typed builder, which can also be used directly, e.g. for pipelines
-//! assembled at run time:
+//! assembled at run time. A stage's options follow it, and the pipeline-wide settings
+//! follow [`sink`](StageBuilder::sink):
 //!
 //! ```
-//! use pipeline_runtime::{PipelineBuilder};
+//! use pipeline_runtime::PipelineBuilder;
 //!
 //! let pipeline = PipelineBuilder::new()
 //!     .source(0..100u64)
-//!     .pipe(|x| x * 2).concurrency(4).name("double")
+//!     .pipe(|x| x * 2)
+//!     .concurrency(4)
+//!     .name("double")
 //!     .aggregate(10)
-//!     .sink().buffer(4)
+//!     .sink()
+//!     .buffer(4)
 //!     .num_threads(2)
 //!     .build()?;
 //!
@@ -48,7 +52,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The guide in `docs/` explains stages, concurrency, executors, failures and epochs.
+//! A word before `pipe` says what the stage function returns, in the same order and with the
+//! same words as the macro's modifiers: [`try_pipe`](StageBuilder::try_pipe) (a `Result`:
+//! `Err` fails the item), [`opt_pipe`](StageBuilder::opt_pipe) (an `Option`: `None` drops it),
+//! [`flat_pipe`](StageBuilder::flat_pipe) (an iterator: any number of outputs), with
+//! `async_` for an async function ([`async_try_flat_pipe`](StageBuilder::async_try_flat_pipe)
+//! is `pipe(async try flat f)`) and `process_` for a registered `fn` run in the worker
+//! processes of a [`ProcessPool`]. Programs with process stages or subprocesses put
+//! `#[pipeline_runtime::main]` on `fn main`. A [`Pipeline`] is an `Iterator`;
+//! [`into_stream`](Pipeline::into_stream) gives a `Stream` for async consumers.
+//!
+//! The guide in `docs/` explains stages and their shapes, the macro, concurrency, executors,
+//! failures, epochs and backpressure.
 //!
 //! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
 //! modules) need a Unix system: they re-execute the program, talk over pipes and share
