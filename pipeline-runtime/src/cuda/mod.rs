@@ -40,13 +40,16 @@
 
 mod batch;
 mod device;
+mod driver;
 mod ring;
 mod transfer;
 
 pub use batch::{DeviceBatch, Element, HostBatch, Layout, Stager, TransferError};
 pub use device::{DeviceSelector, LOCAL_RANK_VAR};
+pub use driver::keep_current_context;
 pub use transfer::{
-    DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS, DEFAULT_STAGING_THREADS,
+    DeviceTransfer, TransferConfig, DEFAULT_MAX_PINNED_BYTES, DEFAULT_STAGING_SLOTS,
+    DEFAULT_STAGING_THREADS,
 };
 
 /// The cudarc this crate is built with, to create streams and use the buffers without a
