@@ -5,12 +5,14 @@
 //! cargo run --release -p pipeline-examples --features cuda --example gpu_bench [-- --total-mib N]
 //! ```
 //!
-//! 1. For batches of 1, 4, 16 and 64 MiB: GB/s of (a) `memcpy_htod` from one pinned buffer
+//! 1. For batches of 1, 4, 16, 64 MiB and 1 GiB: GB/s of (a) `memcpy_htod` from one pinned buffer
 //!    into one device buffer, back to back on one stream (the raw figure), and (b) the same
 //!    bytes as `Arc<[u8]>` batches through a pipeline whose last stage is the transfer stage
 //!    (staging copy into the pinned ring, a new device buffer per batch), timed until the
-//!    last batch's event completed. About `--total-mib` (default 2048) MiB per size. The
-//!    last column is the stage with its staging copy on one thread (`staging_threads(1)`).
+//!    last batch's event completed, and the ratio of (b) to (a). About `--total-mib`
+//!    (default 2048) MiB per size, at least 8 batches (4 of 1 GiB). The last column is the
+//!    stage with its staging copy on one thread (`staging_threads(1)`). Then batches of one
+//!    empty array (no bytes: the cost per batch of the stage itself).
 //! 2. Overlap: a stand-in for compute (device-side memsets of a 256 MiB buffer on another
 //!    stream; no kernel is compiled, so no NVRTC is needed) alone, 16 MiB transfers alone,
 //!    and both at once. With full overlap "both" takes about the longer of the two.
@@ -70,9 +72,10 @@ mod bench {
             "{:>8} {:>8} {:>10} {:>12} {:>7} {:>16}",
             "batch", "count", "raw GB/s", "stage GB/s", "ratio", "1-thread GB/s"
         );
-        for size_mib in [1usize, 4, 16, 64] {
+        for size_mib in [1usize, 4, 16, 64, 1024] {
             let size = size_mib * MIB;
-            let count = (total_mib / size_mib).clamp(8, 4096);
+            let fewest = if size_mib >= 1024 { 4 } else { 8 };
+            let count = (total_mib / size_mib).clamp(fewest, 4096);
             let raw = raw_copy(&transfer, size, count)?;
             let staged = through_stage(&transfer, size, count)?;
             let staged_single = through_stage(&single, size, count)?;
@@ -83,8 +86,47 @@ mod bench {
             );
         }
         drop(single);
+        let count = 10_000;
+        let per_batch = empty_batches(&transfer, count)?;
+        println!(
+            "   empty {count:>8} {:>10} {:>12} {:>7} ({:.1} us per batch, {:.0} batches/s)",
+            "-",
+            "-",
+            "-",
+            per_batch.as_secs_f64() * 1e6,
+            1.0 / per_batch.as_secs_f64()
+        );
         overlap(&transfer)?;
         Ok(())
+    }
+
+    /// Batches of one empty array through the stage: the time per batch.
+    fn empty_batches(transfer: &DeviceTransfer, count: usize) -> Result<Duration, Box<dyn Error>> {
+        let empty: Arc<[f32]> = Vec::new().into();
+        transfer.transfer(&empty)?.synchronize()?;
+        let pipeline = PipelineBuilder::new()
+            .source(std::iter::repeat_n(empty, count))
+            .to_device_with(transfer)
+            .buffer(4)
+            .sink()
+            .buffer(4)
+            .build()?;
+        let start = Instant::now();
+        let mut last = None;
+        let mut seen = 0;
+        for batch in pipeline {
+            let (buffer, ready) = batch?.into_parts();
+            if !buffer.is_empty() {
+                return Err("an empty array came back with elements".into());
+            }
+            last = Some(ready);
+            seen += 1;
+        }
+        if let Some(ready) = last {
+            ready.synchronize()?;
+        }
+        assert_eq!(seen, count);
+        Ok(start.elapsed() / count as u32)
     }
 
     fn gbps(bytes: usize, elapsed: Duration) -> f64 {

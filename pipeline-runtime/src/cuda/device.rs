@@ -14,24 +14,29 @@ use crate::sync::panic_message;
 /// the process's index on its node.
 pub const LOCAL_RANK_VAR: &str = "LOCAL_RANK";
 
+/// The variable that restricts (and renumbers) the devices a process sees; only read for
+/// messages.
+const VISIBLE_DEVICES_VAR: &str = "CUDA_VISIBLE_DEVICES";
+
 /// Which CUDA device a transfer stage copies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSelector {
     /// Device `n` (the CUDA ordinal, as `CUDA_VISIBLE_DEVICES` renumbers it).
     Index(usize),
     /// The device numbered by the `LOCAL_RANK` environment variable, read when the transfer
-    /// is opened; device 0 when it is not set.
+    /// is opened; device 0 when it is not set. When the process sees exactly one device
+    /// (`CUDA_VISIBLE_DEVICES` set per process by the launcher), that device, whatever
+    /// `LOCAL_RANK` says.
     LocalRank,
 }
 
 impl DeviceSelector {
-    /// The device ordinal, reading `LOCAL_RANK` if asked to.
+    /// The device ordinal asked for, reading `LOCAL_RANK` if asked to (before the
+    /// one-visible-device rule, which needs the driver).
     pub fn resolve(self) -> Result<usize, BuildError> {
         match self {
             DeviceSelector::Index(n) => Ok(n),
-            DeviceSelector::LocalRank => {
-                parse_local_rank(std::env::var_os(LOCAL_RANK_VAR).as_deref())
-            }
+            DeviceSelector::LocalRank => Ok(local_rank()?.unwrap_or(0)),
         }
     }
 
@@ -46,18 +51,27 @@ impl DeviceSelector {
     }
 }
 
-/// `LOCAL_RANK` as a device ordinal: unset means 0; anything but a non-negative integer is
-/// an error that quotes the value.
-pub(crate) fn parse_local_rank(value: Option<&std::ffi::OsStr>) -> Result<usize, BuildError> {
+/// The process's `LOCAL_RANK` (its index among the processes of its node), `None` when the
+/// variable is not set. The one place it is read: anything that needs it (device selection
+/// here, a rank/world module later) calls this. Needs no CUDA.
+pub(crate) fn local_rank() -> Result<Option<usize>, BuildError> {
+    parse_local_rank(std::env::var_os(LOCAL_RANK_VAR).as_deref())
+}
+
+/// A `LOCAL_RANK` value: unset is `None`; anything but a non-negative integer (surrounding
+/// whitespace allowed) is an error that quotes the variable and the value.
+pub(crate) fn parse_local_rank(
+    value: Option<&std::ffi::OsStr>,
+) -> Result<Option<usize>, BuildError> {
     let Some(raw) = value else {
-        return Ok(0);
+        return Ok(None);
     };
     let text = raw.to_str().ok_or_else(|| {
         BuildError::new(format!(
             "{LOCAL_RANK_VAR}={raw:?} is not valid UTF-8; expected a device index such as 0"
         ))
     })?;
-    text.trim().parse::<usize>().map_err(|_| {
+    text.trim().parse::<usize>().map(Some).map_err(|_| {
         BuildError::new(format!(
             "{LOCAL_RANK_VAR}={text:?} is not a device index: expected a non-negative integer \
              such as 0 (set by the launcher, one per process on a node)"
@@ -78,7 +92,15 @@ pub(crate) fn check_device(
     probe: &impl DriverProbe,
     selector: DeviceSelector,
 ) -> Result<usize, BuildError> {
-    let ordinal = selector.resolve()?;
+    check_ordinal(probe, selector, selector.resolve()?)
+}
+
+/// [`check_device`] with the ordinal already read from the selector.
+fn check_ordinal(
+    probe: &impl DriverProbe,
+    selector: DeviceSelector,
+    ordinal: usize,
+) -> Result<usize, BuildError> {
     if !probe.library_present() {
         return Err(BuildError::new(
             "the GPU transfer stage needs the CUDA driver, but its library (libcuda.so / \
@@ -96,6 +118,16 @@ pub(crate) fn check_device(
         return Err(BuildError::new(
             "the CUDA driver is installed but reports no devices (check CUDA_VISIBLE_DEVICES)",
         ));
+    }
+    if ordinal >= count && count == 1 && selector == DeviceSelector::LocalRank {
+        // The launcher gave each process its own GPU (`CUDA_VISIBLE_DEVICES` per process,
+        // SLURM's `--gpus-per-task=1`): the one device this process sees is its device.
+        tracing::info!(
+            "{LOCAL_RANK_VAR}={ordinal} but this process sees exactly one CUDA device \
+             (CUDA_VISIBLE_DEVICES={}): using that device, device 0",
+            std::env::var(VISIBLE_DEVICES_VAR).unwrap_or_else(|_| "<unset>".to_owned())
+        );
+        return Ok(0);
     }
     if ordinal >= count {
         return Err(BuildError::new(format!(
@@ -163,10 +195,10 @@ mod tests {
     }
 
     #[test]
-    fn local_rank_parses_integers_and_defaults_to_zero() {
-        assert_eq!(parse_local_rank(None).unwrap(), 0);
-        assert_eq!(parse_local_rank(Some(OsStr::new("3"))).unwrap(), 3);
-        assert_eq!(parse_local_rank(Some(OsStr::new(" 1\n"))).unwrap(), 1);
+    fn local_rank_parses_integers_and_unset_is_none() {
+        assert_eq!(parse_local_rank(None).unwrap(), None);
+        assert_eq!(parse_local_rank(Some(OsStr::new("3"))).unwrap(), Some(3));
+        assert_eq!(parse_local_rank(Some(OsStr::new(" 1\n"))).unwrap(), Some(1));
     }
 
     #[test]
@@ -211,6 +243,21 @@ mod tests {
             check_device(&driver(2), DeviceSelector::Index(1)).unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn a_local_rank_with_one_visible_device_uses_that_device() {
+        // SLURM with --gpus-per-task=1: LOCAL_RANK=3, one device visible.
+        let selector = DeviceSelector::LocalRank;
+        assert_eq!(check_ordinal(&driver(1), selector, 3).unwrap(), 0);
+        assert_eq!(check_ordinal(&driver(1), selector, 0).unwrap(), 0);
+        // With several devices visible, an out-of-range LOCAL_RANK stays an error naming it.
+        let err = check_ordinal(&driver(2), selector, 3).unwrap_err();
+        assert!(err.message().contains("from LOCAL_RANK"), "{err}");
+        assert!(err.message().contains("2 devices"), "{err}");
+        // An explicit index is never remapped.
+        let err = check_ordinal(&driver(1), DeviceSelector::Index(3), 3).unwrap_err();
+        assert!(err.message().contains("device index 3"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! tuple or struct of them), copies the batch into the next pinned buffer, queues the
 //! host-to-device copies on its stream, records an event after them and yields a
 //! [`DeviceBatch`] at once: the copy runs while the next batch is staged, and while the
-//! consumer computes on its own stream. A pinned buffer is written again only after the event
-//! of the copy out of it has completed, and it only ever grows.
+//! consumer computes on its own stream. A pinned buffer is written again only after the ring's
+//! own (private) event recorded after the copy out of it has completed; buffers only grow, and
+//! all together hold at most [`TransferConfig::max_pinned_bytes`]. The consumer gets a
+//! separate event per batch. Before handing device memory to code outside cudarc (a raw
+//! pointer), read [`DeviceBatch`]'s rule on freeing; [`DeviceTransfer::open`], the batch's
+//! methods and its drop leave the calling thread's current CUDA context as they found it.
 //!
 //! ```
 //! use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
@@ -40,13 +44,16 @@
 
 mod batch;
 mod device;
+mod driver;
 mod ring;
 mod transfer;
 
 pub use batch::{DeviceBatch, Element, HostBatch, Layout, Stager, TransferError};
 pub use device::{DeviceSelector, LOCAL_RANK_VAR};
+pub use driver::keep_current_context;
 pub use transfer::{
-    DeviceTransfer, TransferConfig, DEFAULT_STAGING_SLOTS, DEFAULT_STAGING_THREADS,
+    DeviceTransfer, TransferConfig, DEFAULT_MAX_PINNED_BYTES, DEFAULT_STAGING_SLOTS,
+    DEFAULT_STAGING_THREADS,
 };
 
 /// The cudarc this crate is built with, to create streams and use the buffers without a
