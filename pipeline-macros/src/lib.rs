@@ -42,8 +42,8 @@ mod proptests;
 /// }
 /// ```
 ///
-/// See the crate documentation of `pipeline_runtime` for the full grammar and examples that
-/// compile.
+/// The guide's chapter on the macro (`docs/src/macro.md`) gives the full grammar, with examples
+/// that compile.
 #[proc_macro]
 pub fn pipeline(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
     pipeline_tokens(input.into()).into()

@@ -231,7 +231,7 @@ fn option_ahead(input: ParseStream<'_>) -> Option<(syn::Ident, bool)> {
 }
 
 /// Whether the identifier at the cursor is a modifier word here. `async` and `try` are
-/// keywords and always are; `opt`, `flat`, `stream` and `continuous` are ordinary names, and
+/// keywords and always are; `opt`, `flat`, `process` and `continuous` are ordinary names, and
 /// are modifiers only when an expression follows directly (an identifier, a literal or a
 /// closure's `|`), so a function named `flat` can still be written `pipe(flat)`.
 fn modifier_ahead(input: ParseStream<'_>) -> bool {

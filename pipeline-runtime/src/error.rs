@@ -24,6 +24,23 @@ impl BuildError {
         }
     }
 
+    /// One error that says every mistake of a definition: the first alone, or each on its own
+    /// line after a count.
+    pub(crate) fn all(errors: Vec<BuildError>) -> Option<Self> {
+        match errors.len() {
+            0 => None,
+            1 => errors.into_iter().next(),
+            n => {
+                let mut message = format!("{n} mistakes in the pipeline definition:");
+                for e in errors {
+                    message.push_str("\n  - ");
+                    message.push_str(&e.message);
+                }
+                Some(Self { message })
+            }
+        }
+    }
+
     /// What is wrong, in words.
     pub fn message(&self) -> &str {
         &self.message

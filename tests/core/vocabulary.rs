@@ -321,3 +321,25 @@ fn the_macro_has_every_shape_too() {
     got.sort_unstable();
     assert_eq!(got, [1, 2, 4, 5, 6, 101, 102, 105, 106]);
 }
+
+#[test]
+fn build_reports_every_mistake_at_once() {
+    let e = build_error(
+        PipelineBuilder::new()
+            .source(0..3u32)
+            .pipe(|x| x)
+            .concurrency(0)
+            .aggregate(0)
+            .disaggregate()
+            .sink()
+            .num_threads(0)
+            .build(),
+    );
+    assert!(e.contains("3 mistakes"), "{e}");
+    let concurrency = e.find("concurrency must").unwrap();
+    let batch = e.find("batch size must").unwrap();
+    assert!(concurrency < batch, "in definition order: {e}");
+    assert!(e.contains("concurrency must be at least 1"), "{e}");
+    assert!(e.contains("batch size must be at least 1"), "{e}");
+    assert!(e.contains("num_threads must be at least 1"), "{e}");
+}

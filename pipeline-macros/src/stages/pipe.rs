@@ -219,7 +219,7 @@ const SHAPES: &[Shape] = &[
         modifiers: &["process"],
         written: "process ",
         method: "process_pipe",
-        alias: false,
+        alias: true,
         runs_async: false,
         one_to_many: false,
         in_process: true,
@@ -236,7 +236,7 @@ const SHAPES: &[Shape] = &[
         modifiers: &["process", "try"],
         written: "process try ",
         method: "process_try_pipe",
-        alias: false,
+        alias: true,
         runs_async: false,
         one_to_many: false,
         in_process: true,
@@ -254,7 +254,7 @@ const SHAPES: &[Shape] = &[
         modifiers: &["opt", "process"],
         written: "process opt ",
         method: "process_opt_pipe",
-        alias: false,
+        alias: true,
         runs_async: false,
         one_to_many: false,
         in_process: true,
@@ -271,7 +271,7 @@ const SHAPES: &[Shape] = &[
         modifiers: &["flat", "process"],
         written: "process flat ",
         method: "process_flat_pipe",
-        alias: false,
+        alias: true,
         runs_async: false,
         one_to_many: true,
         in_process: true,
@@ -290,7 +290,7 @@ const SHAPES: &[Shape] = &[
         modifiers: &["flat", "process", "try"],
         written: "process try flat ",
         method: "process_try_flat_pipe",
-        alias: false,
+        alias: true,
         runs_async: false,
         one_to_many: true,
         in_process: true,
@@ -359,7 +359,6 @@ impl StageKind for Pipe {
                 word: "flat",
                 hint: " (it applies to `pipe`)",
             },
-            Modifier::new("stream"),
             Modifier::new("process"),
         ];
         MODIFIERS
@@ -407,8 +406,8 @@ impl StageKind for Pipe {
                 if matches!(int_literal(&c.value), Some((false, n)) if n > 1) {
                     checks.error(
                         order_span,
-                        "`order = input` is not supported on a one-to-many stage (`flat`, \
-                         `stream`) with concurrency above 1: use `order = completion` or \
+                        "`order = input` is not supported on a one-to-many stage (`flat`) \
+                         with concurrency above 1: use `order = completion` or \
                          `concurrency = 1`"
                             .to_owned(),
                     );

@@ -15,8 +15,7 @@ use crate::syntax::Stage;
 const METHOD: &str = "sink";
 const BUILD: &str = "build";
 
-/// The options, in the order their setters are called after `sink(buffer)`. The buffer has no
-/// setter: it is the argument of `sink` (`DEFAULT_SINK_BUFFER` when not given).
+/// The options, in the order their setters are called after `sink()`.
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
     OptionSpec::new(

@@ -1,6 +1,6 @@
 //! `source(items)`: the first stage, what the pipeline iterates.
 //!
-//! Its shapes are chosen by a modifier (`try`, `continuous`, `stream`), or by the builder's
+//! Its shapes are chosen by a modifier (`try`, `continuous`, `async`), or by the builder's
 //! method name written as the stage name (`try_source(items)`). It takes no options.
 
 use proc_macro2::{Ident, Span, TokenStream};

@@ -14,13 +14,10 @@ use crate::stats::StageKind;
 impl<T: Send + 'static> StageBuilder<T> {
     /// Batches of `size` items; the last partial batch is emitted unless
     /// [`drop_last`](StageBuilder::drop_last) is set.
-    pub fn aggregate(mut self, size: usize) -> StageBuilder<Vec<T>> {
-        if size == 0 {
-            self.push_error(BuildError::new(
-                "aggregate: the batch size must be at least 1",
-            ));
-        }
-        self.aggregate_stage(move |opts: &AggregateOptions| {
+    pub fn aggregate(self, size: usize) -> StageBuilder<Vec<T>> {
+        let mistake =
+            (size == 0).then(|| BuildError::new("aggregate: the batch size must be at least 1"));
+        self.aggregate_stage(mistake, move |opts: &AggregateOptions| {
             let name = format!("aggregate({size}, drop_last={})", opts.drop_last);
             (Batch::new(size.max(1)), Some(name))
         })
@@ -31,11 +28,14 @@ impl<T: Send + 'static> StageBuilder<T> {
     where
         A: Aggregator<T>,
     {
-        self.aggregate_stage(move |_: &AggregateOptions| (aggregator, None))
+        self.aggregate_stage(None, move |_: &AggregateOptions| (aggregator, None))
     }
 
+    /// Opens an aggregate stage; `mistake` is an error in its arguments, reported in
+    /// definition order.
     fn aggregate_stage<A>(
         self,
+        mistake: Option<BuildError>,
         make: impl FnOnce(&AggregateOptions) -> (A, Option<String>) + Send + 'static,
     ) -> StageBuilder<A::Output>
     where
@@ -44,6 +44,7 @@ impl<T: Send + 'static> StageBuilder<T> {
         let index = self.chain.stage_count;
         self.then(Options::aggregate(), move |prev, opts, chain| {
             let opts = opts.into_aggregate();
+            chain.errors.extend(mistake);
             if opts.buffer == Some(0) {
                 chain
                     .errors

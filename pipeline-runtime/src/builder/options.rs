@@ -147,9 +147,8 @@ impl<T> StageBuilder<T> {
 
     fn misplaced(&mut self, option: &str) {
         let error = format!(
-            "`{option}` is not an option of {}, the stage before it (stage {})",
-            self.opts.stage(),
-            self.chain.stage_count
+            "`{option}` is not an option of {}, the stage before it",
+            self.opts.stage()
         );
         self.chain.errors.push(BuildError::new(error));
     }

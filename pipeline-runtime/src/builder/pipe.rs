@@ -81,14 +81,20 @@ impl<T: Send + 'static> StageBuilder<T> {
         let index = self.chain.stage_count;
         self.then(Options::pipe(), move |prev, opts, chain| {
             let mut opts = opts.into_pipe();
-            if let Some(executor) = spec.pinned.clone() {
-                opts.executor = Some(executor);
-            }
             let name = opts
                 .name
                 .clone()
                 .or(spec.default_name.clone())
                 .unwrap_or_else(|| format!("pipe#{index}"));
+            if let Some(executor) = spec.pinned.clone() {
+                if opts.executor.is_some() {
+                    chain.errors.push(BuildError::new(format!(
+                        "stage `{name}` runs on its own thread (its transfer's); `executor` \
+                         does not apply to it"
+                    )));
+                }
+                opts.executor = Some(executor);
+            }
             check_pipe(&spec, &opts, &name, chain);
             let parts = (spec.parts)(&opts, &name);
             launch_pipe(prev, spec.runs, spec.kind, opts, name, parts, chain)

@@ -140,8 +140,8 @@ impl<T: Send + 'static> SinkBuilder<T> {
         if let Err(e) = self.settings.max_failures.validate("max_failures") {
             self.errors.push(e);
         }
-        if let Some(first) = self.errors.into_iter().next() {
-            return Err(first);
+        if let Some(error) = BuildError::all(self.errors) {
+            return Err(error);
         }
         Ok(Pipeline::new(self.launch, self.buffer, self.settings))
     }
