@@ -65,6 +65,7 @@ mod pipeline;
 pub mod process;
 mod queue;
 mod registry;
+mod resume;
 mod run_state;
 mod stage;
 mod stats;
@@ -123,6 +124,7 @@ pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;
+pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;

@@ -67,6 +67,12 @@ impl<T: Send + 'static> StageBuilder<T> {
                 .or(spec.default_name.clone())
                 .unwrap_or_else(|| format!("pipe#{index}"));
             check_pipe(&spec, &opts, &name, chain);
+            let word = match (spec.kind, spec.many) {
+                (StageKind::Disaggregate, _) => "disaggregate",
+                (_, true) => "flat pipe",
+                (_, false) => "pipe",
+            };
+            chain.shape.push(word.to_owned());
             let parts = (spec.parts)(&opts, &name);
             launch_pipe(prev, spec.runs, spec.kind, opts, name, parts, chain)
         })
