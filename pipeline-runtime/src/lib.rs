@@ -56,6 +56,7 @@ mod builder;
 mod clock;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod distributed;
 mod error;
 pub mod executor;
 mod failure;
