@@ -229,7 +229,7 @@ fn a_state_from_another_shape_is_refused() {
     let later = ResumeState::start_of_epoch(state.shape(), 2);
     let once = PipelineBuilder::new()
         .source(0..100u32)
-        .try_pipe(|x| Ok::<_, String>(x))
+        .try_pipe(Ok::<_, String>)
         .opt_pipe(Some)
         .pipe(|x| x)
         .aggregate(4)

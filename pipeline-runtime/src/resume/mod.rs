@@ -70,8 +70,37 @@ pub struct ResumeState {
     /// Every position below it was taken by the source (counted from the epoch's start; it
     /// may run into the next epochs).
     frontier: u64,
-    /// Positions below `frontier` still to deliver (they were in flight), ascending.
+    /// Positions below `frontier` still to deliver (they were in flight), ascending;
+    /// written as `[start, end)` ranges, since items in flight are mostly consecutive.
+    #[serde(with = "ranges")]
     pending: Vec<u64>,
+}
+
+/// Ascending positions as the `[start, end)` ranges of their consecutive runs.
+mod ranges {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(pending: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let mut runs: Vec<[u64; 2]> = Vec::new();
+        for &p in pending {
+            match runs.last_mut() {
+                Some(run) if run[1] == p => run[1] = p + 1,
+                _ => runs.push([p, p + 1]),
+            }
+        }
+        runs.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let runs = Vec::<[u64; 2]>::deserialize(d)?;
+        let total: u64 = runs.iter().map(|[a, b]| b.saturating_sub(*a)).sum();
+        if total > 1 << 24 {
+            return Err(serde::de::Error::custom(
+                "too many pending positions for a state",
+            ));
+        }
+        Ok(runs.into_iter().flat_map(|[a, b]| a..b).collect())
+    }
 }
 
 impl ResumeState {
