@@ -19,37 +19,50 @@
 pub(crate) mod ledger;
 pub(crate) mod numbering;
 
+use std::num::NonZeroU64;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::BuildError;
 
 /// What travels beside an item between stages: a source position, or a group of them (a
 /// batch). Copied with the item; the ledger gives it meaning only when tracking is on.
+///
+/// Stored plus one in a `NonZeroU64`, so that a queue message (`Msg::Item(T, Tag)` or
+/// `Msg::EpochEnd`) is no larger than before tags existed: the end of an epoch uses the
+/// niche.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Tag(u64);
+pub(crate) struct Tag(NonZeroU64);
 
-const GROUP: u64 = 1 << 63;
+const GROUP: u64 = 1 << 62;
 
 impl Tag {
-    /// The tag of source position `pos`.
+    /// The tag of source position `pos` (below 2^62).
     #[inline]
     pub(crate) fn pos(pos: u64) -> Self {
-        Tag(pos & !GROUP)
+        Self::from_raw(pos & (GROUP - 1))
     }
 
     /// A tag that stands for nothing (a message of a pipeline without tracking).
-    pub(crate) const NONE: Tag = Tag(0);
+    pub(crate) const NONE: Tag = Tag(NonZeroU64::MIN);
+
+    #[inline]
+    fn from_raw(raw: u64) -> Self {
+        Tag(NonZeroU64::new(raw + 1).expect("a tag is below 2^63"))
+    }
 
     pub(crate) fn group(id: u64) -> Self {
-        Tag(id | GROUP)
+        Self::from_raw((id & (GROUP - 1)) | GROUP)
     }
 
     pub(crate) fn is_group(self) -> bool {
-        self.0 & GROUP != 0
+        self.raw() & GROUP != 0
     }
 
+    /// The position, or the group's key in the ledger.
+    #[inline]
     pub(crate) fn raw(self) -> u64 {
-        self.0
+        self.0.get() - 1
     }
 }
 

@@ -135,18 +135,9 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>, numbering: &mut 
         }
         let skip = numbering.to_skip();
         if skip > 0 {
-            match catch_unwind(AssertUnwindSafe(|| skip_items(&mut pass, skip))) {
-                Ok(skipped) => {
-                    numbering.skipped(skipped);
-                    if skipped < skip {
-                        return true; // the pass ended among the skipped items
-                    }
-                    continue;
-                }
-                Err(panic) => {
-                    fail(ctx, ItemError::panic(&ctx.name, panic.as_ref()));
-                    return false;
-                }
+            match skip_resolved(ctx, &mut pass, numbering, skip) {
+                Some(keep_going) => return keep_going,
+                None => continue,
             }
         }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
@@ -169,6 +160,29 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>, numbering: &mut 
                 fail(ctx, ItemError::panic(&ctx.name, panic.as_ref()));
                 return false;
             }
+        }
+    }
+}
+
+/// Resuming: skips `skip` items the state resolved. `None` to go on with the pass,
+/// `Some(keep_going)` if it ended among them (or failed).
+#[cold]
+#[inline(never)]
+fn skip_resolved<T>(
+    ctx: &StageCtx,
+    pass: &mut Pass<T>,
+    numbering: &mut Numbering,
+    skip: u64,
+) -> Option<bool> {
+    match catch_unwind(AssertUnwindSafe(|| skip_items(pass, skip))) {
+        Ok(skipped) => {
+            numbering.skipped(skipped);
+            // Fewer: the pass ended among the skipped items.
+            (skipped < skip).then_some(true)
+        }
+        Err(panic) => {
+            fail(ctx, ItemError::panic(&ctx.name, panic.as_ref()));
+            Some(false)
         }
     }
 }
