@@ -48,7 +48,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The guide in `docs/` explains stages, concurrency, executors, failures and epochs.
+//! The guide in `docs/` explains stages, concurrency, executors, failures and epochs, and
+//! (module [`distributed`]) multi-GPU training with exact resume.
 
 mod async_runtime;
 mod block_on;
@@ -102,6 +103,8 @@ mod __guide {
     mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]
     mod lifecycle {}
+    #[doc = include_str!("../../docs/src/distributed.md")]
+    mod distributed {}
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     mod gpu {}

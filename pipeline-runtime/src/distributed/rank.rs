@@ -12,6 +12,14 @@ use std::fmt;
 
 /// This process's place in a multi-process job. Ranks never talk to each other: each one
 /// reads its own share of the data (see [`Sampler`](super::Sampler)).
+///
+/// [`from_env`](Self::from_env) reads torchrun's `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+/// `LOCAL_WORLD_SIZE`; SLURM's `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID` (and
+/// `SLURM_NTASKS_PER_NODE`, or `SLURM_TASKS_PER_NODE` at `SLURM_NODEID`); or Open MPI's
+/// `OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`, `OMPI_COMM_WORLD_LOCAL_RANK`,
+/// `OMPI_COMM_WORLD_LOCAL_SIZE`. With none set, the process is a job of one. Two launchers
+/// that disagree are an error unless [`LAUNCHER_VAR`] (`PIPELINE_LAUNCHER`: `torchrun`,
+/// `slurm` or `mpi`) says which one to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rank {
     /// This process's rank, in `0..world_size`.
@@ -124,7 +132,7 @@ impl Rank {
         self.world_size == 1
     }
 
-    /// Reads the rank from this process's environment (see the [module docs](self)).
+    /// Reads the rank from this process's environment (see [`Rank`]).
     pub fn from_env() -> Result<Self, RankError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
