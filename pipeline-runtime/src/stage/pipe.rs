@@ -240,7 +240,14 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
         };
         if !one_output {
             // Dropped, failed, or every output of a one-to-many input has taken its own token.
-            if let Some(ledger) = &self.ctx.ledger {
+            // Not while stopping: a process stage drops what it had in flight then, and a
+            // resumed pipeline must recompute it.
+            if let Some(ledger) = self
+                .ctx
+                .ledger
+                .as_ref()
+                .filter(|_| !self.ctx.run.stop_requested())
+            {
                 ledger.resolve(tag);
             }
         }
