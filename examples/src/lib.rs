@@ -1,8 +1,10 @@
 //! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
 //! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
-//! [`image_pipeline`]), and generated data and temporary directories ([`scratch`]).
+//! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), and one rank
+//! of a multi-process training job ([`distributed`]).
 
+pub mod distributed;
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;

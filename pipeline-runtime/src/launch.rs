@@ -11,6 +11,8 @@ use crate::executor::ThreadPool;
 use crate::failure::{FailureScope, MaxFailures};
 use crate::hook::{HookFactories, StageInfo};
 use crate::queue::{bounded, Rx, Tx};
+use crate::resume::ledger::Ledger;
+use crate::resume::ResumeState;
 use crate::run_state::RunState;
 use crate::stage::{Observe, StageCtx};
 use crate::stats::{QueueCounters, QueueEntry, StageKind};
@@ -32,6 +34,10 @@ pub(crate) struct Settings {
     pub(crate) stats: bool,
     pub(crate) report_interval: Option<Duration>,
     pub(crate) hooks: HookFactories,
+    /// Resume tracking is on (a ledger records which source positions are resolved).
+    pub(crate) track_resume: bool,
+    /// The state to resume from: the source skips what it resolved.
+    pub(crate) resume_from: Option<ResumeState>,
 }
 
 impl Default for Settings {
@@ -44,6 +50,8 @@ impl Default for Settings {
             stats: true,
             report_interval: None,
             hooks: HookFactories::default(),
+            track_resume: false,
+            resume_from: None,
         }
     }
 }
@@ -59,6 +67,9 @@ pub(crate) struct Launch {
     pub(crate) queue_capacity: usize,
     pub(crate) stats: bool,
     pub(crate) hooks: HookFactories,
+    pub(crate) ledger: Option<Arc<Ledger>>,
+    /// The state the source resumes from (taken by the source's launch).
+    pub(crate) resume_from: Option<ResumeState>,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -66,7 +77,12 @@ pub(crate) type LaunchFn<T> =
     Box<dyn FnOnce(&mut Launch, usize) -> Result<Rx<T>, BuildError> + Send>;
 
 impl Launch {
-    pub(crate) fn new(run: Arc<RunState>, settings: &Settings, default_pool: ThreadPool) -> Self {
+    pub(crate) fn new(
+        run: Arc<RunState>,
+        settings: &Settings,
+        default_pool: ThreadPool,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Self {
         Self {
             run,
             default_pool,
@@ -80,6 +96,8 @@ impl Launch {
             queue_capacity: settings.queue_capacity,
             stats: settings.stats,
             hooks: settings.hooks.clone(),
+            ledger,
+            resume_from: settings.resume_from.clone(),
         }
     }
 
@@ -101,7 +119,13 @@ impl Launch {
             stats: self.stats,
             hooks: self.hooks.hooks_for(&info),
         };
-        let ctx = Arc::new(StageCtx::new(info, observe, scope, self.run.clone()));
+        let ctx = Arc::new(StageCtx::new(
+            info,
+            observe,
+            scope,
+            self.run.clone(),
+            self.ledger.clone(),
+        ));
         self.stages.push(ctx.clone());
         ctx
     }

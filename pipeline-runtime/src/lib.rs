@@ -63,7 +63,8 @@
 //! [`into_stream`](Pipeline::into_stream) gives a `Stream` for async consumers.
 //!
 //! The guide in `docs/` explains stages and their shapes, the macro, concurrency, executors,
-//! failures, epochs and backpressure.
+//! failures, epochs and backpressure, and (module [`distributed`]) multi-GPU training with
+//! exact resume.
 //!
 //! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
 //! modules) need a Unix system: they re-execute the program, talk over pipes and share
@@ -76,6 +77,7 @@ mod builder;
 mod clock;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod distributed;
 mod error;
 pub mod executor;
 mod failure;
@@ -87,6 +89,7 @@ pub mod process;
 mod queue;
 #[cfg(unix)]
 mod registry;
+mod resume;
 mod run_state;
 mod stage;
 mod stats;
@@ -123,6 +126,8 @@ mod __guide {
     mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]
     mod lifecycle {}
+    #[doc = include_str!("../../docs/src/distributed.md")]
+    mod distributed {}
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../docs/src/gpu.md")]
     mod gpu {}
@@ -150,6 +155,7 @@ pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;
+pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;

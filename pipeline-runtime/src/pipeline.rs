@@ -16,6 +16,8 @@ use crate::executor::{join_all_until, ThreadPool};
 use crate::failure::PipelineError;
 use crate::launch::{Launch, LaunchFn, Settings};
 use crate::queue::{Msg, Rx};
+use crate::resume::ledger::Ledger;
+use crate::resume::ResumeState;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::report;
@@ -51,6 +53,10 @@ pub struct Pipeline<T> {
     reporter: Option<std::sync::mpsc::Sender<()>>,
     final_reported: bool,
     finished: bool,
+    /// The stages, one word each (see [`ResumeState::shape`]).
+    shape: String,
+    /// Resume tracking's ledger (made when the pipeline starts, if tracking is on).
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl<T> fmt::Debug for Pipeline<T> {
@@ -68,7 +74,16 @@ impl<T> fmt::Debug for Pipeline<T> {
 }
 
 impl<T: Send + 'static> Pipeline<T> {
-    pub(crate) fn new(launch: LaunchFn<T>, buffer: usize, settings: Settings) -> Self {
+    pub(crate) fn new(
+        launch: LaunchFn<T>,
+        buffer: usize,
+        settings: Settings,
+        shape: String,
+    ) -> Self {
+        let ledger = settings.track_resume.then(|| {
+            let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
+            Arc::new(Ledger::new(epoch))
+        });
         Self {
             state: State::Built { launch, buffer },
             run: Arc::new(RunState::default()),
@@ -77,6 +92,36 @@ impl<T: Send + 'static> Pipeline<T> {
             reporter: None,
             final_reported: false,
             finished: false,
+            shape,
+            ledger,
+        }
+    }
+
+    /// Where the consumer stands, for resuming exactly: what it has received so far (see
+    /// [`ResumeState`]). `None` unless resume tracking is on
+    /// ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume) or
+    /// [`resume_from`](crate::SinkBuilder::resume_from)).
+    ///
+    /// Items the pipeline holds but the consumer has not received (in a stage, a queue or the
+    /// sink's buffer) are pending in the state: a pipeline resumed from it recomputes them.
+    pub fn resume_state(&self) -> Option<ResumeState> {
+        let ledger = self.ledger.as_ref()?;
+        Some(match &self.state {
+            // Not started: where it would start.
+            State::Built { .. } => self
+                .settings
+                .resume_from
+                .clone()
+                .unwrap_or_else(|| ResumeState::start_of_epoch(self.shape.clone(), 0)),
+            _ => ledger.snapshot(&self.shape),
+        })
+    }
+
+    /// The item at the consumer: its tag's token goes back to the ledger.
+    #[inline]
+    fn delivered(&self, msg: &Msg<T>) {
+        if let (Some(ledger), Msg::Item(_, tag)) = (&self.ledger, msg) {
+            ledger.resolve(*tag);
         }
     }
 
@@ -99,7 +144,12 @@ impl<T: Send + 'static> Pipeline<T> {
             .num_threads(self.settings.num_threads)
             .name("pipeline-worker")
             .build()?;
-        let mut l = Launch::new(self.run.clone(), &self.settings, default_pool.clone());
+        let mut l = Launch::new(
+            self.run.clone(),
+            &self.settings,
+            default_pool.clone(),
+            self.ledger.clone(),
+        );
         match launch(&mut l, buffer) {
             Ok(mut output) => {
                 output.set_consumer();
@@ -177,7 +227,7 @@ impl<T: Send + 'static> Pipeline<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             match self.next_msg(deadline) {
-                Ok(Some(Msg::Item(item))) => return Ok(item),
+                Ok(Some(Msg::Item(item, _))) => return Ok(item),
                 Ok(Some(Msg::EpochEnd)) => continue,
                 Ok(None) => return Err(GetError::Finished),
                 Err(e) => return Err(e),
@@ -203,7 +253,10 @@ impl<T: Send + 'static> Pipeline<T> {
         };
         match received {
             None => Err(GetError::Timeout),
-            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Ok(msg)) => {
+                self.delivered(&msg);
+                Ok(Some(msg))
+            }
             Some(Err(_closed)) => match self.end_of_stream() {
                 Some(error) => Err(GetError::Failed(error)),
                 None => Ok(None),
@@ -334,7 +387,7 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             match self.next_msg(None) {
-                Ok(Some(Msg::Item(item))) => return Some(Ok(item)),
+                Ok(Some(Msg::Item(item, _))) => return Some(Ok(item)),
                 Ok(Some(Msg::EpochEnd)) => continue,
                 Ok(None) => return None,
                 Err(GetError::Failed(e)) => return Some(Err(e)),
@@ -375,7 +428,12 @@ impl<T: Send + 'static> Pipeline<T> {
             };
             match running.output.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Msg::Item(item))) => return Poll::Ready(Some(Ok(item))),
+                Poll::Ready(Some(Msg::Item(item, tag))) => {
+                    if let Some(ledger) = &self.ledger {
+                        ledger.resolve(tag);
+                    }
+                    return Poll::Ready(Some(Ok(item)));
+                }
                 Poll::Ready(Some(Msg::EpochEnd)) => continue,
                 Poll::Ready(None) => {
                     return Poll::Ready(self.end_of_stream().map(Err));
@@ -426,7 +484,7 @@ impl<T: Send + 'static> Iterator for Epoch<'_, T> {
             return None;
         }
         match self.pipeline.next_msg(None) {
-            Ok(Some(Msg::Item(item))) => Some(Ok(item)),
+            Ok(Some(Msg::Item(item, _))) => Some(Ok(item)),
             Ok(Some(Msg::EpochEnd)) | Ok(None) => {
                 self.done = true;
                 None

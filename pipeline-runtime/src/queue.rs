@@ -5,6 +5,9 @@
 //! boundaries of a continuous source travel in band as [`Msg::EpochEnd`]; the end of the
 //! stream is the queue closing when the last sender of the upstream stage is gone.
 //!
+//! Each item travels with its [`Tag`] (the source position it came from, or a batch's
+//! group), which resume tracking reads; it is a copied `u64` and costs nothing otherwise.
+//!
 //! Both ends count items for the statistics when the pipeline has them on: an operation
 //! that succeeds at once costs one counter increment; one that must wait is timed.
 
@@ -17,14 +20,18 @@ use async_channel::{TryRecvError, TrySendError};
 use futures::Stream;
 
 use crate::clock;
+use crate::resume::Tag;
 use crate::stats::QueueCounters;
 
 /// What travels on a queue.
 #[derive(Debug)]
 pub(crate) enum Msg<T> {
-    Item(T),
+    Item(T, Tag),
     EpochEnd,
 }
+
+// The tag costs no room of its own beside the discriminant: `EpochEnd` lives in its niche.
+const _: () = assert!(std::mem::size_of::<Msg<u64>>() == 2 * std::mem::size_of::<u64>());
 
 /// The queue is closed: nothing will be received, or nothing will read what is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +88,7 @@ impl<T> Tx<T> {
 
     /// Sends, waiting for room.
     pub(crate) async fn send(&self, msg: Msg<T>) -> Result<(), Closed> {
-        let is_item = matches!(msg, Msg::Item(_));
+        let is_item = matches!(msg, Msg::Item(..));
         if self.stats.is_none() {
             return self.inner.send(msg).await.map_err(|_| Closed);
         }
@@ -93,7 +100,7 @@ impl<T> Tx<T> {
 
     /// Sends from a plain thread, retrying briefly before blocking (see [`spin_then`]).
     pub(crate) fn send_blocking(&self, mut msg: Msg<T>) -> Result<(), Closed> {
-        let is_item = matches!(msg, Msg::Item(_));
+        let is_item = matches!(msg, Msg::Item(..));
         let mut started = None;
         for round in 0..SPIN_ROUNDS {
             match self.inner.try_send(msg) {
@@ -122,7 +129,7 @@ impl<T> Tx<T> {
 
 impl<T> Rx<T> {
     fn received(&self, msg: &Msg<T>, waited: Option<u64>) {
-        if let (Msg::Item(_), Some(stats)) = (msg, &self.stats) {
+        if let (Msg::Item(..), Some(stats)) = (msg, &self.stats) {
             if let Some(w) = waited {
                 stats.on_get_wait(w);
             }

@@ -10,6 +10,7 @@ mod failures;
 mod hooks;
 mod lifecycle;
 mod order;
+mod resume;
 mod stages;
 mod stats;
 mod stream_ext;

@@ -49,6 +49,13 @@ const OPTIONS: &[OptionSpec] = &[
         "Duration::from_secs(1)",
         Some("report_interval"),
     ),
+    OptionSpec::new(
+        "track_resume",
+        ValueType::Expr,
+        "true",
+        Some("track_resume"),
+    ),
+    OptionSpec::new("resume_from", ValueType::Expr, "state", Some("resume_from")),
 ];
 
 pub(crate) struct Sink;

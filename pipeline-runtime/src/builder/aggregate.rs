@@ -51,6 +51,8 @@ impl<T: Send + 'static> StageBuilder<T> {
                     .push(BuildError::new("aggregate: buffer must be at least 1"));
             }
             let (aggregator, default_name) = make(&opts);
+            let word = default_name.as_deref().unwrap_or("aggregate_with");
+            chain.shape.push(word.to_owned());
             let name = opts
                 .name
                 .clone()
@@ -97,6 +99,7 @@ fn launch_aggregate<T: Send + 'static, A: Aggregator<T>>(
             output: tx,
             aggregator,
             drop_last: opts.drop_last,
+            members: Vec::new(),
         };
         l.default_pool.spawn_lane(Box::pin(lane.run()));
         Ok(out_rx)

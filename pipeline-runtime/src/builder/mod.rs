@@ -27,7 +27,9 @@ use futures::{Stream, StreamExt};
 
 use crate::error::{BoxError, BuildError};
 use crate::launch::{Launch, LaunchFn};
-use crate::stage::source::{run_iter_source, run_stream_source, Pass, SourceKind};
+use crate::stage::source::{
+    run_iter_source, run_stream_source, BoxedErrors, Oks, Pass, SourceKind,
+};
 use crate::stats::StageKind;
 
 pub(crate) use options::{AggregateOptions, Options, PipeOptions};
@@ -52,7 +54,7 @@ impl PipelineBuilder {
         I::IntoIter: Send + 'static,
         I::Item: Send + 'static,
     {
-        let pass: Pass<I::Item> = Box::new(items.into_iter().map(Ok));
+        let pass: Pass<I::Item> = Box::new(Oks(items.into_iter()));
         StageBuilder::from_source(SourceKind::Once(pass))
     }
 
@@ -65,19 +67,23 @@ impl PipelineBuilder {
         T: Send + 'static,
         E: Into<BoxError>,
     {
-        let pass: Pass<T> = Box::new(items.into_iter().map(|r| r.map_err(Into::into)));
+        let pass: Pass<T> = Box::new(BoxedErrors(items.into_iter()));
         StageBuilder::from_source(SourceKind::Once(pass))
     }
 
     /// Continuous mode: `items` is iterated again for every epoch, forever, and the consumer
     /// sees the epoch boundaries (see [`Pipeline::epoch`](crate::Pipeline::epoch)).
+    ///
+    /// Resuming in epoch `e` (see [`SinkBuilder::resume_from`]) clones and turns `items` into
+    /// an iterator once for each epoch before `e` without reading it, so a source that counts
+    /// its passes (a new order each epoch) counts those too.
     pub fn continuous_source<I>(self, items: I) -> StageBuilder<I::Item>
     where
         I: IntoIterator + Clone + Send + 'static,
         I::IntoIter: Send + 'static,
         I::Item: Send + 'static,
     {
-        let make_pass = move || -> Pass<I::Item> { Box::new(items.clone().into_iter().map(Ok)) };
+        let make_pass = move || -> Pass<I::Item> { Box::new(Oks(items.clone().into_iter())) };
         StageBuilder::from_source(SourceKind::Continuous(Box::new(make_pass)))
     }
 
@@ -112,6 +118,9 @@ pub(crate) struct Chain {
     pub(crate) stage_count: usize,
     /// The source is continuous, so epoch boundaries travel through the stages.
     pub(crate) continuous: bool,
+    /// One word per stage, as a check that a resume state comes from a pipeline of the same
+    /// shape (e.g. `continuous source`, `pipe`, `aggregate(32, drop_last=false)`).
+    pub(crate) shape: Vec<String>,
 }
 
 /// Turns the open stage and its options into its launch function.
@@ -139,6 +148,11 @@ impl<T> fmt::Debug for StageBuilder<T> {
 impl<T: Send + 'static> StageBuilder<T> {
     fn from_source(kind: SourceKind<T>) -> Self {
         let continuous = matches!(kind, SourceKind::Continuous(_));
+        let shape = match kind {
+            SourceKind::Once(_) => "source",
+            SourceKind::Continuous(_) => "continuous source",
+            SourceKind::Stream(_) => "stream source",
+        };
         let launch: LaunchFn<T> = Box::new(move |l: &mut Launch, out_cap| {
             let name = "source";
             let scope = l.pipeline_scope.clone();
@@ -146,15 +160,17 @@ impl<T: Send + 'static> StageBuilder<T> {
             let (tx, rx) = l.queue(name, out_cap);
             ctx.lanes_starting(1);
             let lane = ctx.lane_guard();
+            let resume = l.resume_from.take();
             match kind {
                 SourceKind::Stream(stream) => {
-                    l.runtime()?.spawn(run_stream_source(lane, ctx, stream, tx));
+                    l.runtime()?
+                        .spawn(run_stream_source(lane, ctx, stream, tx, resume));
                 }
                 kind => {
                     let thread = std::thread::Builder::new()
                         .name("pipeline-source".to_owned())
                         .spawn(move || {
-                            run_iter_source(lane, ctx, kind, tx);
+                            run_iter_source(lane, ctx, kind, tx, resume);
                             // Lanes this thread's last sends cancelled (see `executor::task`).
                             crate::executor::drop_deferred();
                         })
@@ -169,6 +185,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                 errors: Vec::new(),
                 stage_count: 1,
                 continuous,
+                shape: vec![shape.to_owned()],
             },
             launch,
         )

@@ -96,6 +96,12 @@ impl<T: Send + 'static> StageBuilder<T> {
                 opts.executor = Some(executor);
             }
             check_pipe(&spec, &opts, &name, chain);
+            let word = match (spec.kind, spec.many) {
+                (StageKind::Disaggregate, _) => "disaggregate",
+                (_, true) => "flat pipe",
+                (_, false) => "pipe",
+            };
+            chain.shape.push(word.to_owned());
             let parts = (spec.parts)(&opts, &name);
             launch_pipe(prev, spec.runs, spec.kind, opts, name, parts, chain)
         })

@@ -1,5 +1,9 @@
 //! The `aggregate` stage: items into batches, by a built-in [`Batch`] or your own
 //! [`Aggregator`]. One lane, so batches are formed in arrival order.
+//!
+//! With resume tracking on, the lane keeps the tags of the items it has taken since its last
+//! output; an output covers them (a batch, the positions of its items) and travels with a
+//! group tag standing for them. A partial batch dropped by `drop_last` resolves its items.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -11,12 +15,14 @@ use crate::executor::task::yield_now;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::Tag;
 
 /// Turns a stream of items into a stream of aggregates (batches, windows, packed buffers).
 ///
 /// `accumulate` is called for each item and may return a finished aggregate; `flush` is
 /// called at the end of the stream (unless `drop_last`) and at each epoch boundary, and
-/// returns what is left. An error from either ends the pipeline with an error naming the
+/// returns what is left. For exact resume, an aggregate is taken to cover the items
+/// accumulated since the previous one (including the one just added). An error from either ends the pipeline with an error naming the
 /// stage: an aggregator holds state that a skipped item would corrupt.
 pub trait Aggregator<T>: Send + 'static {
     /// The aggregate produced.
@@ -81,6 +87,8 @@ pub(crate) struct AggregateLane<A, T, O> {
     pub(crate) output: Tx<O>,
     pub(crate) aggregator: A,
     pub(crate) drop_last: bool,
+    /// Tags of the items taken since the last output (resume tracking only).
+    pub(crate) members: Vec<Tag>,
 }
 
 impl<A, T, O> AggregateLane<A, T, O>
@@ -96,7 +104,10 @@ where
                 break;
             }
             match self.input.recv().await {
-                Ok(Msg::Item(item)) => {
+                Ok(Msg::Item(item, tag)) => {
+                    if self.ctx.ledger.is_some() {
+                        self.members.push(tag);
+                    }
                     let started = self.ctx.task_started();
                     let span = self.ctx.task_span();
                     let result = span.in_scope(|| {
@@ -138,8 +149,31 @@ where
         let result = catch_unwind(AssertUnwindSafe(|| self.aggregator.flush()));
         let done = self.finish_call(result, started, false);
         match done {
-            Step::Emit(_) if discard => true,
+            Step::Emit(_) if discard => {
+                self.drop_members();
+                true
+            }
+            Step::Nothing => {
+                self.drop_members(); // an aggregator that kept nothing of them
+                true
+            }
             other => self.emit(other).await,
+        }
+    }
+
+    /// The items taken since the last output are gone without an output: resolved.
+    fn drop_members(&mut self) {
+        if let Some(ledger) = &self.ctx.ledger {
+            ledger.resolve_all(&self.members);
+            self.members.clear();
+        }
+    }
+
+    /// The tag of an output: a group of the items taken since the last one.
+    fn covered(&mut self) -> Tag {
+        match &self.ctx.ledger {
+            Some(ledger) => ledger.group(std::mem::take(&mut self.members)),
+            None => Tag::NONE,
         }
     }
 
@@ -178,7 +212,8 @@ where
     async fn emit(&mut self, step: Step<O>) -> bool {
         match step {
             Step::Emit(out) => {
-                let ok = self.output.send(Msg::Item(out)).await.is_ok();
+                let tag = self.covered();
+                let ok = self.output.send(Msg::Item(out, tag)).await.is_ok();
                 if ok {
                     self.ctx.counters.lane(0).record_outputs(1);
                 }

@@ -13,6 +13,7 @@ use crate::clock;
 use crate::error::ItemError;
 use crate::failure::{FailureScope, RecentErrors, StageFailureKind};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
+use crate::resume::ledger::Ledger;
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageEntry, StageKind};
 use crate::sync::lock;
@@ -44,6 +45,8 @@ pub(crate) struct StageCtx {
     recent: RecentErrors,
     tripped: AtomicBool,
     pub(crate) run: Arc<RunState>,
+    /// The pipeline's resume ledger, when resume tracking is on.
+    pub(crate) ledger: Option<Arc<Ledger>>,
 }
 
 impl StageCtx {
@@ -52,6 +55,7 @@ impl StageCtx {
         observe: Observe,
         scope: Arc<FailureScope>,
         run: Arc<RunState>,
+        ledger: Option<Arc<Ledger>>,
     ) -> Self {
         let span = tracing::debug_span!("stage", stage = %info.name, index = info.index);
         Self {
@@ -69,6 +73,7 @@ impl StageCtx {
             recent: RecentErrors::default(),
             tripped: AtomicBool::new(false),
             run,
+            ledger,
         }
     }
 

@@ -3,6 +3,11 @@
 //! Every function shape (plain, fallible, optional, one-to-many; sync or async) is turned
 //! into a [`Body`] returning an [`Output`], so that one lane loop implements ordering,
 //! epoch barriers, failure accounting and backpressure for all of them.
+//!
+//! Each output carries its input's tag (see `resume`): a one-to-many function's outputs all
+//! carry it. With resume tracking on, a lane gives an input's token back to the ledger when
+//! the input fails or is dropped, and a one-to-many lane takes one token per output and gives
+//! its input's back at the end, so an input is resolved once all its outputs are.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +25,7 @@ use crate::error::{BoxError, ItemError};
 use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::Tag;
 
 /// What one call of a stage function produced.
 pub(crate) enum Output<U> {
@@ -124,7 +130,7 @@ pub(crate) struct Lane<T, U> {
 }
 
 enum Next<T> {
-    Item(T, Option<Turn>),
+    Item(T, Tag, Option<Turn>),
     Stop,
 }
 
@@ -135,11 +141,11 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             if self.ctx.should_stop() {
                 break;
             }
-            let (item, turn) = match self.next().await {
-                Next::Item(item, turn) => (item, turn),
+            let (item, tag, turn) = match self.next().await {
+                Next::Item(item, tag, turn) => (item, tag, turn),
                 Next::Stop => break,
             };
-            let keep_going = self.process(item, turn).await;
+            let keep_going = self.process(item, tag, turn).await;
             self.input.finish_item();
             if !keep_going {
                 break;
@@ -161,7 +167,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
         loop {
             let Some(gate) = &self.input.gate else {
                 match self.input.rx.recv().await {
-                    Ok(Msg::Item(item)) => return Next::Item(item, None),
+                    Ok(Msg::Item(item, tag)) => return Next::Item(item, tag, None),
                     Ok(Msg::EpochEnd) => {
                         if self.output.send(Msg::EpochEnd).await.is_err() {
                             return Next::Stop;
@@ -173,7 +179,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             };
             let mut gate = gate.lock().await;
             match self.input.rx.recv().await {
-                Ok(Msg::Item(item)) => {
+                Ok(Msg::Item(item, tag)) => {
                     self.input.in_flight.fetch_add(1, Ordering::AcqRel);
                     let turn = (self.order == Order::Input).then(|| {
                         let (done, next_turn) = oneshot::channel();
@@ -182,7 +188,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
                             _done: done,
                         }
                     });
-                    return Next::Item(item, turn);
+                    return Next::Item(item, tag, turn);
                 }
                 Ok(Msg::EpochEnd) => {
                     // Holding the gate: no lane takes a next-epoch item until the boundary
@@ -198,7 +204,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     }
 
     /// Runs the function on one item and emits its outputs. Returns false to stop the lane.
-    async fn process(&self, item: T, mut turn: Option<Turn>) -> bool {
+    async fn process(&self, item: T, tag: Tag, mut turn: Option<Turn>) -> bool {
         let started = self.ctx.task_started();
         let span = self.ctx.task_span();
         let output = match &self.body {
@@ -216,18 +222,35 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             },
         };
         let busy = StageCtx::elapsed(started);
+        let one_output = matches!(output, Output::One(_));
         if let Some(prev) = turn.as_mut().and_then(|t| t.prev.take()) {
             let _ = prev.await; // a cancelled predecessor also passes the turn on
         }
         let (sent, failure) = match output {
-            Output::One(value) => (self.send(value).await, None),
+            Output::One(value) => (self.send(value, tag).await, None),
             Output::Skip => (true, None),
             Output::Fail(error) => (true, Some(error)),
             // One loop for both shapes: a panic in the iterator's `next` is caught like a
             // panic in a stream's poll.
-            Output::Iter(iter) => self.send_stream(futures::stream::iter(iter).boxed()).await,
-            Output::Stream(stream) => self.send_stream(stream).await,
+            Output::Iter(iter) => {
+                self.send_stream(futures::stream::iter(iter).boxed(), tag)
+                    .await
+            }
+            Output::Stream(stream) => self.send_stream(stream, tag).await,
         };
+        if !one_output {
+            // Dropped, failed, or every output of a one-to-many input has taken its own token.
+            // Not while stopping: a process stage drops what it had in flight then, and a
+            // resumed pipeline must recompute it.
+            if let Some(ledger) = self
+                .ctx
+                .ledger
+                .as_ref()
+                .filter(|_| !self.ctx.run.stop_requested())
+            {
+                ledger.resolve(tag);
+            }
+        }
         drop(turn);
         let outcome = match &failure {
             None => TaskOutcome::Succeeded,
@@ -247,8 +270,8 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
         sent && within_budget
     }
 
-    async fn send(&self, value: U) -> bool {
-        let ok = self.output.send(Msg::Item(value)).await.is_ok();
+    async fn send(&self, value: U, tag: Tag) -> bool {
+        let ok = self.output.send(Msg::Item(value, tag)).await.is_ok();
         if ok {
             self.ctx.counters.lane(self.index).record_outputs(1);
         }
@@ -258,11 +281,15 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     async fn send_stream(
         &self,
         mut stream: BoxStream<'static, Result<U, BoxError>>,
+        tag: Tag,
     ) -> (bool, Option<BoxError>) {
         loop {
             match AssertUnwindSafe(stream.next()).catch_unwind().await {
                 Ok(Some(Ok(value))) => {
-                    if !self.send(value).await {
+                    if let Some(ledger) = &self.ctx.ledger {
+                        ledger.add_token(tag);
+                    }
+                    if !self.send(value, tag).await {
                         return (false, None);
                     }
                 }

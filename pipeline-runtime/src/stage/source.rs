@@ -1,5 +1,9 @@
 //! The source: an iterator pulled on its own thread (so a slow or blocking source never
 //! stalls a stage), or a `Stream` polled on the async runtime.
+//!
+//! The source numbers the items it sends (their position in its order, from the start of
+//! the epoch it began in) and sends each with its position as its tag. Resuming, it skips
+//! the epochs before the state's and the positions the state says were resolved.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -11,6 +15,8 @@ use super::{LaneGuard, StageCtx};
 use crate::error::{BoxError, ItemError};
 use crate::failure::StageFailureKind;
 use crate::queue::{Msg, Tx};
+use crate::resume::numbering::{skip_items, Numbering};
+use crate::resume::{ResumeState, Tag};
 
 /// One pass over the source's items.
 pub(crate) type Pass<T> = Box<dyn Iterator<Item = Result<T, BoxError>> + Send>;
@@ -22,44 +28,125 @@ pub(crate) enum SourceKind<T> {
     Stream(BoxStream<'static, Result<T, BoxError>>),
 }
 
+/// A user's iterator as a pass: each item wrapped in `Ok`, with `nth` and `size_hint`
+/// forwarded (so that resuming skips an indexed iterator in O(1); `map(Ok)` would not).
+pub(crate) struct Oks<I>(pub(crate) I);
+
+impl<I: Iterator> Iterator for Oks<I> {
+    type Item = Result<I::Item, BoxError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(Ok)
+    }
+
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        self.0.nth(n).map(Ok)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+/// A user's iterator of `Result`s as a pass (errors boxed), forwarding `nth` and `size_hint`.
+pub(crate) struct BoxedErrors<I>(pub(crate) I);
+
+impl<I, T, E> Iterator for BoxedErrors<I>
+where
+    I: Iterator<Item = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Item = Result<T, BoxError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|r| r.map_err(Into::into))
+    }
+
+    fn nth(&mut self, n: usize) -> Option<Self::Item> {
+        self.0.nth(n).map(|r| r.map_err(Into::into))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
 /// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
 pub(crate) fn run_iter_source<T: Send + 'static>(
     lane: LaneGuard,
     ctx: Arc<StageCtx>,
     kind: SourceKind<T>,
     tx: Tx<T>,
+    resume: Option<ResumeState>,
 ) {
     // A local, so that the stage ends before `tx` closes the queue.
     let _lane = lane;
+    let mut numbering = resume
+        .as_ref()
+        .map_or_else(Numbering::fresh, Numbering::resumed);
+    let first_pass = resume.as_ref().map_or(0, ResumeState::epoch);
     match kind {
         SourceKind::Once(pass) => {
-            drain_pass(&ctx, pass, &tx);
+            drain_pass(&ctx, pass, &tx, &mut numbering);
         }
-        SourceKind::Continuous(mut make_pass) => loop {
-            let pass = match catch_unwind(AssertUnwindSafe(&mut make_pass)) {
-                Ok(pass) => pass,
-                Err(panic) => {
-                    fail(&ctx, ItemError::panic(&ctx.name, panic.as_ref()));
+        SourceKind::Continuous(mut make_pass) => {
+            let mut pass_no = 0u64;
+            loop {
+                if ctx.run.stop_requested() {
                     return;
                 }
-            };
-            if !drain_pass(&ctx, pass, &tx) || tx.send_blocking(Msg::EpochEnd).is_err() {
-                return;
+                let pass = match catch_unwind(AssertUnwindSafe(&mut make_pass)) {
+                    Ok(pass) => pass,
+                    Err(panic) => {
+                        fail(&ctx, ItemError::panic(&ctx.name, panic.as_ref()));
+                        return;
+                    }
+                };
+                if pass_no < first_pass {
+                    // An epoch the resumed state is past: made (a source that counts its
+                    // passes counts it) and not read.
+                    pass_no += 1;
+                    continue;
+                }
+                if pass_no > first_pass {
+                    if let Some(ledger) = &ctx.ledger {
+                        ledger.pass_started(pass_no, numbering.next_pos());
+                    }
+                }
+                if !drain_pass(&ctx, pass, &tx, &mut numbering)
+                    || tx.send_blocking(Msg::EpochEnd).is_err()
+                {
+                    return;
+                }
+                pass_no += 1;
             }
-        },
+        }
         SourceKind::Stream(_) => unreachable!("stream sources run on the async runtime"),
     }
 }
 
 /// Sends one pass downstream. Returns false if the source must end (failure, stop).
-fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
+fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>, numbering: &mut Numbering) -> bool {
     loop {
         if ctx.run.stop_requested() {
             return false;
         }
+        let skip = numbering.to_skip();
+        if skip > 0 {
+            match skip_resolved(ctx, &mut pass, numbering, skip) {
+                Some(keep_going) => return keep_going,
+                None => continue,
+            }
+        }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
-                if tx.send_blocking(Msg::Item(item)).is_err() {
+                let pos = numbering.take();
+                if let Some(ledger) = &ctx.ledger {
+                    ledger.taken(pos);
+                }
+                if tx.send_blocking(Msg::Item(item, Tag::pos(pos))).is_err() {
                     return false;
                 }
                 ctx.counters.lane(0).record_outputs(1);
@@ -77,21 +164,53 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>) -> bool {
     }
 }
 
+/// Resuming: skips `skip` items the state resolved. `None` to go on with the pass,
+/// `Some(keep_going)` if it ended among them (or failed).
+#[cold]
+#[inline(never)]
+fn skip_resolved<T>(
+    ctx: &StageCtx,
+    pass: &mut Pass<T>,
+    numbering: &mut Numbering,
+    skip: u64,
+) -> Option<bool> {
+    match catch_unwind(AssertUnwindSafe(|| skip_items(pass, skip))) {
+        Ok(skipped) => {
+            numbering.skipped(skipped);
+            // Fewer: the pass ended among the skipped items.
+            (skipped < skip).then_some(true)
+        }
+        Err(panic) => {
+            fail(ctx, ItemError::panic(&ctx.name, panic.as_ref()));
+            Some(false)
+        }
+    }
+}
+
 /// Polls a stream source until it ends, fails, or the pipeline stops.
 pub(crate) async fn run_stream_source<T: Send + 'static>(
     lane: LaneGuard,
     ctx: Arc<StageCtx>,
     mut stream: BoxStream<'static, Result<T, BoxError>>,
     tx: Tx<T>,
+    resume: Option<ResumeState>,
 ) {
     let _lane = lane;
+    let mut numbering = resume
+        .as_ref()
+        .map_or_else(Numbering::fresh, Numbering::resumed);
     loop {
         if ctx.run.stop_requested() {
             return;
         }
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
+            Ok(Some(_)) if numbering.to_skip() > 0 => numbering.skipped(1),
             Ok(Some(Ok(item))) => {
-                if tx.send(Msg::Item(item)).await.is_err() {
+                let pos = numbering.take();
+                if let Some(ledger) = &ctx.ledger {
+                    ledger.taken(pos);
+                }
+                if tx.send(Msg::Item(item, Tag::pos(pos))).await.is_err() {
                     return;
                 }
                 ctx.counters.lane(0).record_outputs(1);

@@ -29,7 +29,7 @@ impl<T: Send + 'static> PipelineSource<T> {
 impl<T: Serialize + Send + 'static> Source for PipelineSource<T> {
     fn step(&mut self, out: &mut Emitter) -> io::Result<Step> {
         match self.pipeline.next_msg(None) {
-            Ok(Some(Msg::Item(item))) => out.item(&item).map(|()| Step::Item),
+            Ok(Some(Msg::Item(item, _))) => out.item(&item).map(|()| Step::Item),
             Ok(Some(Msg::EpochEnd)) => Ok(Step::EpochEnd),
             Ok(None) | Err(GetError::Finished | GetError::Timeout) => Ok(Step::Finished),
             Err(GetError::Failed(e)) => Ok(Step::Failed(RemotePipelineError::from(&e))),

@@ -43,6 +43,20 @@ fn main() {
     .unwrap();
     assert!(strict.last().unwrap().is_err(), "the pipeline-wide budget ends the pipeline");
 
+    // Resume tracking, and resuming from a state taken from the same shape.
+    let mut tracked = pipeline! {
+        source(0..10u32) -> pipe(|x: u32| x) -> sink(track_resume = true)
+    }
+    .unwrap();
+    assert_eq!(tracked.by_ref().take(4).count(), 4);
+    let state = tracked.resume_state().unwrap();
+    drop(tracked);
+    let resumed = pipeline! {
+        source(0..10u32) -> pipe(|x: u32| x) -> sink(resume_from = state)
+    }
+    .unwrap();
+    assert_eq!(resumed.map(Result::unwrap).collect::<Vec<_>>(), (4..10).collect::<Vec<_>>());
+
     // A build error from the runtime still comes back as a value.
     let threads = 0;
     assert!(pipeline! { source(0..1) -> sink(num_threads = threads) }.is_err());

@@ -1,0 +1,195 @@
+//! The per-pipeline ledger of resume tracking: which source positions are still carried by
+//! a message somewhere in the pipeline.
+//!
+//! Every tag is counted in *tokens*: the source gives a position one token as it sends it; a
+//! one-to-many stage adds one per output and gives back its input's at the end; an
+//! `aggregate` puts a batch's tokens into a group, itself one token; delivery to the
+//! consumer, a failure or a drop gives a token back. A position with no token left is
+//! resolved and leaves the ledger, so the ledger holds only positions in flight.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::{ResumeState, Tag};
+use crate::sync::lock;
+
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Tokens of each position taken by the source and not yet resolved.
+    open: BTreeMap<u64, u32>,
+    /// Tokens of each live group (by its tag), and the tags it stands for.
+    groups: HashMap<u64, (u32, Vec<Tag>)>,
+    next_group: u64,
+    /// The position the source numbers next: every position below it was taken.
+    frontier: u64,
+    /// (pass, first position) of the passes the source began, oldest first; only those at
+    /// or after the pass of the lowest open position are kept.
+    passes: VecDeque<(u64, u64)>,
+}
+
+impl Ledger {
+    /// A ledger whose source starts at pass `epoch`, numbering from 0.
+    pub(crate) fn new(epoch: u64) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                open: BTreeMap::new(),
+                groups: HashMap::new(),
+                next_group: 0,
+                frontier: 0,
+                passes: VecDeque::from([(epoch, 0)]),
+            }),
+        }
+    }
+
+    /// The source took position `pos` (its positions ascend) and is about to send it.
+    pub(crate) fn taken(&self, pos: u64) {
+        let mut inner = lock(&self.inner);
+        inner.open.insert(pos, 1);
+        inner.frontier = pos + 1;
+    }
+
+    /// The source begins pass `pass` at position `first`.
+    pub(crate) fn pass_started(&self, pass: u64, first: u64) {
+        let mut inner = lock(&self.inner);
+        inner.passes.push_back((pass, first));
+        let lowest = inner.lowest();
+        while inner.passes.len() > 1 && inner.passes[1].1 <= lowest {
+            inner.passes.pop_front();
+        }
+    }
+
+    /// One more message carries `tag` (an output of a one-to-many stage).
+    pub(crate) fn add_token(&self, tag: Tag) {
+        let mut inner = lock(&self.inner);
+        if tag.is_group() {
+            if let Some(group) = inner.groups.get_mut(&tag.raw()) {
+                group.0 += 1;
+            }
+        } else if let Some(tokens) = inner.open.get_mut(&tag.raw()) {
+            *tokens += 1;
+        }
+    }
+
+    /// Puts `members` (one token each) into a new group holding one token; returns its tag.
+    pub(crate) fn group(&self, members: Vec<Tag>) -> Tag {
+        let mut inner = lock(&self.inner);
+        let id = inner.next_group;
+        inner.next_group += 1;
+        let tag = Tag::group(id);
+        inner.groups.insert(tag.raw(), (1, members));
+        tag
+    }
+
+    /// A message carrying `tag` was delivered, failed or dropped: gives its token back.
+    pub(crate) fn resolve(&self, tag: Tag) {
+        let mut inner = lock(&self.inner);
+        inner.release(tag);
+    }
+
+    /// Gives back one token of each of `tags`.
+    pub(crate) fn resolve_all(&self, tags: &[Tag]) {
+        let mut inner = lock(&self.inner);
+        for &tag in tags {
+            inner.release(tag);
+        }
+    }
+
+    /// The state: the pass of the lowest open position (or of the frontier), and the
+    /// frontier and open positions counted from that pass's start.
+    pub(crate) fn snapshot(&self, shape: &str) -> ResumeState {
+        let inner = lock(&self.inner);
+        let lowest = inner.lowest();
+        let &(pass, first) = inner
+            .passes
+            .iter()
+            .rev()
+            .find(|&&(_, first)| first <= lowest)
+            .unwrap_or(&inner.passes[0]);
+        let pending = inner.open.keys().map(|&p| p - first).collect();
+        ResumeState::new(shape.to_owned(), pass, inner.frontier - first, pending)
+    }
+}
+
+impl Inner {
+    fn lowest(&self) -> u64 {
+        self.open.keys().next().copied().unwrap_or(self.frontier)
+    }
+
+    fn release(&mut self, tag: Tag) {
+        if tag.is_group() {
+            let id = tag.raw();
+            let Some(group) = self.groups.get_mut(&id) else {
+                return;
+            };
+            group.0 -= 1;
+            if group.0 == 0 {
+                let (_, members) = self.groups.remove(&id).expect("present");
+                for member in members {
+                    self.release(member);
+                }
+            }
+        } else if let Some(tokens) = self.open.get_mut(&tag.raw()) {
+            *tokens -= 1;
+            if *tokens == 0 {
+                self.open.remove(&tag.raw());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_resolved_with_its_last_token() {
+        let ledger = Ledger::new(0);
+        for p in 0..4 {
+            ledger.taken(p);
+        }
+        // Position 1 fans out into three outputs, then gives its input token back.
+        for _ in 0..3 {
+            ledger.add_token(Tag::pos(1));
+        }
+        ledger.resolve(Tag::pos(1));
+        let batch = ledger.group(vec![Tag::pos(0), Tag::pos(1), Tag::pos(1)]);
+        ledger.resolve(Tag::pos(2)); // failed
+        assert_eq!(ledger.snapshot("s").pending(), [0, 1, 3]);
+        ledger.resolve(batch);
+        assert_eq!(
+            ledger.snapshot("s").pending(),
+            [1, 3],
+            "one output of 1 still out"
+        );
+        ledger.resolve(Tag::pos(1));
+        let state = ledger.snapshot("s");
+        assert_eq!((state.frontier(), state.pending()), (4, &[3][..]));
+    }
+
+    #[test]
+    fn the_state_is_counted_from_the_pass_of_the_lowest_open_position() {
+        let ledger = Ledger::new(5);
+        for p in 0..10 {
+            ledger.taken(p);
+        }
+        ledger.pass_started(6, 10);
+        ledger.taken(10);
+        ledger.taken(11);
+        for p in 0..9 {
+            ledger.resolve(Tag::pos(p));
+        }
+        let state = ledger.snapshot("s");
+        assert_eq!(state.epoch(), 5);
+        assert_eq!((state.frontier(), state.pending()), (12, &[9, 10, 11][..]));
+        ledger.resolve(Tag::pos(9));
+        ledger.resolve(Tag::pos(11));
+        let state = ledger.snapshot("s");
+        assert_eq!(state.epoch(), 6);
+        assert_eq!((state.frontier(), state.pending()), (2, &[0][..]));
+    }
+}

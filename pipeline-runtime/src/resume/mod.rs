@@ -1,0 +1,188 @@
+//! Exact resume: which of the source's items the consumer has received, as a small state
+//! that a new pipeline of the same shape resumes from.
+//!
+//! The source numbers its items (their *position* in the source's order, counted from the
+//! start of the epoch); every message between stages carries a [`Tag`] beside its item: the
+//! position it came from, or, after an `aggregate`, a group standing for the positions of
+//! the batch. With tracking on ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume)),
+//! a per-pipeline [`Ledger`](ledger::Ledger) counts, for each position the source has taken,
+//! the messages that still carry it; a position is *resolved* when the last of them is
+//! delivered to the consumer, fails, or is dropped (a filter, `drop_last`). The state is
+//! then the source's frontier plus the positions below it that are not yet resolved, which
+//! are exactly the items in flight: its size is bounded by the pipeline's in-flight bound,
+//! whatever the epoch length.
+//!
+//! A pipeline built with [`SinkBuilder::resume_from`](crate::SinkBuilder::resume_from)
+//! skips, at its source, the epochs before the state's and every position below the
+//! frontier that was resolved, so it delivers exactly what the consumer had not received.
+
+pub(crate) mod ledger;
+pub(crate) mod numbering;
+
+use std::num::NonZeroU64;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BuildError;
+
+/// What travels beside an item between stages: a source position, or a group of them (a
+/// batch). Copied with the item; the ledger gives it meaning only when tracking is on.
+///
+/// Stored plus one in a `NonZeroU64`, so that a queue message (`Msg::Item(T, Tag)` or
+/// `Msg::EpochEnd`) is no larger than before tags existed: the end of an epoch uses the
+/// niche.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Tag(NonZeroU64);
+
+const GROUP: u64 = 1 << 62;
+
+impl Tag {
+    /// The tag of source position `pos` (below 2^62).
+    #[inline]
+    pub(crate) fn pos(pos: u64) -> Self {
+        Self::from_raw(pos & (GROUP - 1))
+    }
+
+    /// A tag that stands for nothing (a message of a pipeline without tracking).
+    pub(crate) const NONE: Tag = Tag(NonZeroU64::MIN);
+
+    #[inline]
+    fn from_raw(raw: u64) -> Self {
+        Tag(NonZeroU64::new(raw + 1).expect("a tag is below 2^63"))
+    }
+
+    pub(crate) fn group(id: u64) -> Self {
+        Self::from_raw((id & (GROUP - 1)) | GROUP)
+    }
+
+    pub(crate) fn is_group(self) -> bool {
+        self.raw() & GROUP != 0
+    }
+
+    /// The position, or the group's key in the ledger.
+    #[inline]
+    pub(crate) fn raw(self) -> u64 {
+        self.0.get() - 1
+    }
+}
+
+/// Where a pipeline's consumer stands, for resuming it exactly: the epoch (pass of the
+/// source) and, from that epoch's start, the source's frontier and the positions below it
+/// that the consumer has not received and that neither failed nor were dropped.
+///
+/// Taken with [`Pipeline::resume_state`](crate::Pipeline::resume_state); given to a new
+/// pipeline with [`SinkBuilder::resume_from`](crate::SinkBuilder::resume_from). It is
+/// serde-serialisable; its size is bounded by the items a pipeline holds in flight, not by
+/// the epoch length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// The stages of the pipeline it was taken from, checked when resuming.
+    shape: String,
+    /// Passes of the source before the one the state is in.
+    epoch: u64,
+    /// Every position below it was taken by the source (counted from the epoch's start; it
+    /// may run into the next epochs).
+    frontier: u64,
+    /// Positions below `frontier` still to deliver (they were in flight), ascending;
+    /// written as `[start, end)` ranges, since items in flight are mostly consecutive.
+    #[serde(with = "ranges")]
+    pending: Vec<u64>,
+}
+
+/// Ascending positions as the `[start, end)` ranges of their consecutive runs.
+mod ranges {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(pending: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let mut runs: Vec<[u64; 2]> = Vec::new();
+        for &p in pending {
+            match runs.last_mut() {
+                Some(run) if run[1] == p => run[1] = p + 1,
+                _ => runs.push([p, p + 1]),
+            }
+        }
+        runs.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let runs = Vec::<[u64; 2]>::deserialize(d)?;
+        let total: u64 = runs.iter().map(|[a, b]| b.saturating_sub(*a)).sum();
+        if total > 1 << 24 {
+            return Err(serde::de::Error::custom(
+                "too many pending positions for a state",
+            ));
+        }
+        Ok(runs.into_iter().flat_map(|[a, b]| a..b).collect())
+    }
+}
+
+impl ResumeState {
+    pub(crate) fn new(shape: String, epoch: u64, frontier: u64, pending: Vec<u64>) -> Self {
+        Self {
+            shape,
+            epoch,
+            frontier,
+            pending,
+        }
+    }
+
+    /// The state at the start of `epoch` of a pipeline whose shape is `shape`: resuming
+    /// from it skips the epochs before `epoch` and nothing else.
+    pub fn start_of_epoch(shape: impl Into<String>, epoch: u64) -> Self {
+        Self::new(shape.into(), epoch, 0, Vec::new())
+    }
+
+    /// The pass of the source (epoch of a continuous source) the state is in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Every position below it (counted from the start of [`epoch`](Self::epoch)) was taken
+    /// by the source; those not [`pending`](Self::pending) were delivered, failed or dropped.
+    pub fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    /// Positions below the frontier still to deliver, ascending: the items that were in
+    /// flight when the state was taken. A resumed pipeline recomputes them.
+    pub fn pending(&self) -> &[u64] {
+        &self.pending
+    }
+
+    /// Whether the item at `pos` (counted from the start of [`epoch`](Self::epoch)) is
+    /// still to be delivered.
+    pub fn is_remaining(&self, pos: u64) -> bool {
+        pos >= self.frontier || self.pending.binary_search(&pos).is_ok()
+    }
+
+    /// The stages of the pipeline it was taken from, e.g.
+    /// `continuous source -> pipe -> aggregate(32, drop_last=false)`.
+    pub fn shape(&self) -> &str {
+        &self.shape
+    }
+
+    /// Checks the state against the pipeline about to resume from it.
+    pub(crate) fn check(&self, shape: &str, continuous: bool) -> Result<(), BuildError> {
+        if self.shape != shape {
+            return Err(BuildError::new(format!(
+                "cannot resume: the state was taken from a pipeline of another shape \
+                 (`{}`); this pipeline is `{shape}`",
+                self.shape
+            )));
+        }
+        if self.epoch > 0 && !continuous {
+            return Err(BuildError::new(format!(
+                "cannot resume: the state is in epoch {} but the source is not continuous",
+                self.epoch
+            )));
+        }
+        let ascending = self.pending.windows(2).all(|w| w[0] < w[1]);
+        if !ascending || self.pending.last().is_some_and(|&p| p >= self.frontier) {
+            return Err(BuildError::new(
+                "cannot resume: malformed state (pending positions must be ascending and \
+                 below the frontier)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! Exact resume: a pipeline rebuilt from `resume_state()` delivers exactly what the consumer
+//! had not received, with failed and dropped items staying so, in either output order.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline_runtime::{Order, Pipeline, PipelineBuilder, ResumeState};
+
+/// Items 0..n through a failing stage (x % 7 == 3 fails), a filter (x % 5 == 1 is dropped)
+/// and a jittered stage, into batches of 4.
+fn batches(
+    n: u32,
+    order: Order,
+    concurrency: usize,
+    state: Option<ResumeState>,
+) -> Pipeline<Vec<u32>> {
+    PipelineBuilder::new()
+        .source(0..n)
+        .try_pipe(|x| {
+            if x % 7 == 3 {
+                Err(format!("{x} fails"))
+            } else {
+                Ok(x)
+            }
+        })
+        .concurrency(concurrency)
+        .order(order)
+        .opt_pipe(|x| (x % 5 != 1).then_some(x))
+        .pipe(|x| {
+            std::thread::sleep(Duration::from_micros(u64::from(x * 7919 % 300)));
+            x
+        })
+        .concurrency(concurrency)
+        .order(order)
+        .aggregate(4)
+        .sink()
+        .buffer(2)
+        .queue_capacity(3)
+        .num_threads(4)
+        .resume_from(state)
+        .build()
+        .unwrap()
+}
+
+fn expected_items(n: u32) -> Vec<u32> {
+    (0..n).filter(|x| x % 7 != 3 && x % 5 != 1).collect()
+}
+
+/// Reads `k` batches, then the state (the pipeline is dropped with items still in flight).
+fn read_then_state(mut pipeline: Pipeline<Vec<u32>>, k: usize) -> (Vec<Vec<u32>>, ResumeState) {
+    let read: Vec<Vec<u32>> = pipeline.by_ref().take(k).map(Result::unwrap).collect();
+    assert_eq!(read.len(), k);
+    // Let the pipeline run ahead, so that failures and items in flight are past the consumer.
+    std::thread::sleep(Duration::from_millis(20));
+    let state = pipeline.resume_state().expect("tracking is on");
+    (read, state)
+}
+
+#[test]
+fn input_order_resumes_with_the_same_batches() {
+    let n = 300;
+    let whole: Vec<Vec<u32>> = batches(n, Order::Input, 4, None)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(whole.concat(), expected_items(n));
+    for k in [0, 1, 7, 20] {
+        let (mut got, state) = read_then_state(batches(n, Order::Input, 4, None), k);
+        got.extend(batches(n, Order::Input, 3, Some(state)).map(Result::unwrap));
+        assert_eq!(got, whole, "stopped after {k} batches");
+    }
+}
+
+#[test]
+fn completion_order_resumes_with_the_same_items_none_twice() {
+    let n = 300;
+    for k in [3, 11] {
+        let (first, state) = read_then_state(batches(n, Order::Completion, 8, None), k);
+        let rest: Vec<Vec<u32>> = batches(n, Order::Completion, 8, Some(state))
+            .map(Result::unwrap)
+            .collect();
+        let mut all: Vec<u32> = first.concat();
+        all.extend(rest.concat());
+        all.sort_unstable();
+        assert_eq!(all, expected_items(n), "stopped after {k} batches");
+    }
+}
+
+#[test]
+fn a_state_taken_twice_in_a_row_resumes_again() {
+    let n = 200;
+    let whole: Vec<Vec<u32>> = batches(n, Order::Input, 2, None)
+        .map(Result::unwrap)
+        .collect();
+    let (mut got, state) = read_then_state(batches(n, Order::Input, 2, None), 5);
+    let (more, state) = read_then_state(batches(n, Order::Input, 2, Some(state)), 5);
+    got.extend(more);
+    got.extend(batches(n, Order::Input, 2, Some(state)).map(Result::unwrap));
+    assert_eq!(got, whole);
+}
+
+#[test]
+fn a_continuous_source_resumes_in_the_middle_of_a_later_epoch() {
+    let build = |state: Option<ResumeState>| {
+        PipelineBuilder::new()
+            .continuous_source(0..10u32)
+            .pipe(|x| x * 10)
+            .concurrency(3)
+            .order(Order::Input)
+            .aggregate(3)
+            .sink()
+            .buffer(1)
+            .resume_from(state)
+            .build()
+            .unwrap()
+    };
+    let mut whole = build(None);
+    let epochs: Vec<Vec<Vec<u32>>> = (0..4)
+        .map(|_| whole.epoch().map(Result::unwrap).collect())
+        .collect();
+    drop(whole);
+
+    let mut first = build(None);
+    let mut got: Vec<Vec<Vec<u32>>> = (0..2)
+        .map(|_| first.epoch().map(Result::unwrap).collect())
+        .collect();
+    got.push(first.epoch().take(2).map(Result::unwrap).collect());
+    let state = first.resume_state().unwrap();
+    drop(first);
+    assert_eq!(state.epoch(), 2, "{state:?}");
+
+    let mut resumed = build(Some(state));
+    got[2].extend(resumed.epoch().map(Result::unwrap));
+    got.push(resumed.epoch().map(Result::unwrap).collect());
+    assert_eq!(got, epochs);
+}
+
+#[test]
+fn a_one_to_many_input_is_resolved_once_all_its_outputs_are_delivered() {
+    let build = |state: Option<ResumeState>| {
+        PipelineBuilder::new()
+            .source(0..50u32)
+            .flat_pipe(|x| (0..x % 4).map(move |k| (x, k)))
+            .sink()
+            .buffer(1)
+            .queue_capacity(1)
+            .resume_from(state)
+            .build()
+            .unwrap()
+    };
+    let mut first = build(None);
+    let got: Vec<(u32, u32)> = first.by_ref().take(30).map(Result::unwrap).collect();
+    let state = first.resume_state().unwrap();
+    drop(first);
+    let rest: Vec<(u32, u32)> = build(Some(state)).map(Result::unwrap).collect();
+    // Every input's outputs arrive in full; only the input the consumer was in the middle
+    // of (the last one it saw) may be redone, so only its outputs may come twice.
+    let mut counts: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    for out in got.iter().chain(&rest) {
+        *counts.entry(*out).or_default() += 1;
+    }
+    let cut = got.last().unwrap().0;
+    for x in 0..50u32 {
+        for k in 0..x % 4 {
+            let n = counts.get(&(x, k)).copied().unwrap_or(0);
+            let most = if x == cut { 2 } else { 1 };
+            assert!((1..=most).contains(&n), "output {k} of {x} seen {n} times");
+        }
+    }
+    assert!(
+        rest.iter().all(|o| o.0 >= cut),
+        "nothing before the cut is redone"
+    );
+}
+
+#[test]
+fn the_state_holds_only_the_items_in_flight() {
+    let release = Arc::new(AtomicBool::new(false));
+    let stuck = release.clone();
+    let mut pipeline = PipelineBuilder::new()
+        .source(0..u32::MAX)
+        .pipe(move |x| {
+            while x == 3 && !stuck.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            x
+        })
+        .concurrency(4)
+        .sink()
+        .buffer(2)
+        .queue_capacity(2)
+        .num_threads(4)
+        .track_resume(true)
+        .build()
+        .unwrap();
+    // Item 3 is stuck in a lane while the others flow past it.
+    let seen: Vec<u32> = pipeline.by_ref().take(2000).map(Result::unwrap).collect();
+    assert!(!seen.contains(&3));
+    let state = pipeline.resume_state().unwrap();
+    // In flight: the source's item, 2 in its queue, 4 lanes, 2 in the sink's queue.
+    let bound = 1 + 2 + 4 + 2;
+    assert!(state.frontier() > 2000, "{}", state.frontier());
+    assert!(state.pending().contains(&3));
+    assert!(
+        state.pending().len() <= bound,
+        "{} pending: {:?}",
+        state.pending().len(),
+        state.pending()
+    );
+    release.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn a_state_from_another_shape_is_refused() {
+    let mut p = batches(100, Order::Input, 2, None);
+    p.by_ref().take(2).for_each(drop);
+    let state = p.resume_state().unwrap();
+    let other = PipelineBuilder::new()
+        .source(0..100u32)
+        .aggregate(8)
+        .sink()
+        .resume_from(state.clone())
+        .build()
+        .unwrap_err();
+    assert!(other.message().contains("another shape"), "{other}");
+    assert!(other.message().contains("aggregate(4"), "{other}");
+
+    let later = ResumeState::start_of_epoch(state.shape(), 2);
+    let once = PipelineBuilder::new()
+        .source(0..100u32)
+        .try_pipe(Ok::<_, String>)
+        .opt_pipe(Some)
+        .pipe(|x| x)
+        .aggregate(4)
+        .sink()
+        .resume_from(later)
+        .build()
+        .unwrap_err();
+    assert!(once.message().contains("not continuous"), "{once}");
+}
+
+#[test]
+fn without_tracking_there_is_no_state() {
+    let p = PipelineBuilder::new().source(0..3).sink().build().unwrap();
+    assert!(p.resume_state().is_none());
+}
