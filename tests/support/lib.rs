@@ -11,6 +11,23 @@ pub fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
+/// The thread count once it has not changed for 100 ms (threads that earlier work detached
+/// end on their own), up to 3 s: a baseline that later counts are compared against.
+pub fn settled_thread_count() -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = thread_count();
+    let mut since = Instant::now();
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(100) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = thread_count();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
 /// Waits until `cond` holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
