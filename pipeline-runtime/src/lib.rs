@@ -138,4 +138,7 @@ pub use rayon;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
-pub use stats::{DurationStats, PipelineStats, QueueStats, StageKind, StageStats};
+pub use stats::{
+    ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
+    StageKind, StageSeries, StageStats, StatsSeries,
+};

@@ -4,12 +4,14 @@
 mod aggregate;
 mod backpressure;
 mod concurrency;
+mod consumer;
 mod epochs;
 mod executors;
 mod failures;
 mod hooks;
 mod lifecycle;
 mod order;
+mod run_report;
 mod stages;
 mod stats;
 mod stream_ext;
