@@ -2,12 +2,19 @@
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
 //! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
 //! [`image_pipeline`]), and generated data and temporary directories ([`scratch`]).
+//!
+//! With feature `candle`: batches as candle tensors (`candle`) and a small training run on
+//! the pipeline (`training`), for `examples/train.rs`.
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;
 pub mod scratch;
 pub mod trace;
+#[cfg(feature = "candle")]
+pub mod training;
 
 /// The guide's chapters that use this crate, compiled as doctests.
 #[doc(hidden)]
