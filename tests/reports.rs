@@ -224,5 +224,8 @@ fn the_final_report_tells_how_long_the_consumer_waited() {
     assert!(share > 0.5, "the consumer did nothing but wait: {share}");
     let wait_us: f64 = event.field("wait_mean_us").unwrap().parse().unwrap();
     assert!(wait_us >= 2_500.0, "{wait_us}");
-    assert!(event.field("message").unwrap().starts_with("[consumer] waited"));
+    assert!(event
+        .field("message")
+        .unwrap()
+        .starts_with("[consumer] waited"));
 }
