@@ -18,7 +18,7 @@
 //! Options: `--steps N` (300), `--batch-size N` (32), `--images N` (1280), `--threads T`
 //! (3), `--decode-concurrency C` (2), `--slow-decode MS` (0: add MS of sleep to every
 //! decode, to watch the loader starve the trainer), `--compare` (also train with a plain
-//! loop that loads each batch itself before the step, and print both side by side),
+//! loop that loads each batch itself before the step, first, and print both side by side),
 //! `--report FILE` (write the picture of the pipeline's run, an SVG).
 
 use std::error::Error;
@@ -81,7 +81,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 
     let mut loaders = vec![Loader::Pipeline];
     if args.compare {
-        loaders.push(Loader::Inline);
+        loaders.insert(0, Loader::Inline);
     }
     let mut rows = Vec::new();
     for loader in loaders {
@@ -121,10 +121,11 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             acc * 100.0
         );
     }
-    if let Some((pipeline, _)) = rows.iter().find(|(r, _)| r.loader == Loader::Pipeline) {
+    let of = |loader: Loader| rows.iter().find(|(r, _)| r.loader == loader);
+    if let Some((pipeline, _)) = of(Loader::Pipeline) {
         println!("\n{}", trainer_line(pipeline));
     }
-    if let [(p, _), (i, _)] = rows.as_slice() {
+    if let (Some((p, _)), Some((i, _))) = (of(Loader::Pipeline), of(Loader::Inline)) {
         println!(
             "the pipeline trained {:.2}× as fast as the inline loop",
             p.steps_per_sec() / i.steps_per_sec()

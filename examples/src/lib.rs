@@ -21,4 +21,7 @@ pub mod training;
 pub mod __guide {
     #[doc = include_str!("../../docs/src/image-loading.md")]
     pub mod image_loading {}
+    #[cfg(feature = "candle")]
+    #[doc = include_str!("../../docs/src/training.md")]
+    pub mod training {}
 }

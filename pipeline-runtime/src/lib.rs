@@ -121,6 +121,8 @@ mod __guide {
     mod performance {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
+    // "Image loading" and "In a training loop" use the examples' library (and candle), so
+    // `pipeline-examples` compiles them (its `__guide` module).
 }
 
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};

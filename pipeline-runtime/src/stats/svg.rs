@@ -318,7 +318,9 @@ fn dash(dashed: bool) -> &'static str {
 
 fn draw_panel(out: &mut String, series: &StatsSeries, panel: &Panel<'_>, top: f64, end: f64) {
     let (x0, x1) = (LEFT, WIDTH - RIGHT);
-    let (y0, y1) = (top + PANEL, top);
+    // Values map to `y0` (zero) .. `y1` (the top of the axis), a little below the frame so
+    // that a line at 100% stays clear of it.
+    let (y0, y1) = (top + PANEL, top + 8.0);
     let frame = if panel.bottleneck { WAIT } else { "#999" };
     let _ = writeln!(
         out,
@@ -362,7 +364,8 @@ fn draw_panel(out: &mut String, series: &StatsSeries, panel: &Panel<'_>, top: f6
         .filter(|l| !l.share)
         .flat_map(|l| l.values.iter().copied().flatten())
         .fold(0.0f64, f64::max);
-    let top_items = nice_ceiling(max_items);
+    // Some room above the largest value, so the line does not run along the top.
+    let top_items = nice_ceiling(max_items * 1.1);
     for k in 0..=2 {
         let v = top_items * f64::from(k) / 2.0;
         let y = y0 - (y0 - y1) * f64::from(k) / 2.0;
@@ -404,7 +407,7 @@ fn draw_panel(out: &mut String, series: &StatsSeries, panel: &Panel<'_>, top: f6
     // The frame under the lines, so that a line at 100% stays visible.
     let _ = writeln!(
         out,
-        r#"<rect x="{x0}" y="{y1}" width="{}" height="{PANEL}" fill="none" stroke="{frame}" stroke-width="{}"/>"#,
+        r#"<rect x="{x0}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="{frame}" stroke-width="{}"/>"#,
         x1 - x0,
         if panel.bottleneck { 2.5 } else { 1.0 }
     );
@@ -460,13 +463,14 @@ fn time_weighted_mean(series: &StatsSeries, values: &[Option<f64>]) -> f64 {
     }
 }
 
-/// The smallest of 1, 2, 5 × 10^k at or above `v` (1 for nothing).
+/// The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k) at or above `v` (1
+/// for nothing), so that the axis is never much taller than the data.
 fn nice_ceiling(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let base = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .into_iter()
         .map(|m| m * base)
         .find(|&c| c >= v * 0.999_999)
@@ -579,8 +583,10 @@ mod tests {
     #[test]
     fn round_numbers_for_the_axes() {
         assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(7.0), 10.0);
-        assert_eq!(nice_ceiling(120.0), 200.0);
+        assert_eq!(nice_ceiling(7.0), 8.0);
+        assert_eq!(nice_ceiling(9.0), 10.0);
+        assert_eq!(nice_ceiling(120.0), 150.0);
+        assert_eq!(nice_ceiling(214.0), 250.0);
         assert_eq!(nice_ceiling(500.0), 500.0);
         assert_eq!(nice_step(0.9), 1.0);
         assert_eq!(nice_step(2.6), 2.0);
