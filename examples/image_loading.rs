@@ -17,7 +17,8 @@
 //!
 //! Options: `--batch-size N` (32), `--concurrency C` (decode stages; default: the cores),
 //! `--threads T` (pipeline threads; default `C` + 2), `--epochs E` (1), `--images N`
-//! (generated dataset size; 512), `--max-failures N` (10).
+//! (generated dataset size; 512), `--max-failures N` (10), `--report FILE` (write the picture
+//! of the run, an SVG: see `Pipeline::write_report`).
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ struct Args {
     epochs: usize,
     images: usize,
     max_failures: u64,
+    report: Option<PathBuf>,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
@@ -117,6 +119,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         loaded as f64 / wall,
     );
     progress.finish(&pipeline);
+    if let Some(path) = &args.report {
+        pipeline.write_report(path)?;
+        println!("wrote the report to {}", path.display());
+    }
     if loaded as u64 + failed != total as u64 {
         return Err(format!("{total} files, but {loaded} loaded and {failed} failed").into());
     }
@@ -148,7 +154,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: {e}\nusage: image_loading [--batch-size N] [--concurrency C] \
-                 [--threads T] [--epochs E] [--images N] [--max-failures N] [DIR]"
+                 [--threads T] [--epochs E] [--images N] [--max-failures N] [--report FILE] \
+                 [DIR]"
             );
             return ExitCode::from(2);
         }
@@ -172,6 +179,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         epochs: 1,
         images: 512,
         max_failures: 10,
+        report: None,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -189,6 +197,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--epochs" => args.epochs = value("--epochs")?,
             "--images" => args.images = value("--images")?,
             "--max-failures" => args.max_failures = value("--max-failures")? as u64,
+            "--report" => {
+                args.report = Some(PathBuf::from(it.next().ok_or("--report needs a file")?))
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
             dir if args.dir.is_none() => args.dir = Some(PathBuf::from(dir)),
             extra => return Err(format!("unexpected argument `{extra}`")),

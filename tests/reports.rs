@@ -191,3 +191,41 @@ fn a_pipeline_stopped_early_reports_once() {
     let reports = reports_for("stopped_early");
     assert_eq!(reports.len(), 1, "{reports:?}");
 }
+
+#[test]
+fn the_final_report_tells_how_long_the_consumer_waited() {
+    capture();
+    let p = PipelineBuilder::new()
+        .source(0..20u64)
+        .pipe(|x: u64| {
+            std::thread::sleep(Duration::from_millis(5));
+            x
+        })
+        .name("keeps_the_consumer_waiting")
+        .sink()
+        .buffer(2)
+        .build()
+        .unwrap();
+    assert_eq!(p.count(), 20);
+    let all = capture().0.lock().unwrap().clone();
+    let consumer: Vec<&Report> = all
+        .iter()
+        .filter(|r| {
+            r.field("message")
+                .is_some_and(|m| m.contains("bottleneck: `keeps_the_consumer_waiting`"))
+                && r.field("consumer_items").is_some()
+        })
+        .collect();
+    assert_eq!(consumer.len(), 1, "{all:?}");
+    let event = consumer[0];
+    assert_eq!(event.field("report"), Some("final"));
+    assert_eq!(event.field("consumer_items"), Some("20"));
+    let share: f64 = event.field("wait_share").unwrap().parse().unwrap();
+    assert!(share > 0.5, "the consumer did nothing but wait: {share}");
+    let wait_us: f64 = event.field("wait_mean_us").unwrap().parse().unwrap();
+    assert!(wait_us >= 2_500.0, "{wait_us}");
+    assert!(event
+        .field("message")
+        .unwrap()
+        .starts_with("[consumer] waited"));
+}

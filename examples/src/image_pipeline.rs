@@ -1,4 +1,5 @@
-//! The image-loading pipeline's stages, shared by `examples/image_loading.rs` and its tests:
+//! The image-loading pipeline's stages, shared by `examples/image_loading.rs`,
+//! `examples/train.rs` and their tests:
 //!
 //! ```text
 //! source(paths) → read → decode + resize → normalise (f32 CHW) → aggregate(batch) → collate
@@ -6,8 +7,11 @@
 //!
 //! The caller adds what follows (a device transfer, the sink) and the failure budget. A file
 //! that cannot be read or decoded fails only its own item, with an error naming the file.
+//! [`labelled_image_stages`] is the same with a label carried beside each image, for
+//! training.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use pipeline_runtime::{PipelineBuilder, StageBuilder};
 
@@ -24,6 +28,9 @@ pub struct LoaderOptions {
     pub read_concurrency: usize,
     /// Images decoded at once (CPU bound: about the number of cores).
     pub decode_concurrency: usize,
+    /// Extra time spent on each decode (a sleep), to make the loader deliberately slow and
+    /// watch its consumer starve. Zero by default.
+    pub decode_delay: Duration,
 }
 
 impl Default for LoaderOptions {
@@ -34,6 +41,7 @@ impl Default for LoaderOptions {
             batch_size: 32,
             read_concurrency: 8,
             decode_concurrency: cores,
+            decode_delay: Duration::ZERO,
         }
     }
 }
@@ -50,6 +58,15 @@ pub struct TensorBatch {
     pub data: Vec<f32>,
 }
 
+/// A batch of images and their labels, in the same order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledBatch {
+    /// The images.
+    pub images: TensorBatch,
+    /// One label per image.
+    pub labels: Vec<u32>,
+}
+
 /// The stages from a list of files to batches; finish with `.sink().buffer(..)` and build.
 pub fn image_stages<I>(paths: I, options: LoaderOptions) -> StageBuilder<TensorBatch>
 where
@@ -57,22 +74,61 @@ where
     I::IntoIter: Send + 'static,
 {
     let size = options.size;
+    stages(paths.into_iter().map(|p| (p, ())), options)
+        .pipe(move |tensors: Vec<((), Vec<f32>)>| {
+            collate(tensors.into_iter().map(|(_, t)| t).collect(), size)
+        })
+        .name("collate")
+}
+
+/// [`image_stages`] for labelled files: each `(path, label)` keeps its label through the
+/// stages, and a batch holds the labels of its images.
+pub fn labelled_image_stages<I>(items: I, options: LoaderOptions) -> StageBuilder<LabelledBatch>
+where
+    I: IntoIterator<Item = (PathBuf, u32)>,
+    I::IntoIter: Send + 'static,
+{
+    let size = options.size;
+    stages(items, options)
+        .pipe(move |batch: Vec<(u32, Vec<f32>)>| {
+            let (labels, tensors) = batch.into_iter().unzip();
+            LabelledBatch {
+                images: collate(tensors, size),
+                labels,
+            }
+        })
+        .name("collate")
+}
+
+/// Everything up to the batches of per-image tensors, a tag `L` carried beside each.
+fn stages<I, L>(items: I, options: LoaderOptions) -> StageBuilder<Vec<(L, Vec<f32>)>>
+where
+    I: IntoIterator<Item = (PathBuf, L)>,
+    I::IntoIter: Send + 'static,
+    L: Send + 'static,
+{
+    let LoaderOptions {
+        size, decode_delay, ..
+    } = options;
     PipelineBuilder::new()
-        .source(paths)
-        .try_pipe(images::read)
+        .source(items)
+        .try_pipe(|(path, tag): (PathBuf, L)| images::read(path).map(|file| (tag, file)))
         .concurrency(options.read_concurrency)
         .name("read")
-        .try_pipe(move |file: EncodedImage| -> Result<RgbImage, ImageError> {
-            images::decode(&file, size, size)
-        })
+        .try_pipe(
+            move |(tag, file): (L, EncodedImage)| -> Result<(L, RgbImage), ImageError> {
+                if !decode_delay.is_zero() {
+                    std::thread::sleep(decode_delay);
+                }
+                Ok((tag, images::decode(&file, size, size)?))
+            },
+        )
         .concurrency(options.decode_concurrency)
         .name("decode+resize")
-        .pipe(|image: RgbImage| images::to_normalised_chw(&image))
+        .pipe(|(tag, image): (L, RgbImage)| (tag, images::to_normalised_chw(&image)))
         .concurrency(options.decode_concurrency)
         .name("normalise")
         .aggregate(options.batch_size)
-        .pipe(move |tensors: Vec<Vec<f32>>| collate(tensors, size))
-        .name("collate")
 }
 
 /// Concatenates per-image tensors into one batch tensor.

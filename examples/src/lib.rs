@@ -3,17 +3,27 @@
 //! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
 //! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), and one rank
 //! of a multi-process training job ([`distributed`]).
+//!
+//! With feature `candle`: batches as candle tensors (`candle`) and a small training run on
+//! the pipeline (`training`), for `examples/train.rs`.
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod distributed;
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;
 pub mod scratch;
 pub mod trace;
+#[cfg(feature = "candle")]
+pub mod training;
 
 /// The guide's chapters that use this crate, compiled as doctests.
 #[doc(hidden)]
 pub mod __guide {
     #[doc = include_str!("../../docs/src/image-loading.md")]
     pub mod image_loading {}
+    #[cfg(feature = "candle")]
+    #[doc = include_str!("../../docs/src/training.md")]
+    pub mod training {}
 }

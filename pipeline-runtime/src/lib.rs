@@ -141,6 +141,8 @@ mod __guide {
     mod performance {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
+    // "Image loading" and "In a training loop" use the examples' library (and candle), so
+    // `pipeline-examples` compiles them (its `__guide` module).
 }
 
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
@@ -159,4 +161,7 @@ pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
-pub use stats::{DurationStats, PipelineStats, QueueStats, StageKind, StageStats};
+pub use stats::{
+    ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
+    StageKind, StageSeries, StageStats, StatsSeries,
+};

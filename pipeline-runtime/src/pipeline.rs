@@ -21,7 +21,7 @@ use crate::resume::ResumeState;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::report;
-use crate::stats::{PipelineStats, StatsRegistry};
+use crate::stats::{ConsumerClock, PipelineStats, StatsRegistry, StatsSeries};
 
 enum State<T> {
     Built { launch: LaunchFn<T>, buffer: usize },
@@ -57,6 +57,8 @@ pub struct Pipeline<T> {
     shape: String,
     /// Resume tracking's ledger (made when the pipeline starts, if tracking is on).
     ledger: Option<Arc<Ledger>>,
+    /// The consumer's wait and step times (statistics on only).
+    consumer: ConsumerClock,
 }
 
 impl<T> fmt::Debug for Pipeline<T> {
@@ -92,6 +94,7 @@ impl<T: Send + 'static> Pipeline<T> {
             reporter: None,
             final_reported: false,
             finished: false,
+            consumer: ConsumerClock::default(),
             shape,
             ledger,
         }
@@ -154,7 +157,8 @@ impl<T: Send + 'static> Pipeline<T> {
             Ok(mut output) => {
                 output.set_consumer();
                 let stages = l.stages.iter().map(|s| s.stats_entry()).collect();
-                self.stats.start(stages, std::mem::take(&mut l.queues));
+                self.stats
+                    .start(stages, std::mem::take(&mut l.queues), self.settings.stats);
                 if self.settings.stats {
                     self.start_stats_thread(self.settings.report_interval);
                 }
@@ -225,12 +229,24 @@ impl<T: Send + 'static> Pipeline<T> {
     /// to see them.
     pub fn get_timeout(&mut self, timeout: Option<Duration>) -> Result<T, GetError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        self.consumer_reads();
         loop {
             match self.next_msg(deadline) {
-                Ok(Some(Msg::Item(item, _))) => return Ok(item),
+                Ok(Some(Msg::Item(item, _))) => {
+                    self.consumer_takes(true);
+                    return Ok(item);
+                }
                 Ok(Some(Msg::EpochEnd)) => continue,
-                Ok(None) => return Err(GetError::Finished),
-                Err(e) => return Err(e),
+                Ok(None) => {
+                    self.consumer_takes(false);
+                    return Err(GetError::Finished);
+                }
+                // A timeout leaves the read under way: the next call goes on with its wait.
+                Err(GetError::Timeout) => return Err(GetError::Timeout),
+                Err(e) => {
+                    self.consumer_takes(false);
+                    return Err(e);
+                }
             }
         }
     }
@@ -279,6 +295,26 @@ impl<T: Send + 'static> Pipeline<T> {
     /// names the bottleneck.
     pub fn stats(&self) -> PipelineStats {
         self.stats.snapshot()
+    }
+
+    /// The statistics over time, recorded by the statistics thread while the pipeline runs
+    /// (empty when statistics are off). See [`write_report`](Self::write_report) for the
+    /// picture.
+    pub fn stats_series(&self) -> StatsSeries {
+        self.stats.series()
+    }
+
+    /// The picture of the run so far, as a self-contained SVG document: one panel per stage
+    /// (items/s, busy share, occupancy of its input queue) and one for the consumer (items/s,
+    /// wait share), the bottleneck framed in red.
+    pub fn report_svg(&self) -> String {
+        crate::stats::svg::render(&self.stats.series(), &self.stats.snapshot())
+    }
+
+    /// Writes [`report_svg`](Self::report_svg) to `path`. Best called after the last item
+    /// (or [`stop`](Self::stop)), when the figures are final.
+    pub fn write_report(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.report_svg())
     }
 
     /// Stops the pipeline: stages stop taking items, queues close, and the pipeline's
@@ -385,6 +421,16 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
     type Item = Result<T, PipelineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.consumer_reads();
+        let next = self.next_item();
+        self.consumer_takes(matches!(next, Some(Ok(_))));
+        next
+    }
+}
+
+impl<T: Send + 'static> Pipeline<T> {
+    /// The iterator's next item, epoch boundaries skipped.
+    fn next_item(&mut self) -> Option<Result<T, PipelineError>> {
         loop {
             match self.next_msg(None) {
                 Ok(Some(Msg::Item(item, _))) => return Some(Ok(item)),
@@ -393,6 +439,27 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
                 Err(GetError::Failed(e)) => return Some(Err(e)),
                 Err(GetError::Timeout | GetError::Finished) => return None,
             }
+        }
+    }
+
+    /// The consumer asks for an item (timed with statistics on).
+    #[inline]
+    fn consumer_reads(&mut self) {
+        if self.settings.stats {
+            self.consumer.on_read(&self.stats.consumer);
+        }
+    }
+
+    /// The read ends, with an item handed over or without one.
+    #[inline]
+    fn consumer_takes(&mut self, item: bool) {
+        if !self.settings.stats {
+            return;
+        }
+        if item {
+            self.consumer.on_item(&self.stats.consumer);
+        } else {
+            self.consumer.on_no_item(&self.stats.consumer);
         }
     }
 }
@@ -422,8 +489,10 @@ impl<T: Send + 'static> Pipeline<T> {
             self.finished = true;
             return Poll::Ready(Some(Err(e)));
         }
+        self.consumer_reads();
         loop {
             let State::Running(running) = &mut self.state else {
+                self.consumer_takes(false);
                 return Poll::Ready(None);
             };
             match running.output.as_mut().poll_next(cx) {
@@ -432,10 +501,12 @@ impl<T: Send + 'static> Pipeline<T> {
                     if let Some(ledger) = &self.ledger {
                         ledger.resolve(tag);
                     }
+                    self.consumer_takes(true);
                     return Poll::Ready(Some(Ok(item)));
                 }
                 Poll::Ready(Some(Msg::EpochEnd)) => continue,
                 Poll::Ready(None) => {
+                    self.consumer_takes(false);
                     return Poll::Ready(self.end_of_stream().map(Err));
                 }
             }
@@ -483,7 +554,11 @@ impl<T: Send + 'static> Iterator for Epoch<'_, T> {
         if self.done {
             return None;
         }
-        match self.pipeline.next_msg(None) {
+        self.pipeline.consumer_reads();
+        let next = self.pipeline.next_msg(None);
+        self.pipeline
+            .consumer_takes(matches!(next, Ok(Some(Msg::Item(_, _)))));
+        match next {
             Ok(Some(Msg::Item(item, _))) => Some(Ok(item)),
             Ok(Some(Msg::EpochEnd)) | Ok(None) => {
                 self.done = true;

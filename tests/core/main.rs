@@ -4,6 +4,7 @@
 mod aggregate;
 mod backpressure;
 mod concurrency;
+mod consumer;
 mod epochs;
 mod executors;
 mod failures;
@@ -11,6 +12,7 @@ mod hooks;
 mod lifecycle;
 mod order;
 mod resume;
+mod run_report;
 mod stages;
 mod stats;
 mod stream_ext;

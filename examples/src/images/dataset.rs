@@ -1,4 +1,6 @@
-//! A small deterministic JPEG dataset, so that the image example runs without downloads.
+//! Small deterministic JPEG datasets, so that the image examples run without downloads: one
+//! that looks like photos (for loading speed), and one whose images carry a label (for
+//! training).
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,81 @@ fn synthesize(seed: u64, width: u32, height: u32) -> Vec<u8> {
     }
     for p in &mut pixels {
         let noise = rng.below(17) as i32 - 8;
+        *p = (i32::from(*p) + noise).clamp(0, 255) as u8;
+    }
+    pixels
+}
+
+/// The classes of [`write_stripes_dataset`]: the direction of an image's stripes.
+pub const STRIPE_CLASSES: [&str; 4] = ["horizontal", "vertical", "diagonal \\", "diagonal /"];
+
+/// Sizes cycled through by the stripes generator: small, square and not.
+const STRIPE_SIZES: [(u32, u32); 3] = [(64, 64), (80, 60), (60, 80)];
+
+/// Writes `count` labelled JPEG files (`stripes_00000.jpg`, …) into `dir` and returns each
+/// path with its label, an index into [`STRIPE_CLASSES`]. The label is what the picture
+/// shows: stripes running horizontally, vertically or along one of the two diagonals (in the
+/// image's own coordinates, so they stay diagonal when resized to a square), in two random
+/// colours, at a random frequency and phase, with noise and a flat rectangle on top. Colour
+/// says nothing about the class; only the direction of the stripes does. Labels go round
+/// the classes in turn (balanced), and the same call always writes the same images.
+pub fn write_stripes_dataset(dir: &Path, count: usize) -> std::io::Result<Vec<(PathBuf, u32)>> {
+    std::fs::create_dir_all(dir)?;
+    let mut items = Vec::with_capacity(count);
+    for i in 0..count {
+        let label = (i % STRIPE_CLASSES.len()) as u32;
+        let (width, height) = STRIPE_SIZES[(i / STRIPE_CLASSES.len()) % STRIPE_SIZES.len()];
+        let pixels = stripes(i as u64, label, width, height);
+        let path = dir.join(format!("stripes_{i:05}.jpg"));
+        let file = BufWriter::new(std::fs::File::create(&path)?);
+        JpegEncoder::new_with_quality(file, 90)
+            .encode(&pixels, width, height, ExtendedColorType::Rgb8)
+            .map_err(std::io::Error::other)?;
+        items.push((path, label));
+    }
+    Ok(items)
+}
+
+fn stripes(seed: u64, label: u32, width: u32, height: u32) -> Vec<u8> {
+    let mut rng = XorShift(0xA076_1D64_78BD_642F ^ seed.wrapping_mul(0xE703_7ED1_A0B4_28DB));
+    let luma = |c: [f32; 3]| 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+    let colour = |rng: &mut XorShift| [0, 1, 2].map(|_| 255.0 * rng.unit());
+    let a = colour(&mut rng);
+    // A second colour that differs from the first in brightness, so the stripes show.
+    let mut b = colour(&mut rng);
+    while (luma(a) - luma(b)).abs() < 60.0 {
+        b = colour(&mut rng);
+    }
+    let cycles = 2.5 + 3.0 * rng.unit();
+    let phase = std::f32::consts::TAU * rng.unit();
+    let (w, h) = (width as usize, height as usize);
+    let mut pixels = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+            let along = match label {
+                0 => v,
+                1 => u,
+                2 => (u + v) / std::f32::consts::SQRT_2,
+                _ => (u - v) / std::f32::consts::SQRT_2,
+            };
+            let mix = 0.5 + 0.5 * (std::f32::consts::TAU * cycles * along + phase).sin();
+            for c in 0..3 {
+                pixels[(y * w + x) * 3 + c] = (a[c] * mix + b[c] * (1.0 - mix)) as u8;
+            }
+        }
+    }
+    // A flat rectangle of a third colour, up to a quarter of each side.
+    let (rw, rh) = (1 + below(&mut rng, w / 4), 1 + below(&mut rng, h / 4));
+    let (x0, y0) = (below(&mut rng, w - rw), below(&mut rng, h - rh));
+    let patch = colour(&mut rng).map(|v| v as u8);
+    for y in y0..y0 + rh {
+        for x in x0..x0 + rw {
+            pixels[(y * w + x) * 3..][..3].copy_from_slice(&patch);
+        }
+    }
+    for p in &mut pixels {
+        let noise = rng.below(25) as i32 - 12;
         *p = (i32::from(*p) + noise).clamp(0, 255) as u8;
     }
     pixels

@@ -20,7 +20,7 @@ mod dataset;
 #[cfg(feature = "turbojpeg")]
 mod turbo;
 
-pub use dataset::write_jpeg_dataset;
+pub use dataset::{write_jpeg_dataset, write_stripes_dataset, STRIPE_CLASSES};
 
 /// Per-channel mean of the ImageNet training set (RGB, in `[0, 1]`), the usual normalisation.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

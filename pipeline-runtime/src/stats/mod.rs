@@ -1,24 +1,33 @@
 //! Statistics of a running pipeline: per-stage task counts and times, per-queue waits and
-//! occupancy, a typed snapshot ([`PipelineStats`]) and the reports logged through `tracing`.
+//! occupancy, the consumer's wait, a typed snapshot ([`PipelineStats`]), the same over time
+//! ([`StatsSeries`]), the reports logged through `tracing` and the picture of a run.
 
+mod consumer;
 mod histogram;
 mod queue;
 pub(crate) mod report;
+mod series;
 mod stage;
+pub(crate) mod svg;
 mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) use consumer::ConsumerClock;
+pub use consumer::ConsumerStats;
 pub use histogram::DurationStats;
 pub(crate) use queue::QueueCounters;
 pub use queue::QueueStats;
+pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
 pub(crate) use stage::StageCounters;
 pub use stage::{StageKind, StageStats};
 
 use crate::clock;
 use crate::sync::lock;
+use consumer::ConsumerCounters;
+use series::SeriesRecorder;
 
 /// A snapshot of a whole pipeline: every stage, every queue between them.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +38,9 @@ pub struct PipelineStats {
     /// One entry per queue, in pipeline order: `queues[i]` carries the outputs of
     /// `stages[i]`; the last one feeds the consumer. Empty when statistics are off.
     pub queues: Vec<QueueStats>,
+    /// The code reading the pipeline: how long it waited for items, and how long it worked
+    /// on each. Empty when statistics are off.
+    pub consumer: ConsumerStats,
     /// Time since the pipeline started (until now, or until it ended).
     pub elapsed: Duration,
 }
@@ -95,6 +107,9 @@ pub(crate) struct StageEntry {
 pub(crate) struct StatsRegistry {
     stages: Mutex<Vec<StageEntry>>,
     queues: Mutex<Vec<QueueEntry>>,
+    /// Written by the consumer's thread only.
+    pub(crate) consumer: ConsumerCounters,
+    series: Mutex<SeriesRecorder>,
     started: AtomicU64,
     ended: AtomicU64,
 }
@@ -104,6 +119,8 @@ impl Default for StatsRegistry {
         Self {
             stages: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
+            consumer: ConsumerCounters::default(),
+            series: Mutex::new(SeriesRecorder::default()),
             started: AtomicU64::new(0),
             ended: AtomicU64::new(0),
         }
@@ -111,10 +128,32 @@ impl Default for StatsRegistry {
 }
 
 impl StatsRegistry {
-    pub(crate) fn start(&self, stages: Vec<StageEntry>, queues: Vec<QueueEntry>) {
+    /// `series`: record the statistics over time (statistics on).
+    pub(crate) fn start(&self, stages: Vec<StageEntry>, queues: Vec<QueueEntry>, series: bool) {
         self.started.store(clock::now().max(1), Ordering::Relaxed);
         *lock(&self.stages) = stages;
         *lock(&self.queues) = queues;
+        if series {
+            let first = self.snapshot();
+            lock(&self.series).start(&first);
+        }
+    }
+
+    /// Adds a mark to the series over time if one is due (the statistics thread calls this
+    /// at every sample).
+    pub(crate) fn mark_if_due(&self) {
+        let now = clock::now();
+        if !lock(&self.series).is_due(now) {
+            return;
+        }
+        let stats = self.snapshot();
+        let under_way = self.consumer.in_progress(now);
+        lock(&self.series).record(&stats, under_way, now);
+    }
+
+    /// The statistics over time, so far.
+    pub(crate) fn series(&self) -> StatsSeries {
+        lock(&self.series).series()
     }
 
     /// One occupancy sample of every queue.
@@ -130,15 +169,21 @@ impl StatsRegistry {
         self.started.load(Ordering::Relaxed) != 0
     }
 
-    /// Freezes the elapsed time at now (the first call only).
+    /// Freezes the elapsed time at now (the first call only), and closes the series over
+    /// time with a last mark.
     pub(crate) fn mark_ended(&self) {
         if self.started.load(Ordering::Relaxed) != 0 {
-            let _ = self.ended.compare_exchange(
-                0,
-                clock::now().max(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let now = clock::now().max(1);
+            let first = self
+                .ended
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+            if first {
+                // The last mark holds the final totals, which leave out the wait that found
+                // the end of the stream.
+                let stats = self.snapshot();
+                lock(&self.series).record(&stats, (Duration::ZERO, Duration::ZERO), now);
+            }
         }
     }
 
@@ -188,6 +233,7 @@ impl StatsRegistry {
         PipelineStats {
             stages,
             queues,
+            consumer: self.consumer.snapshot(),
             elapsed,
         }
     }

@@ -84,6 +84,29 @@ pub(crate) fn log(stats: &PipelineStats, report: &'static str) {
             q.occupancy * 100.0,
         );
     }
+    let c = &stats.consumer;
+    if c.items > 0 {
+        let verdict = match (stats.consumer_bound(), stats.bottleneck()) {
+            (true, _) => "; bottleneck: the consumer".to_owned(),
+            (false, Some(b)) if stats.stages.len() > 1 => format!("; bottleneck: `{}`", b.name),
+            _ => String::new(),
+        };
+        tracing::info!(
+            target: TARGET,
+            report,
+            consumer_items = c.items,
+            wait_mean_us = c.wait.mean.as_secs_f64() * 1e6,
+            wait_p50_us = c.wait.p50.as_secs_f64() * 1e6,
+            wait_p90_us = c.wait.p90.as_secs_f64() * 1e6,
+            step_mean_us = c.step.mean.as_secs_f64() * 1e6,
+            wait_share = c.wait_share(),
+            "[consumer] waited {} per item (p90 {}; {:.0}% of its time), step {}{verdict}",
+            duration(c.wait.mean),
+            duration(c.wait.p90),
+            c.wait_share() * 100.0,
+            duration(c.step.mean),
+        );
+    }
     if stats.consumer_bound() {
         tracing::info!(
             target: TARGET,
@@ -121,6 +144,7 @@ pub(crate) fn run_stats_thread(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         registry.sample();
+        registry.mark_if_due();
         if let (Some(at), Some(interval)) = (next_report, interval) {
             let now = Instant::now();
             if now >= at {

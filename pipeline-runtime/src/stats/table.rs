@@ -82,14 +82,46 @@ impl fmt::Display for PipelineStats {
                 )?;
             }
         }
-        if let Some(verdict) = self.verdict() {
-            writeln!(f, "\n{verdict}")?;
+        let summary = self.summary_lines();
+        if !summary.is_empty() {
+            writeln!(f)?;
+        }
+        for line in summary {
+            writeln!(f, "{line}")?;
         }
         Ok(())
     }
 }
 
 impl PipelineStats {
+    /// The sentences under the tables: the consumer's wait, then the bottleneck.
+    pub(crate) fn summary_lines(&self) -> Vec<String> {
+        self.consumer_line()
+            .into_iter()
+            .chain(self.verdict())
+            .collect()
+    }
+
+    /// How long the consumer waited for items, when it took any.
+    pub(crate) fn consumer_line(&self) -> Option<String> {
+        let c = &self.consumer;
+        if c.items == 0 {
+            return None;
+        }
+        let mut text = format!(
+            "the consumer waited {} per item (p50 {}, p90 {}; {} of its time) over {} items",
+            duration(c.wait.mean),
+            duration(c.wait.p50),
+            duration(c.wait.p90),
+            percent(c.wait_share()),
+            c.items
+        );
+        if c.step.count > 0 {
+            text.push_str(&format!("; its own step took {}", duration(c.step.mean)));
+        }
+        Some(text)
+    }
+
     /// One sentence naming what limits throughput, when the figures say so.
     fn verdict(&self) -> Option<String> {
         if self.consumer_bound() {
