@@ -90,6 +90,8 @@ mod registry;
 mod run_state;
 mod stage;
 mod stats;
+#[cfg(feature = "storage")]
+pub mod storage;
 #[cfg(unix)]
 pub mod subprocess;
 mod sync;
