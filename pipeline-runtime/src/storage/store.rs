@@ -170,6 +170,13 @@ impl Store {
     pub async fn list(&self, filter: &Filter) -> Result<Vec<Object>, StorageError> {
         self.inner.counters.list();
         let prefix = &self.inner.prefix;
+        // A local store lists a missing directory as empty: say it is missing instead.
+        if self.inner.base == "file:///" && !std::path::Path::new(&format!("/{prefix}")).exists() {
+            return Err(StorageError::new(
+                StorageErrorKind::NotFound,
+                format!("list {}: no such directory", self.url()),
+            ));
+        }
         let listed: Vec<_> = self
             .inner
             .store

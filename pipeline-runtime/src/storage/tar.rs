@@ -28,6 +28,9 @@ pub(crate) struct TarEntry {
 pub(crate) struct TarError {
     pub(crate) offset: u64,
     pub(crate) message: String,
+    /// The name of the file being read when the archive broke off, if its header was whole:
+    /// everything before that file is known to be complete.
+    pub(crate) entry: Option<String>,
 }
 
 /// The reader's state between chunks.
@@ -135,6 +138,7 @@ impl TarReader {
             return Ok(());
         }
         let at = self.offset;
+        let mut entry = None;
         let message = if self.buf.is_empty() {
             format!("the archive ends at byte {at} without its end-of-archive blocks (truncated?)")
         } else if self.buf.len() < BLOCK {
@@ -144,19 +148,30 @@ impl TarReader {
             )
         } else {
             match self.parse_header() {
-                Ok(Header::Entry { name, size, .. }) => format!(
-                    "truncated: entry `{name}` at byte {at} has {} of its {size} data bytes",
-                    (self.buf.len() - BLOCK).min(size as usize)
-                ),
+                Ok(Header::Entry { name, size, .. }) => {
+                    let message = format!(
+                        "truncated: entry `{name}` at byte {at} has {} of its {size} data bytes",
+                        (self.buf.len() - BLOCK).min(size as usize)
+                    );
+                    entry = Some(self.next_name.clone().unwrap_or(name));
+                    message
+                }
                 Ok(Header::Zero) => return Ok(()),
                 Err(message) => message,
             }
         };
-        Err(self.fail(at, message))
+        let mut e = self.fail(at, message);
+        e.entry = entry;
+        self.failed = Some(e.clone());
+        Err(e)
     }
 
     fn fail(&mut self, offset: u64, message: String) -> TarError {
-        let e = TarError { offset, message };
+        let e = TarError {
+            offset,
+            message,
+            entry: None,
+        };
         self.failed = Some(e.clone());
         self.buf.clear();
         e
@@ -350,6 +365,7 @@ mod tests {
         assert_eq!(e.offset, 1024);
         assert!(e.message.contains("`000001.json`"), "{}", e.message);
         assert!(e.message.contains("1 of its 2 data bytes"), "{}", e.message);
+        assert_eq!(e.entry.as_deref(), Some("000001.json"));
         // Cut exactly between two files: only the missing end blocks tell.
         let (files, end) = read(&bytes[..2048], 512);
         assert_eq!(files.len(), 2);

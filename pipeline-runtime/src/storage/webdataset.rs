@@ -37,7 +37,7 @@ use futures::Stream;
 
 use super::error::{StorageError, StorageErrorKind};
 use super::store::{Object, Store};
-use super::tar::{TarEntry, TarReader};
+use super::tar::{TarEntry, TarError, TarReader};
 
 /// One sample: the files of a shard that share a key.
 #[derive(Debug, Clone)]
@@ -73,7 +73,8 @@ impl Sample {
 /// A stage function for [`async_try_flat_pipe`](crate::StageBuilder::async_try_flat_pipe):
 /// each listed shard in, its samples out, as they are parsed. A shard that is truncated or
 /// corrupt, or whose read fails for good, delivers the samples before the failure and then
-/// fails (one failure of that shard's item, counted against the stage's budget), with a
+/// fails (the sample being read when it broke off is delivered only if it is known to be
+/// complete: when the file that broke off has another key) (one failure of that shard's item, counted against the stage's budget), with a
 /// message naming the shard's URL and the byte offset; the other shards go on.
 pub fn samples(
     store: &Store,
@@ -94,6 +95,7 @@ pub fn read_shard(
         group: Grouper::default(),
         url,
         done: false,
+        failure: None,
     };
     futures::stream::unfold(state, |mut s| async move {
         let item = s.next_sample().await?;
@@ -107,10 +109,15 @@ struct ShardState {
     group: Grouper,
     url: Arc<str>,
     done: bool,
+    /// The shard's failure, due after the complete sample that is delivered first.
+    failure: Option<StorageError>,
 }
 
 impl ShardState {
     async fn next_sample(&mut self) -> Option<Result<Sample, StorageError>> {
+        if let Some(e) = self.failure.take() {
+            return Some(Err(e));
+        }
         if self.done {
             return None;
         }
@@ -123,7 +130,7 @@ impl ShardState {
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return Some(Err(self.corrupt(e.offset, &e.message))),
+                Err(e) => return self.broken(e),
             }
             match self.chunks.next().await {
                 Some(Ok(chunk)) => self.tar.push(&chunk),
@@ -133,7 +140,7 @@ impl ShardState {
                 }
                 None => {
                     if let Err(e) = self.tar.finish() {
-                        return Some(Err(self.corrupt(e.offset, &e.message)));
+                        return self.broken(e);
                     }
                     self.done = true;
                     return self.group.take().map(Ok);
@@ -142,13 +149,24 @@ impl ShardState {
         }
     }
 
-    fn corrupt(&mut self, offset: u64, message: &str) -> StorageError {
+    /// The archive is truncated or corrupt. The sample being grouped is complete if the
+    /// file that broke off is known to start another one: then it is delivered first.
+    fn broken(&mut self, e: TarError) -> Option<Result<Sample, StorageError>> {
         self.done = true;
-        let e = StorageError::new(
+        let error = StorageError::new(
             StorageErrorKind::Corrupt,
-            format!("shard {} at byte {offset}: {message}", self.url),
+            format!("shard {} at byte {}: {}", self.url, e.offset, e.message),
         );
-        self.dropping_partial(e)
+        let next_key = e.entry.as_deref().and_then(split_key).map(|(key, _)| key);
+        let complete = match (&self.group.current, next_key) {
+            (Some(current), Some(next)) => current.key != next,
+            _ => false,
+        };
+        if complete {
+            self.failure = Some(error);
+            return self.group.take().map(Ok);
+        }
+        Some(Err(self.dropping_partial(error)))
     }
 
     /// The sample being grouped when the shard failed may miss fields: it is not delivered,
