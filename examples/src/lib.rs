@@ -1,11 +1,14 @@
 //! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
 //! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
-//! [`image_pipeline`]), and generated data and temporary directories ([`scratch`]).
+//! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), and a real
+//! S3-compatible server on the loopback interface for the S3 tests and benchmarks
+//! ([`s3_server`]).
 
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;
+pub mod s3_server;
 pub mod scratch;
 pub mod trace;
 

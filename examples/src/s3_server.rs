@@ -52,18 +52,16 @@ impl S3Server {
             None if on_path("s3s-fs") => ServerKind::S3sFs,
             None if on_path("moto_server") => ServerKind::Moto,
             None => {
-                return Err("neither `s3s-fs` nor `moto_server` is on PATH (install one: \
+                return Err(
+                    "neither `s3s-fs` nor `moto_server` is on PATH (install one: \
                             `cargo install s3s-fs@0.14.1 --features binary --locked`, or \
                             `pip install 'moto[server]'`)"
-                    .into())
+                        .into(),
+                )
             }
         };
-        let data = TempDir::new(&format!(
-            "pipeline-s3-{}-{}",
-            std::process::id(),
-            unique()
-        ))
-        .map_err(|e| format!("temporary directory: {e}"))?;
+        let data = TempDir::new(&format!("pipeline-s3-{}-{}", std::process::id(), unique()))
+            .map_err(|e| format!("temporary directory: {e}"))?;
         let port = free_port()?;
         let mut command = match kind {
             ServerKind::S3sFs => {
@@ -96,14 +94,21 @@ impl S3Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!(
                     "{kind:?} exited at start ({status}): {}",
                     server.log_tail()
                 ));
             }
             if Instant::now() > deadline {
-                return Err(format!("{kind:?} did not listen on {} within 30 s", server.addr));
+                return Err(format!(
+                    "{kind:?} did not listen on {} within 30 s",
+                    server.addr
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -50,8 +50,12 @@ impl StorageError {
             E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } | E::NotSupported { .. } => {
                 StorageErrorKind::Config
             }
-            e if super::retry::is_transient(e) => StorageErrorKind::Unavailable,
-            _ => StorageErrorKind::Other,
+            e => match super::retry::http_status(e) {
+                Some(404) => StorageErrorKind::NotFound,
+                Some(401 | 403) => StorageErrorKind::Denied,
+                _ if super::retry::is_transient(e) => StorageErrorKind::Unavailable,
+                _ => StorageErrorKind::Other,
+            },
         };
         Self {
             kind,

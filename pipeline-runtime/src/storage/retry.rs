@@ -51,6 +51,13 @@ impl Retry {
 /// missing object, a refused permission or a bad path, no.
 pub(crate) fn is_transient(error: &object_store::Error) -> bool {
     use object_store::Error as E;
+    if let Some(status) = http_status(error) {
+        // A client error is the request's fault, and another try changes nothing, except
+        // for a timeout or being asked to slow down.
+        if (400..500).contains(&status) && status != 408 && status != 429 {
+            return false;
+        }
+    }
     !matches!(
         error,
         E::NotFound { .. }
@@ -64,6 +71,22 @@ pub(crate) fn is_transient(error: &object_store::Error) -> bool {
             | E::Unauthenticated { .. }
             | E::UnknownConfigurationKey { .. }
     )
+}
+
+/// The HTTP status a cloud store's error reports, if any. object_store maps only some
+/// statuses to their own variants (a listing's 404 stays `Generic`), and its error with
+/// the status is private, so the status is read from the message: "... status code: 404".
+pub(crate) fn http_status(error: &object_store::Error) -> Option<u16> {
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if let Some(i) = text.find("status code: ") {
+            let code = text[i + 13..].get(..3)?;
+            return code.parse().ok();
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -94,5 +117,13 @@ mod tests {
         };
         assert!(!is_transient(&missing));
         assert!(is_transient(&generic));
+        let status = |code: &str| object_store::Error::Generic {
+            store: "S3",
+            source: format!("Server returned non-2xx status code: {code}: <Error/>").into(),
+        };
+        assert_eq!(http_status(&status("404 Not Found")), Some(404));
+        assert!(!is_transient(&status("400 Bad Request")));
+        assert!(is_transient(&status("503 Service Unavailable")));
+        assert!(is_transient(&status("429 Too Many Requests")));
     }
 }
