@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! source(paths) → read → decode + resize → normalise (f32 CHW) → aggregate(batch) → collate
+//! source(shards) → samples (WebDataset) → decode + resize → ...          (the same from here)
 //! ```
 //!
 //! The caller adds what follows (a device transfer, the sink) and the failure budget. A file
@@ -9,6 +10,8 @@
 
 use std::path::PathBuf;
 
+use pipeline_runtime::storage::webdataset::{self, Sample};
+use pipeline_runtime::storage::{Object, Store};
 use pipeline_runtime::{PipelineBuilder, StageBuilder};
 
 use crate::images::{self, EncodedImage, ImageError, RgbImage};
@@ -56,12 +59,50 @@ where
     I: IntoIterator<Item = PathBuf>,
     I::IntoIter: Send + 'static,
 {
-    let size = options.size;
-    PipelineBuilder::new()
+    let read = PipelineBuilder::new()
         .source(paths)
         .try_pipe(images::read)
         .concurrency(options.read_concurrency)
-        .name("read")
+        .name("read");
+    decode_stages(read, options)
+}
+
+/// The same stages from WebDataset shards (each sample's `jpg` field) instead of files:
+/// `read_concurrency` shards are streamed at once.
+pub fn shard_image_stages(
+    store: &Store,
+    shards: Vec<Object>,
+    options: LoaderOptions,
+) -> StageBuilder<TensorBatch> {
+    let samples = PipelineBuilder::new()
+        .source(shards)
+        .async_try_flat_pipe(webdataset::samples(store))
+        .concurrency(options.read_concurrency)
+        .name("samples")
+        .try_pipe(sample_image)
+        .name("jpg");
+    decode_stages(samples, options)
+}
+
+/// A sample's `jpg` field, named `<shard URL>#<key>` in errors.
+pub fn sample_image(sample: Sample) -> Result<EncodedImage, String> {
+    let path = PathBuf::from(format!("{}#{}", sample.shard, sample.key));
+    match sample.get("jpg") {
+        Some(jpg) => Ok(EncodedImage {
+            path,
+            bytes: jpg.to_vec(),
+        }),
+        None => Err(format!("{}: sample has no `jpg` field", path.display())),
+    }
+}
+
+/// Decoding onwards: decode + resize, normalise, batch, collate.
+fn decode_stages(
+    encoded: StageBuilder<EncodedImage>,
+    options: LoaderOptions,
+) -> StageBuilder<TensorBatch> {
+    let size = options.size;
+    encoded
         .try_pipe(move |file: EncodedImage| -> Result<RgbImage, ImageError> {
             images::decode(&file, size, size)
         })

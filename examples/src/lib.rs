@@ -9,6 +9,7 @@ pub mod image_pipeline;
 pub mod images;
 pub mod progress;
 pub mod s3_server;
+pub mod shards;
 pub mod scratch;
 pub mod trace;
 
