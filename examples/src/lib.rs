@@ -9,8 +9,8 @@ pub mod image_pipeline;
 pub mod images;
 pub mod progress;
 pub mod s3_server;
-pub mod shards;
 pub mod scratch;
+pub mod shards;
 pub mod trace;
 
 /// The guide's chapters that use this crate, compiled as doctests.
