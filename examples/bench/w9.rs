@@ -332,7 +332,11 @@ mod s3 {
     use super::Outcome;
 
     fn missing() -> Result<Outcome, String> {
-        Err("the W9.s3 ids need the `s3` feature: cargo build --release -p pipeline-examples --features s3 --example bench".into())
+        Err(
+            "the W9.s3 ids need the `s3` feature: cargo build --release -p \
+             pipeline-examples --features s3 --example bench"
+                .into(),
+        )
     }
 
     pub(crate) fn shards(_: u64) -> Result<Outcome, String> {

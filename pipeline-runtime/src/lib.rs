@@ -65,6 +65,10 @@
 //! The guide in `docs/` explains stages and their shapes, the macro, concurrency, executors,
 //! failures, epochs and backpressure.
 //!
+//! With the `storage` feature, the `storage` module reads training data from object stores
+//! (local, in memory, and with their features S3, GCS, Azure), as WebDataset tar shards or
+//! (feature `parquet`) Parquet files.
+//!
 //! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
 //! modules) need a Unix system: they re-execute the program, talk over pipes and share
 //! memory through `/dev/shm`. Elsewhere those items are absent and the rest of the crate
@@ -138,6 +142,9 @@ mod __guide {
     mod performance {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
+    #[cfg(feature = "storage")]
+    #[doc = include_str!("../../docs/src/storage.md")]
+    mod storage {}
 }
 
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};

@@ -1,7 +1,7 @@
 //! Parquet files as Arrow record batches (feature `parquet`). A file is read by ranges
-//! through its store, retried and counted like every read (the footer first, then the column chunks of the row groups it
-//! needs), never whole; the row groups are dealt out to the ranks of a distributed job, and
-//! only the named columns are read.
+//! through its store, retried and counted like every read (the footer first, then the column
+//! chunks of the row groups it needs), never whole; the row groups are dealt out to the ranks
+//! of a distributed job, and only the named columns are read.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,8 +1,9 @@
 //! Our retry policy around reads: which errors are worth another try, and how long to wait
 //! before it (exponential backoff with a cap). The HTTP client of a cloud store retries
-//! single requests on its own as well (configured by [`StoreOptions::http_retry`](super::StoreOptions::http_retry));
-//! this policy covers what it does not: a body that breaks off midway, a connection refused
-//! after the client gave up, and local I/O errors.
+//! single requests on its own as well (configured by
+//! [`StoreOptions::http_retry`](super::StoreOptions::http_retry)); this policy covers what
+//! it does not: a body that breaks off midway, a connection refused after the client gave
+//! up, and local I/O errors.
 
 use std::time::Duration;
 

@@ -430,7 +430,8 @@ mod cloud {
         StorageError::new(
             StorageErrorKind::Config,
             format!(
-                "{url}: this build cannot read `{}://` URLs: enable the `{feature}` feature of pipeline-runtime",
+                "{url}: this build cannot read `{}://` URLs: enable the `{feature}` feature \
+                 of pipeline-runtime",
                 url.scheme()
             ),
         )

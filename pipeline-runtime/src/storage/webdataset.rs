@@ -1,7 +1,7 @@
 //! WebDataset shards: tar archives whose files are grouped into samples by key. A shard is
-//! streamed from its store and parsed as it arrives ([`tar`](super::tar)); each run of
-//! consecutive files with the same key becomes one [`Sample`], whose fields are named by
-//! the rest of the file name (`000123.jpg`, `000123.json`, `000123.cls` → sample `000123`
+//! streamed from its store and parsed as it arrives (by a small incremental tar reader of
+//! this crate's own); each run of consecutive files with the same key becomes one
+//! [`Sample`], whose fields are named by the rest of the file name (`000123.jpg`, `000123.json`, `000123.cls` → sample `000123`
 //! with fields `jpg`, `json`, `cls`).
 //!
 //! The key is the file's path up to the first dot of its file name (directories included,
@@ -73,9 +73,10 @@ impl Sample {
 /// A stage function for [`async_try_flat_pipe`](crate::StageBuilder::async_try_flat_pipe):
 /// each listed shard in, its samples out, as they are parsed. A shard that is truncated or
 /// corrupt, or whose read fails for good, delivers the samples before the failure and then
-/// fails (the sample being read when it broke off is delivered only if it is known to be
-/// complete: when the file that broke off has another key) (one failure of that shard's item, counted against the stage's budget), with a
-/// message naming the shard's URL and the byte offset; the other shards go on.
+/// fails: one failure of that shard's item, counted against the stage's budget, with a
+/// message naming the shard's URL and the byte offset; the other shards go on. The sample
+/// being read when the shard broke off is delivered only if it is known to be complete
+/// (when the file that broke off has another key).
 pub fn samples(
     store: &Store,
 ) -> impl Fn(Object) -> BoxStream<'static, Result<Sample, StorageError>> + Send + Sync + 'static {
