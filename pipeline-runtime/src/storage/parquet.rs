@@ -236,3 +236,7 @@ fn kind_of(e: &ParquetError) -> StorageErrorKind {
         _ => StorageErrorKind::Corrupt,
     }
 }
+
+#[cfg(test)]
+#[path = "parquet_tests.rs"]
+mod tests;

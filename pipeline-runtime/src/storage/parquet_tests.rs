@@ -1,11 +1,14 @@
+//! The Parquet reader on files written by parquet's own `ArrowWriter` (here, beside the
+//! reader, so that the integration tests need no parquet dependency of their own).
+
 use std::sync::Arc;
 
+use super::{batches, read_file, ParquetOptions};
+use crate::storage::{block_on, Filter, Store};
+use crate::{MaxFailures, PipelineBuilder, StageFailureKind};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use pipeline_runtime::storage::parquet::{batches, ParquetOptions};
-use pipeline_runtime::storage::{block_on, Filter, Store};
-use pipeline_runtime::{MaxFailures, PipelineBuilder, StageFailureKind};
 
 /// A file of `rows` rows (`id`, `caption`, `score`) in row groups of 100.
 fn parquet_file(rows: i64) -> Vec<u8> {
@@ -126,7 +129,7 @@ fn a_corrupt_footer_fails_that_file_by_name_and_the_others_are_read() {
 fn an_unknown_column_is_named() {
     let store = store_with(&[("a.parquet", parquet_file(10))]);
     let files = block_on(store.list(&Filter::All)).unwrap();
-    let mut stream = Box::pin(pipeline_runtime::storage::parquet::read_file(
+    let mut stream = Box::pin(read_file(
         &store,
         files[0].clone(),
         ParquetOptions::new().columns(["id", "label"]),
