@@ -13,7 +13,7 @@
 //! The upload before the timing window is not measured.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pipeline_examples::image_pipeline::{image_stages, shard_image_stages, LoaderOptions};
 use pipeline_examples::images;
@@ -158,6 +158,8 @@ pub(crate) fn shards_memory(n_mib: u64) -> Result<Outcome, String> {
 #[cfg(feature = "s3")]
 mod s3 {
     use std::sync::Arc;
+
+    use std::time::Duration;
 
     use futures::{StreamExt, TryStreamExt};
     use pipeline_examples::s3_server::S3Server;
