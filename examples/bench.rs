@@ -27,6 +27,8 @@ use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 mod w4;
 #[path = "bench/w7.rs"]
 mod w7;
+#[path = "bench/w9.rs"]
+mod w9;
 
 struct Args {
     id: String,
@@ -105,6 +107,12 @@ const IDS: &[&str] = &[
     "W7.x.memcpy.bytes64k",
     "W6.c2",
     "W6.x.plain",
+    "W9.files",
+    "W9.shards",
+    "W9.shards.mem",
+    "W9.s3.shards",
+    "W9.s3.plain",
+    "W9.s3.small",
 ];
 
 struct Outcome {
@@ -516,6 +524,12 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
         "W6.c2" => w6(data_dir),
         "W6.x.plain" => w6_plain(data_dir),
+        "W9.files" => w9::images_from(n_or(512), false),
+        "W9.shards" => w9::images_from(n_or(512), true),
+        "W9.shards.mem" => w9::shards_memory(n_or(1024)),
+        "W9.s3.shards" => w9::s3_shards(n_or(32)),
+        "W9.s3.plain" => w9::s3_plain(n_or(32)),
+        "W9.s3.small" => w9::s3_small(n_or(2048)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }

@@ -19,17 +19,28 @@
 //! `--threads T` (pipeline threads; default `C` + 2), `--epochs E` (1), `--images N`
 //! (generated dataset size; 512), `--max-failures N` (10), `--report FILE` (write the picture
 //! of the run, an SVG: see `Pipeline::write_report`).
+//!
+//! WebDataset shards: `--write-shards DIR_OR_URL` writes the dataset (generated, or `DIR`)
+//! as tar shards of `--per-shard N` (64) images there and exits; `--shards DIR_OR_URL`
+//! reads the images from the shards there instead of from files. A URL is `s3://bucket/prefix`
+//! (build with `--features s3`; endpoint and credentials from `AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`) or
+//! `file:///dir`; anything else is a local directory.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use pipeline_examples::image_pipeline::{image_stages, LoaderOptions, TensorBatch};
+use pipeline_examples::image_pipeline::{
+    image_stages, shard_image_stages, LoaderOptions, TensorBatch,
+};
 use pipeline_examples::images;
 use pipeline_examples::progress::Progress;
 use pipeline_examples::scratch::TempDir;
-use pipeline_runtime::MaxFailures;
+use pipeline_examples::shards::write_image_shards;
+use pipeline_runtime::storage::{block_on, Filter, Store};
+use pipeline_runtime::{MaxFailures, StageBuilder};
 
 #[derive(Debug)]
 struct Args {
@@ -41,9 +52,15 @@ struct Args {
     images: usize,
     max_failures: u64,
     report: Option<PathBuf>,
+    write_shards: Option<String>,
+    shards: Option<String>,
+    per_shard: usize,
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    if let Some(url) = &args.shards {
+        return run_from_shards(&args, url);
+    }
     let generated;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
@@ -64,6 +81,20 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if files.is_empty() {
         return Err(format!("no files in {}", dir.display()).into());
     }
+    if let Some(url) = &args.write_shards {
+        let store = Store::open(url)?;
+        let t = Instant::now();
+        let (shards, bytes) = write_image_shards(&files, &store, args.per_shard)?;
+        println!(
+            "wrote {} files as {} shards ({:.1} MB) to {} in {:.1} s",
+            files.len(),
+            shards.len(),
+            bytes as f64 / 1e6,
+            store.url(),
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let total = files.len() * args.epochs;
     println!(
         "loading {} files × {} epoch(s) from {} with {}",
@@ -81,6 +112,53 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let source = (0..args.epochs).flat_map(move |_| files.clone());
     let started = Instant::now();
     let stages = image_stages(source, options);
+    load(&args, stages, total, started)
+}
+
+/// Reads the images from the WebDataset shards at `url` (`--shards`).
+fn run_from_shards(args: &Args, url: &str) -> Result<(), Box<dyn Error>> {
+    let store = Store::open(url)?;
+    let shards = block_on(store.list(&Filter::suffix(".tar")))?;
+    if shards.is_empty() {
+        return Err(format!("no .tar shards in {}", store.url()).into());
+    }
+    let per_epoch = shards.len();
+    println!(
+        "loading {per_epoch} shards × {} epoch(s) from {} with {}",
+        args.epochs,
+        store.url(),
+        images::DECODER
+    );
+    let options = LoaderOptions {
+        batch_size: args.batch_size,
+        decode_concurrency: args.concurrency,
+        read_concurrency: 4,
+        ..LoaderOptions::default()
+    };
+    // The images in the shards are not known before reading them: no total for the bar.
+    let source: Vec<_> = (0..args.epochs).flat_map(|_| shards.clone()).collect();
+    let started = Instant::now();
+    let stages = shard_image_stages(&store, source, options);
+    load(args, stages, 0, started)?;
+    let counts = store.counters().snapshot();
+    println!(
+        "storage: {} requests, {:.1} MB, {} retries, {} failed reads",
+        counts.requests,
+        counts.bytes as f64 / 1e6,
+        counts.retries,
+        counts.failures
+    );
+    Ok(())
+}
+
+/// Runs the loader to the end; `total` (the number of images, if known) checks that every
+/// one was loaded or failed.
+fn load(
+    args: &Args,
+    stages: StageBuilder<TensorBatch>,
+    total: usize,
+    started: Instant,
+) -> Result<(), Box<dyn Error>> {
     // GPU transfer: with the `cuda` feature and a device present, the stage that copies each
     // batch through pinned host memory to the device goes here (see `docs/src/gpu.md` and
     // `examples/gpu_transfer.rs`); the consumer below then receives device tensors instead
@@ -92,7 +170,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .max_failures(MaxFailures::Count(args.max_failures))
         .build()?;
 
-    let mut progress = Progress::new(Some(total as u64), "images");
+    let mut progress = Progress::new((total > 0).then_some(total as u64), "images");
     let (mut loaded, mut batches, mut checksum) = (0usize, 0usize, 0.0f64);
     while let Some(batch) = pipeline.next() {
         let batch: TensorBatch = batch?;
@@ -123,7 +201,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         pipeline.write_report(path)?;
         println!("wrote the report to {}", path.display());
     }
-    if loaded as u64 + failed != total as u64 {
+    if total > 0 && loaded as u64 + failed != total as u64 {
         return Err(format!("{total} files, but {loaded} loaded and {failed} failed").into());
     }
     Ok(())
@@ -155,7 +233,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "error: {e}\nusage: image_loading [--batch-size N] [--concurrency C] \
                  [--threads T] [--epochs E] [--images N] [--max-failures N] [--report FILE] \
-                 [DIR]"
+                 [--write-shards DIR_OR_URL [--per-shard N]] [--shards DIR_OR_URL] [DIR]"
             );
             return ExitCode::from(2);
         }
@@ -180,6 +258,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         images: 512,
         max_failures: 10,
         report: None,
+        write_shards: None,
+        shards: None,
+        per_shard: 64,
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -200,6 +281,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--report" => {
                 args.report = Some(PathBuf::from(it.next().ok_or("--report needs a file")?))
             }
+            "--per-shard" => args.per_shard = value("--per-shard")?,
+            "--write-shards" => {
+                args.write_shards = Some(it.next().ok_or("--write-shards needs a value")?)
+            }
+            "--shards" => args.shards = Some(it.next().ok_or("--shards needs a value")?),
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
             dir if args.dir.is_none() => args.dir = Some(PathBuf::from(dir)),
             extra => return Err(format!("unexpected argument `{extra}`")),

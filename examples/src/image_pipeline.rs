@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! source(paths) → read → decode + resize → normalise (f32 CHW) → aggregate(batch) → collate
+//! source(shards) → samples (WebDataset) → decode + resize → ...          (the same from here)
 //! ```
 //!
 //! The caller adds what follows (a device transfer, the sink) and the failure budget. A file
@@ -13,6 +14,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pipeline_runtime::storage::webdataset::{self, Sample};
+use pipeline_runtime::storage::{Object, Store};
 use pipeline_runtime::{PipelineBuilder, StageBuilder};
 
 use crate::images::{self, EncodedImage, ImageError, RgbImage};
@@ -74,7 +77,8 @@ where
     I::IntoIter: Send + 'static,
 {
     let size = options.size;
-    stages(paths.into_iter().map(|p| (p, ())), options)
+    let read = read_stage(paths.into_iter().map(|p| (p, ())), options);
+    decode_stages(read, options)
         .pipe(move |tensors: Vec<((), Vec<f32>)>| {
             collate(tensors.into_iter().map(|(_, t)| t).collect(), size)
         })
@@ -89,7 +93,7 @@ where
     I::IntoIter: Send + 'static,
 {
     let size = options.size;
-    stages(items, options)
+    decode_stages(read_stage(items, options), options)
         .pipe(move |batch: Vec<(u32, Vec<f32>)>| {
             let (labels, tensors) = batch.into_iter().unzip();
             LabelledBatch {
@@ -100,21 +104,64 @@ where
         .name("collate")
 }
 
-/// Everything up to the batches of per-image tensors, a tag `L` carried beside each.
-fn stages<I, L>(items: I, options: LoaderOptions) -> StageBuilder<Vec<(L, Vec<f32>)>>
+/// The same stages from WebDataset shards (each sample's `jpg` field) instead of files:
+/// `read_concurrency` shards are streamed at once.
+pub fn shard_image_stages(
+    store: &Store,
+    shards: Vec<Object>,
+    options: LoaderOptions,
+) -> StageBuilder<TensorBatch> {
+    let size = options.size;
+    let samples = PipelineBuilder::new()
+        .source(shards)
+        .async_try_flat_pipe(webdataset::samples(store))
+        .concurrency(options.read_concurrency)
+        .name("samples")
+        .try_pipe(|sample: Sample| sample_image(sample).map(|image| ((), image)))
+        .name("jpg");
+    decode_stages(samples, options)
+        .pipe(move |tensors: Vec<((), Vec<f32>)>| {
+            collate(tensors.into_iter().map(|(_, t)| t).collect(), size)
+        })
+        .name("collate")
+}
+
+/// A sample's `jpg` field, named `<shard URL>#<key>` in errors.
+pub fn sample_image(sample: Sample) -> Result<EncodedImage, String> {
+    let path = PathBuf::from(format!("{}#{}", sample.shard, sample.key));
+    match sample.get("jpg") {
+        Some(jpg) => Ok(EncodedImage {
+            path,
+            bytes: jpg.to_vec(),
+        }),
+        None => Err(format!("{}: sample has no `jpg` field", path.display())),
+    }
+}
+
+/// Reading files, a tag `L` carried beside each.
+fn read_stage<I, L>(items: I, options: LoaderOptions) -> StageBuilder<(L, EncodedImage)>
 where
     I: IntoIterator<Item = (PathBuf, L)>,
     I::IntoIter: Send + 'static,
     L: Send + 'static,
 {
-    let LoaderOptions {
-        size, decode_delay, ..
-    } = options;
     PipelineBuilder::new()
         .source(items)
         .try_pipe(|(path, tag): (PathBuf, L)| images::read(path).map(|file| (tag, file)))
         .concurrency(options.read_concurrency)
         .name("read")
+}
+
+/// Decoding onwards: decode + resize, normalise, batch (collating is the caller's), a tag
+/// `L` carried beside each image.
+fn decode_stages<L: Send + 'static>(
+    encoded: StageBuilder<(L, EncodedImage)>,
+    options: LoaderOptions,
+) -> StageBuilder<Vec<(L, Vec<f32>)>> {
+    let LoaderOptions {
+        size, decode_delay, ..
+    } = options;
+    encoded
         .try_pipe(
             move |(tag, file): (L, EncodedImage)| -> Result<(L, RgbImage), ImageError> {
                 if !decode_delay.is_zero() {

@@ -1,8 +1,9 @@
 //! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
 //! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
-//! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), and one rank
-//! of a multi-process training job ([`distributed`]).
+//! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), one rank
+//! of a multi-process training job ([`distributed`]), and a real S3-compatible server on the
+//! loopback interface for the S3 tests and benchmarks ([`s3_server`]).
 //!
 //! With feature `candle`: batches as candle tensors (`candle`) and a small training run on
 //! the pipeline (`training`), for `examples/train.rs`.
@@ -13,7 +14,9 @@ pub mod distributed;
 pub mod image_pipeline;
 pub mod images;
 pub mod progress;
+pub mod s3_server;
 pub mod scratch;
+pub mod shards;
 pub mod trace;
 #[cfg(feature = "candle")]
 pub mod training;

@@ -20,8 +20,12 @@ pub(crate) struct AsyncRuntime {
 
 impl AsyncRuntime {
     pub(crate) fn start() -> Result<Self, BuildError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_time();
+        // Object stores talk HTTP through tokio's sockets.
+        #[cfg(feature = "storage")]
+        builder.enable_io();
+        let runtime = builder
             .build()
             .map_err(|e| BuildError::new(format!("cannot start the async runtime: {e}")))?;
         let handle = runtime.handle().clone();

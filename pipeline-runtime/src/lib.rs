@@ -66,6 +66,10 @@
 //! failures, epochs and backpressure, and (module [`distributed`]) multi-GPU training with
 //! exact resume.
 //!
+//! With the `storage` feature, the `storage` module reads training data from object stores
+//! (local, in memory, and with their features S3, GCS, Azure), as WebDataset tar shards or
+//! (feature `parquet`) Parquet files.
+//!
 //! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
 //! modules) need a Unix system: they re-execute the program, talk over pipes and share
 //! memory through `/dev/shm`. Elsewhere those items are absent and the rest of the crate
@@ -93,6 +97,8 @@ mod resume;
 mod run_state;
 mod stage;
 mod stats;
+#[cfg(feature = "storage")]
+pub mod storage;
 #[cfg(unix)]
 pub mod subprocess;
 mod sync;
@@ -141,6 +147,9 @@ mod __guide {
     mod performance {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
+    #[cfg(feature = "storage")]
+    #[doc = include_str!("../../docs/src/storage.md")]
+    mod storage {}
     // "Image loading" and "In a training loop" use the examples' library (and candle), so
     // `pipeline-examples` compiles them (its `__guide` module).
 }

@@ -122,7 +122,10 @@ fn aggregate_after_a_concurrent_stage_loses_nothing() {
         .unwrap();
     let out = collect_ok(p);
     assert_eq!(out.iter().map(|o| o.0).sum::<usize>(), 1000);
-    assert_eq!(out.iter().map(|o| o.1).sum::<u32>(), (0..1000).sum());
+    assert_eq!(
+        out.iter().map(|o| o.1).sum::<u32>(),
+        (0..1000u32).sum::<u32>()
+    );
     assert_eq!(out.len(), 32);
     assert!(out[..31].iter().all(|o| o.0 == 32));
 }

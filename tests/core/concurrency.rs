@@ -164,7 +164,7 @@ fn small_pool_runs_a_long_chain_without_deadlock() {
     let out = collect_ok(p);
     assert_eq!(
         out.iter().map(|&x| u64::from(x)).sum::<u64>(),
-        (10..1010u64).sum()
+        (10..1010u64).sum::<u64>()
     );
 }
 
@@ -194,5 +194,5 @@ fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
     assert_eq!(out.len(), 20);
     assert!(out.iter().all(|(inside, _)| *inside));
     let total: u64 = out.iter().map(|o| o.1).sum();
-    assert_eq!(total, (0..20u64).map(|x| 499_500 * x).sum());
+    assert_eq!(total, (0..20u64).map(|x| 499_500 * x).sum::<u64>());
 }

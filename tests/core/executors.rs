@@ -227,5 +227,8 @@ fn a_rayon_pool_is_shared_with_the_users_own_rayon_work() {
     let own: u64 = pool.install(|| (0..100_000u64).into_par_iter().sum());
     let out = pipeline_thread.join().unwrap();
     assert_eq!(own, 4_999_950_000);
-    assert_eq!(out.iter().sum::<u64>(), (0..200u64).map(|x| 4950 * x).sum());
+    assert_eq!(
+        out.iter().sum::<u64>(),
+        (0..200u64).map(|x| 4950 * x).sum::<u64>()
+    );
 }

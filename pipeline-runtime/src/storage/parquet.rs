@@ -1,0 +1,242 @@
+//! Parquet files as Arrow record batches (feature `parquet`). A file is read by ranges
+//! through its store, retried and counted like every read (the footer first, then the column
+//! chunks of the row groups it needs), never whole; the row groups are dealt out to the ranks
+//! of a distributed job, and only the named columns are read.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use pipeline_runtime::storage::parquet::{batches, ParquetOptions};
+//! use pipeline_runtime::storage::{block_on, Filter, Store};
+//! use pipeline_runtime::PipelineBuilder;
+//!
+//! let store = Store::open("s3://bucket/tables/train")?;
+//! let files = block_on(store.list(&Filter::suffix(".parquet")))?;
+//! let options = ParquetOptions::new().columns(["id", "caption"]).batch_size(1024);
+//! let pipeline = PipelineBuilder::new()
+//!     .source(files)
+//!     .async_try_flat_pipe(batches(&store, options))
+//!     .concurrency(2)
+//!     .sink()
+//!     .build()?;
+//! for batch in pipeline {
+//!     println!("{} rows", batch?.num_rows());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A file whose footer or pages cannot be read fails that file's item with a message naming
+//! its URL; the batches read before the failure are delivered, and the other files go on.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::Stream;
+use object_store::path::Path;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+/// The `arrow-array` crate, to read a batch's columns.
+pub use arrow_array;
+/// The Arrow batch type the reader yields (the `arrow-array` crate's `RecordBatch`).
+pub use arrow_array::RecordBatch;
+
+use super::error::{StorageError, StorageErrorKind};
+use super::store::{Object, Store};
+
+/// What to read of each file, and which part of it is this rank's.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    columns: Option<Vec<String>>,
+    batch_size: usize,
+    rank: usize,
+    world: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        Self {
+            columns: None,
+            batch_size: 1024,
+            rank: 0,
+            world: 1,
+        }
+    }
+}
+
+impl ParquetOptions {
+    /// Every column, batches of 1024 rows, all row groups (rank 0 of 1).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only these top-level columns, in the file's order. A name the file does not have
+    /// fails that file, naming the column.
+    pub fn columns<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.columns = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Rows per batch (at least 1; the last batch of a row group may be shorter).
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// This process reads row groups `rank`, `rank + world`, `rank + 2·world`, ... of each
+    /// file. The rank and world size come from the launcher (the `distributed` module will
+    /// read them from its environment); a single process keeps the default, 0 of 1.
+    ///
+    /// # Panics
+    ///
+    /// If `world` is 0 or `rank >= world`.
+    pub fn rank(mut self, rank: usize, world: usize) -> Self {
+        assert!(world > 0 && rank < world, "rank {rank} of world {world}");
+        self.rank = rank;
+        self.world = world;
+        self
+    }
+}
+
+/// A stage function for [`async_try_flat_pipe`](crate::StageBuilder::async_try_flat_pipe):
+/// each listed Parquet file in, its record batches out (see the module docs).
+pub fn batches(
+    store: &Store,
+    options: ParquetOptions,
+) -> impl Fn(Object) -> BoxStream<'static, Result<RecordBatch, StorageError>> + Send + Sync + 'static
+{
+    let store = store.clone();
+    move |file: Object| read_file(&store, file, options.clone()).boxed()
+}
+
+/// The record batches of one file (see [`batches`]).
+pub fn read_file(
+    store: &Store,
+    file: Object,
+    options: ParquetOptions,
+) -> impl Stream<Item = Result<RecordBatch, StorageError>> + Send + 'static {
+    let url: Arc<str> = store.url_of(&file.path).into();
+    let reader = StoreReader {
+        store: store.clone(),
+        path: file.path,
+        size: file.size,
+    };
+    let corrupt = {
+        let url = url.clone();
+        move |e: ParquetError| {
+            StorageError::new(
+                StorageErrorKind::Corrupt,
+                format!("parquet file {url}: {e}"),
+            )
+            .with_source(e)
+        }
+    };
+    futures::stream::once(open(reader, options, url))
+        .map_ok(move |batches| batches.map_err(corrupt.clone()))
+        .try_flatten()
+}
+
+async fn open(
+    reader: StoreReader,
+    options: ParquetOptions,
+    url: Arc<str>,
+) -> Result<ParquetRecordBatchStream<StoreReader>, StorageError> {
+    let fail =
+        |kind, message: String| StorageError::new(kind, format!("parquet file {url}: {message}"));
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| fail(kind_of(&e), format!("cannot read its footer: {e}")))?;
+    let groups: Vec<usize> = (0..builder.metadata().num_row_groups())
+        .filter(|g| g % options.world == options.rank)
+        .collect();
+    let mut builder = builder
+        .with_row_groups(groups)
+        .with_batch_size(options.batch_size);
+    if let Some(names) = &options.columns {
+        let schema = builder.parquet_schema();
+        let fields = schema.root_schema().get_fields();
+        let mut roots = Vec::with_capacity(names.len());
+        for name in names {
+            match fields.iter().position(|f| f.name() == name) {
+                Some(i) => roots.push(i),
+                None => {
+                    let have: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+                    return Err(fail(
+                        StorageErrorKind::Config,
+                        format!("no column `{name}` (it has {})", have.join(", ")),
+                    ));
+                }
+            }
+        }
+        let mask = ProjectionMask::roots(schema, roots);
+        builder = builder.with_projection(mask);
+    }
+    builder
+        .build()
+        .map_err(|e| fail(StorageErrorKind::Corrupt, e.to_string()))
+}
+
+/// A Parquet file read by ranges through a [`Store`], so that its reads are retried and
+/// counted like every other.
+struct StoreReader {
+    store: Store,
+    path: Path,
+    size: u64,
+}
+
+/// How much of the end of a file the first read fetches, hoping to get the whole footer in
+/// one request.
+const FOOTER_HINT: usize = 64 * 1024;
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .with_prefetch_hint(Some(FOOTER_HINT))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// A footer that cannot be fetched is the store's failure; one that cannot be parsed is
+/// the file's.
+fn kind_of(e: &ParquetError) -> StorageErrorKind {
+    match e {
+        ParquetError::External(inner) => match inner.downcast_ref::<StorageError>() {
+            Some(e) => e.kind(),
+            None => StorageErrorKind::Corrupt,
+        },
+        _ => StorageErrorKind::Corrupt,
+    }
+}
+
+#[cfg(test)]
+#[path = "parquet_tests.rs"]
+mod tests;

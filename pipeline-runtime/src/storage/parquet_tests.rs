@@ -1,0 +1,143 @@
+//! The Parquet reader on files written by parquet's own `ArrowWriter` (here, beside the
+//! reader, so that the integration tests need no parquet dependency of their own).
+
+use std::sync::Arc;
+
+use super::{batches, read_file, ParquetOptions};
+use crate::storage::{block_on, Filter, Store};
+use crate::{MaxFailures, PipelineBuilder, StageFailureKind};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+/// A file of `rows` rows (`id`, `caption`, `score`) in row groups of 100.
+fn parquet_file(rows: i64) -> Vec<u8> {
+    let ids = Int64Array::from_iter_values(0..rows);
+    let captions = StringArray::from_iter_values((0..rows).map(|i| format!("caption {i}")));
+    let scores = Int64Array::from_iter_values((0..rows).map(|i| i * 10));
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(ids) as ArrayRef),
+        ("caption", Arc::new(captions) as ArrayRef),
+        ("score", Arc::new(scores) as ArrayRef),
+    ])
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(100))
+        .build();
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+fn store_with(files: &[(&str, Vec<u8>)]) -> Store {
+    let store = Store::open("memory://").unwrap();
+    for (name, data) in files {
+        block_on(store.put(&store.path(name), data.clone().into())).unwrap();
+    }
+    store
+}
+
+fn ids(batches: &[RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column_by_name("id").unwrap();
+            col.as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn batches_hold_the_named_columns_and_ranks_split_the_row_groups() {
+    let store = store_with(&[("t/a.parquet", parquet_file(450))]);
+    let files = block_on(store.list(&Filter::suffix(".parquet"))).unwrap();
+    let mut all = Vec::new();
+    for rank in 0..2 {
+        let options = ParquetOptions::new()
+            .columns(["id", "score"])
+            .batch_size(64)
+            .rank(rank, 2);
+        let p = PipelineBuilder::new()
+            .source(files.clone())
+            .async_try_flat_pipe(batches(&store, options))
+            .sink()
+            .build()
+            .unwrap();
+        let got: Vec<RecordBatch> = p.collect::<Result<_, _>>().unwrap();
+        for b in &got {
+            assert_eq!(b.num_columns(), 2);
+            assert!(b.column_by_name("caption").is_none());
+            assert!(b.num_rows() <= 64);
+        }
+        let mine = ids(&got);
+        // Row groups of 100: rank 0 reads groups 0, 2, 4 (rows 0-99, 200-299, 400-449).
+        let expected: Vec<i64> = if rank == 0 {
+            (0..100).chain(200..300).chain(400..450).collect()
+        } else {
+            (100..200).chain(300..400).collect()
+        };
+        assert_eq!(mine, expected, "rank {rank}");
+        all.extend(mine);
+    }
+    assert_eq!(all.len(), 450);
+}
+
+#[test]
+fn a_corrupt_footer_fails_that_file_by_name_and_the_others_are_read() {
+    let good = parquet_file(120);
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 6] ^= 0xff; // inside the footer's length: no valid footer
+    bad[n - 8] ^= 0xff;
+    let store = store_with(&[("a.parquet", good), ("b.parquet", bad)]);
+    let files = block_on(store.list(&Filter::suffix(".parquet"))).unwrap();
+    let p = PipelineBuilder::new()
+        .source(files)
+        .async_try_flat_pipe(batches(&store, ParquetOptions::new()))
+        .name("parquet")
+        .sink()
+        .max_failures(MaxFailures::Count(0))
+        .build()
+        .unwrap();
+    let mut rows = 0;
+    let mut error = None;
+    for r in p {
+        match r {
+            Ok(b) => rows += b.num_rows(),
+            Err(e) => error = Some(e),
+        }
+    }
+    assert_eq!(rows, 120, "a.parquet is read before b.parquet fails");
+    let error = error.expect("b.parquet fails");
+    let StageFailureKind::BudgetExceeded { causes, .. } = error.first().kind() else {
+        panic!("{error}");
+    };
+    let cause = causes[0].to_string();
+    assert!(
+        cause.contains("memory:///b.parquet") && cause.contains("footer"),
+        "{cause}"
+    );
+}
+
+#[test]
+fn an_unknown_column_is_named() {
+    let store = store_with(&[("a.parquet", parquet_file(10))]);
+    let files = block_on(store.list(&Filter::All)).unwrap();
+    let mut stream = Box::pin(read_file(
+        &store,
+        files[0].clone(),
+        ParquetOptions::new().columns(["id", "label"]),
+    ));
+    let first = block_on(futures::StreamExt::next(&mut stream)).unwrap();
+    let e = first.unwrap_err().to_string();
+    assert!(
+        e.contains("no column `label`") && e.contains("id, caption, score"),
+        "{e}"
+    );
+}

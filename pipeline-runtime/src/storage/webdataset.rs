@@ -1,0 +1,242 @@
+//! WebDataset shards: tar archives whose files are grouped into samples by key. A shard is
+//! streamed from its store and parsed as it arrives (by a small incremental tar reader of
+//! this crate's own); each run of consecutive files with the same key becomes one
+//! [`Sample`], whose fields are named by the rest of the file name (`000123.jpg`, `000123.json`, `000123.cls` → sample `000123`
+//! with fields `jpg`, `json`, `cls`).
+//!
+//! The key is the file's path up to the first dot of its file name (directories included,
+//! as WebDataset does: `a/b.c/x.seg.png` → key `a/b.c/x`, field `seg.png`). Files without a
+//! dot in their name are skipped.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use pipeline_runtime::storage::{block_on, shard_split, webdataset, Filter, Store};
+//! use pipeline_runtime::PipelineBuilder;
+//!
+//! let store = Store::open("s3://bucket/train")?;
+//! let shards = block_on(store.list(&Filter::suffix(".tar")))?;
+//! let mine = shard_split(&shards, 0, 1, 42, 0); // rank 0 of 1, seed 42, epoch 0
+//! let pipeline = PipelineBuilder::new()
+//!     .source(mine)
+//!     .async_try_flat_pipe(webdataset::samples(&store))
+//!     .concurrency(4)
+//!     .sink()
+//!     .build()?;
+//! for sample in pipeline {
+//!     let sample = sample?;
+//!     let _jpeg = sample.get("jpg");
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use futures::Stream;
+
+use super::error::{StorageError, StorageErrorKind};
+use super::store::{Object, Store};
+use super::tar::{TarEntry, TarError, TarReader};
+
+/// One sample: the files of a shard that share a key.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The URL of the shard it came from.
+    pub shard: Arc<str>,
+    /// Its position in the shard (0 for the first sample): with the shard, where a resumed
+    /// run can start again.
+    pub index: u64,
+    /// The byte offset of its first file's header in the shard.
+    pub offset: u64,
+    /// The key its files share.
+    pub key: String,
+    /// Its fields, in the order of the archive: (extension, data).
+    pub fields: Vec<(String, Bytes)>,
+}
+
+impl Sample {
+    /// The data of field `extension` (`"jpg"`, `"json"`, `"seg.png"`), if the sample has it.
+    pub fn get(&self, extension: &str) -> Option<&Bytes> {
+        self.fields
+            .iter()
+            .find(|(ext, _)| ext == extension)
+            .map(|(_, data)| data)
+    }
+
+    /// The total size of its fields' data.
+    pub fn byte_len(&self) -> usize {
+        self.fields.iter().map(|(_, d)| d.len()).sum()
+    }
+}
+
+/// A stage function for [`async_try_flat_pipe`](crate::StageBuilder::async_try_flat_pipe):
+/// each listed shard in, its samples out, as they are parsed. A shard that is truncated or
+/// corrupt, or whose read fails for good, delivers the samples before the failure and then
+/// fails: one failure of that shard's item, counted against the stage's budget, with a
+/// message naming the shard's URL and the byte offset; the other shards go on. The sample
+/// being read when the shard broke off is delivered only if it is known to be complete
+/// (when the file that broke off has another key).
+pub fn samples(
+    store: &Store,
+) -> impl Fn(Object) -> BoxStream<'static, Result<Sample, StorageError>> + Send + Sync + 'static {
+    let store = store.clone();
+    move |shard: Object| read_shard(&store, shard.path).boxed()
+}
+
+/// The samples of one shard (see [`samples`]).
+pub fn read_shard(
+    store: &Store,
+    path: object_store::path::Path,
+) -> impl Stream<Item = Result<Sample, StorageError>> + Send + 'static {
+    let url: Arc<str> = store.url_of(&path).into();
+    let state = ShardState {
+        chunks: store.read_stream(path).boxed(),
+        tar: TarReader::new(),
+        group: Grouper::default(),
+        url,
+        done: false,
+        failure: None,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let item = s.next_sample().await?;
+        Some((item, s))
+    })
+}
+
+struct ShardState {
+    chunks: BoxStream<'static, Result<Bytes, StorageError>>,
+    tar: TarReader,
+    group: Grouper,
+    url: Arc<str>,
+    done: bool,
+    /// The shard's failure, due after the complete sample that is delivered first.
+    failure: Option<StorageError>,
+}
+
+impl ShardState {
+    async fn next_sample(&mut self) -> Option<Result<Sample, StorageError>> {
+        if let Some(e) = self.failure.take() {
+            return Some(Err(e));
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            match self.tar.next_entry() {
+                Ok(Some(entry)) => {
+                    if let Some(sample) = self.group.add(entry, &self.url) {
+                        return Some(Ok(sample));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return self.broken(e),
+            }
+            match self.chunks.next().await {
+                Some(Ok(chunk)) => self.tar.push(&chunk),
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(self.dropping_partial(e)));
+                }
+                None => {
+                    if let Err(e) = self.tar.finish() {
+                        return self.broken(e);
+                    }
+                    self.done = true;
+                    return self.group.take().map(Ok);
+                }
+            }
+        }
+    }
+
+    /// The archive is truncated or corrupt. The sample being grouped is complete if the
+    /// file that broke off is known to start another one: then it is delivered first.
+    fn broken(&mut self, e: TarError) -> Option<Result<Sample, StorageError>> {
+        self.done = true;
+        let error = StorageError::new(
+            StorageErrorKind::Corrupt,
+            format!("shard {} at byte {}: {}", self.url, e.offset, e.message),
+        );
+        let next_key = e.entry.as_deref().and_then(split_key).map(|(key, _)| key);
+        let complete = match (&self.group.current, next_key) {
+            (Some(current), Some(next)) => current.key != next,
+            _ => false,
+        };
+        if complete {
+            self.failure = Some(error);
+            return self.group.take().map(Ok);
+        }
+        Some(Err(self.dropping_partial(error)))
+    }
+
+    /// The sample being grouped when the shard failed may miss fields: it is not delivered,
+    /// and the message says so.
+    fn dropping_partial(&mut self, e: StorageError) -> StorageError {
+        match self.group.current.take() {
+            Some(partial) => {
+                let message = format!(
+                    "{} (sample `{}`, index {}, was incomplete and is dropped)",
+                    e.message(),
+                    partial.key,
+                    partial.index
+                );
+                StorageError::new(e.kind(), message).with_source(e)
+            }
+            None => e,
+        }
+    }
+}
+
+/// Groups consecutive files by key.
+#[derive(Default)]
+struct Grouper {
+    current: Option<Sample>,
+    next_index: u64,
+}
+
+impl Grouper {
+    /// Adds a file; returns the previous sample when this file starts a new one.
+    fn add(&mut self, entry: TarEntry, url: &Arc<str>) -> Option<Sample> {
+        let (key, ext) = split_key(&entry.name)?;
+        if let Some(cur) = &mut self.current {
+            if cur.key == key {
+                cur.fields.push((ext.to_owned(), entry.data));
+                return None;
+            }
+        }
+        let next = Sample {
+            shard: url.clone(),
+            index: self.next_index,
+            offset: entry.offset,
+            key: key.to_owned(),
+            fields: vec![(ext.to_owned(), entry.data)],
+        };
+        self.next_index += 1;
+        self.current.replace(next)
+    }
+
+    fn take(&mut self) -> Option<Sample> {
+        self.current.take()
+    }
+}
+
+/// `dir/000123.seg.png` → (`dir/000123`, `seg.png`); `None` for a name without a dot.
+fn split_key(name: &str) -> Option<(&str, &str)> {
+    let file_start = name.rfind('/').map_or(0, |i| i + 1);
+    let dot = name[file_start..].find('.')? + file_start;
+    Some((&name[..dot], &name[dot + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_key;
+
+    #[test]
+    fn the_key_ends_at_the_first_dot_of_the_file_name() {
+        assert_eq!(split_key("000123.jpg"), Some(("000123", "jpg")));
+        assert_eq!(split_key("a/b.c/x.seg.png"), Some(("a/b.c/x", "seg.png")));
+        assert_eq!(split_key("a.b/README"), None);
+        assert_eq!(split_key(".hidden"), Some(("", "hidden")));
+    }
+}
