@@ -608,6 +608,9 @@ fn one_visible_device_is_used_whatever_local_rank_says() {
         .env("PIPELINE_GPU_ONE_DEVICE_CHILD", "1")
         .env("CUDA_VISIBLE_DEVICES", "0")
         .env("LOCAL_RANK", "3")
+        .env("RANK", "3")
+        .env("WORLD_SIZE", "4")
+        .env("LOCAL_WORLD_SIZE", "4")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()

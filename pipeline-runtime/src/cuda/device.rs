@@ -23,8 +23,9 @@ const VISIBLE_DEVICES_VAR: &str = "CUDA_VISIBLE_DEVICES";
 pub enum DeviceSelector {
     /// Device `n` (the CUDA ordinal, as `CUDA_VISIBLE_DEVICES` renumbers it).
     Index(usize),
-    /// The device numbered by the `LOCAL_RANK` environment variable, read when the transfer
-    /// is opened; device 0 when it is not set. When the process sees exactly one device
+    /// The device numbered by the launcher's local rank (`LOCAL_RANK`, `SLURM_LOCALID` or
+    /// `OMPI_COMM_WORLD_LOCAL_RANK`, read as [`crate::distributed::Rank`] reads them) when the
+    /// transfer is opened; device 0 outside a multi-process job. When the process sees exactly one device
     /// (`CUDA_VISIBLE_DEVICES` set per process by the launcher), that device, whatever
     /// `LOCAL_RANK` says.
     LocalRank,
@@ -45,38 +46,24 @@ impl DeviceSelector {
         match self {
             DeviceSelector::Index(_) => format!("device index {ordinal}"),
             DeviceSelector::LocalRank => {
-                format!("device index {ordinal} (from {LOCAL_RANK_VAR})")
+                format!(
+                    "device index {ordinal} (from {LOCAL_RANK_VAR} / SLURM_LOCALID / \
+                     OMPI_COMM_WORLD_LOCAL_RANK)"
+                )
             }
         }
     }
 }
 
-/// The process's `LOCAL_RANK` (its index among the processes of its node), `None` when the
-/// variable is not set. The one place it is read: anything that needs it (device selection
-/// here, a rank/world module later) calls this. Needs no CUDA.
+/// The process's local rank (its index among the processes of its node), from the
+/// launcher's environment as [`Rank::from_env`](crate::distributed::Rank::from_env) reads it
+/// (torchrun's `LOCAL_RANK`, SLURM's `SLURM_LOCALID`, Open MPI's
+/// `OMPI_COMM_WORLD_LOCAL_RANK`); `None` outside a multi-process job. Malformed or
+/// inconsistent values are an error quoting the variable. Needs no CUDA.
 pub(crate) fn local_rank() -> Result<Option<usize>, BuildError> {
-    parse_local_rank(std::env::var_os(LOCAL_RANK_VAR).as_deref())
-}
-
-/// A `LOCAL_RANK` value: unset is `None`; anything but a non-negative integer (surrounding
-/// whitespace allowed) is an error that quotes the variable and the value.
-pub(crate) fn parse_local_rank(
-    value: Option<&std::ffi::OsStr>,
-) -> Result<Option<usize>, BuildError> {
-    let Some(raw) = value else {
-        return Ok(None);
-    };
-    let text = raw.to_str().ok_or_else(|| {
-        BuildError::new(format!(
-            "{LOCAL_RANK_VAR}={raw:?} is not valid UTF-8; expected a device index such as 0"
-        ))
-    })?;
-    text.trim().parse::<usize>().map(Some).map_err(|_| {
-        BuildError::new(format!(
-            "{LOCAL_RANK_VAR}={text:?} is not a device index: expected a non-negative integer \
-             such as 0 (set by the launcher, one per process on a node)"
-        ))
-    })
+    let rank = crate::distributed::Rank::from_env()
+        .map_err(|e| BuildError::new(format!("cannot tell which GPU to use: {e}")))?;
+    Ok((!rank.is_single()).then_some(rank.local_rank as usize))
 }
 
 /// What the device checks ask of the CUDA driver.
@@ -171,7 +158,6 @@ pub(crate) fn guard_panic<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsStr;
 
     struct FakeDriver {
         present: bool,
@@ -191,22 +177,6 @@ mod tests {
         FakeDriver {
             present: true,
             count: Ok(count),
-        }
-    }
-
-    #[test]
-    fn local_rank_parses_integers_and_unset_is_none() {
-        assert_eq!(parse_local_rank(None).unwrap(), None);
-        assert_eq!(parse_local_rank(Some(OsStr::new("3"))).unwrap(), Some(3));
-        assert_eq!(parse_local_rank(Some(OsStr::new(" 1\n"))).unwrap(), Some(1));
-    }
-
-    #[test]
-    fn local_rank_garbage_is_an_error_quoting_the_value() {
-        for bad in ["", "gpu0", "-1", "1.5", "99999999999999999999999"] {
-            let err = parse_local_rank(Some(OsStr::new(bad))).unwrap_err();
-            assert!(err.message().contains("LOCAL_RANK"), "{err}");
-            assert!(err.message().contains(&format!("{bad:?}")), "{err}");
         }
     }
 

@@ -38,7 +38,7 @@ pub use listing::Filter;
 pub use options::StoreOptions;
 pub use retry::Retry;
 pub use runtime::block_on;
-pub use shards::shard_split;
+pub use shards::{shard_split, shard_split_for};
 pub use shuffle::ShuffleBuffer;
 pub use store::{Object, Store};
 pub use tar::TarWriter;

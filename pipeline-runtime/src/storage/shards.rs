@@ -4,10 +4,23 @@
 //! each other: each computes the same permutation and takes its own part.
 //!
 //! The rank and the world size come from the launcher (torchrun's `RANK`/`WORLD_SIZE`,
-//! SLURM, mpirun); the crate's `distributed` module reads them from the environment and
-//! passes them here, and a program without it passes its own (0 and 1 for one process).
+//! SLURM, mpirun): [`shard_split_for`] takes them as [`Rank::from_env`] reads them;
+//! [`shard_split`] takes plain numbers (0 and 1 for one process).
 
 use super::rng::SplitMix64;
+use crate::distributed::Rank;
+
+/// [`shard_split`] for `rank` (e.g. [`Rank::from_env`], this process's rank as the launcher
+/// set it).
+pub fn shard_split_for<T: Clone>(shards: &[T], rank: &Rank, seed: u64, epoch: u64) -> Vec<T> {
+    shard_split(
+        shards,
+        rank.rank as usize,
+        rank.world_size as usize,
+        seed,
+        epoch,
+    )
+}
 
 /// The part of `shards` that `rank` of `world` reads in `epoch`: the list shuffled by
 /// `(seed, epoch)` (the same permutation on every rank), then every `world`-th shard
@@ -41,7 +54,20 @@ pub fn shard_split<T: Clone>(
 
 #[cfg(test)]
 mod tests {
-    use super::shard_split;
+    use super::{shard_split, shard_split_for};
+    use crate::distributed::Rank;
+
+    #[test]
+    fn a_launcher_rank_takes_the_same_part_as_its_numbers() {
+        let shards: Vec<u32> = (0..17).collect();
+        for r in 0..3 {
+            let rank = Rank::new(r, 3).unwrap();
+            assert_eq!(
+                shard_split_for(&shards, &rank, 9, 2),
+                shard_split(&shards, r as usize, 3, 9, 2)
+            );
+        }
+    }
 
     #[test]
     fn ranks_get_disjoint_parts_that_cover_the_list() {
