@@ -259,13 +259,28 @@ impl<T: Send + 'static> Pipeline<T> {
         if self.finished {
             return Ok(None);
         }
+        if let State::Built { .. } = self.state {
+            // The first read waits for the start too.
+            self.consumer_waits();
+        }
         self.ensure_started().map_err(GetError::Failed)?;
         let Some(rx) = self.output() else {
             return Ok(None);
         };
-        let received = match deadline {
-            None => Some(rx.recv_blocking()),
-            Some(deadline) => block_on_until(rx.recv(), Some(deadline)),
+        // An item already waiting is taken without a clock reading for the consumer's wait
+        // (it is zero); only a read that has to wait starts timing it.
+        let received = match rx.try_recv() {
+            Some(now) => Some(now),
+            None => {
+                self.consumer_waits();
+                let Some(rx) = self.output() else {
+                    return Ok(None);
+                };
+                match deadline {
+                    None => Some(rx.recv_blocking()),
+                    Some(deadline) => block_on_until(rx.recv(), Some(deadline)),
+                }
+            }
         };
         match received {
             None => Err(GetError::Timeout),
@@ -421,7 +436,11 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
     type Item = Result<T, PipelineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.consumer_reads();
+        // The hot path: the clock is read when the read has to wait (`next_msg`) and when the
+        // item is handed over, so an item already waiting costs one reading.
+        if self.settings.stats {
+            self.consumer.on_read_lazily();
+        }
         let next = self.next_item();
         self.consumer_takes(matches!(next, Some(Ok(_))));
         next
@@ -447,6 +466,14 @@ impl<T: Send + 'static> Pipeline<T> {
     fn consumer_reads(&mut self) {
         if self.settings.stats {
             self.consumer.on_read(&self.stats.consumer);
+        }
+    }
+
+    /// The read has to wait for its item: its wait starts now (timed with statistics on).
+    #[inline]
+    fn consumer_waits(&mut self) {
+        if self.settings.stats {
+            self.consumer.on_wait(&self.stats.consumer);
         }
     }
 

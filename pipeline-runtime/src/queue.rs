@@ -156,6 +156,18 @@ impl<T> Rx<T> {
         Ok(msg)
     }
 
+    /// Receives without waiting: `None` when the queue is empty (and open).
+    pub(crate) fn try_recv(&self) -> Option<Result<Msg<T>, Closed>> {
+        match self.inner.try_recv() {
+            Ok(msg) => {
+                self.received(&msg, None);
+                Some(Ok(msg))
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(Err(Closed)),
+        }
+    }
+
     /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]).
     pub(crate) fn recv_blocking(&self) -> Result<Msg<T>, Closed> {
         let mut started = None;
