@@ -9,7 +9,7 @@ use crate::expr::describe;
 use crate::plan::Step;
 use crate::syntax::Stage;
 
-/// The builder method, as `.method(aggregator, options)`.
+/// The builder method, as `.method(aggregator)` followed by the option setters.
 const METHOD: &str = "aggregate_with";
 
 pub(crate) struct AggregateWith;

@@ -52,10 +52,6 @@ where
     encode(&f(input)).map_err(|e| e.to_string())
 }
 
-pub(crate) fn is_registered(name: &str) -> bool {
-    registry::stage(name).is_some()
-}
-
 /// A request: `[name length: u16 LE][name][encoded input]`.
 pub(crate) fn request_header(name: &str) -> Vec<u8> {
     let mut header = Vec::with_capacity(2 + name.len());

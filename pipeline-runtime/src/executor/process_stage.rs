@@ -25,14 +25,10 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
             "stage `{stage}`: a closure cannot run in a worker process; write the stage as a \
              named `fn` and register it with `process_fn!`"
         )))
-    } else if !super::process_fn::is_registered(key) {
-        Err(BuildError::new(format!(
-            "stage `{stage}`: `{key}` is not registered for worker processes; add \
-             `pipeline_runtime::process_fn!({});` next to it",
-            key.rsplit("::").next().unwrap_or(key)
-        )))
     } else {
-        Ok(())
+        // Not registered, or registered as another kind: the registry says which, and how.
+        crate::registry::check(key, crate::registry::Kind::Stage)
+            .map_err(|e| BuildError::new(format!("stage `{stage}`: {e}")))
     }
 }
 
