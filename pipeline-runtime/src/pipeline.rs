@@ -436,11 +436,7 @@ impl<T: Send + 'static> Iterator for Pipeline<T> {
     type Item = Result<T, PipelineError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The hot path: the clock is read when the read has to wait (`next_msg`) and when the
-        // item is handed over, so an item already waiting costs one reading.
-        if self.settings.stats {
-            self.consumer.on_read_lazily();
-        }
+        self.consumer_reads();
         let next = self.next_item();
         self.consumer_takes(matches!(next, Some(Ok(_))));
         next
@@ -461,11 +457,13 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
-    /// The consumer asks for an item (timed with statistics on).
+    /// The consumer asks for an item. The clock is read only when the read has to wait
+    /// ([`consumer_waits`](Self::consumer_waits)) and when the item is handed over, so an
+    /// item already waiting costs one reading (statistics on only).
     #[inline]
     fn consumer_reads(&mut self) {
         if self.settings.stats {
-            self.consumer.on_read(&self.stats.consumer);
+            self.consumer.on_read();
         }
     }
 
@@ -523,7 +521,10 @@ impl<T: Send + 'static> Pipeline<T> {
                 return Poll::Ready(None);
             };
             match running.output.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.consumer_waits();
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Msg::Item(item, tag))) => {
                     if let Some(ledger) = &self.ledger {
                         ledger.resolve(tag);

@@ -2,8 +2,9 @@
 //! loop) waited for each item, and how long it spent between two reads (its own step).
 //!
 //! A read that has to wait means the loader is behind; a consumer that never waits is the
-//! slowest part itself. Two clock readings per read: one when the consumer asks for an item
-//! (which also ends its previous step), one when the item is handed over. Only the consumer's
+//! slowest part itself. One clock reading when the item is handed over (which ends the wait
+//! and, for an item that was already waiting, the previous step), and one more only when the
+//! read has to wait (where the step ends and the wait begins). Only the consumer's
 //! thread writes these counters; the statistics thread reads them, and also what is under
 //! way (a wait or a step not yet ended), so that the series over time shows a long wait
 //! while it lasts rather than all at once when it ends.
@@ -65,18 +66,29 @@ impl ConsumerCounters {
 pub(crate) struct ConsumerClock {
     /// When the last item was handed over (0: none yet, or the consumer stopped reading).
     handed_at: u64,
-    /// When the current read began (0: not inside a read, or a lazy read not waiting yet).
+    /// When the current read began waiting (0: not waiting).
     waiting_since: u64,
-    /// A read began without a clock reading ([`on_read_lazily`](Self::on_read_lazily)).
+    /// A read began and has not had to wait yet ([`on_read`](Self::on_read)).
     lazy_read: bool,
 }
 
 impl ConsumerClock {
-    /// The consumer asks for an item. A read that is already under way (a stream polled
-    /// again, a read after a timeout) goes on with the same wait.
+    /// The consumer asks for an item. The clock is read only if it has to wait
+    /// ([`on_wait`](Self::on_wait)): an item already waiting is handed over with a wait of
+    /// zero and the step ends at the hand-over, one clock reading instead of two. A read
+    /// already under way (a stream polled again, a read after a timeout) goes on with the
+    /// same wait.
     #[inline]
-    pub(crate) fn on_read(&mut self, counters: &ConsumerCounters) {
-        if self.waiting_since != 0 {
+    pub(crate) fn on_read(&mut self) {
+        if self.waiting_since == 0 {
+            self.lazy_read = true;
+        }
+    }
+
+    /// The read has to wait: the consumer's step ends and its wait begins now.
+    #[inline]
+    pub(crate) fn on_wait(&mut self, counters: &ConsumerCounters) {
+        if !std::mem::take(&mut self.lazy_read) || self.waiting_since != 0 {
             return;
         }
         let now = clock::now().max(1);
@@ -87,25 +99,6 @@ impl ConsumerClock {
         }
         self.waiting_since = now;
         self.mirror(counters);
-    }
-
-    /// The consumer asks for an item, and the clock is read only if it has to wait
-    /// ([`on_wait`](Self::on_wait)): an item already waiting is handed over with a wait of
-    /// zero and the step ends at the hand-over, one clock reading instead of two.
-    #[inline]
-    pub(crate) fn on_read_lazily(&mut self) {
-        if self.waiting_since == 0 {
-            self.lazy_read = true;
-        }
-    }
-
-    /// The lazily begun read has to wait: its step ends and its wait begins now.
-    #[inline]
-    pub(crate) fn on_wait(&mut self, counters: &ConsumerCounters) {
-        if self.lazy_read && self.waiting_since == 0 {
-            self.lazy_read = false;
-            self.on_read(counters);
-        }
     }
 
     fn mirror(&self, counters: &ConsumerCounters) {
@@ -212,15 +205,17 @@ mod tests {
         let counters = ConsumerCounters::default();
         let mut clock = ConsumerClock::default();
         for _ in 0..5 {
-            clock.on_read(&counters);
+            clock.on_read();
+            clock.on_wait(&counters);
             std::thread::sleep(Duration::from_millis(2));
             // A second poll of the same read does not restart its wait.
-            clock.on_read(&counters);
+            clock.on_read();
+            clock.on_wait(&counters);
             std::thread::sleep(Duration::from_millis(2));
             clock.on_item(&counters);
             std::thread::sleep(Duration::from_millis(12));
         }
-        clock.on_read(&counters);
+        clock.on_read();
         clock.on_no_item(&counters);
         assert_eq!(
             counters.in_progress(clock::now()),
@@ -235,12 +230,36 @@ mod tests {
         assert!((s.wait_share() - share).abs() < 1e-9, "{s:?}");
         assert!(s.wait_share() > 0.0 && s.wait_share() < 1.0, "{s:?}");
         // After the end of the stream, a new read starts afresh: no step is counted for it.
-        clock.on_read(&counters);
+        clock.on_read();
+        clock.on_wait(&counters);
         std::thread::sleep(Duration::from_millis(2));
         let (wait, step) = counters.in_progress(clock::now());
         assert!(wait >= Duration::from_millis(2) && step.is_zero());
         clock.on_no_item(&counters);
         assert_eq!(counters.snapshot().step.count, 5);
+    }
+
+    #[test]
+    fn an_item_already_waiting_is_a_nil_wait_and_ends_the_step() {
+        let counters = ConsumerCounters::default();
+        let mut clock = ConsumerClock::default();
+        clock.on_read();
+        clock.on_item(&counters);
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(5));
+            clock.on_read(); // the item is there: no wait
+            clock.on_item(&counters);
+        }
+        let s = counters.snapshot();
+        assert_eq!(s.items, 4);
+        assert_eq!(s.step.count, 3);
+        assert!(s.step.mean >= Duration::from_millis(5), "{s:?}");
+        assert_eq!(s.wait_total, Duration::ZERO, "{s:?}");
+        // The last read finds the end at once: it still ends the last step.
+        std::thread::sleep(Duration::from_millis(5));
+        clock.on_read();
+        clock.on_no_item(&counters);
+        assert_eq!(counters.snapshot().step.count, 4);
     }
 
     #[test]
