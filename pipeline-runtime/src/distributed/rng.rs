@@ -67,6 +67,16 @@ impl Rng {
         Self { s }
     }
 
+    /// A generator for the stream of numbers named by `parts` (a seed, an epoch, ...): the
+    /// same parts in the same order give the same numbers (shard and sample shuffles).
+    pub(crate) fn from_parts(parts: &[u64]) -> Self {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for &p in parts {
+            h = mix64(h ^ p);
+        }
+        Self::seed_from_u64(h)
+    }
+
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
@@ -111,6 +121,33 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_parts_give_the_same_numbers_and_others_differ() {
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::from_parts(&[1, 2]).next_u64())
+            .collect();
+        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        assert_ne!(
+            Rng::from_parts(&[1, 2]).next_u64(),
+            Rng::from_parts(&[1, 3]).next_u64()
+        );
+        assert_ne!(
+            Rng::from_parts(&[1, 2]).next_u64(),
+            Rng::from_parts(&[2, 1]).next_u64()
+        );
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut rng = Rng::from_parts(&[7]);
+        let mut v: Vec<usize> = (0..100).collect();
+        rng.shuffle(&mut v);
+        assert_ne!(v, (0..100).collect::<Vec<_>>());
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
 
     fn key(epoch: u64, index: u64) -> ItemKey {
         ItemKey {

@@ -24,7 +24,6 @@ mod options;
 #[cfg(feature = "parquet")]
 pub mod parquet;
 mod retry;
-mod rng;
 mod runtime;
 mod shards;
 mod shuffle;

@@ -7,8 +7,7 @@
 //! SLURM, mpirun): [`shard_split_for`] takes them as [`Rank::from_env`] reads them;
 //! [`shard_split`] takes plain numbers (0 and 1 for one process).
 
-use super::rng::SplitMix64;
-use crate::distributed::Rank;
+use crate::distributed::{Rank, Rng};
 
 /// [`shard_split`] for `rank` (e.g. [`Rank::from_env`], this process's rank as the launcher
 /// set it).
@@ -43,7 +42,7 @@ pub fn shard_split<T: Clone>(
         "shard_split: rank {rank} is not below world {world}"
     );
     let mut order: Vec<usize> = (0..shards.len()).collect();
-    SplitMix64::new(&[seed, epoch]).shuffle(&mut order);
+    Rng::from_parts(&[seed, epoch]).shuffle(&mut order);
     order
         .into_iter()
         .skip(rank)

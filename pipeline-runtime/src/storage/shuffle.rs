@@ -18,7 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use super::rng::SplitMix64;
+use crate::distributed::Rng;
 use crate::error::BoxError;
 use crate::stage::aggregate::Aggregator;
 
@@ -28,7 +28,7 @@ use crate::stage::aggregate::Aggregator;
 pub struct ShuffleBuffer<T> {
     items: Vec<T>,
     capacity: usize,
-    rng: SplitMix64,
+    rng: Rng,
 }
 
 impl<T> ShuffleBuffer<T> {
@@ -39,7 +39,7 @@ impl<T> ShuffleBuffer<T> {
         Self {
             items: Vec::with_capacity(capacity),
             capacity,
-            rng: SplitMix64::new(&[seed, 0x5eed]),
+            rng: Rng::from_parts(&[seed, 0x5eed]),
         }
     }
 }
@@ -52,7 +52,7 @@ impl<T: Send + 'static> Aggregator<T> for ShuffleBuffer<T> {
         if self.items.len() < self.capacity {
             return Ok(None);
         }
-        let i = self.rng.below(self.items.len());
+        let i = self.rng.below(self.items.len() as u64) as usize;
         Ok(Some(vec![self.items.swap_remove(i)]))
     }
 
