@@ -264,23 +264,32 @@ impl<T: Send + 'static> Pipeline<T> {
             self.consumer_waits();
         }
         self.ensure_started().map_err(GetError::Failed)?;
-        let Some(rx) = self.output() else {
-            return Ok(None);
-        };
         // An item already waiting is taken without a clock reading for the consumer's wait
         // (it is zero); only a read that has to wait starts timing it.
-        let received = match rx.try_recv() {
-            Some(now) => Some(now),
+        let State::Running(running) = &self.state else {
+            return Ok(None);
+        };
+        let rx = &*running.output;
+        let received = match deadline {
             None => {
-                self.consumer_waits();
-                let Some(rx) = self.output() else {
-                    return Ok(None);
-                };
-                match deadline {
-                    None => Some(rx.recv_blocking()),
-                    Some(deadline) => block_on_until(rx.recv(), Some(deadline)),
-                }
+                let (clock, counters) = (&mut self.consumer, &self.stats.consumer);
+                let stats = self.settings.stats;
+                Some(rx.recv_blocking(|| {
+                    if stats {
+                        clock.on_wait(counters);
+                    }
+                }))
             }
+            Some(deadline) => match rx.try_recv() {
+                Some(now) => Some(now),
+                None => {
+                    self.consumer_waits();
+                    let Some(rx) = self.output() else {
+                        return Ok(None);
+                    };
+                    block_on_until(rx.recv(), Some(deadline))
+                }
+            },
         };
         match received {
             None => Err(GetError::Timeout),

@@ -168,13 +168,18 @@ impl<T> Rx<T> {
         }
     }
 
-    /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]).
-    pub(crate) fn recv_blocking(&self) -> Result<Msg<T>, Closed> {
+    /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]);
+    /// calls `waits` once if the queue is empty at first (the consumer's wait starts there).
+    pub(crate) fn recv_blocking(&self, waits: impl FnOnce()) -> Result<Msg<T>, Closed> {
         let mut started = None;
+        let mut waits = Some(waits);
         let result = spin_then(
             || match self.inner.try_recv() {
                 Ok(msg) => Some(Ok(msg)),
                 Err(TryRecvError::Empty) => {
+                    if let Some(waits) = waits.take() {
+                        waits();
+                    }
                     if started.is_none() && self.stats.is_some() {
                         started = Some(clock::now());
                     }

@@ -69,6 +69,7 @@ impl Rng {
 
     /// A generator for the stream of numbers named by `parts` (a seed, an epoch, ...): the
     /// same parts in the same order give the same numbers (shard and sample shuffles).
+    #[cfg_attr(not(feature = "storage"), allow(dead_code))]
     pub(crate) fn from_parts(parts: &[u64]) -> Self {
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
         for &p in parts {
