@@ -19,6 +19,8 @@ pub(crate) use consumer::ConsumerClock;
 pub use consumer::ConsumerStats;
 pub use histogram::DurationStats;
 pub(crate) use queue::QueueCounters;
+#[cfg(unix)]
+pub(crate) use stage::remote::RemoteCounts;
 pub use queue::QueueStats;
 pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
 pub(crate) use stage::StageCounters;
