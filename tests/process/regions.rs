@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pipeline_runtime::{
-    process_region, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
+    pipeline, process_region, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
     StageBuilder, StageFailureKind,
 };
 
@@ -21,6 +21,7 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests![
     dropping_the_pipeline_ends_every_worker_and_thread,
     stopping_ends_every_worker_and_thread,
     mistakes_are_build_errors,
+    a_region_in_the_macro,
 ];
 
 fn square_slowly(x: u64) -> u64 {
@@ -353,4 +354,25 @@ fn mistakes_are_build_errors() {
     let e = resumed.unwrap_err().to_string();
     assert!(e.contains("resume tracking does not pass through"), "{e}");
     assert_eq!(workers.workers_started(), 1);
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn a_region_in_the_macro() {
+    let workers = pool(2);
+    let p = pipeline! {
+        source(0..100u64)
+        -> pipe(double)
+        -> process_region(batches, executor = workers, buffer = 8)
+        -> pipe(|(_, batch): (u32, Vec<u64>)| batch.len())
+        -> sink()
+    }
+    .unwrap();
+    let sizes: Vec<usize> = p.map(Result::unwrap).collect();
+    // 100 doubled values, all even after squaring: 25 batches of 4 if the workers split
+    // evenly, one partial batch more per worker otherwise.
+    assert_eq!(sizes.iter().sum::<usize>(), 100);
+    assert!((25..=27).contains(&sizes.len()), "{sizes:?}");
 }
