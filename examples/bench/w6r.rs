@@ -18,9 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use pipeline_examples::images;
-use pipeline_runtime::{
-    process_fn, process_region, PipelineBuilder, ProcessPool, StageBuilder,
-};
+use pipeline_runtime::{process_fn, process_region, PipelineBuilder, ProcessPool, StageBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{check, Outcome};
@@ -142,7 +140,11 @@ pub(crate) enum Variant {
     Threads,
 }
 
-pub(crate) fn run(data_dir: Option<&Path>, n: Option<u64>, variant: Variant) -> Result<Outcome, String> {
+pub(crate) fn run(
+    data_dir: Option<&Path>,
+    n: Option<u64>,
+    variant: Variant,
+) -> Result<Outcome, String> {
     let (files, data) = files(data_dir)?;
     let n = n.unwrap_or(2 * files.len() as u64) as usize;
     let paths: Vec<PathBuf> = files.iter().cycle().take(n).cloned().collect();

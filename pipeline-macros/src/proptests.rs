@@ -239,11 +239,9 @@ fn region_stage() -> impl Strategy<Value = (String, bool, bool)> {
         Just(("|s| s.aggregate(2)", false)),
         Just(("make_region()", false)),
     ];
-    let options = proptest::sample::subsequence(
-        vec!["executor = pool", "name = \"r\"", "buffer = 2"],
-        0..=3,
-    )
-    .prop_shuffle();
+    let options =
+        proptest::sample::subsequence(vec!["executor = pool", "name = \"r\"", "buffer = 2"], 0..=3)
+            .prop_shuffle();
     (func, options).prop_map(|((func, is_path), options)| {
         let has_executor = options.contains(&"executor = pool");
         let args = std::iter::once(func)

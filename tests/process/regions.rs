@@ -22,6 +22,7 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests![
     stopping_ends_every_worker_and_thread,
     mistakes_are_build_errors,
     a_region_in_the_macro,
+    epochs_pass_through_the_region,
 ];
 
 fn square_slowly(x: u64) -> u64 {
@@ -30,7 +31,7 @@ fn square_slowly(x: u64) -> u64 {
 }
 
 fn keep_even(x: u64) -> Option<u64> {
-    (x % 2 == 0).then_some(x)
+    x.is_multiple_of(2).then_some(x)
 }
 
 /// A batch, and the worker that formed it.
@@ -80,7 +81,7 @@ fn crashing(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
 }
 
 fn fail_odd(x: u64) -> Result<u64, String> {
-    if x % 2 == 1 {
+    if !x.is_multiple_of(2) {
         Err(format!("{x} is odd"))
     } else {
         Ok(x)
@@ -169,11 +170,18 @@ fn outputs_match_a_plain_loop_and_stages_merge_in_the_stats() {
     assert_eq!(stats.queues.len(), stats.stages.len());
     let stage = |name: &str| stats.stages.iter().find(|s| s.name == name).unwrap();
     assert_eq!(stage("square_slowly").tasks, n);
-    assert_eq!(stage("square_slowly").concurrency, 4, "2 lanes in each of 2 workers");
+    assert_eq!(
+        stage("square_slowly").concurrency,
+        4,
+        "2 lanes in each of 2 workers"
+    );
     assert_eq!(stage("square_slowly").task_time.count, n);
     assert!(stage("square_slowly").task_time.p50 >= Duration::from_micros(400));
     assert_eq!(stage("keep_even").outputs, expected.len() as u64);
-    assert_eq!(stage("aggregate(4, drop_last=false)").tasks, expected.len() as u64);
+    assert_eq!(
+        stage("aggregate(4, drop_last=false)").tasks,
+        expected.len() as u64
+    );
     assert_eq!(stage("tag_batch").outputs, got.len() as u64);
     assert_eq!(stats.queues.last().unwrap().items, got.len() as u64);
     assert_eq!(workers.workers_started(), 2);
@@ -207,9 +215,15 @@ fn a_worker_crash_fails_only_the_items_it_held_and_is_replaced() {
         .build()
         .unwrap();
     let (got, error) = drain(&mut p);
-    assert!(error.is_none(), "failures are within the (unlimited) budget: {error:?}");
+    assert!(
+        error.is_none(),
+        "failures are within the (unlimited) budget: {error:?}"
+    );
     let delivered: Vec<u64> = got.iter().flatten().copied().collect();
-    assert!(!delivered.contains(&13), "the item that killed its worker is not delivered");
+    assert!(
+        !delivered.contains(&13),
+        "the item that killed its worker is not delivered"
+    );
     let unique: BTreeSet<u64> = delivered.iter().copied().collect();
     assert_eq!(unique.len(), delivered.len(), "no item is delivered twice");
     let stats = p.stats();
@@ -257,11 +271,19 @@ fn a_stage_budget_inside_the_region_fails_the_pipeline() {
         "{failure:?}"
     );
     assert!(error.to_string().contains("in a worker process"), "{error}");
-    assert!(got.len() < 50, "the pipeline ended early: {} items", got.len());
+    assert!(
+        got.len() < 50,
+        "the pipeline ended early: {} items",
+        got.len()
+    );
 }
 
 fn dropping_the_pipeline_ends_every_worker_and_thread() {
-    assert!(child_pids().is_empty(), "children before: {:?}", child_pids());
+    assert!(
+        child_pids().is_empty(),
+        "children before: {:?}",
+        child_pids()
+    );
     let threads = pipeline_tests::settled_thread_count();
     // The pipeline holds the only handle on the pool; its source never ends.
     let mut p = PipelineBuilder::new()
@@ -281,7 +303,11 @@ fn dropping_the_pipeline_ends_every_worker_and_thread() {
 }
 
 fn stopping_ends_every_worker_and_thread() {
-    assert!(child_pids().is_empty(), "children before: {:?}", child_pids());
+    assert!(
+        child_pids().is_empty(),
+        "children before: {:?}",
+        child_pids()
+    );
     let threads = pipeline_tests::settled_thread_count();
     let mut p = PipelineBuilder::new()
         .source(0u64..)
@@ -321,20 +347,19 @@ fn mistakes_are_build_errors() {
     let e = build_error(src().process_region(slow));
     assert!(e.contains("give it a `ProcessPool`"), "{e}");
     let e = build_error(src().process_region(slow).executor(&workers).concurrency(2));
-    assert!(e.contains("`concurrency` is not an option of process region `slow`"), "{e}");
-    let e = build_error(
-        PipelineBuilder::new()
-            .continuous_source(0..4u64)
-            .process_region(slow)
-            .executor(&workers),
+    assert!(
+        e.contains("`concurrency` is not an option of process region `slow`"),
+        "{e}"
     );
-    assert!(e.contains("epoch boundaries do not pass through"), "{e}");
     let e = build_error(
         src()
             .process_region(|items: StageBuilder<u64>| items.pipe(quick))
             .executor(&workers),
     );
-    assert!(e.contains("a closure cannot run in a worker process"), "{e}");
+    assert!(
+        e.contains("a closure cannot run in a worker process"),
+        "{e}"
+    );
     // A mistake inside the region is this pipeline's build error.
     fn zero_batch(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
         items.aggregate(0)
@@ -375,4 +400,31 @@ fn a_region_in_the_macro() {
     // evenly, one partial batch more per worker otherwise.
     assert_eq!(sizes.iter().sum::<usize>(), 100);
     assert!((25..=27).contains(&sizes.len()), "{sizes:?}");
+}
+
+fn epochs_pass_through_the_region() {
+    let threads = pipeline_tests::settled_thread_count();
+    let mut p = PipelineBuilder::new()
+        .continuous_source(0..40u64)
+        .process_region(batches)
+        .executor(pool(2))
+        .sink()
+        .build()
+        .unwrap();
+    // Each epoch's outputs, and only those, come before its boundary: the plain loop's
+    // values, in batches formed per worker and per epoch.
+    let expected: Vec<u64> = (0..40u64).map(|x| x * x).filter(|x| x % 2 == 0).collect();
+    for epoch in 0..3 {
+        let batches: Vec<Vec<u64>> = p.epoch().map(|b| b.unwrap().1).collect();
+        assert!(
+            batches.iter().filter(|b| b.len() < 4).count() <= 2,
+            "epoch {epoch}: {batches:?}"
+        );
+        let mut values: Vec<u64> = batches.into_iter().flatten().collect();
+        values.sort_unstable();
+        assert_eq!(values, expected, "epoch {epoch}");
+    }
+    drop(p);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+    assert_eq!(pipeline_tests::settled_thread_count(), threads);
 }

@@ -72,13 +72,8 @@ impl<T: Send + 'static> StageBuilder<T> {
                 ));
             }
             if opts.buffer == Some(0) {
-                error(format!("process region `{name}`: buffer must be at least 1"));
-            }
-            if chain.continuous {
                 error(format!(
-                    "process region `{name}`: epoch boundaries do not pass through a process \
-                     region; use a one-pass source (`source`), or run the stages as threads \
-                     or process stages"
+                    "process region `{name}`: buffer must be at least 1"
                 ));
             }
             let pool = match opts.executor {
@@ -102,6 +97,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                         pool,
                         stages,
                         buffer: opts.buffer,
+                        continuous: chain.continuous,
                     },
                 ),
                 // `build()` reports the definition errors; this never runs.

@@ -20,9 +20,9 @@ pub(crate) mod process_fn;
 pub(crate) mod process_pool;
 #[cfg(unix)]
 pub(crate) mod process_stage;
+mod rayon;
 #[cfg(unix)]
 pub(crate) mod region;
-mod rayon;
 pub(crate) mod task;
 mod thread_pool;
 

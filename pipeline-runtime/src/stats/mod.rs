@@ -19,10 +19,10 @@ pub(crate) use consumer::ConsumerClock;
 pub use consumer::ConsumerStats;
 pub use histogram::DurationStats;
 pub(crate) use queue::QueueCounters;
-#[cfg(unix)]
-pub(crate) use stage::remote::RemoteCounts;
 pub use queue::QueueStats;
 pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
+#[cfg(unix)]
+pub(crate) use stage::remote::RemoteCounts;
 pub(crate) use stage::StageCounters;
 pub use stage::{StageKind, StageStats};
 

@@ -10,9 +10,10 @@
 //! worker's outputs back; the worker ([`worker`]) runs the nested pipeline between the two.
 //!
 //! The wire, after the stage worker's request naming the region: the parent sends items
-//! and then an end; the worker answers once that it is ready, then sends outputs (each with
-//! how many inputs it is done with), its stages' counters now and then, and at the end its
-//! last counters (or its pipeline's failure).
+//! (and epoch boundaries) and then an end; the worker answers once that it is ready, then
+//! sends outputs (each with how many inputs it is done with), acknowledgements of the inputs
+//! its nested pipeline took, its boundaries, its stages' counters now and then, and at the
+//! end its last counters (or its pipeline's failure).
 
 pub(crate) mod parent;
 pub(crate) mod worker;
@@ -37,12 +38,16 @@ impl std::fmt::Debug for RegionIo<'_> {
 pub(crate) struct RegionStart {
     pub(crate) num_threads: usize,
     pub(crate) queue_capacity: usize,
+    /// The chain carries epoch boundaries (a continuous source).
+    pub(crate) continuous: bool,
 }
 
 /// Parent to worker: an input item.
 pub(crate) const TO_ITEM: u8 = 0;
 /// Parent to worker: no more inputs.
 pub(crate) const TO_END: u8 = 1;
+/// Parent to worker: an epoch boundary (continuous mode).
+pub(crate) const TO_EPOCH: u8 = 2;
 
 /// Worker to parent: the nested pipeline is built and running.
 pub(crate) const FROM_READY: u8 = 0;
@@ -61,6 +66,9 @@ pub(crate) const FROM_LOST: u8 = 6;
 /// Worker to parent: how many inputs its nested pipeline has taken (u64 little endian),
 /// every [`CREDIT_EVERY`] inputs: the parent keeps at most [`WINDOW`] inputs on the way.
 pub(crate) const FROM_TAKEN: u8 = 7;
+/// Worker to parent: its nested pipeline passed an epoch boundary on (every output of the
+/// epoch came before).
+pub(crate) const FROM_EPOCH: u8 = 8;
 
 /// Inputs a worker acknowledges at once.
 pub(crate) const CREDIT_EVERY: u64 = 8;

@@ -7,6 +7,12 @@
 //! order its inputs reached it; outputs are passed on as they come back (completion order
 //! across workers).
 //!
+//! Epoch boundaries (after a continuous source) go to every worker: a worker is sent a
+//! boundary after every input of the epoch it was sent, and its nested pipeline passes it
+//! back once every output of that epoch is out. The boundary goes on downstream once every
+//! worker has passed it; until then a worker that has passed it is not read from, so that
+//! no output of the next epoch comes before it.
+//!
 //! A worker that dies fails the inputs it held: those it was sent and had not reported done
 //! with (delivered, failed or dropped inside the region). The slot is refilled with a new
 //! worker and the region goes on there. Stopping kills the workers still running the
@@ -20,9 +26,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY,
-    FROM_REFUSED, FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
+    Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
+    FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
 };
+use super::{FROM_EPOCH, TO_EPOCH};
 use crate::block_on::block_on_until;
 use crate::error::{BoxError, BuildError, ItemError};
 use crate::executor::process_fn::request_header;
@@ -60,6 +67,16 @@ pub(crate) struct RegionPlan {
     pub(crate) stages: Vec<InnerStage>,
     /// Capacity of the queue in front of the region.
     pub(crate) buffer: Option<usize>,
+    /// Epoch boundaries come through (a continuous source).
+    pub(crate) continuous: bool,
+}
+
+/// Where each worker stands in the epochs.
+struct Epochs {
+    /// Boundaries each slot's workers have passed back (`u64::MAX` once the slot is done).
+    passed: Vec<u64>,
+    /// Boundaries passed on downstream.
+    emitted: u64,
 }
 
 /// What the region's threads share.
@@ -77,6 +94,12 @@ struct Region<T, U> {
     /// The pool, until the pipeline stops (so that a pool only the pipeline holds ends
     /// its workers then).
     pool: Mutex<Option<ProcessPool>>,
+    /// Boundaries taken from the input; in continuous mode receiving holds the lock, so
+    /// that an input is never seen before the boundary that came before it.
+    gate: Mutex<u64>,
+    boundaries: AtomicU64,
+    epochs: Mutex<Epochs>,
+    epoch_moved: Condvar,
 }
 
 /// Per worker run: inputs sent, inputs the worker's nested pipeline has taken, and inputs
@@ -160,11 +183,19 @@ where
             start: RegionStart {
                 num_threads: l.default_pool.num_threads(),
                 queue_capacity: l.queue_capacity,
+                continuous: plan.continuous,
             },
             run: l.run.clone(),
             stopping: AtomicBool::new(false),
             busy: slots.iter().map(|_| AtomicBool::new(false)).collect(),
             pool: Mutex::new(Some(plan.pool)),
+            gate: Mutex::new(0),
+            boundaries: AtomicU64::new(0),
+            epochs: Mutex::new(Epochs {
+                passed: vec![0; workers],
+                emitted: 0,
+            }),
+            epoch_moved: Condvar::new(),
         });
         {
             // Weak: the region's output closes when its last thread ends.
@@ -250,9 +281,10 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                 }
                 Err(CallError::PoolClosed) => break,
                 Err(e) => {
-                    self.stages[0].fail_stage(StageFailureKind::Start(BuildError::new(
-                        format!("process region `{}`: {e}", self.name),
-                    )));
+                    self.stages[0].fail_stage(StageFailureKind::Start(BuildError::new(format!(
+                        "process region `{}`: {e}",
+                        self.name
+                    ))));
                     break;
                 }
             }
@@ -261,6 +293,72 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
             // Cancel upstream, as a stage that ends on a failure does.
             self.input.close();
         }
+        // This slot holds no boundary back any more.
+        let mut epochs = lock(&self.epochs);
+        epochs.passed[index] = u64::MAX;
+        self.emit_boundaries(&mut epochs);
+    }
+
+    /// Passes on downstream every boundary that every worker has passed back.
+    fn emit_boundaries(&self, epochs: &mut Epochs) {
+        while epochs.emitted < self.boundaries.load(Ordering::Acquire)
+            && epochs.passed.iter().all(|&p| p > epochs.emitted)
+        {
+            // A closed output (a stop) needs no boundary.
+            let _ = self.output.send_blocking(Msg::EpochEnd);
+            epochs.emitted += 1;
+            self.epoch_moved.notify_all();
+        }
+    }
+
+    /// Slot `index`'s worker passed a boundary back: waits until it has gone downstream.
+    fn boundary_passed(&self, index: usize) {
+        let mut epochs = lock(&self.epochs);
+        epochs.passed[index] = epochs.passed[index].saturating_add(1);
+        let mine = epochs.passed[index];
+        self.emit_boundaries(&mut epochs);
+        drop(epochs);
+        self.wait_downstream(mine);
+    }
+
+    /// Waits until `boundaries` boundaries have gone downstream: a worker's outputs of a
+    /// later epoch wait for the boundary before them (also a new worker's, which starts in
+    /// the input's epoch while others may still be in an earlier one).
+    fn wait_downstream(&self, boundaries: u64) {
+        let mut epochs = lock(&self.epochs);
+        while epochs.emitted < boundaries && !self.stopped() {
+            epochs = self
+                .epoch_moved
+                .wait_timeout(epochs, POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// A new worker starts in the epoch the input is in: the boundaries before count as
+    /// passed by this slot.
+    fn rebase(&self, index: usize) -> u64 {
+        let base = self.boundaries.load(Ordering::Acquire);
+        let mut epochs = lock(&self.epochs);
+        epochs.passed[index] = epochs.passed[index].max(base);
+        self.emit_boundaries(&mut epochs);
+        base
+    }
+
+    /// The next message of the input (or `None` after `POLL`), and the number of
+    /// boundaries before it.
+    fn next_input(&self) -> (Option<Result<Msg<T>, crate::queue::Closed>>, u64) {
+        let recv = || block_on_until(self.input.recv(), Some(Instant::now() + POLL));
+        if !self.start.continuous {
+            return (recv(), 0);
+        }
+        let mut gate = lock(&self.gate);
+        let msg = recv();
+        if let Some(Ok(Msg::EpochEnd)) = msg {
+            *gate += 1;
+            self.boundaries.store(*gate, Ordering::Release);
+        }
+        (msg, *gate)
     }
 
     /// One run of the region on a live worker: start it, then send inputs from one thread
@@ -281,12 +379,18 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                 ))));
                 return Ok(());
             }
-            _ => return Err(invalid("a process region's worker did not say it was ready")),
+            _ => {
+                return Err(invalid(
+                    "a process region's worker did not say it was ready",
+                ))
+            }
         }
         let (reader, writer) = channel.halves();
         let quit = AtomicBool::new(false);
+        let base = self.rebase(index);
         std::thread::scope(|s| {
-            let sender = s.spawn(|| self.send_inputs(writer, books, &quit));
+            let sender = s.spawn(|| self.send_inputs(writer, books, &quit, base));
+            self.wait_downstream(base);
             let received = self.receive(index, reader, books, &quit);
             quit.store(true, Ordering::Release);
             let sent = sender.join().unwrap_or(Ok(()));
@@ -300,26 +404,38 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
         writer: &mut FrameWriter,
         books: &Books,
         quit: &AtomicBool,
+        base: u64,
     ) -> std::io::Result<()> {
+        // Boundaries sent to this worker, counted from the input's first.
+        let mut sent = base;
+        let mut boundaries_up_to = |target: u64, writer: &mut FrameWriter| {
+            while sent < target {
+                writer.send(&[TO_EPOCH])?;
+                sent += 1;
+            }
+            Ok::<(), std::io::Error>(())
+        };
         while !quit.load(Ordering::Acquire) && !self.stopped() {
+            // Every input this thread took is sent: the boundaries taken so far can go.
+            boundaries_up_to(self.boundaries.load(Ordering::Acquire), writer)?;
             if !books.wait_for_room() {
                 continue;
             }
-            match block_on_until(self.input.recv(), Some(Instant::now() + POLL)) {
-                None => continue,
-                Some(Ok(Msg::Item(item, _))) => match encode(&item) {
+            match self.next_input() {
+                (None, _) | (Some(Ok(Msg::EpochEnd)), _) => continue,
+                (Some(Ok(Msg::Item(item, _))), before) => match encode(&item) {
                     Ok(bytes) => {
                         drop(item);
+                        boundaries_up_to(before, writer)?;
                         books.taken.fetch_add(1, Ordering::AcqRel);
                         writer.send_parts(&[&[TO_ITEM], &bytes])?;
                     }
                     Err(e) => self.fail_item(0, e.into()),
                 },
-                // The builder refuses continuous chains: no boundary reaches a region.
-                Some(Ok(Msg::EpochEnd)) => {}
-                Some(Err(_closed)) => break,
+                (Some(Err(_closed)), _) => break,
             }
         }
+        boundaries_up_to(self.boundaries.load(Ordering::Acquire), writer)?;
         writer.send(&[TO_END])
     }
 
@@ -350,7 +466,11 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                         .store(u64::from_le_bytes(count), Ordering::Release);
                     match decode::<U>(bytes) {
                         Ok(value) if !draining => {
-                            if self.output.send_blocking(Msg::Item(value, Tag::NONE)).is_err() {
+                            if self
+                                .output
+                                .send_blocking(Msg::Item(value, Tag::NONE))
+                                .is_err()
+                            {
                                 // Nothing reads the output any more: let the worker finish
                                 // what it holds, and drop it.
                                 draining = true;
@@ -381,6 +501,7 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                     }
                     return Ok(()); // the worker reads on until the end of inputs
                 }
+                FROM_EPOCH => self.boundary_passed(index),
                 FROM_TAKEN => {
                     let count: [u8; 8] = body
                         .try_into()
