@@ -25,6 +25,8 @@ use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
 #[path = "bench/w4.rs"]
 mod w4;
+#[path = "bench/w6r.rs"]
+mod w6r;
 #[path = "bench/w7.rs"]
 mod w7;
 #[path = "bench/w9.rs"]
@@ -107,6 +109,9 @@ const IDS: &[&str] = &[
     "W7.x.memcpy.bytes64k",
     "W6.c2",
     "W6.x.plain",
+    "W6.region.p2",
+    "W6.stages.p2",
+    "W6.threads.c2",
     "W9.files",
     "W9.shards",
     "W9.shards.mem",
@@ -524,6 +529,9 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
         "W6.c2" => w6(data_dir),
         "W6.x.plain" => w6_plain(data_dir),
+        "W6.region.p2" => w6r::run(data_dir, n, w6r::Variant::Region),
+        "W6.stages.p2" => w6r::run(data_dir, n, w6r::Variant::Stages),
+        "W6.threads.c2" => w6r::run(data_dir, n, w6r::Variant::Threads),
         "W9.files" => w9::images_from(n_or(512), false),
         "W9.shards" => w9::images_from(n_or(512), true),
         "W9.shards.mem" => w9::shards_memory(n_or(1024)),

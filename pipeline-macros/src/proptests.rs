@@ -103,6 +103,9 @@ const VALID: &[&str] = &[
      -> aggregate_with(Sums::new(), name = \"sums\") -> disaggregate() \
      -> sink(num_threads = 2, max_failures = 0.5, stop_timeout = Duration::from_secs(1))",
     "source(continuous v) -> pipe(opt async g) -> pipe(async flat s) -> sink",
+    "source(paths) -> pipe(read) -> process_region(decode_region, executor = pool, buffer = 4) \
+     -> process_region(more::stages, name = \"more\", executor = pools[1]) -> pipe(to_gpu) \
+     -> sink()",
 ];
 
 /// A mutation of a token list: delete, duplicate, swap, or replace a token, or wrap a range
@@ -224,6 +227,60 @@ proptest! {
     #[test]
     fn mutated_pipelines_never_panic(tokens in mutated_tokens()) {
         check(tokens)?;
+    }
+}
+
+/// A `process_region` stage between two `pipe`s: its function (a path, or something that
+/// is not one) and a subset of its options, in any order.
+fn region_stage() -> impl Strategy<Value = (String, bool, bool)> {
+    let func = prop_oneof![
+        Just(("decode_region", true)),
+        Just(("regions::decode", true)),
+        Just(("|s| s.aggregate(2)", false)),
+        Just(("make_region()", false)),
+    ];
+    let options =
+        proptest::sample::subsequence(vec!["executor = pool", "name = \"r\"", "buffer = 2"], 0..=3)
+            .prop_shuffle();
+    (func, options).prop_map(|((func, is_path), options)| {
+        let has_executor = options.contains(&"executor = pool");
+        let args = std::iter::once(func)
+            .chain(options)
+            .collect::<Vec<_>>()
+            .join(", ");
+        (
+            format!("source(x) -> pipe(f) -> process_region({args}) -> pipe(g) -> sink()"),
+            is_path,
+            has_executor,
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// A region is accepted exactly when it names a fn and has an executor; each mistake is
+    /// one error, and the expansion checks the region's boundary types either way.
+    #[test]
+    fn region_stages_are_checked((text, is_path, has_executor) in region_stage()) {
+        let tokens = TokenStream::from_str(&text).unwrap();
+        check(tokens.clone())?;
+        let (plan, errors) = validate(parse(tokens));
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        prop_assert_eq!(
+            messages.iter().filter(|m| m.contains("find it by name")).count(),
+            usize::from(!is_path),
+            "{}: {:?}", text, messages
+        );
+        prop_assert_eq!(
+            messages.iter().filter(|m| m.contains("add `executor = pool`")).count(),
+            usize::from(!has_executor),
+            "{}: {:?}", text, messages
+        );
+        prop_assert_eq!(errors.len(), usize::from(!is_path) + usize::from(!has_executor));
+        let out = crate::expand::expand(&plan, &errors).to_string();
+        prop_assert!(out.contains("__PipelineRegionInput"), "{}", out);
+        prop_assert!(out.contains(". process_region (f)"), "{}", out);
     }
 }
 

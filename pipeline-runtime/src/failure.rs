@@ -188,6 +188,10 @@ pub enum StageFailureKind {
     Aggregator(ItemError),
     /// The pipeline could not start (a thread or the async runtime failed to start).
     Start(BuildError),
+    /// A stage of a process region ended the nested pipeline in a worker process (its own
+    /// failure budget, or its aggregator): the failure as the worker reported it.
+    #[cfg(unix)]
+    InWorker(crate::subprocess::RemoteStageFailure),
 }
 
 /// One stage's terminal failure.
@@ -239,6 +243,8 @@ impl fmt::Display for StageFailure {
                 write!(f, "aggregator `{}` failed: {e}", self.stage)
             }
             StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
+            #[cfg(unix)]
+            StageFailureKind::InWorker(r) => write!(f, "in a worker process, {}", r.message()),
         }
     }
 }
@@ -291,6 +297,8 @@ impl StdError for PipelineError {
             }
             StageFailureKind::Source(e) | StageFailureKind::Aggregator(e) => Some(e),
             StageFailureKind::Start(e) => Some(e),
+            #[cfg(unix)]
+            StageFailureKind::InWorker(_) => None,
         }
     }
 }

@@ -141,6 +141,9 @@ mod __guide {
     #[doc = include_str!("../../docs/src/parallelism.md")]
     mod parallelism {}
     #[cfg(unix)]
+    #[doc = include_str!("../../docs/src/process-regions.md")]
+    mod process_regions {}
+    #[cfg(unix)]
     #[doc = include_str!("../../docs/src/subprocess.md")]
     mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]

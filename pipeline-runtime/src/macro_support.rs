@@ -9,6 +9,10 @@ pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
 #[cfg(unix)]
 pub use crate::executor::process_fn::call_process_fn;
+#[cfg(unix)]
+pub use crate::executor::region::worker::run_region;
+#[cfg(unix)]
+pub use crate::executor::region::RegionIo;
 pub use crate::failure::MaxFailures;
 #[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.

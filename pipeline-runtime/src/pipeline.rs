@@ -120,6 +120,22 @@ impl<T: Send + 'static> Pipeline<T> {
         })
     }
 
+    /// The counters of the running stages, in pipeline order (a process region's worker
+    /// sends them to its parent).
+    #[cfg(unix)]
+    pub(crate) fn stage_counters(&self) -> Vec<Arc<crate::stats::StageCounters>> {
+        match &self.state {
+            State::Running(running) => running.stages.iter().map(|s| s.counters.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Source positions resolved so far (resume tracking on), else 0.
+    #[cfg(unix)]
+    pub(crate) fn resolved_inputs(&self) -> u64 {
+        self.ledger.as_ref().map_or(0, |l| l.resolved())
+    }
+
     /// The item at the consumer: its tag's token goes back to the ledger.
     #[inline]
     fn delivered(&self, msg: &Msg<T>) {

@@ -10,8 +10,11 @@
 //!   worker mode; this crate has two, the process-stage worker and the subprocess worker;
 //! * process-stage functions (`process_fn!`), called by the stage worker per item;
 //! * subprocess pipeline and iterator factories and initialisers (`subprocess_fn!`), called
-//!   by the subprocess worker.
+//!   by the subprocess worker;
+//! * process regions (`process_region!`), whose builder of stages the region worker calls
+//!   to build the nested pipeline it runs.
 
+use crate::executor::region::RegionIo;
 use crate::process::channel::Channel;
 use crate::subprocess::output::Source;
 
@@ -23,6 +26,8 @@ pub(crate) type CallFn = fn(&[u8]) -> Result<Vec<u8>, String>;
 pub(crate) type StartFn = fn(&[u8]) -> Result<Box<dyn Source>, String>;
 /// A subprocess initialiser.
 pub(crate) type InitFn = fn(&[u8]) -> Result<(), String>;
+/// A process region: runs the region's nested pipeline over the channel (start arguments).
+pub(crate) type RegionFn = fn(RegionIo<'_>, &[u8]) -> Result<(), String>;
 
 /// What a registered function is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,7 @@ pub(crate) enum Kind {
     Pipeline,
     Iter,
     Init,
+    Region,
 }
 
 impl Kind {
@@ -43,6 +49,7 @@ impl Kind {
             Kind::Pipeline => format!("subprocess_fn!(pipeline {f})"),
             Kind::Iter => format!("subprocess_fn!(iter {f})"),
             Kind::Init => format!("subprocess_fn!(init {f})"),
+            Kind::Region => format!("process_region!({f})"),
         }
     }
 }
@@ -54,6 +61,7 @@ enum Run {
     Pipeline(StartFn),
     Iter(StartFn),
     Init(InitFn),
+    Region(RegionFn),
 }
 
 /// One registered function: its name and what to call. Made by `register!`.
@@ -105,6 +113,14 @@ impl Registration {
         }
     }
 
+    #[doc(hidden)]
+    pub const fn region(name: fn() -> &'static str, run: RegionFn) -> Self {
+        Self {
+            name,
+            run: Run::Region(run),
+        }
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         (self.name)()
     }
@@ -116,6 +132,7 @@ impl Registration {
             Run::Pipeline(_) => Kind::Pipeline,
             Run::Iter(_) => Kind::Iter,
             Run::Init(_) => Kind::Init,
+            Run::Region(_) => Kind::Region,
         }
     }
 }
@@ -156,6 +173,14 @@ macro_rules! __pipeline_runtime_register {
             $crate::__private::Registration::init(
                 || $crate::__private::fn_type_name(&$f),
                 |args| $crate::__private::run_init(&$f, args),
+            )
+        }
+    };
+    (region $f:path) => {
+        $crate::__private::inventory::submit! {
+            $crate::__private::Registration::region(
+                || $crate::__private::fn_type_name(&$f),
+                |channel, args| $crate::__private::run_region(&$f, channel, args),
             )
         }
     };
@@ -210,6 +235,14 @@ pub(crate) fn init(name: &str) -> Option<InitFn> {
     }
 }
 
+/// The process region registered as `name`.
+pub(crate) fn region(name: &str) -> Option<RegionFn> {
+    match find(name, Kind::Region)?.run {
+        Run::Region(run) => Some(run),
+        _ => None,
+    }
+}
+
 /// Checks that `name` is registered as `kind`, with an error that says how to fix it.
 pub(crate) fn check(name: &str, kind: Kind) -> Result<(), String> {
     if find(name, kind).is_some() {
@@ -224,7 +257,9 @@ pub(crate) fn check(name: &str, kind: Kind) -> Result<(), String> {
         )),
         None => {
             let (place, places) = match kind {
-                Kind::Worker | Kind::Stage => ("a worker process", "worker processes"),
+                Kind::Worker | Kind::Stage | Kind::Region => {
+                    ("a worker process", "worker processes")
+                }
                 Kind::Pipeline | Kind::Iter | Kind::Init => ("a subprocess", "subprocesses"),
             };
             Err(format!(

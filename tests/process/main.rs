@@ -17,6 +17,7 @@ macro_rules! tests {
 }
 pub(crate) use tests;
 
+mod regions;
 mod soak;
 mod stages;
 mod subprocess;
@@ -38,6 +39,7 @@ fn main() {
     let tests: Vec<Test> = stages::TESTS
         .iter()
         .chain(subprocess::TESTS)
+        .chain(regions::TESTS)
         .chain(soak::TESTS)
         .copied()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))

@@ -10,7 +10,8 @@
 //! * `kind`: the descriptor trait, the data it declares, and the generic checks a kind may
 //!   call;
 //! * `option`: the checked options of a stage, and their setter calls;
-//! * `source`, `pipe`, `aggregate`, `aggregate_with`, `disaggregate`, `sink`: the kinds.
+//! * `source`, `pipe`, `aggregate`, `aggregate_with`, `disaggregate`, `process_region`
+//!   (`region`), `sink`: the kinds.
 
 pub(crate) mod kind;
 pub(crate) mod option;
@@ -19,6 +20,7 @@ mod aggregate;
 mod aggregate_with;
 mod disaggregate;
 mod pipe;
+mod region;
 mod sink;
 mod source;
 
@@ -33,6 +35,7 @@ pub(crate) static KINDS: &[&dyn StageKind] = &[
     &aggregate::Aggregate,
     &aggregate_with::AggregateWith,
     &disaggregate::Disaggregate,
+    &region::Region,
     &sink::Sink,
 ];
 

@@ -18,6 +18,8 @@ mod options;
 mod pipe;
 #[cfg(unix)]
 mod process;
+#[cfg(unix)]
+mod region;
 mod shape;
 mod sink;
 

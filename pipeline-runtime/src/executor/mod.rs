@@ -21,6 +21,8 @@ pub(crate) mod process_pool;
 #[cfg(unix)]
 pub(crate) mod process_stage;
 mod rayon;
+#[cfg(unix)]
+pub(crate) mod region;
 pub(crate) mod task;
 mod thread_pool;
 

@@ -83,6 +83,12 @@ fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
                     last = Some((name.to_owned(), call));
                     call
                 }
+                None if registry::region(name).is_some() => {
+                    // A process region takes the channel over until its input ends.
+                    let run = registry::region(name).expect("checked");
+                    run(super::region::RegionIo(&mut channel), input)?;
+                    continue;
+                }
                 None => {
                     let msg = format!("no process fn `{name}` is registered");
                     channel

@@ -192,6 +192,13 @@ impl ProcessPool {
     }
 }
 
+impl ProcessPool {
+    /// The worker slots, for a process region, which runs one nested pipeline per worker.
+    pub(crate) fn slots(&self) -> &[Arc<Slot>] {
+        &self.shared.slots
+    }
+}
+
 struct PoolShared {
     id: usize,
     slots: Vec<Arc<Slot>>,
@@ -257,6 +264,59 @@ impl Slot {
                      replacement worker was started"
                 )))
             }
+        }
+    }
+
+    /// Runs `talk` on this slot's worker channel, holding the worker for as long as it runs
+    /// (a process region's nested pipeline). An I/O error means the worker is gone: it is
+    /// reaped and the slot left empty (see [`restart`](Self::restart)), and the error says
+    /// how it ended.
+    pub(crate) fn run_exclusive<R>(
+        &self,
+        talk: impl FnOnce(&mut Channel) -> std::io::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut worker = lock(&self.worker);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CallError::PoolClosed);
+        }
+        if worker.is_none() {
+            let fresh = self.start().map_err(|e| {
+                CallError::NoWorker(format!("no worker process could be started: {e}"))
+            })?;
+            *worker = Some(fresh);
+        }
+        let live = worker.as_mut().expect("started above");
+        match talk(&mut live.channel) {
+            Ok(result) => Ok(result),
+            Err(io) => {
+                let mut dead = worker.take().expect("running");
+                *lock(&self.killer) = None;
+                dead.child.kill();
+                let report = dead.child.wait().clone();
+                let pid = dead.child.pid();
+                drop(dead);
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(CallError::PoolClosed);
+                }
+                Err(CallError::WorkerDied(format!(
+                    "worker process {pid} {report} ({io})"
+                )))
+            }
+        }
+    }
+
+    /// Starts a worker in an empty slot now (a replacement), rather than at its next use.
+    pub(crate) fn restart(&self) {
+        let mut worker = lock(&self.worker);
+        if worker.is_none() && !self.closed.load(Ordering::Acquire) {
+            *worker = self.start().ok();
+        }
+    }
+
+    /// Kills the live worker (it is reaped and replaced by whoever holds it).
+    pub(crate) fn kill_worker(&self) {
+        if let Some((_, killer)) = lock(&self.killer).as_ref() {
+            killer.kill();
         }
     }
 

@@ -112,6 +112,11 @@ impl Channel {
         self.writer.send_parts(parts)
     }
 
+    /// Both halves, borrowed, to receive on one thread while sending on another for a while.
+    pub(crate) fn halves(&mut self) -> (&mut FrameReader, &mut FrameWriter) {
+        (&mut self.reader, &mut self.writer)
+    }
+
     /// The two halves, to receive on one thread while sending on another. Dropping the
     /// writer tells the other side that no more messages come.
     pub(crate) fn split(self) -> (FrameReader, FrameWriter) {

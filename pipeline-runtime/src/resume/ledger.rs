@@ -99,6 +99,14 @@ impl Ledger {
         }
     }
 
+    /// How many positions the source has taken that are resolved (delivered, failed or
+    /// dropped): what a process region's worker reports as done with.
+    #[cfg(unix)]
+    pub(crate) fn resolved(&self) -> u64 {
+        let inner = lock(&self.inner);
+        inner.frontier - inner.open.len() as u64
+    }
+
     /// The state: the pass of the lowest open position (or of the frontier), and the
     /// frontier and open positions counted from that pass's start.
     pub(crate) fn snapshot(&self, shape: &str) -> ResumeState {

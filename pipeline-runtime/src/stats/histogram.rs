@@ -107,6 +107,36 @@ impl Histogram {
     }
 }
 
+#[cfg(unix)]
+impl Histogram {
+    /// The non-empty buckets as (index, count), the sum and the maximum (a process region's
+    /// worker sends them to its parent).
+    pub(crate) fn export(&self) -> (Vec<(u16, u64)>, u64, u64) {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let n = b.load(Ordering::Relaxed);
+                (n > 0).then_some((i as u16, n))
+            })
+            .collect();
+        let sum = self.sum.load(Ordering::Relaxed);
+        (buckets, sum, self.max.load(Ordering::Relaxed))
+    }
+
+    /// Adds counts exported by [`export`](Self::export) (by any thread).
+    pub(crate) fn absorb(&self, buckets: &[(u16, u64)], sum: u64, max: u64) {
+        for &(i, n) in buckets {
+            if let Some(b) = self.buckets.get(usize::from(i)) {
+                b.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.sum.fetch_add(sum, Ordering::Relaxed);
+        self.max.fetch_max(max, Ordering::Relaxed);
+    }
+}
+
 /// Merged counts of one or more histograms, in ticks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Distribution {

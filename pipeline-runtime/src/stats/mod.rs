@@ -21,6 +21,8 @@ pub use histogram::DurationStats;
 pub(crate) use queue::QueueCounters;
 pub use queue::QueueStats;
 pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
+#[cfg(unix)]
+pub(crate) use stage::remote::RemoteCounts;
 pub(crate) use stage::StageCounters;
 pub use stage::{StageKind, StageStats};
 

@@ -6,6 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[cfg(unix)]
+pub(crate) mod remote;
+
 use super::histogram::{add, Distribution, DurationStats, Histogram};
 use crate::clock;
 

@@ -116,6 +116,7 @@ impl From<&PipelineError> for RemotePipelineError {
                         (RemoteFailureKind::Aggregator, vec![c.to_string()])
                     }
                     StageFailureKind::Start(c) => (RemoteFailureKind::Start, vec![c.to_string()]),
+                    StageFailureKind::InWorker(r) => (r.kind().clone(), r.causes().to_vec()),
                 };
                 RemoteStageFailure {
                     stage: f.stage().to_owned(),

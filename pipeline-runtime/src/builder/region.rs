@@ -1,0 +1,158 @@
+//! Process regions: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
+//! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool) (see
+//! `executor::region`).
+//!
+//! `f` is called once here too, on a builder of an empty source, to check the region's
+//! definition (its mistakes are `build()` errors of this pipeline) and to learn its stages,
+//! which appear in this pipeline's statistics with the workers' figures merged.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{fn_name, Options, PipelineBuilder, StageBuilder};
+use crate::error::BuildError;
+use crate::executor::region::parent::{launch_region, InnerStage, RegionPlan};
+use crate::executor::Executor;
+use crate::launch::LaunchFn;
+use crate::stage::pipe::Order;
+
+impl<T: Send + 'static> StageBuilder<T> {
+    /// A process region: the stages that `region` adds to a builder of this chain's items
+    /// run, as a whole, inside each worker of the [`ProcessPool`](crate::ProcessPool) given
+    /// with `.executor(&pool)`, as a nested pipeline. Only the region's input (`T`) and its
+    /// output (`U`) cross the process boundary, with serde; the values between its stages
+    /// stay in the worker.
+    ///
+    /// `region` is a named `fn` registered with [`process_region!`](crate::process_region),
+    /// so that the worker finds it by name. Each worker forms its own batches (an
+    /// `aggregate` inside sees the inputs that reached that worker); outputs come back in
+    /// completion order. A worker that dies fails the inputs it held and is replaced.
+    /// Options of the region: `executor` (required), `buffer`, `name`.
+    pub fn process_region<U, F>(self, region: F) -> StageBuilder<U>
+    where
+        T: Serialize,
+        U: DeserializeOwned + Send + 'static,
+        F: Fn(StageBuilder<T>) -> StageBuilder<U> + Send + Sync + 'static,
+    {
+        let default_name = fn_name::<F>().unwrap_or_else(|| "process region".to_owned());
+        let key = std::any::type_name::<F>();
+        let mut errors = Vec::new();
+        if let Err(e) = check_region::<F>(&default_name) {
+            errors.push(e);
+        }
+        let stages = match dry_run(&region, &default_name) {
+            Ok(stages) => Some(stages),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        self.then(Options::pipe(), move |prev: LaunchFn<T>, opts, chain| {
+            let opts = opts.into_pipe();
+            let name = opts.name.clone().unwrap_or(default_name);
+            chain.errors.extend(errors);
+            let mut error = |message: String| chain.errors.push(BuildError::new(message));
+            let inside = "each worker runs the region's stages with their own options: set it \
+                          on a stage inside the region's fn";
+            if opts.concurrency.is_some() {
+                error(format!(
+                    "`concurrency` is not an option of process region `{name}`: the region \
+                     runs once in each worker of its pool ({inside})"
+                ));
+            }
+            if opts.order != Order::Completion {
+                error(format!(
+                    "`order` is not an option of process region `{name}`: its outputs come \
+                     back from several workers in completion order"
+                ));
+            }
+            if opts.max_failures.is_some() {
+                error(format!(
+                    "`max_failures` is not an option of process region `{name}` ({inside})"
+                ));
+            }
+            if opts.buffer == Some(0) {
+                error(format!(
+                    "process region `{name}`: buffer must be at least 1"
+                ));
+            }
+            let pool = match opts.executor {
+                Some(Executor::Processes(pool)) => Some(pool),
+                _ => {
+                    error(format!(
+                        "process region `{name}` runs in worker processes: give it a \
+                         `ProcessPool` as its executor (`.executor(&pool)`, or \
+                         `executor = pool` in the macro)"
+                    ));
+                    None
+                }
+            };
+            chain.shape.push("process region".to_owned());
+            match (pool, stages) {
+                (Some(pool), Some(stages)) => launch_region(
+                    prev,
+                    RegionPlan {
+                        key,
+                        name,
+                        pool,
+                        stages,
+                        buffer: opts.buffer,
+                        continuous: chain.continuous,
+                    },
+                ),
+                // `build()` reports the definition errors; this never runs.
+                _ => Box::new(|_, _| Err(BuildError::new("the process region is not defined"))),
+            }
+        })
+    }
+}
+
+/// Checks that `F` can be found by name in a worker: a named `fn` registered as a region.
+fn check_region<F>(region: &str) -> Result<(), BuildError> {
+    let key = std::any::type_name::<F>();
+    if key.starts_with("fn(") {
+        Err(BuildError::new(format!(
+            "process region `{region}`: a function pointer (`{key}`) cannot be found by name \
+             in a worker process; pass the function itself (`process_region(decode_region)`)"
+        )))
+    } else if key.contains("{{closure}}") {
+        Err(BuildError::new(format!(
+            "process region `{region}`: a closure cannot run in a worker process; write the \
+             region as a named `fn` and register it with `process_region!`"
+        )))
+    } else {
+        crate::registry::check(key, crate::registry::Kind::Region)
+            .map_err(|e| BuildError::new(format!("process region `{region}`: {e}")))
+    }
+}
+
+/// Builds the region on an empty source and runs it, to check it and learn its stages.
+fn dry_run<T, U, F>(region: &F, name: &str) -> Result<Vec<InnerStage>, BuildError>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(StageBuilder<T>) -> StageBuilder<U>,
+{
+    let in_region = |e: BuildError| BuildError::new(format!("in process region `{name}`: {e}"));
+    let chain = region(PipelineBuilder::new().source(std::iter::empty::<T>()));
+    let mut pipeline = chain.sink().num_threads(1).build().map_err(in_region)?;
+    pipeline.start().map_err(in_region)?;
+    let stats = pipeline.stats();
+    drop(pipeline);
+    let stages: Vec<InnerStage> = stats
+        .stages
+        .iter()
+        .skip(1) // the stand-in source
+        .map(|s| InnerStage {
+            name: s.name.clone(),
+            kind: s.kind,
+            concurrency: s.concurrency,
+        })
+        .collect();
+    if stages.is_empty() {
+        return Err(BuildError::new(format!(
+            "process region `{name}` adds no stages: a region needs at least one"
+        )));
+    }
+    Ok(stages)
+}

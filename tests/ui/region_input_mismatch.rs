@@ -1,0 +1,13 @@
+use pipeline_runtime::{pipeline, process_region, ProcessPool, StageBuilder};
+
+fn batches(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
+    items.aggregate(4)
+}
+process_region!(batches);
+
+fn main() {
+    let pool = ProcessPool::builder().build().unwrap();
+    let _ = pipeline! {
+        source(vec!["a".to_owned()]) -> process_region(batches, executor = pool) -> sink()
+    };
+}

@@ -1,0 +1,12 @@
+use pipeline_runtime::{pipeline, process_region, StageBuilder};
+
+fn batches(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
+    items.aggregate(4)
+}
+process_region!(batches);
+
+fn main() {
+    let _ = pipeline! {
+        source(0..10u64) -> process_region(batches) -> sink()
+    };
+}
