@@ -14,10 +14,12 @@
 //! [`aggregate`] for batching, [`sink`] for the pipeline-wide settings.
 
 mod aggregate;
+mod merge;
 mod options;
 mod pipe;
 #[cfg(unix)]
 mod process;
+mod route;
 mod shape;
 mod sink;
 
@@ -33,6 +35,7 @@ use crate::stage::source::{
 use crate::stats::StageKind;
 
 pub(crate) use options::{AggregateOptions, Options, PipeOptions};
+pub use route::{BatchedBranches, BatchedRoute, Branches, Route};
 pub use sink::{SinkBuilder, DEFAULT_SINK_BUFFER};
 
 /// Starts a pipeline definition; the first call names the source.

@@ -261,6 +261,8 @@ fn kind_word(kind: StageKind) -> &'static str {
         StageKind::Pipe => "pipe",
         StageKind::Aggregate => "aggregate",
         StageKind::Disaggregate => "disaggregate",
+        StageKind::Merge => "merge",
+        StageKind::Route => "route",
     }
 }
 
