@@ -638,3 +638,69 @@ fn leaves_no_thread() {
     drop(failing);
     assert!(wait_until(Duration::from_secs(3), || thread_count() <= baseline));
 }
+
+mod dsl {
+    use super::sorted;
+    use pipeline_runtime::pipeline;
+    use pipeline_tests::collect_ok;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        Jpeg,
+        Png,
+    }
+
+    fn kind_of(x: &u32) -> Kind {
+        if x % 2 == 0 {
+            Kind::Jpeg
+        } else {
+            Kind::Png
+        }
+    }
+
+    fn decode_jpeg(x: u32) -> u64 {
+        u64::from(x) * 10
+    }
+
+    fn decode_png(x: u32) -> u64 {
+        u64::from(x) + 1000
+    }
+
+    #[test]
+    fn merge_and_route_in_the_macro() {
+        let p = pipeline! {
+            merge(
+                source(0..10u32) -> pipe(|x: u32| x + 100),
+                source(0..4u32),
+                policy = weighted([0.7, 0.3], seed = 7),
+                on_end = continue,
+            )
+            -> route(kind_of, {
+                Kind::Jpeg => pipe(decode_jpeg, concurrency = 2),
+                Kind::Png => pipe(decode_png) -> pipe(|x: u64| x + 1),
+            })
+            -> sink(buffer = 2)
+        }
+        .unwrap();
+        let want: Vec<u64> = (100..110u32)
+            .chain(0..4)
+            .map(|x| if x % 2 == 0 { decode_jpeg(x) } else { decode_png(x) + 1 })
+            .collect();
+        assert_eq!(sorted(collect_ok(p)), sorted(want));
+    }
+
+    #[test]
+    fn round_robin_stop_and_batched_route_in_the_macro() {
+        let p = pipeline! {
+            merge(source(0..3u32), source(10..20u32), policy = round_robin, on_end = stop)
+            -> aggregate(4)
+            -> route(batched |x: &u32| *x >= 10, {
+                true => pipe(|v: Vec<u32>| v.into_iter().map(|x| x * 2).collect::<Vec<_>>()),
+                false => pipe(|v: Vec<u32>| v),
+            })
+            -> sink()
+        }
+        .unwrap();
+        assert_eq!(collect_ok(p), [vec![0, 20, 1, 22], vec![2, 24]]);
+    }
+}
