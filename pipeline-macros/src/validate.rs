@@ -475,12 +475,57 @@ mod tests {
                 quote! { source(x) -> pipe(f, drop_last = true) -> sink() },
                 "option of `aggregate`",
             ),
+            (
+                quote! { merge(source(a), pipe(f)) -> sink() },
+                "input 2 of the merge starts with `pipe`",
+            ),
+            (
+                quote! { source(x) -> merge(source(a)) -> sink() },
+                "must be the first stage",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 => source(y) }) -> sink() },
+                "inside branch `0` of the route at stage 2",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 => pipe(f) pipe(g) }) -> sink() },
+                "expected `->` before `pipe`",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 pipe(f) }) -> sink() },
+                "`pattern => stages`",
+            ),
+            (
+                quote! { merge(source(a), source(b), policy = weighted([1.0], seed = 1)) -> sink() },
+                "1 weights for 2 inputs",
+            ),
+            (
+                quote! { merge(source(a), on_end = stop, on_end = restart) -> sink() },
+                "duplicate option `on_end`",
+            ),
         ];
         for (tokens, expected) in cases {
             let (_, errors) = check(tokens.clone());
             assert_eq!(errors.len(), 1, "{tokens}: {errors:?}");
             assert!(errors[0].contains(expected), "{tokens}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn structures_plan_their_chains() {
+        let (plan, errors) = check(quote! {
+            merge(source(a) -> pipe(f), source(b), policy = round_robin, on_end = restart)
+            -> route(batched k, { Kind::A => pipe(g), _ => pipe(h) -> pipe(i) })
+            -> sink()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let out = expanded(&plan);
+        assert!(out.contains(". merge (["), "{out}");
+        assert!(out.contains("MergePolicy :: round_robin ()"), "{out}");
+        assert!(out.contains("OnEnd :: Restart"), "{out}");
+        assert!(out.contains(". route_batched ("), "{out}");
+        assert!(out.contains("__pipeline_branch_1"), "{out}");
+        assert!(out.contains(". join ()"), "{out}");
     }
 
     #[test]

@@ -108,6 +108,10 @@ impl StageKind for Merge {
             inputs.push(Input {
                 label: format!("{within} (`{}`)", written(&piece.stream())),
                 span: piece.span,
+                last: piece.tokens.last().map_or(piece.span, |t| match t {
+                    proc_macro2::TokenTree::Group(g) => g.span_close(),
+                    other => other.span(),
+                }),
                 chain,
             });
         }
@@ -137,6 +141,8 @@ impl StageKind for Merge {
 struct Input {
     label: String,
     span: Span,
+    /// Span of the input's last token.
+    last: Span,
     chain: SubChain,
 }
 
@@ -253,13 +259,14 @@ impl Planned for MergeStep {
         for (i, input) in self.inputs.iter().enumerate() {
             let source = input.chain.source.iter();
             let body = expand_chain("", source.chain(&input.chain.steps));
-            let value = if input.chain.source.is_none() {
-                quote!(#rt::missing_source())
-            } else {
-                quote!(#stage)
-            };
+            // A missing source (an error says so) stands in, so the stages are still checked.
+            let stand_in = input
+                .chain
+                .source
+                .is_none()
+                .then(|| quote!(let #stage = #rt::missing_source();));
             let var = ident(&format!("__pipeline_input_{i}"), Span::mixed_site());
-            let built = quote! { let #var = { #body #value }; };
+            let built = quote! { let #var = { #stand_in #body #stage }; };
             if i == 0 {
                 inputs.push((var.clone(), built));
                 continue;
@@ -275,7 +282,12 @@ impl Planned for MergeStep {
                 ),
                 "this input produces `{Self}`, not `{A}`",
             );
-            let call = quote_spanned! {input.span=> #guard(&#first, #var) };
+            // The input as the guard's argument, spanned over the input's tokens, so that the
+            // error points at the input.
+            let mut arg = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#var));
+            arg.set_span(input.last);
+            let path = quote_spanned! {input.span=> ::pipeline_runtime::__private::stage_input };
+            let call = quote_spanned! {input.span=> #guard(&#first, #path #arg) };
             let built = quote! {
                 #built
                 #check

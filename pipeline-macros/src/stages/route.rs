@@ -74,12 +74,13 @@ impl StageKind for Route {
                     continue;
                 }
                 saw_braces = true;
-                for arm in split_commas(group.stream()) {
-                    if let Some(branch) = plan_branch(&arm, &label, checks) {
+                let arms = split_commas(group.stream());
+                for arm in &arms {
+                    if let Some(branch) = plan_branch(arm, &label, checks) {
                         branches.push(branch);
                     }
                 }
-                if branches.is_empty() {
+                if arms.is_empty() {
                     checks.error(group.span(), format!("{label} has no branches: {usage}"));
                 }
                 continue;
