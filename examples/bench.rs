@@ -29,6 +29,8 @@ mod w4;
 mod w7;
 #[path = "bench/w9.rs"]
 mod w9;
+#[path = "bench/w10.rs"]
+mod w10;
 
 struct Args {
     id: String,
@@ -113,6 +115,11 @@ const IDS: &[&str] = &[
     "W9.s3.shards",
     "W9.s3.plain",
     "W9.s3.small",
+    "W10.single",
+    "W10.merge4",
+    "W10.merge4.rr",
+    "W10.merge4.weighted",
+    "W10.route2",
 ];
 
 struct Outcome {
@@ -530,6 +537,11 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W9.s3.shards" => w9::s3_shards(n_or(32)),
         "W9.s3.plain" => w9::s3_plain(n_or(32)),
         "W9.s3.small" => w9::s3_small(n_or(2048)),
+        "W10.single" => w10::single(n_or(200_000)),
+        "W10.merge4" => w10::merge4(n_or(200_000), w10::Policy::AsAvailable),
+        "W10.merge4.rr" => w10::merge4(n_or(200_000), w10::Policy::RoundRobin),
+        "W10.merge4.weighted" => w10::merge4(n_or(200_000), w10::Policy::Weighted),
+        "W10.route2" => w10::route2(n_or(200_000)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }

@@ -128,6 +128,8 @@ mod __guide {
     mod failures {}
     #[doc = include_str!("../../docs/src/epochs.md")]
     mod epochs {}
+    #[doc = include_str!("../../docs/src/structures.md")]
+    mod structures {}
     #[doc = include_str!("../../docs/src/backpressure.md")]
     mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]

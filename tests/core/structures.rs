@@ -541,6 +541,39 @@ fn batched_route_keeps_epochs() {
     p.stop().unwrap();
 }
 
+#[test]
+fn the_bottleneck_report_sees_through_merges_and_routes() {
+    let slow = |x: u32| {
+        std::thread::sleep(Duration::from_millis(2));
+        x
+    };
+    let mut merged = PipelineBuilder::new()
+        .merge([
+            PipelineBuilder::new().source(0..60u32).pipe(slow).name("slow"),
+            PipelineBuilder::new().source(0..60u32),
+        ])
+        .sink()
+        .build()
+        .unwrap();
+    assert_eq!(merged.by_ref().count(), 120);
+    let stats = merged.stats();
+    assert_eq!(stats.bottleneck().map(|s| s.name.as_str()), Some("merge[0]/slow"), "{stats}");
+
+    let mut routed = PipelineBuilder::new()
+        .source(0..120u32)
+        .route(|x: &u32| usize::from(*x % 4 == 0))
+        .branch("fast", |b| b.pipe(|x| x))
+        .branch("slow", |b| b.pipe(slow).name("work"))
+        .join()
+        .sink()
+        .build()
+        .unwrap();
+    assert_eq!(routed.by_ref().count(), 120);
+    let stats = routed.stats();
+    assert_eq!(stats.bottleneck().map(|s| s.name.as_str()), Some("route#1[slow]/work"), "{stats}");
+    assert!(stats.to_string().contains("route#1[slow]/work"));
+}
+
 /// Stop and drop of merges and routes, run alone in a child process (`leaves_no_thread`)
 /// so that no other test's threads blur the count.
 #[test]
