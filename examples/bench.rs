@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use pipeline_examples::images;
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
+#[path = "bench/w10.rs"]
+mod w10;
 #[path = "bench/w4.rs"]
 mod w4;
 #[path = "bench/w7.rs"]
 mod w7;
 #[path = "bench/w9.rs"]
 mod w9;
-#[path = "bench/w10.rs"]
-mod w10;
 
 struct Args {
     id: String,
@@ -120,6 +120,7 @@ const IDS: &[&str] = &[
     "W10.merge4.rr",
     "W10.merge4.weighted",
     "W10.route2",
+    "W10.x.merge1",
 ];
 
 struct Outcome {
@@ -542,6 +543,7 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W10.merge4.rr" => w10::merge4(n_or(200_000), w10::Policy::RoundRobin),
         "W10.merge4.weighted" => w10::merge4(n_or(200_000), w10::Policy::Weighted),
         "W10.route2" => w10::route2(n_or(200_000)),
+        "W10.x.merge1" => w10::merge1(n_or(200_000)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }

@@ -3,6 +3,8 @@
 //! (`W10.merge4` / `W10.merge4.rr` / `W10.merge4.weighted` vs `W10.single`); and a route of
 //! the W1 stage over two branches (`W10.route2`). The merge is one more hop, like one more
 //! stage: compare its cost with a stage's (`W1.sync.chain5.c1` vs `W1.sync.c1`).
+//! `W10.x.merge1` is a merge of one input: the merge's own hop, without the three more
+//! source threads.
 
 use std::time::Instant;
 
@@ -55,6 +57,19 @@ pub(super) fn merge4(n: u64, policy: Policy) -> Result<Outcome, String> {
     let p = PipelineBuilder::new()
         .merge(inputs)
         .policy(policy)
+        .pipe(identity)
+        .sink()
+        .buffer(32)
+        .num_threads(1);
+    outcome(n, t0, drain_sum(finish(p)))
+}
+
+/// One source through a merge of one input, then the W1 stage: the merge's own hop, without
+/// the three more source threads of `merge4`.
+pub(super) fn merge1(n: u64) -> Result<Outcome, String> {
+    let t0 = Instant::now();
+    let p = PipelineBuilder::new()
+        .merge([PipelineBuilder::new().source(0..n)])
         .pipe(identity)
         .sink()
         .buffer(32)

@@ -196,7 +196,13 @@ impl Checks for Validator {
         self.errors.push(error);
     }
 
-    fn chain(&mut self, stages: &[Stage], from_source: bool, within: &str, blame: Span) -> SubChain {
+    fn chain(
+        &mut self,
+        stages: &[Stage],
+        from_source: bool,
+        within: &str,
+        blame: Span,
+    ) -> SubChain {
         let mut chain = SubChain::default();
         if stages.is_empty() {
             let hint = if from_source {

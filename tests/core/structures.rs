@@ -61,7 +61,10 @@ fn weighted_loop(inputs: &[Vec<u32>], weights: &[f64], seed: u64, rank: u32) -> 
     let mut open = vec![true; inputs.len()];
     let mut out = Vec::new();
     while open.contains(&true) {
-        let total: f64 = (0..open.len()).filter(|&i| open[i]).map(|i| weights[i]).sum();
+        let total: f64 = (0..open.len())
+            .filter(|&i| open[i])
+            .map(|i| weights[i])
+            .sum();
         let u = rng.next_f64() * total;
         let mut sum = 0.0;
         let mut pick = 0;
@@ -127,12 +130,19 @@ fn as_available_delivers_every_item_once_and_counts_every_input() {
         .build()
         .unwrap();
     let got: Vec<u32> = p.by_ref().map(Result::unwrap).collect();
-    let want: Vec<u32> = expected_inputs(&spec).concat().iter().map(|x| x + 1).collect();
+    let want: Vec<u32> = expected_inputs(&spec)
+        .concat()
+        .iter()
+        .map(|x| x + 1)
+        .collect();
     assert_eq!(sorted(got), sorted(want));
     let stats = p.stats();
     let names: Vec<&str> = stats.stages.iter().map(|s| s.name.as_str()).collect();
     for i in 0..4 {
-        assert!(names.contains(&format!("merge[{i}]/source").as_str()), "{names:?}");
+        assert!(
+            names.contains(&format!("merge[{i}]/source").as_str()),
+            "{names:?}"
+        );
     }
     let merge = stats.stages.iter().find(|s| s.name == "merge").unwrap();
     assert_eq!((merge.tasks, merge.outputs), (357, 357));
@@ -206,7 +216,10 @@ fn restart_repeats_the_shorter_input_until_each_has_ended_once() {
     }
     let first: Vec<u32> = p.epoch().map(Result::unwrap).collect();
     assert_eq!(first, want);
-    assert_eq!(sorted(first.iter().filter(|x| **x >= 10).copied().collect()), [10, 20, 30, 40, 50]);
+    assert_eq!(
+        sorted(first.iter().filter(|x| **x >= 10).copied().collect()),
+        [10, 20, 30, 40, 50]
+    );
     let second: Vec<u32> = p.epoch().map(Result::unwrap).collect();
     assert!(!second.is_empty(), "the merged stream is continuous");
     p.stop().unwrap();
@@ -232,7 +245,11 @@ fn a_custom_policy_that_ends_early_does_not_hang() {
         taken += 1;
         (taken <= 25).then(|| taken % open.len())
     };
-    let sources = [CountingSource::new(), CountingSource::new(), CountingSource::new()];
+    let sources = [
+        CountingSource::new(),
+        CountingSource::new(),
+        CountingSource::new(),
+    ];
     let inputs = sources
         .iter()
         .map(|s| PipelineBuilder::new().source(s.clone()).pipe(|x| x));
@@ -285,7 +302,10 @@ fn merge_definition_errors() {
         .to_string();
     assert!(restart.contains("continuous_source"), "{restart}");
     let mixed = PipelineBuilder::new()
-        .merge([input(0..2, 1), PipelineBuilder::new().continuous_source(vec![1u32])])
+        .merge([
+            input(0..2, 1),
+            PipelineBuilder::new().continuous_source(vec![1u32]),
+        ])
         .sink()
         .build()
         .unwrap_err()
@@ -298,7 +318,10 @@ fn merge_definition_errors() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(misplaced.contains("`policy` is not an option"), "{misplaced}");
+    assert!(
+        misplaced.contains("`policy` is not an option"),
+        "{misplaced}"
+    );
     let mut resume = PipelineBuilder::new()
         .merge([input(0..2, 1)])
         .sink()
@@ -326,9 +349,15 @@ fn route_sends_each_item_through_its_branch() {
     let mut p = PipelineBuilder::new()
         .source(0..600u32)
         .route(routed)
-        .branch("zero", |b| b.pipe(counter(0)).pipe(|x| x * 10).concurrency(4))
+        .branch("zero", |b| {
+            b.pipe(counter(0)).pipe(|x| x * 10).concurrency(4)
+        })
         .branch("one", |b| b.pipe(counter(1)).pipe(|x| x * 100))
-        .branch("two", |b| b.pipe(counter(2)).async_pipe(|x| async move { x + 7 }).concurrency(8))
+        .branch("two", |b| {
+            b.pipe(counter(2))
+                .async_pipe(|x| async move { x + 7 })
+                .concurrency(8)
+        })
         .join()
         .pipe(|x| x + 1)
         .sink()
@@ -350,12 +379,36 @@ fn route_sends_each_item_through_its_branch() {
     let names: Vec<&str> = stats.stages.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"route#1"), "{names:?}");
     assert!(names.contains(&"route#1 join"), "{names:?}");
-    assert_eq!(names.iter().filter(|n| n.starts_with("route#1[two]/")).count(), 2, "{names:?}");
-    let join = stats.stages.iter().find(|s| s.name == "route#1 join").unwrap();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("route#1[two]/"))
+            .count(),
+        2,
+        "{names:?}"
+    );
+    let join = stats
+        .stages
+        .iter()
+        .find(|s| s.name == "route#1 join")
+        .unwrap();
     assert_eq!(join.outputs, 600);
     // The router's queues to the branches carry each branch's share.
-    for q in stats.queues.iter().filter(|q| q.after.starts_with("router -> ")) {
+    let inputs: Vec<_> = stats
+        .queues
+        .iter()
+        .filter(|q| q.after.ends_with("]/input"))
+        .collect();
+    assert_eq!(inputs.len(), 3);
+    for q in inputs {
         assert_eq!(q.items, 200, "{}", q.after);
+        // Each is read by its branch's first stage.
+        let reader = &stats.stages[q.reader.unwrap()];
+        assert!(
+            reader.name.starts_with(q.after.trim_end_matches("input")),
+            "{}",
+            reader.name
+        );
     }
 }
 
@@ -518,7 +571,12 @@ fn batched_route_drops_a_batch_whose_branch_returns_the_wrong_length() {
     let got: Vec<Vec<u32>> = p.by_ref().map(Result::unwrap).collect();
     assert_eq!(got.len(), 9);
     assert!(got.iter().all(|b| !b.contains(&12)));
-    let join = p.stats().stages.into_iter().find(|s| s.name.ends_with("join")).unwrap();
+    let join = p
+        .stats()
+        .stages
+        .into_iter()
+        .find(|s| s.name.ends_with("join"))
+        .unwrap();
     assert_eq!(join.failures, 1);
 }
 
@@ -528,7 +586,11 @@ fn batched_route_keeps_epochs() {
         .continuous_source((0..10u32).collect::<Vec<_>>())
         .aggregate(3)
         .route_batched(|x: &u32| (*x % 2) as usize)
-        .branch("a", |b| b.pipe(|v: Vec<u32>| v).concurrency(2).order(Order::Completion))
+        .branch("a", |b| {
+            b.pipe(|v: Vec<u32>| v)
+                .concurrency(2)
+                .order(Order::Completion)
+        })
         .branch("b", |b| b)
         .join()
         .sink()
@@ -536,7 +598,10 @@ fn batched_route_keeps_epochs() {
         .unwrap();
     for _ in 0..3 {
         let epoch: Vec<Vec<u32>> = p.epoch().map(Result::unwrap).collect();
-        assert_eq!(sorted(epoch), [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]);
+        assert_eq!(
+            sorted(epoch),
+            [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]
+        );
     }
     p.stop().unwrap();
 }
@@ -549,28 +614,39 @@ fn the_bottleneck_report_sees_through_merges_and_routes() {
     };
     let mut merged = PipelineBuilder::new()
         .merge([
-            PipelineBuilder::new().source(0..60u32).pipe(slow).name("slow"),
+            PipelineBuilder::new()
+                .source(0..100u32)
+                .pipe(slow)
+                .name("slow"),
             PipelineBuilder::new().source(0..60u32),
         ])
         .sink()
         .build()
         .unwrap();
-    assert_eq!(merged.by_ref().count(), 120);
+    assert_eq!(merged.by_ref().count(), 160);
     let stats = merged.stats();
-    assert_eq!(stats.bottleneck().map(|s| s.name.as_str()), Some("merge[0]/slow"), "{stats}");
+    assert_eq!(
+        stats.bottleneck().map(|s| s.name.as_str()),
+        Some("merge[0]/slow"),
+        "{stats}"
+    );
 
     let mut routed = PipelineBuilder::new()
-        .source(0..120u32)
-        .route(|x: &u32| usize::from(*x % 4 == 0))
+        .source(0..160u32)
+        .route(|x: &u32| usize::from(*x % 8 != 0))
         .branch("fast", |b| b.pipe(|x| x))
         .branch("slow", |b| b.pipe(slow).name("work"))
         .join()
         .sink()
         .build()
         .unwrap();
-    assert_eq!(routed.by_ref().count(), 120);
+    assert_eq!(routed.by_ref().count(), 160);
     let stats = routed.stats();
-    assert_eq!(stats.bottleneck().map(|s| s.name.as_str()), Some("route#1[slow]/work"), "{stats}");
+    assert_eq!(
+        stats.bottleneck().map(|s| s.name.as_str()),
+        Some("route#1[slow]/work"),
+        "{stats}"
+    );
     assert!(stats.to_string().contains("route#1[slow]/work"));
 }
 
@@ -579,7 +655,12 @@ fn the_bottleneck_report_sees_through_merges_and_routes() {
 #[test]
 fn stop_and_drop_leave_no_thread_behind() {
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "structures::leaves_no_thread", "--ignored", "--test-threads=1"])
+        .args([
+            "--exact",
+            "structures::leaves_no_thread",
+            "--ignored",
+            "--test-threads=1",
+        ])
         .env("PIPELINE_STRUCTURES_CHILD", "1")
         .status()
         .unwrap();
@@ -589,7 +670,9 @@ fn stop_and_drop_leave_no_thread_behind() {
 fn busy_pipelines() -> Vec<Pipeline<usize>> {
     let merge = PipelineBuilder::new()
         .merge([
-            PipelineBuilder::new().source(CountingSource::new()).pipe(|x| x),
+            PipelineBuilder::new()
+                .source(CountingSource::new())
+                .pipe(|x| x),
             PipelineBuilder::new()
                 .source(CountingSource::new())
                 .async_pipe(|x| async move { x })
@@ -628,7 +711,10 @@ fn busy_pipelines() -> Vec<Pipeline<usize>> {
     let failing = PipelineBuilder::new()
         .source(CountingSource::new())
         .route(|x: &usize| if *x == 50 { panic!("router") } else { x % 2 })
-        .branch("a", |b| b.try_pipe(|x: usize| if x > 30 { Err("no") } else { Ok(x) }).max_failures(MaxFailures::Count(1)))
+        .branch("a", |b| {
+            b.try_pipe(|x: usize| if x > 30 { Err("no") } else { Ok(x) })
+                .max_failures(MaxFailures::Count(1))
+        })
         .branch("b", |b| b)
         .join()
         .sink()
@@ -717,7 +803,13 @@ mod dsl {
         .unwrap();
         let want: Vec<u64> = (100..110u32)
             .chain(0..4)
-            .map(|x| if x % 2 == 0 { decode_jpeg(x) } else { decode_png(x) + 1 })
+            .map(|x| {
+                if x % 2 == 0 {
+                    decode_jpeg(x)
+                } else {
+                    decode_png(x) + 1
+                }
+            })
             .collect();
         assert_eq!(sorted(collect_ok(p)), sorted(want));
     }

@@ -167,7 +167,8 @@ pub(crate) trait Checks {
     /// with a source) or a route branch (it starts from the route's items). Neither has a
     /// sink. `within` names where the chain is ("input 2 of the merge"), for labels and
     /// messages; `blame` is where an empty chain is reported.
-    fn chain(&mut self, stages: &[Stage], from_source: bool, within: &str, blame: Span) -> SubChain;
+    fn chain(&mut self, stages: &[Stage], from_source: bool, within: &str, blame: Span)
+        -> SubChain;
 }
 
 /// A planned chain inside a structure: its first stage (a merge input's source) and the

@@ -11,8 +11,10 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::Expr;
 
-use super::kind::{Checks, Modifier, OptionSpec, Place, Positional, StageKind, SubChain, ValueType};
-use super::structure::{same_type_trait, split_commas, written, ident};
+use super::kind::{
+    Checks, Modifier, OptionSpec, Place, Positional, StageKind, SubChain, ValueType,
+};
+use super::structure::{ident, same_type_trait, split_commas, written};
 use crate::expand::{expand_chain, rt, stage_var};
 use crate::plan::{Context, Planned, Step};
 use crate::syntax::Stage;
@@ -284,7 +286,8 @@ impl Planned for MergeStep {
             );
             // The input as the guard's argument, spanned over the input's tokens, so that the
             // error points at the input.
-            let mut arg = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#var));
+            let mut arg =
+                proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#var));
             arg.set_span(input.last);
             let path = quote_spanned! {input.span=> ::pipeline_runtime::__private::stage_input };
             let call = quote_spanned! {input.span=> #guard(&#first, #path #arg) };

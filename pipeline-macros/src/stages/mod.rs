@@ -147,7 +147,10 @@ mod tests {
     #[test]
     fn two_first_kinds_and_one_sink_kind() {
         // A pipeline starts with a source or a merge of sources.
-        assert_eq!(KINDS.iter().filter(|k| k.place() == Place::First).count(), 2);
+        assert_eq!(
+            KINDS.iter().filter(|k| k.place() == Place::First).count(),
+            2
+        );
         assert_eq!(KINDS.iter().filter(|k| k.place() == Place::Last).count(), 1);
     }
 }

@@ -70,7 +70,10 @@ impl StageKind for Route {
         for piece in &pieces {
             if let Some(group) = piece.braces() {
                 if saw_braces {
-                    checks.error(piece.span, "`route` takes one `{ .. }` of branches".to_owned());
+                    checks.error(
+                        piece.span,
+                        "`route` takes one `{ .. }` of branches".to_owned(),
+                    );
                     continue;
                 }
                 saw_braces = true;
@@ -88,7 +91,9 @@ impl StageKind for Route {
             if router.is_some() || saw_braces {
                 checks.error(
                     piece.span,
-                    format!("unexpected argument: `route` takes a router, then its branches: {usage}"),
+                    format!(
+                        "unexpected argument: `route` takes a router, then its branches: {usage}"
+                    ),
                 );
                 continue;
             }
@@ -105,7 +110,10 @@ impl StageKind for Route {
             }
         }
         if !saw_braces {
-            checks.error(stage.args_span, format!("`route` needs its branches: {usage}"));
+            checks.error(
+                stage.args_span,
+                format!("`route` needs its branches: {usage}"),
+            );
         }
         let router = router.or_else(|| {
             checks.error(stage.args_span, format!("`route` needs a router: {usage}"));
@@ -191,15 +199,21 @@ impl Planned for RouteStep {
             let pattern = &b.pattern;
             quote_spanned!(b.span=> #pattern => #i,)
         });
-        let method = ident(if self.batched { "route_batched" } else { "route" }, self.span);
+        let method = ident(
+            if self.batched {
+                "route_batched"
+            } else {
+                "route"
+            },
+            self.span,
+        );
         let from = format!("the router of {}", self.label);
         let _ = cx;
         let first_label = &self.branches[0].label;
         let branches_var = ident("__pipeline_branches", Span::mixed_site());
         let router_fn = ident("__pipeline_router", Span::mixed_site());
         let item = ident("__pipeline_item", Span::mixed_site());
-        let mut expr =
-            quote!(#stage.#method(move |#item| match #router_fn(#item) { #(#arms)* }));
+        let mut expr = quote!(#stage.#method(move |#item| match #router_fn(#item) { #(#arms)* }));
         for (i, b) in self.branches.iter().enumerate() {
             let body = expand_chain(&from, &b.chain.steps);
             let name = &b.name;
@@ -212,7 +226,10 @@ impl Planned for RouteStep {
             let guard = ident(&format!("__pipeline_branch_{i}"), b.span);
             let check = same_type_trait(
                 &tr,
-                &format!("{} produces `{{Self}}`, but {first_label} produces `{{A}}`", b.label),
+                &format!(
+                    "{} produces `{{Self}}`, but {first_label} produces `{{A}}`",
+                    b.label
+                ),
                 "this branch produces `{Self}`, not `{A}`",
             );
             let (branches_ty, input_ty, out_u, out_v) = if self.batched {

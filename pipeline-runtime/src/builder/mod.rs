@@ -160,7 +160,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             let name = "source";
             let scope = l.pipeline_scope.clone();
             let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
-            let (tx, rx) = l.queue(name, out_cap);
+            let (tx, rx) = l.queue(&ctx.name, out_cap);
             ctx.lanes_starting(1);
             let lane = ctx.lane_guard();
             let resume = l.resume_from.take();

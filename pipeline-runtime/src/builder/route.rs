@@ -18,10 +18,10 @@ use super::{Chain, Options, StageBuilder};
 use crate::error::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Rx, Tx};
+use crate::stage::merge::{MergeLane, MergePolicy, OnEnd};
 use crate::stage::route::{
     batched, per_item, BatchJoinLane, Pending, Router, RouterLane, Splitter,
 };
-use crate::stage::merge::{MergeLane, MergePolicy, OnEnd};
 use crate::stats::StageKind;
 use crate::sync::lock;
 
@@ -134,16 +134,19 @@ fn build_branch<T: Send + 'static, U: Send + 'static>(
 ) -> (Built<T, U>, Chain) {
     let slot: Slot<T> = Arc::new(Mutex::new(None));
     let handed = slot.clone();
-    let after = name.clone();
     let input: LaunchFn<T> = Box::new(move |l: &mut Launch, cap| {
-        let (tx, rx): (Tx<T>, Rx<T>) = l.queue_from(&format!("router -> {after}"), cap, None);
+        // Named after the branch's place: `route#N[branch]/input`.
+        let after = format!("{}input", l.prefix);
+        let (tx, rx): (Tx<T>, Rx<T>) = l.queue_from(&after, cap, None);
         *lock(&handed) = Some(tx);
         Ok(rx)
     });
     let root = StageBuilder::ready(
         Chain {
             errors: Vec::new(),
-            stage_count: 0,
+            // Counted as one, so that the branch's stages are numbered from 1 (`pipe#1`);
+            // the route does not count it.
+            stage_count: 1,
             continuous,
             shape: Vec::new(),
         },
@@ -189,19 +192,26 @@ impl<T: Send + 'static, U: Send + 'static> Branches<T, U> {
     pub fn join(self) -> StageBuilder<U> {
         let names: Vec<String> = self.branches.iter().map(|b| b.name.clone()).collect();
         let splitter = per_item(self.router, names.clone());
-        route_stage(self.prev, self.branches, self.chains, move |_| splitter, None, {
-            move |l: &mut Launch, ctx, inputs, output, _| {
-                let lane = MergeLane {
-                    _guard: ctx.lane_guard(),
-                    ctx,
-                    inputs,
-                    output,
-                    policy: MergePolicy::as_available(),
-                    on_end: OnEnd::Continue,
-                };
-                l.default_pool.spawn_lane(Box::pin(lane.run()));
-            }
-        })
+        route_stage(
+            self.prev,
+            self.branches,
+            self.chains,
+            move |_| splitter,
+            None,
+            {
+                move |l: &mut Launch, ctx, inputs, output, _| {
+                    let lane = MergeLane {
+                        _guard: ctx.lane_guard(),
+                        ctx,
+                        inputs,
+                        output,
+                        policy: MergePolicy::as_available(),
+                        on_end: OnEnd::Continue,
+                    };
+                    l.default_pool.spawn_lane(Box::pin(lane.run()));
+                }
+            },
+        )
     }
 }
 
@@ -284,67 +294,77 @@ where
     J: FnOnce(&mut Launch, Ctx, Vec<Rx<U>>, Tx<U>, ()) + Send + 'static,
 {
     let index = prev.chain.stage_count;
-    prev.then(Options::None("a route's `join`"), move |prev, _opts, chain| {
-        let mut words = Vec::new();
-        for (branch, sub) in branches.iter().zip(chains) {
-            chain.errors.extend(sub.errors);
-            chain.stage_count += sub.stage_count;
-            words.push(format!("{}: {}", branch.name, sub.shape.join(" -> ")));
-        }
-        chain.shape.push(format!(
-            "{}({})",
-            if batched.is_some() { "route batched" } else { "route" },
-            words.join(" | ")
-        ));
-        let name = format!("route#{index}");
-        let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
-            if batched.is_some() && l.ledger.is_some() {
-                return Err(BuildError::new(format!(
-                    "{name}: resume tracking does not cover a batched route yet; turn \
-                     `track_resume`/`resume_from` off for this pipeline"
-                )));
+    prev.then(
+        Options::None("a route's `join`"),
+        move |prev, _opts, chain| {
+            let mut words = Vec::new();
+            for (branch, sub) in branches.iter().zip(chains) {
+                chain.errors.extend(sub.errors);
+                chain.stage_count += sub.stage_count - 1;
+                words.push(format!("{}: {}", branch.name, sub.shape.join(" -> ")));
             }
-            let rx = prev(l, l.queue_capacity)?;
-            let router = l.stage(name.clone(), StageKind::Route, 1, l.pipeline_scope.clone());
-            let capacity = l.queue_capacity;
-            let outer = l.prefix.clone();
-            let mut txs = Vec::with_capacity(branches.len());
-            let mut outs = Vec::with_capacity(branches.len());
-            for branch in branches {
-                l.prefix = format!("{outer}{name}[{}]/", branch.name);
-                let started = (branch.launch)(l, capacity);
-                l.prefix.clone_from(&outer);
-                let mut out = started?;
-                l.read_by_structure();
-                out.set_consumer();
-                outs.push(out);
-                let tx = lock(&branch.slot)
-                    .take()
-                    .ok_or_else(|| {
+            chain.shape.push(format!(
+                "{}({})",
+                if batched.is_some() {
+                    "route batched"
+                } else {
+                    "route"
+                },
+                words.join(" | ")
+            ));
+            let name = format!("route#{index}");
+            let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
+                if batched.is_some() && l.ledger.is_some() {
+                    return Err(BuildError::new(format!(
+                        "{name}: resume tracking does not cover a batched route yet; turn \
+                     `track_resume`/`resume_from` off for this pipeline"
+                    )));
+                }
+                let rx = prev(l, l.queue_capacity)?;
+                let router = l.stage(name.clone(), StageKind::Route, 1, l.pipeline_scope.clone());
+                let capacity = l.queue_capacity;
+                let outer = l.prefix.clone();
+                let mut txs = Vec::with_capacity(branches.len());
+                let mut outs = Vec::with_capacity(branches.len());
+                for branch in branches {
+                    l.prefix = format!("{outer}{name}[{}]/", branch.name);
+                    let started = (branch.launch)(l, capacity);
+                    l.prefix.clone_from(&outer);
+                    let mut out = started?;
+                    l.read_by_structure();
+                    out.set_consumer();
+                    outs.push(out);
+                    let tx = lock(&branch.slot).take().ok_or_else(|| {
                         BuildError::new(format!(
                             "{name}: branch `{}` does not start from the builder it is given; \
                              build it from that builder (`|b| b.pipe(f)`)",
                             branch.name
                         ))
                     })?;
-                txs.push(tx);
-            }
-            let join_ctx = l.stage(format!("{name} join"), StageKind::Route, 1, l.pipeline_scope.clone());
-            let (tx, out_rx) = l.queue(&join_ctx.name, out_cap);
-            router.lanes_starting(1);
-            let lane = RouterLane {
-                _guard: router.lane_guard(),
-                ctx: router.clone(),
-                input: rx,
-                branches: txs,
-                split: splitter(()),
-                on_epoch: batched,
-            };
-            l.default_pool.spawn_lane(Box::pin(lane.run()));
-            join_ctx.lanes_starting(1);
-            join(l, join_ctx, outs, tx, ());
-            Ok(out_rx)
-        });
-        launch
-    })
+                    txs.push(tx);
+                }
+                let join_ctx = l.stage(
+                    format!("{name} join"),
+                    StageKind::Route,
+                    1,
+                    l.pipeline_scope.clone(),
+                );
+                let (tx, out_rx) = l.queue(&join_ctx.name, out_cap);
+                router.lanes_starting(1);
+                let lane = RouterLane {
+                    _guard: router.lane_guard(),
+                    ctx: router.clone(),
+                    input: rx,
+                    branches: txs,
+                    split: splitter(()),
+                    on_epoch: batched,
+                };
+                l.default_pool.spawn_lane(Box::pin(lane.run()));
+                join_ctx.lanes_starting(1);
+                join(l, join_ctx, outs, tx, ());
+                Ok(out_rx)
+            });
+            launch
+        },
+    )
 }

@@ -138,9 +138,18 @@ impl MergePolicy {
 
 /// The lane's view of the policy: what picks the next input.
 enum Pick {
-    AsAvailable { start: usize },
-    RoundRobin { next: usize },
-    Weighted { weights: Vec<f64>, seed: u64, rank: u32, rng: Rng },
+    AsAvailable {
+        start: usize,
+    },
+    RoundRobin {
+        next: usize,
+    },
+    Weighted {
+        weights: Vec<f64>,
+        seed: u64,
+        rank: u32,
+        rng: Rng,
+    },
     Custom(Box<dyn MergeChooser>),
 }
 
@@ -273,8 +282,7 @@ impl<T: Send + 'static> MergeLane<T> {
                 *o = *s == State::Open;
             }
             if !open.contains(&true) {
-                if state.contains(&State::Paused) && self.end_epoch(&mut state, &mut ended).await
-                {
+                if state.contains(&State::Paused) && self.end_epoch(&mut state, &mut ended).await {
                     epoch += 1;
                     pick.start_epoch(epoch);
                     continue;

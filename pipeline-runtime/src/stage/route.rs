@@ -118,8 +118,9 @@ impl<T: Send + 'static> RouterLane<T> {
     async fn route(&mut self, item: T, tag: Tag) -> bool {
         let started = self.ctx.task_started();
         let split = &mut self.split;
-        let result = catch_unwind(AssertUnwindSafe(|| split(item)))
-            .unwrap_or_else(|panic| Err(ItemError::panic(&self.ctx.name, panic.as_ref()).to_string()));
+        let result = catch_unwind(AssertUnwindSafe(|| split(item))).unwrap_or_else(|panic| {
+            Err(ItemError::panic(&self.ctx.name, panic.as_ref()).to_string())
+        });
         let ticks = StageCtx::elapsed(started);
         match result {
             Ok(split) => {

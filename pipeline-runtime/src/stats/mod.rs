@@ -35,8 +35,9 @@ use series::SeriesRecorder;
 pub struct PipelineStats {
     /// One entry per stage, source first.
     pub stages: Vec<StageStats>,
-    /// One entry per queue, in pipeline order: `queues[i]` carries the outputs of
-    /// `stages[i]`; the last one feeds the consumer. Empty when statistics are off.
+    /// One entry per queue, in pipeline order: in a chain, `queues[i]` carries the outputs of
+    /// `stages[i]` (a route's router feeds one queue per branch; [`QueueStats::reader`] says
+    /// who reads each); the last one feeds the consumer. Empty when statistics are off.
     pub queues: Vec<QueueStats>,
     /// The code reading the pipeline: how long it waited for items, and how long it worked
     /// on each. Empty when statistics are off.
@@ -235,8 +236,11 @@ impl StatsRegistry {
                     Some(w) => stages.get(w).map_or(0, |s| s.outputs),
                     None => gets,
                 };
-                q.counters
-                    .snapshot(&q.after, q.capacity, (puts, gets), until)
+                let mut stats = q
+                    .counters
+                    .snapshot(&q.after, q.capacity, (puts, gets), until);
+                stats.reader = q.reader;
+                stats
             })
             .collect();
         PipelineStats {
