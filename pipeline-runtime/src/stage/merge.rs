@@ -94,8 +94,8 @@ impl fmt::Debug for MergePolicy {
 }
 
 impl MergePolicy {
-    /// Whichever input has an item first (fair: after taking from input `i`, the next look
-    /// starts at `i + 1`). The order depends on timing.
+    /// Whichever input has an item first (fair: after at most 32 items in a row from input
+    /// `i`, the next look starts at `i + 1`). The order depends on timing.
     pub fn as_available() -> Self {
         Self(Policy::AsAvailable)
     }
@@ -140,6 +140,8 @@ impl MergePolicy {
 enum Pick {
     AsAvailable {
         start: usize,
+        /// Items taken in a row from input `start`.
+        run: u32,
     },
     RoundRobin {
         next: usize,
@@ -156,7 +158,7 @@ enum Pick {
 impl Pick {
     fn new(policy: Policy) -> Self {
         match policy {
-            Policy::AsAvailable => Pick::AsAvailable { start: 0 },
+            Policy::AsAvailable => Pick::AsAvailable { start: 0, run: 0 },
             Policy::RoundRobin => Pick::RoundRobin { next: 0 },
             Policy::Weighted {
                 weights,
@@ -247,6 +249,10 @@ pub(crate) async fn next_available<T>(
     .await
 }
 
+/// How many items "as available" takes in a row from one input before looking at the others
+/// first.
+const AVAILABLE_RUN: u32 = 32;
+
 pub(crate) struct MergeLane<T> {
     /// First, so that it drops first (see `Lane::_guard`).
     pub(crate) _guard: LaneGuard,
@@ -290,9 +296,18 @@ impl<T: Send + 'static> MergeLane<T> {
                 break;
             }
             let (i, msg) = match &mut pick {
-                Pick::AsAvailable { start } => {
+                Pick::AsAvailable { start, run } => {
                     let (i, msg) = next_available(&mut self.inputs, &open, *start).await;
-                    *start = (i + 1) % n;
+                    // Up to `AVAILABLE_RUN` items in a row from an input that has them, then
+                    // the next look starts after it: fair, and a source whose queue is being
+                    // drained is woken once per run rather than once per item.
+                    *run = if i == *start { *run + 1 } else { 1 };
+                    if *run >= AVAILABLE_RUN {
+                        *start = (i + 1) % n;
+                        *run = 0;
+                    } else {
+                        *start = i;
+                    }
                     (i, msg)
                 }
                 other => {
