@@ -151,8 +151,7 @@ fn as_available_delivers_every_item_once_and_counts_every_input() {
         let after = stats
             .queues
             .iter()
-            .filter(|q| q.after.starts_with(&format!("merge[{i}]/")))
-            .last()
+            .rfind(|q| q.after.starts_with(&format!("merge[{i}]/")))
             .unwrap();
         assert_eq!(after.items, u64::from(r.end), "{}", after.after);
     }
@@ -633,7 +632,7 @@ fn the_bottleneck_report_sees_through_merges_and_routes() {
 
     let mut routed = PipelineBuilder::new()
         .source(0..160u32)
-        .route(|x: &u32| usize::from(*x % 8 != 0))
+        .route(|x: &u32| usize::from(!x.is_multiple_of(8)))
         .branch("fast", |b| b.pipe(|x| x))
         .branch("slow", |b| b.pipe(slow).name("work"))
         .join()
@@ -770,7 +769,7 @@ mod dsl {
     }
 
     fn kind_of(x: &u32) -> Kind {
-        if x % 2 == 0 {
+        if x.is_multiple_of(2) {
             Kind::Jpeg
         } else {
             Kind::Png
