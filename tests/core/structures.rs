@@ -649,6 +649,47 @@ fn the_bottleneck_report_sees_through_merges_and_routes() {
     assert!(stats.to_string().contains("route#1[slow]/work"));
 }
 
+#[test]
+fn a_per_item_route_resumes_exactly() {
+    let build = |state| {
+        PipelineBuilder::new()
+            .source(0..50u32)
+            .route(|x: &u32| (*x % 2) as usize)
+            .branch("even", |b| b.pipe(|x| x).concurrency(3))
+            .branch("odd", |b| b.opt_pipe(|x: u32| (x % 5 != 0).then_some(x)))
+            .join()
+            .sink()
+            .buffer(1)
+            .resume_from(state)
+            .build()
+            .unwrap()
+    };
+    let mut first = build(None);
+    let head: Vec<u32> = first.by_ref().take(12).map(Result::unwrap).collect();
+    let state = first.resume_state().unwrap();
+    drop(first);
+    let rest = collect_ok(build(Some(state)));
+    let want: Vec<u32> = (0..50u32).filter(|x| x % 2 == 0 || x % 5 != 0).collect();
+    assert_eq!(sorted([head, rest].concat()), want);
+}
+
+#[test]
+fn a_branch_must_start_from_the_builder_it_is_given() {
+    let mut p = PipelineBuilder::new()
+        .source(0..3u32)
+        .route(|_: &u32| 0)
+        .branch("elsewhere", |_| PipelineBuilder::new().source(0..3u32))
+        .join()
+        .sink()
+        .build()
+        .unwrap();
+    let error = p.start().unwrap_err().to_string();
+    assert!(
+        error.contains("branch `elsewhere` does not start from the builder"),
+        "{error}"
+    );
+}
+
 /// Stop and drop of merges and routes, run alone in a child process (`leaves_no_thread`)
 /// so that no other test's threads blur the count.
 #[test]
