@@ -656,7 +656,9 @@ fn a_per_item_route_resumes_exactly() {
             .source(0..50u32)
             .route(|x: &u32| (*x % 2) as usize)
             .branch("even", |b| b.pipe(|x| x).concurrency(3))
-            .branch("odd", |b| b.opt_pipe(|x: u32| (x % 5 != 0).then_some(x)))
+            .branch("odd", |b| {
+                b.opt_pipe(|x: u32| (!x.is_multiple_of(5)).then_some(x))
+            })
             .join()
             .sink()
             .buffer(1)
