@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use pipeline_examples::images;
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
+#[path = "bench/w10.rs"]
+mod w10;
 #[path = "bench/w4.rs"]
 mod w4;
 #[path = "bench/w6r.rs"]
@@ -118,6 +120,12 @@ const IDS: &[&str] = &[
     "W9.s3.shards",
     "W9.s3.plain",
     "W9.s3.small",
+    "W10.single",
+    "W10.merge4",
+    "W10.merge4.rr",
+    "W10.merge4.weighted",
+    "W10.route2",
+    "W10.x.merge1",
 ];
 
 struct Outcome {
@@ -538,6 +546,12 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W9.s3.shards" => w9::s3_shards(n_or(32)),
         "W9.s3.plain" => w9::s3_plain(n_or(32)),
         "W9.s3.small" => w9::s3_small(n_or(2048)),
+        "W10.single" => w10::single(n_or(200_000)),
+        "W10.merge4" => w10::merge4(n_or(200_000), w10::Policy::AsAvailable),
+        "W10.merge4.rr" => w10::merge4(n_or(200_000), w10::Policy::RoundRobin),
+        "W10.merge4.weighted" => w10::merge4(n_or(200_000), w10::Policy::Weighted),
+        "W10.route2" => w10::route2(n_or(200_000)),
+        "W10.x.merge1" => w10::merge1(n_or(200_000)),
         other => Err(format!("unknown workload id `{other}` (see --list)")),
     }
 }

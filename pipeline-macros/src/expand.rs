@@ -70,6 +70,26 @@ pub(crate) fn expand(plan: &Plan, errors: &[syn::Error]) -> TokenStream {
     }
 }
 
+/// The statements of a chain inside a structure (a merge input, a route branch), each stage
+/// told the label of the one before it; the first is told `first_prev`.
+pub(crate) fn expand_chain<'a>(
+    first_prev: &str,
+    steps: impl IntoIterator<Item = &'a Step>,
+) -> TokenStream {
+    let mut out = TokenStream::new();
+    let mut prev: Option<&Step> = None;
+    for step in steps {
+        let cx = Context {
+            label: &step.label,
+            prev: prev.map_or(first_prev, |p| p.label.as_str()),
+            prev_note: prev.and_then(|p| p.stage.note_for_next()),
+        };
+        out.extend(step.stage.expand(&cx));
+        prev = Some(step);
+    }
+    out
+}
+
 /// Escapes text for a `#[diagnostic::on_unimplemented]` format string.
 pub(crate) fn escape(text: &str) -> String {
     text.replace('{', "{{").replace('}', "}}")

@@ -129,13 +129,18 @@ fn parse_segment(segment: Segment<'_>, parsed: &mut Parsed) {
             positional: Vec::new(),
             options: Vec::new(),
             broken: false,
+            raw: None,
         };
         if let Some(TokenTree::Group(group)) = tokens.get(i) {
             i += 1;
             stage.args_span = group.span();
             if group.delimiter() == Delimiter::Parenthesis {
                 stage.has_parens = true;
-                parse_args(group.stream(), &mut stage, &mut parsed.errors);
+                if stages::is_structure(&kind.to_string()) {
+                    stage.raw = Some(group.stream());
+                } else {
+                    parse_args(group.stream(), &mut stage, &mut parsed.errors);
+                }
             } else {
                 parsed.errors.push(syn::Error::new(
                     group.span(),

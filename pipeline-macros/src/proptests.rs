@@ -60,6 +60,22 @@ const OTHER_FRAGMENTS: &[&str] = &[
     "?",
     "@",
     "$",
+    // The structures' own words and punctuation.
+    "weighted",
+    "round_robin",
+    "as_available",
+    "custom",
+    "seed",
+    "rank",
+    "stop",
+    "restart",
+    "continue",
+    "Kind::Png",
+    "_",
+    "true",
+    "{ Kind::Jpeg => pipe(f), _ => pipe(g) -> pipe(h) }",
+    "source(a) -> pipe(f)",
+    "[0.7, 0.3]",
 ];
 
 /// Every stage name, modifier and option name from the registry (so that a new stage kind is
@@ -106,6 +122,15 @@ const VALID: &[&str] = &[
     "source(paths) -> pipe(read) -> process_region(decode_region, executor = pool, buffer = 4) \
      -> process_region(more::stages, name = \"more\", executor = pools[1]) -> pipe(to_gpu) \
      -> sink()",
+    "merge(source(a) -> pipe(f), source(b), policy = weighted([0.7, 0.3], seed = 7), \
+     on_end = continue, name = \"mix\") -> pipe(g) -> sink()",
+    "merge(source(a), merge(source(b), source(c)) -> pipe(f), policy = round_robin, \
+     on_end = stop) -> sink(buffer = 2)",
+    "source(x) -> route(kind_of, { Kind::Jpeg => pipe(decode_jpeg, concurrency = 4), \
+     Kind::Png => pipe(decode_png) -> pipe(fix), _ => route(k, { 0 => pipe(a), _ => pipe(b) }) }) \
+     -> sink()",
+    "source(x) -> aggregate(8) -> route(batched |e: &u32| *e > 3, { true => pipe(f), \
+     false => pipe(g) -> pipe(h) }) -> disaggregate() -> sink()",
 ];
 
 /// A mutation of a token list: delete, duplicate, swap, or replace a token, or wrap a range

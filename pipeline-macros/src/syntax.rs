@@ -23,6 +23,9 @@ pub(crate) struct Stage {
     pub(crate) options: Vec<StageOption>,
     /// Whether an argument could not be parsed (it is left out of `positional`/`options`).
     pub(crate) broken: bool,
+    /// The arguments as written, for a structure (`merge`, `route`) whose arguments hold
+    /// chains of stages; its kind parses them.
+    pub(crate) raw: Option<proc_macro2::TokenStream>,
 }
 
 /// One `name = value` option.

@@ -19,7 +19,9 @@ use syn::spanned::Spanned;
 use syn::Expr;
 
 use crate::plan::Plan;
-use crate::stages::kind::{and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind};
+use crate::stages::kind::{
+    and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, SubChain,
+};
 use crate::stages::{self, KINDS};
 use crate::syntax::{Parsed, Stage, StageOption};
 
@@ -192,6 +194,76 @@ impl Validator {
 impl Checks for Validator {
     fn push(&mut self, error: syn::Error) {
         self.errors.push(error);
+    }
+
+    fn chain(
+        &mut self,
+        stages: &[Stage],
+        from_source: bool,
+        within: &str,
+        blame: Span,
+    ) -> SubChain {
+        let mut chain = SubChain::default();
+        if stages.is_empty() {
+            let hint = if from_source {
+                "a source, e.g. `source(items) -> pipe(f)`"
+            } else {
+                "at least one stage, e.g. `pipe(f)`"
+            };
+            self.error(blame, format!("{within} is empty: it needs {hint}"));
+            return chain;
+        }
+        for (index, stage) in stages.iter().enumerate() {
+            let Some((kind, implied)) = self.kind(stage) else {
+                continue;
+            };
+            let place = kind.place();
+            let planned = match place {
+                Place::Last => {
+                    self.error(
+                        stage.kind.span(),
+                        format!(
+                            "`{}` inside {within}: the pipeline's one sink comes after the \
+                             structure, at the end",
+                            stage.kind
+                        ),
+                    );
+                    continue;
+                }
+                Place::First if !from_source || index > 0 => {
+                    let why = if from_source {
+                        "it has one source, at its start"
+                    } else {
+                        "a branch starts from the items the router sends it"
+                    };
+                    self.error(
+                        stage.kind.span(),
+                        format!("`{}` inside {within}: {why}", stage.kind),
+                    );
+                    continue;
+                }
+                Place::Between if from_source && index == 0 => {
+                    self.error(
+                        stage.kind.span(),
+                        format!(
+                            "{within} starts with `{}`: a merge input starts with a source, \
+                             e.g. `source(items) -> {}(..)`",
+                            stage.kind, stage.kind
+                        ),
+                    );
+                    kind.plan(stage, implied, index + 1, self)
+                }
+                _ => kind.plan(stage, implied, index + 1, self),
+            };
+            let Some(mut step) = planned else { continue };
+            step.label = format!("{} in {within}", step.label);
+            if place == Place::First {
+                chain.source = Some(step);
+            } else {
+                chain.steps.push(step);
+            }
+        }
+        chain
     }
 
     fn modifiers(
@@ -409,12 +481,57 @@ mod tests {
                 quote! { source(x) -> pipe(f, drop_last = true) -> sink() },
                 "option of `aggregate`",
             ),
+            (
+                quote! { merge(source(a), pipe(f)) -> sink() },
+                "input 2 of the merge starts with `pipe`",
+            ),
+            (
+                quote! { source(x) -> merge(source(a)) -> sink() },
+                "must be the first stage",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 => source(y) }) -> sink() },
+                "inside branch `0` of the route at stage 2",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 => pipe(f) pipe(g) }) -> sink() },
+                "expected `->` before `pipe`",
+            ),
+            (
+                quote! { source(x) -> route(r, { 0 pipe(f) }) -> sink() },
+                "`pattern => stages`",
+            ),
+            (
+                quote! { merge(source(a), source(b), policy = weighted([1.0], seed = 1)) -> sink() },
+                "1 weights for 2 inputs",
+            ),
+            (
+                quote! { merge(source(a), on_end = stop, on_end = restart) -> sink() },
+                "duplicate option `on_end`",
+            ),
         ];
         for (tokens, expected) in cases {
             let (_, errors) = check(tokens.clone());
             assert_eq!(errors.len(), 1, "{tokens}: {errors:?}");
             assert!(errors[0].contains(expected), "{tokens}: {errors:?}");
         }
+    }
+
+    #[test]
+    fn structures_plan_their_chains() {
+        let (plan, errors) = check(quote! {
+            merge(source(a) -> pipe(f), source(b), policy = round_robin, on_end = restart)
+            -> route(batched k, { Kind::A => pipe(g), _ => pipe(h) -> pipe(i) })
+            -> sink()
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let out = expanded(&plan);
+        assert!(out.contains(". merge (["), "{out}");
+        assert!(out.contains("MergePolicy :: round_robin ()"), "{out}");
+        assert!(out.contains("OnEnd :: Restart"), "{out}");
+        assert!(out.contains(". route_batched ("), "{out}");
+        assert!(out.contains("__pipeline_branch_1"), "{out}");
+        assert!(out.contains(". join ()"), "{out}");
     }
 
     #[test]

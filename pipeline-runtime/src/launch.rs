@@ -70,6 +70,10 @@ pub(crate) struct Launch {
     pub(crate) ledger: Option<Arc<Ledger>>,
     /// The state the source resumes from (taken by the source's launch).
     pub(crate) resume_from: Option<ResumeState>,
+    /// Put before the names of the stages started now (a merge input's, a route branch's).
+    pub(crate) prefix: String,
+    /// The queue made last whose reader is not known yet: the next stage made reads it.
+    unread: Option<usize>,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -98,6 +102,8 @@ impl Launch {
             hooks: settings.hooks.clone(),
             ledger,
             resume_from: settings.resume_from.clone(),
+            prefix: String::new(),
+            unread: None,
         }
     }
 
@@ -109,9 +115,12 @@ impl Launch {
         concurrency: usize,
         scope: Arc<FailureScope>,
     ) -> Arc<StageCtx> {
+        if let Some(q) = self.unread.take() {
+            self.queues[q].reader = Some(self.stages.len());
+        }
         let info = StageInfo {
             index: self.stages.len(),
-            name,
+            name: format!("{}{name}", self.prefix),
             kind,
             concurrency,
         };
@@ -136,11 +145,26 @@ impl Launch {
         after: &str,
         capacity: usize,
     ) -> (Tx<T>, Rx<T>) {
+        let writer = self.stages.len().checked_sub(1);
+        self.queue_from(after, capacity, writer)
+    }
+
+    /// Like [`queue`](Self::queue), written by stage `writer`, or (`None`) by a stage that
+    /// writes several queues (a route's router), whose puts are then its gets.
+    pub(crate) fn queue_from<T: Send + 'static>(
+        &mut self,
+        after: &str,
+        capacity: usize,
+        writer: Option<usize>,
+    ) -> (Tx<T>, Rx<T>) {
         let counters = self.stats.then(|| Arc::new(QueueCounters::new()));
         let (tx, rx) = bounded(capacity, counters.clone());
         if let Some(counters) = counters {
             let weak = tx.downgrade();
+            self.unread = Some(self.queues.len());
             self.queues.push(QueueEntry {
+                writer,
+                reader: None,
                 after: after.to_owned(),
                 capacity,
                 counters,
@@ -149,6 +173,12 @@ impl Launch {
         }
         self.run.register_queue(&tx);
         (tx, rx)
+    }
+
+    /// The queue made last is read by a structure (a merge, a route's join) that counts the
+    /// items it takes itself ([`Rx::set_consumer`]), not by the next stage made.
+    pub(crate) fn read_by_structure(&mut self) {
+        self.unread = None;
     }
 
     /// The pipeline's async runtime, started on first use.

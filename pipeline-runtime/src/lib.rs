@@ -128,6 +128,8 @@ mod __guide {
     mod failures {}
     #[doc = include_str!("../../docs/src/epochs.md")]
     mod epochs {}
+    #[doc = include_str!("../../docs/src/structures.md")]
+    mod structures {}
     #[doc = include_str!("../../docs/src/backpressure.md")]
     mod backpressure {}
     #[doc = include_str!("../../docs/src/lifecycle.md")]
@@ -157,7 +159,10 @@ mod __guide {
     // `pipeline-examples` compiles them (its `__guide` module).
 }
 
-pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
+pub use builder::{
+    BatchedBranches, BatchedRoute, Branches, PipelineBuilder, Route, SinkBuilder, StageBuilder,
+    DEFAULT_SINK_BUFFER,
+};
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
 #[cfg(unix)]
@@ -171,6 +176,7 @@ pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
 pub use rayon;
 pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
+pub use stage::merge::{MergeChooser, MergePolicy, OnEnd};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
 pub use stats::{

@@ -5,7 +5,9 @@
 #[cfg(unix)]
 /// The one registration path of a function a child runs (`process_fn!`, `subprocess_fn!`).
 pub use crate::__pipeline_runtime_register as register;
-pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
+pub use crate::builder::{
+    BatchedBranches, Branches, PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER,
+};
 pub use crate::error::BoxError;
 #[cfg(unix)]
 pub use crate::executor::process_fn::call_process_fn;
@@ -19,6 +21,7 @@ pub use crate::failure::MaxFailures;
 pub use crate::process::init as process_init;
 #[cfg(unix)]
 pub use crate::registry::{fn_type_name, Registration};
+pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
 #[cfg(unix)]
 pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};

@@ -16,4 +16,5 @@ mod run_report;
 mod stages;
 mod stats;
 mod stream_ext;
+mod structures;
 mod vocabulary;

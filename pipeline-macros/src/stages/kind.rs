@@ -162,6 +162,21 @@ pub(crate) trait Checks {
     /// Checks option names (unknown, duplicate, missing value) against `allowed`; returns the
     /// usable options, in the order written.
     fn options(&mut self, stage: &Stage, allowed: &[OptionSpec]) -> Vec<(syn::Ident, Expr)>;
+
+    /// Checks and plans a chain inside a structure: a merge input (`from_source`: it starts
+    /// with a source) or a route branch (it starts from the route's items). Neither has a
+    /// sink. `within` names where the chain is ("input 2 of the merge"), for labels and
+    /// messages; `blame` is where an empty chain is reported.
+    fn chain(&mut self, stages: &[Stage], from_source: bool, within: &str, blame: Span)
+        -> SubChain;
+}
+
+/// A planned chain inside a structure: its first stage (a merge input's source) and the
+/// stages after it.
+#[derive(Default)]
+pub(crate) struct SubChain {
+    pub(crate) source: Option<Step>,
+    pub(crate) steps: Vec<Step>,
 }
 
 /// `a, b, c and d`, for the lists in messages.

@@ -11,7 +11,9 @@
 //!   call;
 //! * `option`: the checked options of a stage, and their setter calls;
 //! * `source`, `pipe`, `aggregate`, `aggregate_with`, `disaggregate`, `process_region`
-//!   (`region`), `sink`: the kinds.
+//!   (`region`), `sink`: the kinds;
+//! * `merge`, `route`: the structures, whose arguments hold chains of stages (`structure`
+//!   holds what they share).
 
 pub(crate) mod kind;
 pub(crate) mod option;
@@ -19,10 +21,13 @@ pub(crate) mod option;
 mod aggregate;
 mod aggregate_with;
 mod disaggregate;
+mod merge;
 mod pipe;
 mod region;
+mod route;
 mod sink;
 mod source;
+mod structure;
 
 use kind::StageKind;
 
@@ -36,8 +41,16 @@ pub(crate) static KINDS: &[&dyn StageKind] = &[
     &aggregate_with::AggregateWith,
     &disaggregate::Disaggregate,
     &region::Region,
+    &merge::Merge,
+    &route::Route,
     &sink::Sink,
 ];
+
+/// Whether `word` names a structure, whose arguments the parser keeps as tokens for the
+/// kind to read (they hold chains of stages, which are not expressions).
+pub(crate) fn is_structure(word: &str) -> bool {
+    word == merge::NAME || word == route::NAME
+}
 
 /// Every name a stage can be written with, with its kind and the modifiers the name implies,
 /// kind by kind: each kind's name, then its aliases.
@@ -135,9 +148,12 @@ mod tests {
     }
 
     #[test]
-    fn one_source_kind_and_one_sink_kind() {
-        for place in [Place::First, Place::Last] {
-            assert_eq!(KINDS.iter().filter(|k| k.place() == place).count(), 1);
-        }
+    fn two_first_kinds_and_one_sink_kind() {
+        // A pipeline starts with a source or a merge of sources.
+        assert_eq!(
+            KINDS.iter().filter(|k| k.place() == Place::First).count(),
+            2
+        );
+        assert_eq!(KINDS.iter().filter(|k| k.place() == Place::Last).count(), 1);
     }
 }

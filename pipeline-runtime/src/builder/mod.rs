@@ -14,12 +14,14 @@
 //! [`aggregate`] for batching, [`sink`] for the pipeline-wide settings.
 
 mod aggregate;
+mod merge;
 mod options;
 mod pipe;
 #[cfg(unix)]
 mod process;
 #[cfg(unix)]
 mod region;
+mod route;
 mod shape;
 mod sink;
 
@@ -35,6 +37,7 @@ use crate::stage::source::{
 use crate::stats::StageKind;
 
 pub(crate) use options::{AggregateOptions, Options, PipeOptions};
+pub use route::{BatchedBranches, BatchedRoute, Branches, Route};
 pub use sink::{SinkBuilder, DEFAULT_SINK_BUFFER};
 
 /// Starts a pipeline definition; the first call names the source.
@@ -159,7 +162,7 @@ impl<T: Send + 'static> StageBuilder<T> {
             let name = "source";
             let scope = l.pipeline_scope.clone();
             let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
-            let (tx, rx) = l.queue(name, out_cap);
+            let (tx, rx) = l.queue(&ctx.name, out_cap);
             ctx.lanes_starting(1);
             let lane = ctx.lane_guard();
             let resume = l.resume_from.take();

@@ -37,6 +37,7 @@ pub(crate) enum Options {
     None(&'static str),
     Pipe(PipeOptions),
     Aggregate(AggregateOptions),
+    Merge(super::merge::MergeOptions),
 }
 
 impl Options {
@@ -67,6 +68,7 @@ impl Options {
             Options::None(stage) => stage,
             Options::Pipe(_) => "a `pipe` stage",
             Options::Aggregate(_) => "an `aggregate` stage",
+            Options::Merge(_) => "a `merge`",
         }
     }
 }
@@ -86,6 +88,7 @@ impl<T> StageBuilder<T> {
         match &mut self.opts {
             Options::Pipe(o) => o.name = Some(name),
             Options::Aggregate(o) => o.name = Some(name),
+            Options::Merge(o) => o.name = Some(name),
             Options::None(_) => self.misplaced("name"),
         }
         self
@@ -116,7 +119,7 @@ impl<T> StageBuilder<T> {
         match &mut self.opts {
             Options::Pipe(o) => o.buffer = Some(capacity),
             Options::Aggregate(o) => o.buffer = Some(capacity),
-            Options::None(_) => self.misplaced("buffer"),
+            Options::None(_) | Options::Merge(_) => self.misplaced("buffer"),
         }
         self
     }
@@ -145,7 +148,7 @@ impl<T> StageBuilder<T> {
         self
     }
 
-    fn misplaced(&mut self, option: &str) {
+    pub(super) fn misplaced(&mut self, option: &str) {
         let error = format!(
             "`{option}` is not an option of {}, the stage before it",
             self.opts.stage()

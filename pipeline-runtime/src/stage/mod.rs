@@ -2,7 +2,9 @@
 //! tasks, applies the failure budget and knows when to stop.
 
 pub(crate) mod aggregate;
+pub(crate) mod merge;
 pub(crate) mod pipe;
+pub(crate) mod route;
 pub(crate) mod source;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

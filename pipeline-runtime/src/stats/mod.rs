@@ -37,8 +37,9 @@ use series::SeriesRecorder;
 pub struct PipelineStats {
     /// One entry per stage, source first.
     pub stages: Vec<StageStats>,
-    /// One entry per queue, in pipeline order: `queues[i]` carries the outputs of
-    /// `stages[i]`; the last one feeds the consumer. Empty when statistics are off.
+    /// One entry per queue, in pipeline order: in a chain, `queues[i]` carries the outputs of
+    /// `stages[i]` (a route's router feeds one queue per branch; [`QueueStats::reader`] says
+    /// who reads each); the last one feeds the consumer. Empty when statistics are off.
     pub queues: Vec<QueueStats>,
     /// The code reading the pipeline: how long it waited for items, and how long it worked
     /// on each. Empty when statistics are off.
@@ -80,6 +81,11 @@ pub(crate) type QueueLen = Box<dyn Fn() -> Option<usize> + Send + Sync>;
 
 /// A queue, as the statistics know it.
 pub(crate) struct QueueEntry {
+    /// The stage that puts into it; `None` when that stage puts into several (a router).
+    pub(crate) writer: Option<usize>,
+    /// The stage that takes from it; `None` when its reader counts what it takes (the
+    /// consumer, a merge, a route's join).
+    pub(crate) reader: Option<usize>,
     pub(crate) after: String,
     pub(crate) capacity: usize,
     pub(crate) counters: Arc<QueueCounters>,
@@ -200,11 +206,13 @@ impl StatsRegistry {
             .map(|s| s.counters.snapshot(&s.name, s.kind, s.concurrency, until))
             .collect();
         let queues = lock(&self.queues);
-        // The source's busy time: the time it ran less the time it waited for room.
-        if let (Some(source), Some(first)) = (stages.first_mut(), queues.first()) {
-            if source.kind == StageKind::Source {
-                let waited = clock::ticks_to_duration(first.counters.put_wait_ticks());
-                source.busy = source.elapsed.saturating_sub(waited);
+        // A source's busy time: the time it ran less the time it waited for room.
+        for q in queues.iter() {
+            if let Some(source) = q.writer.and_then(|w| stages.get_mut(w)) {
+                if source.kind == StageKind::Source {
+                    let waited = clock::ticks_to_duration(q.counters.put_wait_ticks());
+                    source.busy = source.elapsed.saturating_sub(waited);
+                }
             }
         }
         let elapsed = if started == 0 {
@@ -217,19 +225,24 @@ impl StatsRegistry {
         for stage in &mut stages {
             stage.elapsed = elapsed;
         }
-        // Items put into queue `i` are stage `i`'s outputs; items taken, the tasks of stage
-        // `i + 1`, or for the last queue what the consumer took.
+        // Items put into a queue are its writer's outputs; items taken, its reader's tasks,
+        // or what a reader that counts them took (the consumer, a merge, a route's join).
         let queues = queues
             .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let puts = stages.get(i).map_or(0, |s| s.outputs);
-                let gets = match stages.get(i + 1) {
-                    Some(next) => next.tasks,
+            .map(|q| {
+                let gets = match q.reader {
+                    Some(r) => stages.get(r).map_or(0, |s| s.tasks),
                     None => q.counters.taken(),
                 };
-                q.counters
-                    .snapshot(&q.after, q.capacity, (puts, gets), until)
+                let puts = match q.writer {
+                    Some(w) => stages.get(w).map_or(0, |s| s.outputs),
+                    None => gets,
+                };
+                let mut stats = q
+                    .counters
+                    .snapshot(&q.after, q.capacity, (puts, gets), until);
+                stats.reader = q.reader;
+                stats
             })
             .collect();
         PipelineStats {

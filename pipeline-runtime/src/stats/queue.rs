@@ -111,6 +111,7 @@ impl QueueCounters {
                 self.non_empty.load(Ordering::Relaxed) as f64 / samples as f64
             },
             elapsed: clock::ticks_to_duration(until.saturating_sub(self.created)),
+            reader: None,
         }
     }
 }
@@ -139,6 +140,10 @@ pub struct QueueStats {
     pub samples: u64,
     /// Time since the queue was created (until now, or until the pipeline ended).
     pub elapsed: Duration,
+    /// The index (in [`PipelineStats::stages`](super::PipelineStats::stages)) of the stage
+    /// that takes from this queue; `None` for the consumer's queue and for a queue read by a
+    /// merge or a route's join, which read several.
+    pub reader: Option<usize>,
 }
 
 impl QueueStats {

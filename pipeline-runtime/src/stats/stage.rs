@@ -178,6 +178,10 @@ pub enum StageKind {
     Aggregate,
     /// A `disaggregate` stage.
     Disaggregate,
+    /// A merge of several inputs into one stream.
+    Merge,
+    /// A route's router (items to branches) or its join (branches back into one stream).
+    Route,
 }
 
 /// A snapshot of one stage's counters.

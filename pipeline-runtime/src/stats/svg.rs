@@ -92,8 +92,10 @@ pub(crate) fn render(series: &StatsSeries, stats: &PipelineStats) -> String {
                 share: true,
             },
         ];
-        // The queue that feeds stage `i` is the one after stage `i - 1`.
-        if let Some(q) = i.checked_sub(1).and_then(|j| series.queues.get(j)) {
+        // The queue that feeds stage `i`: the one it reads (in a chain, the one after stage
+        // `i - 1`; a merge or a join reads several, and none is drawn).
+        let feeding = stats.queues.iter().position(|q| q.reader == Some(i));
+        if let Some(q) = feeding.and_then(|j| series.queues.get(j)) {
             lines.push(Line {
                 name: "input_occupancy",
                 colour: QUEUE,
@@ -261,6 +263,8 @@ fn kind_word(kind: StageKind) -> &'static str {
         StageKind::Pipe => "pipe",
         StageKind::Aggregate => "aggregate",
         StageKind::Disaggregate => "disaggregate",
+        StageKind::Merge => "merge",
+        StageKind::Route => "route",
     }
 }
 

@@ -1,0 +1,177 @@
+//! `merge`: several sub-pipelines (each a source and its own stages) feeding one stream, with
+//! the merge's options (`policy`, `on_end`, `name`).
+//!
+//! The inputs' stages are started in the pipeline that holds the merge: the same pools,
+//! statistics (their names prefixed with `merge[i]/`), failure budget and stop.
+
+use std::sync::Arc;
+
+use super::{Chain, Options, PipelineBuilder, StageBuilder};
+use crate::error::BuildError;
+use crate::launch::{Launch, LaunchFn};
+use crate::stage::merge::{MergeLane, MergePolicy, OnEnd, Policy};
+use crate::stats::StageKind;
+
+/// The options of a merge.
+#[derive(Debug, Default)]
+pub(crate) struct MergeOptions {
+    pub(crate) policy: MergePolicy,
+    pub(crate) on_end: OnEnd,
+    pub(crate) name: Option<String>,
+}
+
+impl PipelineBuilder {
+    /// A stream merged from several `inputs`, each a pipeline without its sink (a source, or
+    /// a source and stages), read by the merge's [`policy`](StageBuilder::policy) (default:
+    /// as available) until [`on_end`](StageBuilder::on_end) says it ends (default: when
+    /// every input has ended). Every input produces the merged item type.
+    ///
+    /// ```
+    /// use pipeline_runtime::{MergePolicy, PipelineBuilder};
+    ///
+    /// let a = PipelineBuilder::new().source(0..3u32).pipe(|x| x * 10);
+    /// let b = PipelineBuilder::new().source(100..102u32);
+    /// let merged: Vec<u32> = PipelineBuilder::new()
+    ///     .merge([a, b])
+    ///     .policy(MergePolicy::round_robin())
+    ///     .sink()
+    ///     .build()?
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(merged, [0, 100, 10, 101, 20]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Resume tracking ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume)) does
+    /// not cover merges yet: a pipeline with one fails to start with an error saying so.
+    pub fn merge<T: Send + 'static>(
+        self,
+        inputs: impl IntoIterator<Item = StageBuilder<T>>,
+    ) -> StageBuilder<T> {
+        let mut errors = Vec::new();
+        let mut launches = Vec::new();
+        let mut stage_count = 1;
+        let mut shapes = Vec::new();
+        let mut continuous = Vec::new();
+        for input in inputs {
+            let (launch, chain) = input.seal();
+            errors.extend(chain.errors);
+            stage_count += chain.stage_count;
+            shapes.push(chain.shape.join(" -> "));
+            continuous.push(chain.continuous);
+            launches.push(launch);
+        }
+        if launches.is_empty() {
+            errors.push(BuildError::new(
+                "merge: give it at least one input (a source, or a source and stages)",
+            ));
+        }
+        let all_continuous = !continuous.is_empty() && continuous.iter().all(|c| *c);
+        if continuous.iter().any(|c| *c) && !all_continuous {
+            errors.push(BuildError::new(
+                "merge: its inputs mix continuous and one-pass sources; make them all \
+                 `continuous_source` (epochs) or all one-pass",
+            ));
+        }
+        let chain = Chain {
+            errors,
+            stage_count,
+            continuous: all_continuous,
+            shape: vec![format!("merge({})", shapes.join(" | "))],
+        };
+        StageBuilder {
+            chain,
+            opts: Options::Merge(MergeOptions::default()),
+            finish: Box::new(move |opts, chain| {
+                let opts = match opts {
+                    Options::Merge(opts) => opts,
+                    _ => MergeOptions::default(),
+                };
+                check(&opts, launches.len(), chain);
+                launch_merge(launches, opts)
+            }),
+        }
+    }
+}
+
+impl<T> StageBuilder<T> {
+    /// How the merge just added interleaves its inputs (default
+    /// [`MergePolicy::as_available`]).
+    pub fn policy(mut self, policy: MergePolicy) -> Self {
+        match &mut self.opts {
+            Options::Merge(o) => o.policy = policy,
+            _ => self.misplaced("policy"),
+        }
+        self
+    }
+
+    /// What the merge just added does when one of its inputs ends (default
+    /// [`OnEnd::Continue`]).
+    pub fn on_end(mut self, on_end: OnEnd) -> Self {
+        match &mut self.opts {
+            Options::Merge(o) => o.on_end = on_end,
+            _ => self.misplaced("on_end"),
+        }
+        self
+    }
+}
+
+/// Records every mistake in a merge's options.
+fn check(opts: &MergeOptions, inputs: usize, chain: &mut Chain) {
+    if let Policy::Weighted { weights, .. } = &opts.policy.0 {
+        if weights.len() != inputs {
+            chain.errors.push(BuildError::new(format!(
+                "merge: {} weights for {inputs} inputs; give one weight per input",
+                weights.len()
+            )));
+        }
+        if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+            chain.errors.push(BuildError::new(format!(
+                "merge: weight {w} is not a positive number; every weight must be > 0 (leave \
+                 an input out rather than giving it weight 0)"
+            )));
+        }
+    }
+    if opts.on_end == OnEnd::Restart && !chain.continuous && inputs > 0 {
+        chain.errors.push(BuildError::new(
+            "merge: `on_end = restart` starts an ended input again, so every input must be a \
+             `continuous_source` (which makes a new pass when one ends)",
+        ));
+    }
+}
+
+fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions) -> LaunchFn<T> {
+    Box::new(move |l: &mut Launch, out_cap| {
+        if l.ledger.is_some() {
+            return Err(BuildError::new(
+                "merge: resume tracking does not cover merges yet (each input numbers its \
+                 own items); turn `track_resume`/`resume_from` off for this pipeline",
+            ));
+        }
+        let name = opts.name.unwrap_or_else(|| "merge".to_owned());
+        let capacity = l.queue_capacity;
+        let mut rxs = Vec::with_capacity(inputs.len());
+        let outer = l.prefix.clone();
+        for (i, input) in inputs.into_iter().enumerate() {
+            l.prefix = format!("{outer}{name}[{i}]/");
+            let started = input(l, capacity);
+            l.prefix.clone_from(&outer);
+            let mut rx = started?;
+            l.read_by_structure();
+            rx.set_consumer();
+            rxs.push(rx);
+        }
+        let ctx = l.stage(name, StageKind::Merge, 1, l.pipeline_scope.clone());
+        let (tx, out_rx) = l.queue(&ctx.name, out_cap);
+        ctx.lanes_starting(1);
+        let lane = MergeLane {
+            _guard: ctx.lane_guard(),
+            ctx: Arc::clone(&ctx),
+            inputs: rxs,
+            output: tx,
+            policy: opts.policy,
+            on_end: opts.on_end,
+        };
+        l.default_pool.spawn_lane(Box::pin(lane.run()));
+        Ok(out_rx)
+    })
+}

@@ -1,0 +1,402 @@
+//! The route stage: a router sends each item (or, batched, each element of a batch) to one of
+//! several branches, sub-pipelines started in the same pipeline, whose outputs are joined
+//! into one stream again.
+//!
+//! Per item, the join is a merge that takes whatever a branch has ready (completion order),
+//! with an epoch barrier: a boundary goes out once every branch has passed it on.
+//!
+//! Batched, the router splits each batch into one sub-batch per branch that has elements of
+//! it, numbers the batch, and records where each element came from; the sub-batches travel
+//! with the batch's number as their tag, so the join finds the batch each returning
+//! sub-batch belongs to whatever order the branches finish in, and puts its elements back
+//! in their places once every sub-batch is back. A branch must return one element per
+//! element it was given; a sub-batch that a branch drops or fails takes its batch with it
+//! (the batch's other elements are dropped at the next epoch boundary or the end).
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use super::merge::next_available;
+use super::{LaneGuard, StageCtx, LANE_BUDGET};
+use crate::error::ItemError;
+use crate::executor::task::yield_now;
+use crate::hook::TaskOutcome;
+use crate::queue::{Msg, Rx, Tx};
+use crate::resume::Tag;
+use crate::sync::lock;
+
+/// A router: the branch (its index, in the order the branches were given) of an item.
+pub(crate) type Router<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
+
+/// Where the elements of the batches in flight go back (batched mode), shared by the router
+/// (which records them) and the join.
+pub(crate) type Pending = Arc<Mutex<Table>>;
+
+#[derive(Default)]
+pub(crate) struct Table {
+    /// The router's epoch: boundaries it has passed on.
+    epoch: u64,
+    batches: HashMap<u64, Reassembly>,
+}
+
+/// One batch in flight: its epoch, length, the positions of its elements in each branch, and
+/// how many sub-batches are still out.
+pub(crate) struct Reassembly {
+    epoch: u64,
+    len: usize,
+    positions: Vec<Vec<usize>>,
+    missing: usize,
+    /// A branch returned a sub-batch of the wrong length: the batch is dropped once the rest
+    /// is back.
+    broken: bool,
+}
+
+/// What a router lane does with one item: which branch gets what.
+pub(crate) enum Split<T> {
+    /// Per item: the item to branch `usize`.
+    One(usize, T),
+    /// Batched: a sub-batch for each branch that has elements, under a batch number.
+    Many(Vec<(usize, T)>, Tag),
+    /// An empty batch: nothing to route, nothing to emit.
+    Nothing,
+}
+
+/// Splits one input; an `Err` fails the item (a panicking router, a branch out of range).
+pub(crate) type Splitter<T> = Box<dyn FnMut(T) -> Result<Split<T>, String> + Send + Sync>;
+
+pub(crate) struct RouterLane<T> {
+    /// First, so that it drops first (see `Lane::_guard`).
+    pub(crate) _guard: LaneGuard,
+    pub(crate) ctx: Arc<StageCtx>,
+    pub(crate) input: Rx<T>,
+    pub(crate) branches: Vec<Tx<T>>,
+    pub(crate) split: Splitter<T>,
+    /// Told of each epoch boundary before it goes to the branches (batched mode).
+    pub(crate) on_epoch: Option<Pending>,
+}
+
+impl<T: Send + 'static> RouterLane<T> {
+    pub(crate) async fn run(mut self) {
+        let mut budget = 0u32;
+        loop {
+            if self.ctx.should_stop() {
+                break;
+            }
+            match self.input.recv().await {
+                Ok(Msg::Item(item, tag)) => {
+                    if !self.route(item, tag).await {
+                        break;
+                    }
+                }
+                Ok(Msg::EpochEnd) => {
+                    if let Some(pending) = &self.on_epoch {
+                        lock(pending).epoch += 1;
+                    }
+                    let mut sent = true;
+                    for branch in &self.branches {
+                        sent &= branch.send(Msg::EpochEnd).await.is_ok();
+                    }
+                    if !sent {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+            budget += 1;
+            if budget == LANE_BUDGET {
+                budget = 0;
+                yield_now().await;
+            }
+        }
+        // A branch that ended (its budget tripped) or a stop ends the route: nothing reads
+        // the input any more, and dropping the branches' senders ends the branches.
+        self.input.close();
+    }
+
+    /// Routes one item. False to end the lane (a branch is gone, or the budget tripped).
+    async fn route(&mut self, item: T, tag: Tag) -> bool {
+        let started = self.ctx.task_started();
+        let split = &mut self.split;
+        let result = catch_unwind(AssertUnwindSafe(|| split(item))).unwrap_or_else(|panic| {
+            Err(ItemError::panic(&self.ctx.name, panic.as_ref()).to_string())
+        });
+        let ticks = StageCtx::elapsed(started);
+        match result {
+            Ok(split) => {
+                self.ctx.task_ended(0, ticks, TaskOutcome::Succeeded);
+                let sent = match split {
+                    Split::One(branch, item) => self.send(branch, item, tag).await,
+                    Split::Many(parts, batch) => {
+                        let mut sent = true;
+                        for (branch, part) in parts {
+                            sent = sent && self.send(branch, part, batch).await;
+                        }
+                        sent
+                    }
+                    Split::Nothing => true,
+                };
+                sent && self.ctx.on_success()
+            }
+            Err(message) => {
+                self.ctx.task_ended(0, ticks, TaskOutcome::Failed);
+                if let Some(ledger) = self.ctx.ledger.as_ref() {
+                    ledger.resolve(tag);
+                }
+                self.ctx
+                    .on_failure(ItemError::from_error(&self.ctx.name, message.into()))
+            }
+        }
+    }
+
+    async fn send(&self, branch: usize, item: T, tag: Tag) -> bool {
+        let ok = self.branches[branch]
+            .send(Msg::Item(item, tag))
+            .await
+            .is_ok();
+        if ok {
+            self.ctx.counters.lane(0).record_outputs(1);
+        }
+        ok
+    }
+}
+
+/// The splitter of a per-item route.
+pub(crate) fn per_item<T: Send + 'static>(router: Router<T>, branches: Vec<String>) -> Splitter<T> {
+    Box::new(move |item| {
+        let branch = router(&item);
+        if branch < branches.len() {
+            Ok(Split::One(branch, item))
+        } else {
+            Err(out_of_range(branch, &branches))
+        }
+    })
+}
+
+fn out_of_range(branch: usize, branches: &[String]) -> String {
+    format!(
+        "the router returned branch {branch}, but the route has {} branches ({}): return an \
+         index below {}",
+        branches.len(),
+        branches.join(", "),
+        branches.len()
+    )
+}
+
+/// The splitter of a batched route: the elements of each batch by branch, with where they go
+/// back recorded in `pending` under the batch's number.
+pub(crate) fn batched<E: Send + 'static>(
+    router: Router<E>,
+    branches: Vec<String>,
+    pending: Pending,
+) -> Splitter<Vec<E>> {
+    let mut next = 0u64;
+    Box::new(move |batch: Vec<E>| {
+        let n = branches.len();
+        let len = batch.len();
+        let mut parts: Vec<Vec<E>> = (0..n).map(|_| Vec::new()).collect();
+        let mut positions: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (pos, element) in batch.into_iter().enumerate() {
+            let branch = router(&element);
+            if branch >= n {
+                return Err(out_of_range(branch, &branches));
+            }
+            parts[branch].push(element);
+            positions[branch].push(pos);
+        }
+        if len == 0 {
+            return Ok(Split::Nothing);
+        }
+        let number = next;
+        next += 1;
+        let missing = parts.iter().filter(|p| !p.is_empty()).count();
+        let mut table = lock(&pending);
+        let epoch = table.epoch;
+        table.batches.insert(
+            number,
+            Reassembly {
+                epoch,
+                len,
+                positions,
+                missing,
+                broken: false,
+            },
+        );
+        drop(table);
+        let parts = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        Ok(Split::Many(parts, Tag::pos(number)))
+    })
+}
+
+/// The join of a batched route: every branch's sub-batches back into their batches.
+pub(crate) struct BatchJoinLane<V> {
+    /// First, so that it drops first (see `Lane::_guard`).
+    pub(crate) _guard: LaneGuard,
+    pub(crate) ctx: Arc<StageCtx>,
+    pub(crate) inputs: Vec<Rx<Vec<V>>>,
+    pub(crate) output: Tx<Vec<V>>,
+    pub(crate) pending: Pending,
+    pub(crate) names: Vec<String>,
+    /// What came back of each batch in flight, per branch.
+    pub(crate) back: HashMap<u64, Vec<Option<Vec<V>>>>,
+}
+
+impl<V: Send + 'static> BatchJoinLane<V> {
+    pub(crate) async fn run(mut self) {
+        let n = self.inputs.len();
+        let mut open = vec![true; n];
+        let mut at_boundary = vec![false; n];
+        let mut readable = vec![true; n];
+        let mut epoch = 0u64;
+        let mut start = 0;
+        let mut budget = 0u32;
+        loop {
+            if self.ctx.should_stop() {
+                break;
+            }
+            for i in 0..n {
+                readable[i] = open[i] && !at_boundary[i];
+            }
+            if !readable.contains(&true) {
+                if !at_boundary.contains(&true) {
+                    break;
+                }
+                // Every branch passed the boundary: a batch of this epoch still pending lost
+                // a sub-batch.
+                self.drop_pending(Some(epoch));
+                epoch += 1;
+                at_boundary.iter_mut().for_each(|b| *b = false);
+                if self.output.send(Msg::EpochEnd).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let (i, msg) = next_available(&mut self.inputs, &readable, start).await;
+            start = (i + 1) % n;
+            match msg {
+                Ok(Msg::Item(part, tag)) => {
+                    if !self.put_back(i, part, tag).await {
+                        break;
+                    }
+                }
+                Ok(Msg::EpochEnd) => at_boundary[i] = true,
+                Err(_) => open[i] = false,
+            }
+            budget += 1;
+            if budget == LANE_BUDGET {
+                budget = 0;
+                yield_now().await;
+            }
+        }
+        self.drop_pending(None);
+        for input in &self.inputs {
+            input.close();
+        }
+    }
+
+    /// Puts branch `branch`'s sub-batch of batch `tag` back; emits the batch once it is
+    /// whole. False to end the lane.
+    async fn put_back(&mut self, branch: usize, part: Vec<V>, tag: Tag) -> bool {
+        let started = self.ctx.task_started();
+        let number = tag.raw();
+        let n = self.inputs.len();
+        let whole = {
+            let mut table = lock(&self.pending);
+            let Some(entry) = table.batches.get_mut(&number) else {
+                drop(table);
+                return self.fail(format!(
+                    "branch `{}` returned a sub-batch that belongs to no batch in flight: in \
+                     batched mode a branch must return one sub-batch per sub-batch it is given",
+                    self.names[branch]
+                ));
+            };
+            let expected = entry.positions[branch].len();
+            let back = self
+                .back
+                .entry(number)
+                .or_insert_with(|| (0..n).map(|_| None).collect());
+            let wrong = part.len() != expected || back[branch].is_some();
+            back[branch] = Some(part);
+            entry.missing = entry.missing.saturating_sub(1);
+            let was_broken = entry.broken;
+            entry.broken |= wrong;
+            let done = entry.missing == 0;
+            let entry = if done {
+                table.batches.remove(&number)
+            } else {
+                None
+            };
+            drop(table);
+            if wrong && !was_broken {
+                let keep_going = self.fail(format!(
+                    "branch `{}` returned a sub-batch of another length than the {expected} \
+                     elements it was given: in batched mode a branch must return one element \
+                     per element (the batch is dropped)",
+                    self.names[branch]
+                ));
+                if done {
+                    self.back.remove(&number);
+                }
+                return keep_going;
+            }
+            match entry {
+                Some(entry) if entry.broken => {
+                    self.back.remove(&number);
+                    return true;
+                }
+                entry => entry,
+            }
+        };
+        let Some(entry) = whole else {
+            self.ctx
+                .task_ended(0, StageCtx::elapsed(started), TaskOutcome::Succeeded);
+            return true;
+        };
+        let parts = self.back.remove(&number).unwrap_or_default();
+        let mut slots: Vec<Option<V>> = (0..entry.len).map(|_| None).collect();
+        for (positions, part) in entry.positions.iter().zip(parts) {
+            for (&pos, value) in positions.iter().zip(part.into_iter().flatten()) {
+                slots[pos] = Some(value);
+            }
+        }
+        let batch: Vec<V> = slots.into_iter().flatten().collect();
+        self.ctx
+            .task_ended(0, StageCtx::elapsed(started), TaskOutcome::Succeeded);
+        if self.output.send(Msg::Item(batch, Tag::NONE)).await.is_err() {
+            return false;
+        }
+        self.ctx.counters.lane(0).record_outputs(1);
+        true
+    }
+
+    /// Counts a failed sub-batch (a task of the join) against the budget.
+    fn fail(&self, message: String) -> bool {
+        self.ctx.task_ended(0, None, TaskOutcome::Failed);
+        self.ctx
+            .on_failure(ItemError::from_error(&self.ctx.name, message.into()))
+    }
+
+    /// Drops the batches of epoch `epoch` and before (all with `None`) still pending.
+    fn drop_pending(&mut self, epoch: Option<u64>) {
+        let mut table = lock(&self.pending);
+        let before = table.batches.len();
+        table
+            .batches
+            .retain(|_, entry| epoch.is_some_and(|e| entry.epoch > e));
+        let lost = before - table.batches.len();
+        let kept: Vec<u64> = table.batches.keys().copied().collect();
+        drop(table);
+        self.back.retain(|number, _| kept.contains(number));
+        if lost > 0 {
+            tracing::warn!(
+                stage = %self.ctx.name,
+                "{lost} batches lost a sub-batch in a branch (it failed or was dropped) and \
+                 are dropped"
+            );
+        }
+    }
+}

@@ -1,0 +1,8 @@
+use pipeline_runtime::pipeline;
+
+fn main() {
+    let _ = pipeline! {
+        merge(source(0..10u32), source(0..5u32), polcy = round_robin)
+        -> sink()
+    };
+}
