@@ -158,7 +158,11 @@ where
             } else if l.stats {
                 // The queue between two stages of the region lives in the workers; this
                 // entry stands for it so that the statistics' queues follow their stages.
+                // Written by this stage, read by the region's next one, made next.
+                let writer = l.stages.len() - 1;
                 l.queues.push(QueueEntry {
+                    writer: Some(writer),
+                    reader: Some(writer + 1),
                     after: ctx.name.clone(),
                     capacity: l.queue_capacity,
                     counters: Arc::new(QueueCounters::new()),
