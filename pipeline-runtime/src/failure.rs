@@ -188,6 +188,16 @@ pub enum StageFailureKind {
     Aggregator(ItemError),
     /// The pipeline could not start (a thread or the async runtime failed to start).
     Start(BuildError),
+    /// No stage completed an item for `idle` while items waited, longer than the
+    /// [stall limit](crate::SinkBuilder::stall_fatal); this stage held them.
+    Stalled {
+        /// How long nothing was completed.
+        idle: std::time::Duration,
+        /// Calls of the stage's function under way (or items waiting at its input).
+        in_flight: usize,
+        /// How long its oldest call had been running.
+        oldest: std::time::Duration,
+    },
 }
 
 /// One stage's terminal failure.
@@ -239,6 +249,19 @@ impl fmt::Display for StageFailure {
                 write!(f, "aggregator `{}` failed: {e}", self.stage)
             }
             StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
+            StageFailureKind::Stalled {
+                idle,
+                in_flight,
+                oldest,
+            } => write!(
+                f,
+                "stalled: no stage completed an item for {:.1}s; stage `{}` held {in_flight} \
+                 item(s), its oldest call running for {:.1}s (a stage function that never \
+                 returns, or a deadlock in it?)",
+                idle.as_secs_f64(),
+                self.stage,
+                oldest.as_secs_f64()
+            ),
         }
     }
 }
@@ -291,6 +314,7 @@ impl StdError for PipelineError {
             }
             StageFailureKind::Source(e) | StageFailureKind::Aggregator(e) => Some(e),
             StageFailureKind::Start(e) => Some(e),
+            StageFailureKind::Stalled { .. } => None,
         }
     }
 }

@@ -77,6 +77,7 @@
 
 mod async_runtime;
 mod block_on;
+mod budget;
 mod builder;
 mod clock;
 #[cfg(feature = "cuda")]
@@ -102,6 +103,7 @@ pub mod storage;
 #[cfg(unix)]
 pub mod subprocess;
 mod sync;
+mod tune;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]
@@ -154,6 +156,7 @@ mod __guide {
     // `pipeline-examples` compiles them (its `__guide` module).
 }
 
+pub use budget::{ItemBytes, MemoryStats};
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
@@ -170,7 +173,8 @@ pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
+pub use tune::{TuneError, TUNE_TARGET};
 pub use stats::{
     ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
-    StageKind, StageSeries, StageStats, StatsSeries,
+    StageKind, StageSeries, StageStats, StatsSeries, TuneDecision, TuneTarget,
 };

@@ -116,6 +116,7 @@ impl From<&PipelineError> for RemotePipelineError {
                         (RemoteFailureKind::Aggregator, vec![c.to_string()])
                     }
                     StageFailureKind::Start(c) => (RemoteFailureKind::Start, vec![c.to_string()]),
+                    StageFailureKind::Stalled { .. } => (RemoteFailureKind::Stalled, Vec::new()),
                 };
                 RemoteStageFailure {
                     stage: f.stage().to_owned(),
@@ -190,4 +191,6 @@ pub enum RemoteFailureKind {
     Aggregator,
     /// The pipeline could not start.
     Start,
+    /// The pipeline stalled past its limit.
+    Stalled,
 }
