@@ -27,6 +27,8 @@ use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 mod w4;
 #[path = "bench/w7.rs"]
 mod w7;
+#[path = "bench/w8.rs"]
+mod w8;
 #[path = "bench/w9.rs"]
 mod w9;
 
@@ -107,6 +109,11 @@ const IDS: &[&str] = &[
     "W7.x.memcpy.bytes64k",
     "W6.c2",
     "W6.x.plain",
+    "W6.tuned",
+    "W8.untuned",
+    "W8.best",
+    "W8.tuned",
+    "W8.tuned.budget",
     "W9.files",
     "W9.shards",
     "W9.shards.mem",
@@ -524,6 +531,11 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
         "W6.c2" => w6(data_dir),
         "W6.x.plain" => w6_plain(data_dir),
+        "W6.tuned" => w8::w6_tuned(data_dir),
+        "W8.untuned" => w8::untuned(n_or(2_000)),
+        "W8.best" => w8::best(n_or(20_000)),
+        "W8.tuned" => w8::tuned(n_or(20_000), false),
+        "W8.tuned.budget" => w8::tuned(n_or(20_000), true),
         "W9.files" => w9::images_from(n_or(512), false),
         "W9.shards" => w9::images_from(n_or(512), true),
         "W9.shards.mem" => w9::shards_memory(n_or(1024)),

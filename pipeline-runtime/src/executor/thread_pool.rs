@@ -174,7 +174,12 @@ impl PoolInner {
                     }
                     if q.retire > 0 {
                         q.retire -= 1;
+                        // A wake-up meant for a task may have reached this thread: pass it on.
+                        let pending = !q.tasks.is_empty();
                         drop(q);
+                        if pending {
+                            self.available.notify_one();
+                        }
                         drop_deferred();
                         return;
                     }

@@ -131,7 +131,7 @@ impl Controller {
         let end = Self::mark(s, now);
         let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-3);
         let throughput = end.sink_tasks.saturating_sub(start.sink_tasks) as f64 / secs;
-        let window_ticks = secs / clock::ticks_to_duration(1).as_secs_f64().max(1e-12);
+        let window_ticks = secs * 1e9 / clock::ns_per_tick().max(1e-6);
         // Busy share of each tuned stage over the window, and of the default pool.
         let mut shares = Vec::with_capacity(s.resizers.len());
         let mut pool_busy = 0.0;
