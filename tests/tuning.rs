@@ -136,8 +136,9 @@ fn resize_under_load(order: Order, plan: &[(usize, usize)], n: u64) {
     }
     let tuning = p.stats().tuning;
     assert!(
-        tuning.iter().any(|d| d.target == TuneTarget::Stage("work".into())
-            && d.reason == "user"),
+        tuning
+            .iter()
+            .any(|d| d.target == TuneTarget::Stage("work".into()) && d.reason == "user"),
         "user resizes are logged in the stats: {tuning:?}"
     );
     drop(p);
@@ -195,7 +196,11 @@ fn resize_says_what_is_wrong() {
     p.resize("double", 3).unwrap();
     let rest: Vec<u64> = p.by_ref().map(Result::unwrap).collect();
     assert_eq!(rest, (1..10).collect::<Vec<_>>());
-    assert!(p.resize("double", 1).unwrap_err().to_string().contains("ended"));
+    assert!(p
+        .resize("double", 1)
+        .unwrap_err()
+        .to_string()
+        .contains("ended"));
 }
 
 /// An item that reports its size.
@@ -253,7 +258,11 @@ fn the_memory_budget_is_never_exceeded() {
     assert!(memory.peak <= LIMIT, "peak {} over {LIMIT}", memory.peak);
     assert!(worst.load(Ordering::SeqCst) <= LIMIT);
     // 64 lanes of the async stage would hold far more than the budget: it was binding.
-    assert!(memory.peak > LIMIT / 2, "the budget was used: {}", memory.peak);
+    assert!(
+        memory.peak > LIMIT / 2,
+        "the budget was used: {}",
+        memory.peak
+    );
     assert_eq!(memory.in_flight, 0, "everything given back");
 }
 
@@ -294,7 +303,10 @@ fn tuning_options_are_checked_by_build() {
         .sink()
         .build()
         .unwrap_err();
-    assert!(no_autotune.to_string().contains("autotune"), "{no_autotune}");
+    assert!(
+        no_autotune.to_string().contains("autotune"),
+        "{no_autotune}"
+    );
     let misplaced = PipelineBuilder::new()
         .source(0..3u64)
         .aggregate(2)
@@ -304,7 +316,9 @@ fn tuning_options_are_checked_by_build() {
         .build()
         .unwrap_err();
     assert!(
-        misplaced.to_string().contains("`concurrency_auto` is not an option"),
+        misplaced
+            .to_string()
+            .contains("`concurrency_auto` is not an option"),
         "{misplaced}"
     );
     let bad_bounds = PipelineBuilder::new()
@@ -354,18 +368,26 @@ fn a_stall_is_reported_naming_the_stage_that_holds_the_items() {
     let first: Vec<u64> = p.by_ref().take(5).map(Result::unwrap).collect();
     assert_eq!(first, [0, 1, 2, 3, 4]);
     assert!(
-        wait_until(Duration::from_secs(5), || !events_for_stage("stuck_w").is_empty()),
+        wait_until(Duration::from_secs(5), || !events_for_stage("stuck_w")
+            .is_empty()),
         "a stall warning"
     );
     let warning = &events_for_stage("stuck_w")[0];
     assert_eq!(warning.level, tracing::Level::WARN);
-    assert!(warning.field("in_flight").is_some_and(|n| n != "0"), "{warning:?}");
+    assert!(
+        warning.field("in_flight").is_some_and(|n| n != "0"),
+        "{warning:?}"
+    );
     let message = warning.field("message").unwrap_or_default().to_owned();
     assert!(message.contains("`stuck_w`"), "{message}");
     assert!(events_for_stage("before_stuck_w").is_empty());
     release.store(1, Ordering::SeqCst);
     let rest: Vec<u64> = p.by_ref().map(Result::unwrap).collect();
-    assert_eq!(rest, (5..20).collect::<Vec<_>>(), "a warning only: it goes on");
+    assert_eq!(
+        rest,
+        (5..20).collect::<Vec<_>>(),
+        "a warning only: it goes on"
+    );
 }
 
 #[test]

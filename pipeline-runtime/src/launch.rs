@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::async_runtime::AsyncRuntime;
+use crate::budget::MemoryBudget;
 use crate::error::{BudgetScope, BuildError};
 use crate::executor::ThreadPool;
 use crate::failure::{FailureScope, MaxFailures};
@@ -17,7 +18,6 @@ use crate::run_state::RunState;
 use crate::stage::lanes::{LaneSet, DEFAULT_MAX_LANES};
 use crate::stage::{Observe, StageCtx};
 use crate::stats::{QueueCounters, QueueEntry, StageKind};
-use crate::budget::MemoryBudget;
 use crate::tune::resize::StageResizer;
 use crate::tune::TuneSettings;
 

@@ -147,6 +147,8 @@ mod __guide {
     mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]
     mod performance {}
+    #[doc = include_str!("../../docs/src/tuning.md")]
+    mod tuning {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
     #[cfg(feature = "storage")]
@@ -173,8 +175,8 @@ pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
-pub use tune::{TuneError, TUNE_TARGET};
 pub use stats::{
     ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
     StageKind, StageSeries, StageStats, StatsSeries, TuneDecision, TuneTarget,
 };
+pub use tune::{TuneError, TUNE_TARGET};

@@ -11,6 +11,7 @@ use futures::Stream;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
+use crate::budget::MemoryBudget;
 use crate::error::BuildError;
 use crate::executor::{join_all_until, ThreadPool};
 use crate::failure::PipelineError;
@@ -22,8 +23,8 @@ use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::report;
 use crate::stats::{ConsumerClock, PipelineStats, StatsRegistry, StatsSeries};
-use crate::budget::MemoryBudget;
-use crate::tune::supervisor::{run_supervisor, Supervised};
+use crate::tune::running::Supervised;
+use crate::tune::supervisor::run_supervisor;
 use crate::tune::TuneError;
 
 enum State<T> {
@@ -129,7 +130,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Items the pipeline holds but the consumer has not received (in a stage, a queue or the
     /// sink's buffer) are pending in the state: a pipeline resumed from it recomputes them.
     pub fn resume_state(&self) -> Option<ResumeState> {
-        let ledger = self.ledger.as_ref().filter(|_| self.settings.track_resume)?;
+        let ledger = self
+            .ledger
+            .as_ref()
+            .filter(|_| self.settings.track_resume)?;
         Some(match &self.state {
             // Not started: where it would start.
             State::Built { .. } => self
@@ -258,14 +262,14 @@ impl<T: Send + 'static> Pipeline<T> {
     /// The running pipeline's resizable parts; an error before the start and after the end.
     fn running_parts(&self) -> Result<&Supervised, TuneError> {
         match (&self.state, &self.supervised) {
-            (State::Running(_), Some(s)) if !self.finished && !self.run.stop_requested() => {
-                Ok(s)
-            }
+            (State::Running(_), Some(s)) if !self.finished && !self.run.stop_requested() => Ok(s),
             (State::Built { .. }, _) => Err(TuneError::new(
                 "the pipeline has not started: resize it once it runs (set the starting \
                  concurrency with the builder's `concurrency`)",
             )),
-            _ => Err(TuneError::new("the pipeline has ended: there is nothing to resize")),
+            _ => Err(TuneError::new(
+                "the pipeline has ended: there is nothing to resize",
+            )),
         }
     }
 

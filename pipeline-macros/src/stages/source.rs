@@ -7,7 +7,9 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::Expr;
 
-use super::kind::{and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, ValueType};
+use super::kind::{
+    and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, ValueType,
+};
 use super::option::Options;
 use crate::expand::{rt, stage_var};
 use crate::plan::{Context, Planned, Step};

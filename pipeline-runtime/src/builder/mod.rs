@@ -25,9 +25,9 @@ use std::fmt;
 
 use futures::{Stream, StreamExt};
 
+use crate::budget::SizeFn;
 use crate::error::{BoxError, BuildError};
 use crate::launch::{Launch, LaunchFn};
-use crate::budget::SizeFn;
 use crate::stage::source::{
     run_iter_source, run_stream_source, Admit, BoxedErrors, Oks, Pass, SourceKind,
 };

@@ -108,7 +108,15 @@ impl<T: Send + 'static> StageBuilder<T> {
             if opts.auto.is_some() {
                 chain.auto_bounds.push(name.clone());
             }
-            launch_pipe(prev, (spec.runs, spec.many), spec.kind, opts, name, parts, chain)
+            launch_pipe(
+                prev,
+                (spec.runs, spec.many),
+                spec.kind,
+                opts,
+                name,
+                parts,
+                chain,
+            )
         })
     }
 
@@ -364,7 +372,10 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
         let input = Arc::new(StageInput::new(rx, gated));
         let executor = opts.executor.unwrap_or_default();
         let (max, why_fixed) = if many_in_order {
-            (1, Some("it yields many items per input and keeps input order"))
+            (
+                1,
+                Some("it yields many items per input and keeps input order"),
+            )
         } else if needs_gate && !gated {
             (
                 1,

@@ -230,7 +230,10 @@ impl<T: Send + 'static> SinkBuilder<T> {
             ),
             _ => {}
         }
-        for (what, limit) in [("stall_timeout", tune.stall_warn), ("stall_fatal", tune.stall_fail)] {
+        for (what, limit) in [
+            ("stall_timeout", tune.stall_warn),
+            ("stall_fatal", tune.stall_fail),
+        ] {
             if limit.is_some_and(|d| d.is_zero()) {
                 errors.push(format!("{what} must be greater than zero"));
             }

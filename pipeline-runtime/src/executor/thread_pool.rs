@@ -289,7 +289,12 @@ impl ThreadPool {
         let mut handles = lock(&shared.handles);
         for _ in current + kept..n {
             let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
-            handles.push(spawn_worker(&shared.inner, &shared.name, index, &shared.on_start)?);
+            handles.push(spawn_worker(
+                &shared.inner,
+                &shared.name,
+                index,
+                &shared.on_start,
+            )?);
             shared.num_threads.fetch_add(1, Ordering::Relaxed);
         }
         shared.num_threads.fetch_add(kept, Ordering::Relaxed);

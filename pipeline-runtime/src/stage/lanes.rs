@@ -195,7 +195,10 @@ mod tests {
         let set = LaneSet::new(4, 4, 4, false);
         set.set_target(1);
         assert!(set.should_retire(0));
-        assert!(set.set_target(4).len() == 1, "one slot freed, three lanes kept");
+        assert!(
+            set.set_target(4).len() == 1,
+            "one slot freed, three lanes kept"
+        );
         assert!(!set.should_retire(1));
     }
 }

@@ -108,7 +108,9 @@ impl StageCtx {
     /// ended (then no lane may start: its output is closed or closing).
     pub(crate) fn lane_joining(&self) -> bool {
         self.live_lanes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then_some(n + 1)
+            })
             .is_ok()
     }
 

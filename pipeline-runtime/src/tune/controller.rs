@@ -4,21 +4,21 @@
 //! stage's busy share (time in its function over its lanes' time; an async stage's waits
 //! count, since they are what its lanes are for), and the default pool's busy share. Then:
 //!
-//! 1. A change on trial is judged: kept if the throughput rose by at least [`MIN_GAIN`],
-//!    otherwise undone, and what it raised is held at its old value for a while (doubling
+//! 1. A change on trial is judged: kept if the throughput rose by at least [`MIN_GAIN`]
+//!    (over one window, or two when the first is unclear), otherwise undone, and what it raised is held at its old value for a while (doubling
 //!    with every failed try), so a stage that gains nothing is backed off and not raised
 //!    again and again (no oscillation on a steady workload).
 //! 2. Otherwise the busiest tuned stage, if it is saturated ([`SATURATED`]), is raised
-//!    (doubled for an async stage, one more lane for a synchronous one), and the pool gets a
-//!    thread when its threads are all busy or the stage's lanes outnumber them, within the
-//!    CPU budget.
-//! 3. A throughput that moves by more than [`WORKLOAD_SHIFT`] without a change of ours means
-//!    the workload changed: every hold is lifted, so the climb starts again from there.
+//!    (doubled for an async stage, one more lane for a synchronous one), with a thread more
+//!    for the pool when the stage's lanes would outnumber its threads; else, when the pool's
+//!    threads are all busy, the pool alone gets a thread. Both within the CPU budget.
+//! 3. A throughput that stays more than [`WORKLOAD_SHIFT`] away from the one at the last
+//!    hold, for three windows in a row without a change of ours, means the workload changed: every hold is lifted, so the climb starts again from there.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::supervisor::Supervised;
+use super::running::Supervised;
 use super::TuneSettings;
 use crate::clock;
 
@@ -28,6 +28,12 @@ pub(crate) const MIN_GAIN: f64 = 0.03;
 pub(crate) const SATURATED: f64 = 0.75;
 /// Relative throughput change that counts as a new workload.
 pub(crate) const WORKLOAD_SHIFT: f64 = 0.3;
+/// Windows over which an unclear change is judged, at most.
+const JUDGED_WINDOWS: usize = 2;
+/// A loss from which a change is undone after one window.
+const CLEAR_LOSS: f64 = 0.25;
+/// Windows in a row that must all show a [`WORKLOAD_SHIFT`] before holds are lifted.
+const SHIFT_WINDOWS: u32 = 3;
 /// How long a raise that gained nothing is held off at first.
 const FIRST_HOLD: Duration = Duration::from_secs(5);
 
@@ -43,6 +49,8 @@ enum Knob {
 struct Trial {
     moves: Vec<(Knob, usize, usize)>,
     before: f64,
+    /// Throughputs of the windows judged so far (an unclear first window gets a second).
+    after: Vec<f64>,
 }
 
 #[derive(Debug)]
@@ -73,8 +81,10 @@ pub(crate) struct Controller {
     settling: bool,
     trial: Option<Trial>,
     holds: HashMap<Knob, Hold>,
-    /// Throughput of the last window without a change on trial.
-    steady: Option<f64>,
+    /// The throughput when a knob was last held: the reference for a workload change.
+    steady_ref: Option<f64>,
+    /// Windows in a row beyond [`WORKLOAD_SHIFT`] of `steady_ref` (signed: up or down).
+    shifted: i32,
     now: Instant,
 }
 
@@ -99,7 +109,8 @@ impl Controller {
             settling: false,
             trial: None,
             holds: HashMap::new(),
-            steady: None,
+            steady_ref: None,
+            shifted: 0,
             now: Instant::now(),
         }
     }
@@ -148,13 +159,29 @@ impl Controller {
         self.mark = Some(end);
         self.ticks = 0;
 
+        self.now = now;
         if let Some(trial) = self.trial.take() {
-            self.judge(s, trial, throughput, now);
-            return;
-        }
-        if let Some(steady) = self.steady {
-            let shift = (throughput - steady).abs() / steady.max(1e-9);
-            if shift > WORKLOAD_SHIFT && !self.holds.is_empty() {
+            // A change that paid goes on at once from the window that judged it.
+            if !self.judge(s, trial, throughput, now) {
+                return;
+            }
+        } else if let Some(steady) = self.steady_ref {
+            let shift = (throughput - steady) / steady.max(1e-9);
+            let side = if shift > WORKLOAD_SHIFT {
+                1
+            } else if shift < -WORKLOAD_SHIFT {
+                -1
+            } else {
+                0
+            };
+            self.shifted = match side {
+                0 => 0,
+                _ if self.shifted.signum() == side => self.shifted + side,
+                _ => side,
+            };
+            if self.shifted.unsigned_abs() >= SHIFT_WINDOWS && !self.holds.is_empty() {
+                self.shifted = 0;
+                self.steady_ref = Some(throughput);
                 tracing::info!(
                     target: super::TUNE_TARGET,
                     "autotune: throughput moved from {steady:.0} to {throughput:.0} items/s \
@@ -163,8 +190,6 @@ impl Controller {
                 self.holds.clear();
             }
         }
-        self.steady = Some(throughput);
-        self.now = now;
         self.raise(s, &shares, pool_share, throughput);
     }
 
@@ -190,29 +215,19 @@ impl Controller {
             })
             .map(|(i, _)| (i, shares[i]))
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        // The pool first when its threads are the limit: every thread busy and a stage on
-        // it saturated (its lanes wait for threads).
         let pool_bound = pool_share >= SATURATED
             && s.resizers.iter().enumerate().any(|(i, r)| {
                 r.on_default_pool && r.auto.is_some() && shares[i] >= SATURATED * 0.5
             });
         let mut moves = Vec::new();
         let mut reason = String::new();
-        if pool_bound && pool_room {
-            moves.push((Knob::Pool, threads, threads + 1));
-            reason = format!("default pool {:.0}% busy", pool_share * 100.0);
-        } else if let Some((i, share)) = busiest.filter(|&(_, share)| share >= SATURATED) {
+        if let Some((i, share)) = busiest.filter(|&(_, share)| share >= SATURATED) {
             let r = &s.resizers[i];
             let (_, hi) = r.auto.expect("filtered above");
             let c = r.concurrency();
             let ceiling = self.ceiling(Knob::Stage(i), hi.min(r.max));
             // An async stage's lanes cost no thread: it doubles.
-            let to = if !r.is_async {
-                c + 1
-            } else {
-                (c * 2).max(c + 1)
-            }
-            .min(ceiling);
+            let to = if !r.is_async { c + 1 } else { (c * 2).max(c + 1) }.min(ceiling);
             if to > c {
                 moves.push((Knob::Stage(i), c, to));
                 reason = format!("busiest stage, {:.0}% busy", share * 100.0);
@@ -229,6 +244,12 @@ impl Controller {
                 }
             }
         }
+        // The pool alone when its threads are the limit: all busy, and a stage on it busy
+        // too (its lanes wait for threads).
+        if moves.is_empty() && pool_bound && pool_room {
+            moves.push((Knob::Pool, threads, threads + 1));
+            reason = format!("default pool {:.0}% busy", pool_share * 100.0);
+        }
         if moves.is_empty() {
             return;
         }
@@ -238,6 +259,7 @@ impl Controller {
         self.trial = Some(Trial {
             moves,
             before: throughput,
+            after: Vec::new(),
         });
         self.settling = true;
     }
@@ -252,14 +274,21 @@ impl Controller {
         }
     }
 
-    /// Keeps a change that paid, undoes one that did not and holds its knobs.
-    fn judge(&mut self, s: &Supervised, trial: Trial, throughput: f64, now: Instant) {
+    /// Keeps a change that paid (true), undoes one that did not and holds its knobs.
+    fn judge(&mut self, s: &Supervised, mut trial: Trial, throughput: f64, now: Instant) -> bool {
+        trial.after.push(throughput);
+        let throughput = trial.after.iter().sum::<f64>() / trial.after.len() as f64;
         if throughput >= trial.before * (1.0 + MIN_GAIN) {
             for (knob, _, _) in &trial.moves {
                 self.holds.remove(knob);
             }
-            self.steady = Some(throughput);
-            return;
+            return true;
+        }
+        // A shared machine makes single windows noisy: an unclear verdict (neither a gain
+        // nor a clear loss) is judged again with one more window.
+        if trial.after.len() < JUDGED_WINDOWS && throughput > trial.before * (1.0 - CLEAR_LOSS) {
+            self.trial = Some(trial);
+            return false;
         }
         let reason = format!(
             "no gain ({:.0} -> {:.0} items/s): undone",
@@ -280,6 +309,9 @@ impl Controller {
                 },
             );
         }
+        self.steady_ref = Some(trial.before);
+        self.shifted = 0;
         self.settling = true;
+        false
     }
 }

@@ -1,10 +1,11 @@
 //! Running a pipeline well without hand-tuning it: resizing stages and the default pool
 //! while it runs ([`resize`]), the autotune controller that does so on its own
 //! ([`controller`]), and stall detection ([`stall`]), both driven by one supervisor thread
-//! ([`supervisor`]). The memory budget they respect is [`crate::budget`].
+//! ([`supervisor`]) over the pipeline's resizable parts ([`running`]). The memory budget they respect is [`crate::budget`].
 
 pub(crate) mod controller;
 pub(crate) mod resize;
+pub(crate) mod running;
 pub(crate) mod stall;
 pub(crate) mod supervisor;
 

@@ -80,7 +80,9 @@ impl StageResizer {
             )));
         }
         if n > self.max {
-            let why = self.why_fixed.unwrap_or("that is the most lanes it can have");
+            let why = self
+                .why_fixed
+                .unwrap_or("that is the most lanes it can have");
             return Err(TuneError::new(format!(
                 "stage `{name}` cannot have {n} lanes, at most {} ({why})",
                 self.max

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::supervisor::Supervised;
+use super::running::Supervised;
 use super::{TuneSettings, TUNE_TARGET};
 use crate::clock;
 use crate::failure::StageFailureKind;
