@@ -367,3 +367,17 @@ pub(crate) fn w6_tuned(data_dir: Option<&Path>) -> Result<Outcome, String> {
     ));
     Ok(o)
 }
+
+/// W6.x.write_data: writes W6's dataset of `n` JPEGs (`img_00000.jpg`..) into `--data-dir`
+/// (default `bench-data/jpeg`) with this crate's generator, for machines without Python's
+/// Pillow (its bytes differ from `gen_jpeg_dataset.py`'s; the shapes and count match).
+pub(crate) fn w6_write_data(n: u64, data_dir: Option<&Path>) -> Result<Outcome, String> {
+    let dir = data_dir.map_or_else(|| PathBuf::from("bench-data/jpeg"), Path::to_path_buf);
+    let t0 = Instant::now();
+    let files = images::write_jpeg_dataset(&dir, n as usize).map_err(|e| e.to_string())?;
+    Ok(Outcome {
+        n_items: files.len() as u64,
+        wall: t0.elapsed(),
+        extra: vec![("dir", format!("\"{}\"", dir.display()))],
+    })
+}

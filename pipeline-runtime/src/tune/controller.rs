@@ -12,6 +12,9 @@
 //!    (doubled for an async stage, one more lane for a synchronous one), with a thread more
 //!    for the pool when the stage's lanes would outnumber its threads; else, when the pool's
 //!    threads are all busy, the pool alone gets a thread. Both within the CPU budget.
+//!    Under a binding memory budget (the source waits for room at least half the time) no
+//!    stage is busy on average; then the stage whose input queue holds the most items is
+//!    raised, which shortens the time an item takes and so raises what the budget allows.
 //! 3. A throughput that stays more than [`WORKLOAD_SHIFT`] away from the one at the last
 //!    hold, for three windows in a row without a change of ours, means the workload changed: every hold is lifted, so the climb starts again from there.
 
@@ -85,6 +88,11 @@ pub(crate) struct Controller {
     steady_ref: Option<f64>,
     /// Windows in a row beyond [`WORKLOAD_SHIFT`] of `steady_ref` (signed: up or down).
     shifted: i32,
+    /// Over the current window: the sum of each queue's length at every tick, the ticks,
+    /// and the ticks at which the source waited for room in the memory budget.
+    queued: Vec<usize>,
+    samples: u32,
+    budget_waits: u32,
     now: Instant,
 }
 
@@ -111,6 +119,9 @@ impl Controller {
             holds: HashMap::new(),
             steady_ref: None,
             shifted: 0,
+            queued: Vec::new(),
+            samples: 0,
+            budget_waits: 0,
             now: Instant::now(),
         }
     }
@@ -127,13 +138,37 @@ impl Controller {
         }
     }
 
+    /// Samples the queues and the budget (what a budget-bound pipeline is judged by).
+    fn sample(&mut self, s: &Supervised) {
+        let Some(budget) = &s.budget else {
+            return;
+        };
+        let lens = s.stats.queue_lens();
+        self.queued.resize(lens.len(), 0);
+        for (sum, len) in self.queued.iter_mut().zip(lens) {
+            *sum += len.unwrap_or(0);
+        }
+        self.samples += 1;
+        if budget.stats().source_waiting {
+            self.budget_waits += 1;
+        }
+    }
+
+    fn clear_samples(&mut self) {
+        self.queued.iter_mut().for_each(|q| *q = 0);
+        self.samples = 0;
+        self.budget_waits = 0;
+    }
+
     pub(crate) fn step(&mut self, s: &Supervised, now: Instant) {
         if self.settling || self.mark.is_none() {
             self.settling = false;
             self.mark = Some(Self::mark(s, now));
             self.ticks = 0;
+            self.clear_samples();
             return;
         }
+        self.sample(s);
         self.ticks += 1;
         if self.ticks < self.window_ticks {
             return;
@@ -191,6 +226,7 @@ impl Controller {
             }
         }
         self.raise(s, &shares, pool_share, throughput);
+        self.clear_samples();
     }
 
     fn ceiling(&self, knob: Knob, bound: usize) -> usize {
@@ -227,7 +263,12 @@ impl Controller {
             let c = r.concurrency();
             let ceiling = self.ceiling(Knob::Stage(i), hi.min(r.max));
             // An async stage's lanes cost no thread: it doubles.
-            let to = if !r.is_async { c + 1 } else { (c * 2).max(c + 1) }.min(ceiling);
+            let to = if !r.is_async {
+                c + 1
+            } else {
+                (c * 2).max(c + 1)
+            }
+            .min(ceiling);
             if to > c {
                 moves.push((Knob::Stage(i), c, to));
                 reason = format!("busiest stage, {:.0}% busy", share * 100.0);
@@ -249,6 +290,55 @@ impl Controller {
         if moves.is_empty() && pool_bound && pool_room {
             moves.push((Knob::Pool, threads, threads + 1));
             reason = format!("default pool {:.0}% busy", pool_share * 100.0);
+        }
+        // Held back by the memory budget, no stage is busy on average, but items arrive in
+        // bursts as others are delivered: throughput is then what is in flight over the time
+        // an item takes, so the stage where admitted items wait longest is raised.
+        if moves.is_empty() && self.budget_waits * 2 >= self.samples.max(1) {
+            let waiting = |r: &super::resize::StageResizer| {
+                let queue = r.ctx.info.index.checked_sub(1)?;
+                let sum = *self.queued.get(queue)?;
+                Some(sum as f64 / self.samples.max(1) as f64)
+            };
+            let candidate = s
+                .resizers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let (_, hi) = r.auto?;
+                    let ceiling = self.ceiling(Knob::Stage(i), hi.min(r.max));
+                    if r.concurrency() < ceiling {
+                        Some((i, waiting(r)?, ceiling))
+                    } else {
+                        None
+                    }
+                })
+                .filter(|&(_, queued, _)| queued >= 1.0)
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((i, queued, ceiling)) = candidate {
+                let r = &s.resizers[i];
+                let c = r.concurrency();
+                let to = if !r.is_async {
+                    c + 1
+                } else {
+                    (c * 2).max(c + 1)
+                }
+                .min(ceiling);
+                moves.push((Knob::Stage(i), c, to));
+                reason = format!(
+                    "memory budget binding; {queued:.1} items wait at its input on average"
+                );
+                let pool_lanes: usize = s
+                    .resizers
+                    .iter()
+                    .filter(|r| r.on_default_pool)
+                    .map(|r| r.concurrency())
+                    .sum::<usize>()
+                    + (to - c);
+                if r.on_default_pool && pool_lanes > threads && pool_room {
+                    moves.push((Knob::Pool, threads, threads + 1));
+                }
+            }
         }
         if moves.is_empty() {
             return;
