@@ -321,10 +321,11 @@ fn tuning_options_are_checked_by_build() {
             .contains("`concurrency_auto` is not an option"),
         "{misplaced}"
     );
+    let (low, high) = (4, 2);
     let bad_bounds = PipelineBuilder::new()
         .source(0..3u64)
         .pipe(|x: u64| x)
-        .concurrency_auto(4..=2)
+        .concurrency_auto(low..=high)
         .sink()
         .autotune(true)
         .build()

@@ -103,6 +103,9 @@ fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// When the consumer received its batches: (seconds from the start, items so far).
+type Arrivals = Vec<(f64, u64)>;
+
 /// How a run is set up.
 struct Run {
     n: u64,
@@ -114,7 +117,7 @@ struct Run {
 
 /// Runs W8 once; returns the outcome, the consumer's arrival times (seconds from the start,
 /// items so far) and the final statistics.
-fn run_once(run: &Run) -> Result<(Outcome, Vec<(f64, u64)>, PipelineStats), String> {
+fn run_once(run: &Run) -> Result<(Outcome, Arrivals, PipelineStats), String> {
     let alive = Arc::new(Alive::default());
     let payload = run.payload;
     let t0 = Instant::now();
