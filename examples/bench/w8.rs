@@ -15,6 +15,9 @@
 //!   bytes alive at once, counted by the workload itself from allocation to the consumer's
 //!   drop).
 //!
+//! With `W8_DECISIONS` set in the environment, the tuned ids print autotune's decisions to
+//! stderr.
+//!
 //! W6 with autotune (`W6.tuned`) is here too: W6.c2's pipeline from concurrency 1 on one
 //! thread, with autotune on.
 
