@@ -31,6 +31,8 @@ mod w4;
 mod w6r;
 #[path = "bench/w7.rs"]
 mod w7;
+#[path = "bench/w8.rs"]
+mod w8;
 #[path = "bench/w9.rs"]
 mod w9;
 
@@ -114,6 +116,12 @@ const IDS: &[&str] = &[
     "W6.region.p2",
     "W6.stages.p2",
     "W6.threads.c2",
+    "W6.tuned",
+    "W6.x.write_data",
+    "W8.untuned",
+    "W8.best",
+    "W8.tuned",
+    "W8.tuned.budget",
     "W9.files",
     "W9.shards",
     "W9.shards.mem",
@@ -540,6 +548,12 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W6.region.p2" => w6r::run(data_dir, n, w6r::Variant::Region),
         "W6.stages.p2" => w6r::run(data_dir, n, w6r::Variant::Stages),
         "W6.threads.c2" => w6r::run(data_dir, n, w6r::Variant::Threads),
+        "W6.tuned" => w8::w6_tuned(data_dir),
+        "W6.x.write_data" => w8::w6_write_data(n_or(500), data_dir),
+        "W8.untuned" => w8::untuned(n_or(2_000)),
+        "W8.best" => w8::best(n_or(20_000)),
+        "W8.tuned" => w8::tuned(n_or(20_000), false),
+        "W8.tuned.budget" => w8::tuned(n_or(20_000), true),
         "W9.files" => w9::images_from(n_or(512), false),
         "W9.shards" => w9::images_from(n_or(512), true),
         "W9.shards.mem" => w9::shards_memory(n_or(1024)),

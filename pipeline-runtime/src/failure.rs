@@ -192,6 +192,16 @@ pub enum StageFailureKind {
     /// failure budget, or its aggregator): the failure as the worker reported it.
     #[cfg(unix)]
     InWorker(crate::subprocess::RemoteStageFailure),
+    /// No stage completed an item for `idle` while items waited, longer than the
+    /// [stall limit](crate::SinkBuilder::stall_fatal); this stage held them.
+    Stalled {
+        /// How long nothing was completed.
+        idle: std::time::Duration,
+        /// Calls of the stage's function under way (or items waiting at its input).
+        in_flight: usize,
+        /// How long its oldest call had been running.
+        oldest: std::time::Duration,
+    },
 }
 
 /// One stage's terminal failure.
@@ -245,6 +255,19 @@ impl fmt::Display for StageFailure {
             StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
             #[cfg(unix)]
             StageFailureKind::InWorker(r) => write!(f, "in a worker process, {}", r.message()),
+            StageFailureKind::Stalled {
+                idle,
+                in_flight,
+                oldest,
+            } => write!(
+                f,
+                "stalled: no stage completed an item for {:.1}s; stage `{}` held {in_flight} \
+                 item(s), its oldest call running for {:.1}s (a stage function that never \
+                 returns, or a deadlock in it?)",
+                idle.as_secs_f64(),
+                self.stage,
+                oldest.as_secs_f64()
+            ),
         }
     }
 }
@@ -299,6 +322,7 @@ impl StdError for PipelineError {
             StageFailureKind::Start(e) => Some(e),
             #[cfg(unix)]
             StageFailureKind::InWorker(_) => None,
+            StageFailureKind::Stalled { .. } => None,
         }
     }
 }

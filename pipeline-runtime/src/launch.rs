@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::async_runtime::AsyncRuntime;
+use crate::budget::MemoryBudget;
 use crate::error::{BudgetScope, BuildError};
 use crate::executor::ThreadPool;
 use crate::failure::{FailureScope, MaxFailures};
@@ -14,8 +15,11 @@ use crate::queue::{bounded, Rx, Tx};
 use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
 use crate::run_state::RunState;
+use crate::stage::lanes::{LaneSet, DEFAULT_MAX_LANES};
 use crate::stage::{Observe, StageCtx};
 use crate::stats::{QueueCounters, QueueEntry, StageKind};
+use crate::tune::resize::StageResizer;
+use crate::tune::TuneSettings;
 
 /// Capacity of each queue between two stages unless set otherwise (items).
 ///
@@ -38,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) track_resume: bool,
     /// The state to resume from: the source skips what it resolved.
     pub(crate) resume_from: Option<ResumeState>,
+    /// Autotune, memory budget and stall detection.
+    pub(crate) tune: TuneSettings,
 }
 
 impl Default for Settings {
@@ -52,6 +58,7 @@ impl Default for Settings {
             hooks: HookFactories::default(),
             track_resume: false,
             resume_from: None,
+            tune: TuneSettings::default(),
         }
     }
 }
@@ -74,6 +81,14 @@ pub(crate) struct Launch {
     pub(crate) prefix: String,
     /// The queue made last whose reader is not known yet: the next stage made reads it.
     unread: Option<usize>,
+    /// Stages record their calls under way (stall detection or autotune is on).
+    pub(crate) supervised: bool,
+    /// Autotune is on: stages without a fixed concurrency are tuned.
+    pub(crate) autotune: bool,
+    /// How to resize each `pipe` stage, in pipeline order.
+    pub(crate) resizers: Vec<StageResizer>,
+    /// The byte budget of items in flight, when `memory_limit` is set.
+    pub(crate) budget: Option<Arc<MemoryBudget>>,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -104,6 +119,10 @@ impl Launch {
             resume_from: settings.resume_from.clone(),
             prefix: String::new(),
             unread: None,
+            supervised: settings.tune.supervised(),
+            autotune: settings.tune.autotune,
+            resizers: Vec::new(),
+            budget: None,
         }
     }
 
@@ -115,9 +134,27 @@ impl Launch {
         concurrency: usize,
         scope: Arc<FailureScope>,
     ) -> Arc<StageCtx> {
+        self.resizable_stage(name, kind, (concurrency, concurrency), scope)
+    }
+
+    /// [`stage`](Self::stage) for a stage whose lanes may be resized: `(initial, planned)`
+    /// lanes, `planned` being the most it is expected to be tuned to.
+    pub(crate) fn resizable_stage(
+        &mut self,
+        name: String,
+        kind: StageKind,
+        (concurrency, planned): (usize, usize),
+        scope: Arc<FailureScope>,
+    ) -> Arc<StageCtx> {
         if let Some(q) = self.unread.take() {
             self.queues[q].reader = Some(self.stages.len());
         }
+        let lanes = LaneSet::new(
+            concurrency,
+            planned,
+            planned.max(DEFAULT_MAX_LANES),
+            self.supervised,
+        );
         let info = StageInfo {
             index: self.stages.len(),
             name: format!("{}{name}", self.prefix),
@@ -134,6 +171,7 @@ impl Launch {
             scope,
             self.run.clone(),
             self.ledger.clone(),
+            lanes,
         ));
         self.stages.push(ctx.clone());
         ctx

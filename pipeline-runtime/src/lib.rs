@@ -77,6 +77,7 @@
 
 mod async_runtime;
 mod block_on;
+mod budget;
 mod builder;
 mod clock;
 #[cfg(feature = "cuda")]
@@ -102,6 +103,7 @@ pub mod storage;
 #[cfg(unix)]
 pub mod subprocess;
 mod sync;
+mod tune;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]
@@ -150,6 +152,8 @@ mod __guide {
     mod subprocess {}
     #[doc = include_str!("../../docs/src/performance.md")]
     mod performance {}
+    #[doc = include_str!("../../docs/src/tuning.md")]
+    mod tuning {}
     #[doc = include_str!("../../docs/src/migration.md")]
     mod migration {}
     #[cfg(feature = "storage")]
@@ -159,6 +163,7 @@ mod __guide {
     // `pipeline-examples` compiles them (its `__guide` module).
 }
 
+pub use budget::{ItemBytes, MemoryStats};
 pub use builder::{
     BatchedBranches, BatchedRoute, Branches, PipelineBuilder, Route, SinkBuilder, StageBuilder,
     DEFAULT_SINK_BUFFER,
@@ -181,5 +186,6 @@ pub use stage::pipe::Order;
 pub use stats::report::TARGET as STATS_TARGET;
 pub use stats::{
     ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
-    StageKind, StageSeries, StageStats, StatsSeries,
+    StageKind, StageSeries, StageStats, StatsSeries, TuneDecision, TuneTarget,
 };
+pub use tune::{TuneError, TUNE_TARGET};

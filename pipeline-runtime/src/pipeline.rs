@@ -11,6 +11,7 @@ use futures::Stream;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
+use crate::budget::MemoryBudget;
 use crate::error::BuildError;
 use crate::executor::{join_all_until, ThreadPool};
 use crate::failure::PipelineError;
@@ -22,6 +23,9 @@ use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::report;
 use crate::stats::{ConsumerClock, PipelineStats, StatsRegistry, StatsSeries};
+use crate::tune::running::Supervised;
+use crate::tune::supervisor::run_supervisor;
+use crate::tune::TuneError;
 
 enum State<T> {
     Built { launch: LaunchFn<T>, buffer: usize },
@@ -59,6 +63,12 @@ pub struct Pipeline<T> {
     ledger: Option<Arc<Ledger>>,
     /// The consumer's wait and step times (statistics on only).
     consumer: ConsumerClock,
+    /// The byte budget of items in flight (`memory_limit`).
+    budget: Option<Arc<MemoryBudget>>,
+    /// What can be resized, and autotune's log (once started).
+    supervised: Option<Arc<Supervised>>,
+    /// Dropping it ends the supervisor thread (autotune, stall detection).
+    supervisor: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl<T> fmt::Debug for Pipeline<T> {
@@ -82,9 +92,18 @@ impl<T: Send + 'static> Pipeline<T> {
         settings: Settings,
         shape: String,
     ) -> Self {
-        let ledger = settings.track_resume.then(|| {
+        let budget = settings
+            .tune
+            .memory_limit
+            .map(|limit| Arc::new(MemoryBudget::new(limit)));
+        // The memory budget learns from the ledger when an item is resolved.
+        let ledger = (settings.track_resume || budget.is_some()).then(|| {
             let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
-            Arc::new(Ledger::new(epoch))
+            let ledger = Ledger::new(epoch);
+            Arc::new(match &budget {
+                Some(budget) => ledger.with_budget(budget.clone()),
+                None => ledger,
+            })
         });
         Self {
             state: State::Built { launch, buffer },
@@ -97,6 +116,9 @@ impl<T: Send + 'static> Pipeline<T> {
             consumer: ConsumerClock::default(),
             shape,
             ledger,
+            budget,
+            supervised: None,
+            supervisor: None,
         }
     }
 
@@ -108,7 +130,10 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Items the pipeline holds but the consumer has not received (in a stage, a queue or the
     /// sink's buffer) are pending in the state: a pipeline resumed from it recomputes them.
     pub fn resume_state(&self) -> Option<ResumeState> {
-        let ledger = self.ledger.as_ref()?;
+        let ledger = self
+            .ledger
+            .as_ref()
+            .filter(|_| self.settings.track_resume)?;
         Some(match &self.state {
             // Not started: where it would start.
             State::Built { .. } => self
@@ -169,6 +194,10 @@ impl<T: Send + 'static> Pipeline<T> {
             default_pool.clone(),
             self.ledger.clone(),
         );
+        l.budget = self.budget.clone();
+        if let Some(budget) = self.budget.clone() {
+            self.run.on_stop(Box::new(move || budget.close()));
+        }
         match launch(&mut l, buffer) {
             Ok(mut output) => {
                 output.set_consumer();
@@ -178,6 +207,18 @@ impl<T: Send + 'static> Pipeline<T> {
                 if self.settings.stats {
                     self.start_stats_thread(self.settings.report_interval);
                 }
+                let supervised = Arc::new(Supervised::new(
+                    std::mem::take(&mut l.resizers),
+                    l.stages.clone(),
+                    default_pool.clone(),
+                    self.budget.clone(),
+                    self.run.clone(),
+                    self.stats.clone(),
+                ));
+                if self.settings.tune.supervised() {
+                    self.start_supervisor(supervised.clone());
+                }
+                self.supervised = Some(supervised);
                 self.state = State::Running(Running {
                     output: Box::pin(output),
                     default_pool,
@@ -214,6 +255,53 @@ impl<T: Send + 'static> Pipeline<T> {
             }
             Err(e) => tracing::warn!("cannot start the statistics thread: {e}"),
         }
+    }
+
+    /// Starts the thread that runs autotune and stall detection.
+    fn start_supervisor(&mut self, supervised: Arc<Supervised>) {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let settings = self.settings.tune.clone();
+        let thread = std::thread::Builder::new()
+            .name("pipeline-tune".to_owned())
+            .spawn(move || run_supervisor(supervised, settings, stopped));
+        match thread {
+            Ok(thread) => {
+                self.run.register_thread(thread);
+                self.supervisor = Some(stop);
+            }
+            Err(e) => tracing::warn!(
+                "cannot start the supervisor thread: autotune and stall detection are off: {e}"
+            ),
+        }
+    }
+
+    /// The running pipeline's resizable parts; an error before the start and after the end.
+    fn running_parts(&self) -> Result<&Supervised, TuneError> {
+        match (&self.state, &self.supervised) {
+            (State::Running(_), Some(s)) if !self.finished && !self.run.stop_requested() => Ok(s),
+            (State::Built { .. }, _) => Err(TuneError::new(
+                "the pipeline has not started: resize it once it runs (set the starting \
+                 concurrency with the builder's `concurrency`)",
+            )),
+            _ => Err(TuneError::new(
+                "the pipeline has ended: there is nothing to resize",
+            )),
+        }
+    }
+
+    /// Sets the concurrency of the `pipe` stage named `stage` while the pipeline runs: new
+    /// lanes start at once; surplus lanes retire after emitting the item they hold. No item
+    /// is lost, duplicated or (in a stage keeping input order) reordered. Logged like an
+    /// autotune decision. Under autotune the controller may move it again.
+    pub fn resize(&self, stage: &str, concurrency: usize) -> Result<(), TuneError> {
+        self.running_parts()?.resize_by_name(stage, concurrency)
+    }
+
+    /// Sets the number of threads of the default pool while the pipeline runs: threads
+    /// start at once; surplus ones exit when their current stage call returns.
+    pub fn resize_pool(&self, threads: usize) -> Result<(), TuneError> {
+        self.running_parts()?
+            .resize_pool(threads, "user".to_owned(), 0.0)
     }
 
     fn ensure_started(&mut self) -> Result<(), PipelineError> {
@@ -334,7 +422,13 @@ impl<T: Send + 'static> Pipeline<T> {
     /// before the pipeline starts; frozen once it has ended). Its `Display` is a table that
     /// names the bottleneck.
     pub fn stats(&self) -> PipelineStats {
-        self.stats.snapshot()
+        let mut stats = self.stats.snapshot();
+        if let Some(s) = &self.supervised {
+            stats.tuning = s.log.decisions();
+            stats.pool_threads = s.pool.num_threads();
+        }
+        stats.memory = self.budget.as_ref().map(|b| b.stats());
+        stats
     }
 
     /// The statistics over time, recorded by the statistics thread while the pipeline runs
@@ -368,6 +462,7 @@ impl<T: Send + 'static> Pipeline<T> {
     pub fn stop(&mut self) -> Result<(), PipelineError> {
         self.run.request_stop();
         self.reporter = None;
+        self.supervisor = None;
         match std::mem::replace(&mut self.state, State::Stopped) {
             State::Running(mut running) => {
                 shut_down(
@@ -405,6 +500,7 @@ impl<T> Pipeline<T> {
     /// and only for a pipeline that ran with statistics on).
     fn report_final(&mut self) {
         self.reporter = None;
+        self.supervisor = None;
         if self.final_reported || !self.settings.stats || !self.stats.is_started() {
             return;
         }
@@ -418,6 +514,7 @@ impl<T> Drop for Pipeline<T> {
     fn drop(&mut self) {
         self.run.request_stop();
         self.reporter = None;
+        self.supervisor = None;
         if let State::Running(mut running) = std::mem::replace(&mut self.state, State::Stopped) {
             shut_down(
                 &self.run,

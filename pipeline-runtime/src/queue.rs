@@ -125,6 +125,30 @@ impl<T> Tx<T> {
     pub(crate) fn downgrade(&self) -> async_channel::WeakSender<Msg<T>> {
         self.inner.downgrade()
     }
+
+    /// A sender that does not keep the queue open, for starting lanes later (a resize).
+    pub(crate) fn weak(&self) -> WeakTx<T> {
+        WeakTx {
+            inner: self.inner.downgrade(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// See [`Tx::weak`].
+pub(crate) struct WeakTx<T> {
+    inner: async_channel::WeakSender<Msg<T>>,
+    stats: Option<Arc<QueueCounters>>,
+}
+
+impl<T> WeakTx<T> {
+    /// The sender again, while some other sender keeps the queue open.
+    pub(crate) fn upgrade(&self) -> Option<Tx<T>> {
+        Some(Tx {
+            inner: self.inner.upgrade()?,
+            stats: self.stats.clone(),
+        })
+    }
 }
 
 impl<T> Rx<T> {

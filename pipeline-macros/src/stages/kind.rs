@@ -64,6 +64,9 @@ pub(crate) enum ValueType {
     Budget,
     /// An order: `input`, `completion`, or an `Order`.
     Order,
+    /// A concurrency: a count (as [`ValueType::AtLeastOne`]) or `auto(lo..=hi)`, bounds for
+    /// autotune.
+    Concurrency,
 }
 
 /// One option of a stage kind.

@@ -55,6 +55,17 @@ impl Options {
         let usable = match self.specs[index].value {
             ValueType::Expr | ValueType::Order => true,
             ValueType::AtLeastOne => at_least_one(name, &value, checks),
+            ValueType::Concurrency => match auto_bounds(&value) {
+                Some(Ok(_)) => true,
+                Some(Err(())) => {
+                    checks.push(syn::Error::new_spanned(
+                        &value,
+                        format!("`{name} = auto(..)` takes one range of bounds: `auto(1..=64)`"),
+                    ));
+                    false
+                }
+                None => at_least_one(name, &value, checks),
+            },
             ValueType::Budget => budget_is_valid(name, &value, checks),
         };
         if usable {
@@ -114,7 +125,33 @@ fn setter_call(setter: &str, value_type: ValueType, given: &Given) -> TokenStrea
             }
             Order::Expr => plain_setter_call(setter, given),
         },
+        ValueType::Concurrency => match auto_bounds(&given.value) {
+            // `concurrency = auto(1..=64)` is the builder's `.concurrency_auto(1..=64)`.
+            Some(Ok(bounds)) => {
+                let method = Ident::new(&format!("{setter}_auto"), given.span);
+                quote!(.#method(#bounds))
+            }
+            _ => plain_setter_call(setter, given),
+        },
         ValueType::Expr | ValueType::AtLeastOne => plain_setter_call(setter, given),
+    }
+}
+
+/// `auto(bounds)`: `Some(Ok(bounds))`; `auto` called otherwise: `Some(Err(()))`; any other
+/// value: `None`.
+fn auto_bounds(value: &Expr) -> Option<Result<&Expr, ()>> {
+    let Expr::Call(call) = strip(value) else {
+        return None;
+    };
+    let Expr::Path(p) = strip(&call.func) else {
+        return None;
+    };
+    if p.qself.is_some() || !p.path.is_ident("auto") {
+        return None;
+    }
+    match call.args.len() {
+        1 => Some(Ok(&call.args[0])),
+        _ => Some(Err(())),
     }
 }
 

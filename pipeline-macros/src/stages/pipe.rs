@@ -312,7 +312,7 @@ const SHAPES: &[Shape] = &[
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new(
         "concurrency",
-        ValueType::AtLeastOne,
+        ValueType::Concurrency,
         "4",
         Some("concurrency"),
     ),

@@ -56,6 +56,32 @@ const OPTIONS: &[OptionSpec] = &[
         Some("track_resume"),
     ),
     OptionSpec::new("resume_from", ValueType::Expr, "state", Some("resume_from")),
+    OptionSpec::new("autotune", ValueType::Expr, "true", Some("autotune")),
+    OptionSpec::new("cpu_budget", ValueType::AtLeastOne, "4", Some("cpu_budget")),
+    OptionSpec::new(
+        "tune_interval",
+        ValueType::Expr,
+        "Duration::from_millis(50)",
+        Some("tune_interval"),
+    ),
+    OptionSpec::new(
+        "memory_limit",
+        ValueType::AtLeastOne,
+        "32 << 20",
+        Some("memory_limit"),
+    ),
+    OptionSpec::new(
+        "stall_timeout",
+        ValueType::Expr,
+        "Duration::from_secs(10)",
+        Some("stall_timeout"),
+    ),
+    OptionSpec::new(
+        "stall_fatal",
+        ValueType::Expr,
+        "Duration::from_secs(60)",
+        Some("stall_fatal"),
+    ),
 ];
 
 pub(crate) struct Sink;

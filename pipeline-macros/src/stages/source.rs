@@ -7,7 +7,10 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::Expr;
 
-use super::kind::{and_list, Checks, Modifier, Place, Positional, StageKind};
+use super::kind::{
+    and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, ValueType,
+};
+use super::option::Options;
 use crate::expand::{rt, stage_var};
 use crate::plan::{Context, Planned, Step};
 use crate::syntax::Stage;
@@ -116,24 +119,31 @@ impl StageKind for Source {
                 &SHAPES[0]
             }
         };
-        // A source takes no option: each one is an error, whatever it is.
-        for o in &stage.options {
-            checks.error(
-                o.name.span(),
-                format!("`{NAME}` takes no options, found `{}`", o.name),
-            );
-        }
+        let options = Options::checked(stage, OPTIONS, checks);
         let items = checks.positional(stage, &self.positional())?;
         Some(Step {
             label: label(),
             stage: Box::new(SourceStep {
                 method: shape.method,
                 items,
+                options,
                 span: stage.kind.span(),
             }),
         })
     }
+
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
 }
+
+/// The source's options: the size of its items, for the sink's `memory_limit`.
+const OPTIONS: &[OptionSpec] = &[OptionSpec::new(
+    "item_bytes",
+    ValueType::Expr,
+    "|item| item.len()",
+    Some("item_bytes"),
+)];
 
 /// How the source is named in the messages of the stage after it.
 fn label() -> String {
@@ -144,6 +154,7 @@ fn label() -> String {
 struct SourceStep {
     method: &'static str,
     items: Expr,
+    options: Options,
     /// The span of the stage name.
     span: Span,
 }
@@ -154,8 +165,9 @@ impl Planned for SourceStep {
         let stage = stage_var();
         let method = Ident::new(self.method, self.span);
         let items = &self.items;
+        let setters = self.options.setters();
         quote_spanned! {self.span=>
-            let #stage = #rt::PipelineBuilder::new().#method(#items);
+            let #stage = #rt::PipelineBuilder::new().#method(#items) #setters;
         }
     }
 }

@@ -52,12 +52,16 @@ impl PipelineBuilder {
         let mut stage_count = 1;
         let mut shapes = Vec::new();
         let mut continuous = Vec::new();
+        let mut sized = Vec::new();
+        let mut auto_bounds = Vec::new();
         for input in inputs {
             let (launch, chain) = input.seal();
             errors.extend(chain.errors);
             stage_count += chain.stage_count;
             shapes.push(chain.shape.join(" -> "));
             continuous.push(chain.continuous);
+            sized.push(chain.sized_source);
+            auto_bounds.extend(chain.auto_bounds);
             launches.push(launch);
         }
         if launches.is_empty() {
@@ -77,6 +81,9 @@ impl PipelineBuilder {
             stage_count,
             continuous: all_continuous,
             shape: vec![format!("merge({})", shapes.join(" | "))],
+            // Every input's source sizes its items, so the budget sees every item admitted.
+            sized_source: !sized.is_empty() && sized.iter().all(|s| *s),
+            auto_bounds,
         };
         StageBuilder {
             chain,

@@ -29,14 +29,15 @@ use std::fmt;
 
 use futures::{Stream, StreamExt};
 
+use crate::budget::SizeFn;
 use crate::error::{BoxError, BuildError};
 use crate::launch::{Launch, LaunchFn};
 use crate::stage::source::{
-    run_iter_source, run_stream_source, BoxedErrors, Oks, Pass, SourceKind,
+    run_iter_source, run_stream_source, Admit, BoxedErrors, Oks, Pass, SourceKind,
 };
 use crate::stats::StageKind;
 
-pub(crate) use options::{AggregateOptions, Options, PipeOptions};
+pub(crate) use options::{AggregateOptions, Options, PipeOptions, SourceOptions};
 pub use route::{BatchedBranches, BatchedRoute, Branches, Route};
 pub use sink::{SinkBuilder, DEFAULT_SINK_BUFFER};
 
@@ -126,6 +127,10 @@ pub(crate) struct Chain {
     /// One word per stage, as a check that a resume state comes from a pipeline of the same
     /// shape (e.g. `continuous source`, `pipe`, `aggregate(32, drop_last=false)`).
     pub(crate) shape: Vec<String>,
+    /// The source was given the size of its items (`item_bytes`).
+    pub(crate) sized_source: bool,
+    /// Stages given `concurrency_auto` bounds (which need autotune on).
+    pub(crate) auto_bounds: Vec<String>,
 }
 
 /// Turns the open stage and its options into its launch function.
@@ -158,42 +163,64 @@ impl<T: Send + 'static> StageBuilder<T> {
             SourceKind::Continuous(_) => "continuous source",
             SourceKind::Stream(_) => "stream source",
         };
-        let launch: LaunchFn<T> = Box::new(move |l: &mut Launch, out_cap| {
-            let name = "source";
-            let scope = l.pipeline_scope.clone();
-            let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
-            let (tx, rx) = l.queue(&ctx.name, out_cap);
-            ctx.lanes_starting(1);
-            let lane = ctx.lane_guard();
-            let resume = l.resume_from.take();
-            match kind {
-                SourceKind::Stream(stream) => {
-                    l.runtime()?
-                        .spawn(run_stream_source(lane, ctx, stream, tx, resume));
+        let make = move |size: Option<SizeFn<T>>| -> LaunchFn<T> {
+            Box::new(move |l: &mut Launch, out_cap| {
+                let name = "source";
+                let scope = l.pipeline_scope.clone();
+                let ctx = l.stage(name.to_owned(), StageKind::Source, 1, scope);
+                let (tx, rx) = l.queue(&ctx.name, out_cap);
+                ctx.lanes_starting(1);
+                let lane = ctx.lane_guard();
+                let resume = l.resume_from.take();
+                let admit = match (l.budget.clone(), size) {
+                    (Some(budget), Some(size)) => Some(Admit { budget, size }),
+                    _ => None,
+                };
+                match kind {
+                    SourceKind::Stream(stream) => {
+                        l.runtime()?
+                            .spawn(run_stream_source(lane, ctx, stream, tx, resume, admit));
+                    }
+                    kind => {
+                        let thread = std::thread::Builder::new()
+                            .name("pipeline-source".to_owned())
+                            .spawn(move || {
+                                run_iter_source(lane, ctx, kind, tx, resume, admit);
+                                // Lanes this thread's last sends cancelled (see `executor::task`).
+                                crate::executor::drop_deferred();
+                            })
+                            .map_err(|e| {
+                                BuildError::new(format!("cannot start source thread: {e}"))
+                            })?;
+                        l.run.register_thread(thread);
+                    }
                 }
-                kind => {
-                    let thread = std::thread::Builder::new()
-                        .name("pipeline-source".to_owned())
-                        .spawn(move || {
-                            run_iter_source(lane, ctx, kind, tx, resume);
-                            // Lanes this thread's last sends cancelled (see `executor::task`).
-                            crate::executor::drop_deferred();
-                        })
-                        .map_err(|e| BuildError::new(format!("cannot start source thread: {e}")))?;
-                    l.run.register_thread(thread);
-                }
-            }
-            Ok(rx)
-        });
-        Self::ready(
-            Chain {
-                errors: Vec::new(),
-                stage_count: 1,
-                continuous,
-                shape: vec![shape.to_owned()],
-            },
-            launch,
-        )
+                Ok(rx)
+            })
+        };
+        let chain = Chain {
+            errors: Vec::new(),
+            stage_count: 1,
+            continuous,
+            shape: vec![shape.to_owned()],
+            sized_source: false,
+            auto_bounds: Vec::new(),
+        };
+        Self {
+            chain,
+            opts: Options::Source(SourceOptions::default()),
+            finish: Box::new(move |opts, chain| {
+                let size = match opts {
+                    Options::Source(o) => o
+                        .item_bytes
+                        .and_then(|b| b.downcast::<SizeFn<T>>().ok())
+                        .map(|b| *b),
+                    _ => None,
+                };
+                chain.sized_source = size.is_some();
+                make(size)
+            }),
+        }
     }
 
     /// A builder whose last stage has no options left to set.

@@ -5,6 +5,7 @@
 //! definition error that `build()` reports, naming the option and the stage.
 
 use super::StageBuilder;
+use crate::budget::ItemBytes;
 use crate::error::BuildError;
 use crate::executor::Executor;
 use crate::failure::MaxFailures;
@@ -20,6 +21,23 @@ pub(crate) struct PipeOptions {
     pub(crate) max_failures: Option<MaxFailures>,
     pub(crate) executor: Option<Executor>,
     pub(crate) buffer: Option<usize>,
+    /// Bounds for autotune (`concurrency_auto(lo..=hi)`).
+    pub(crate) auto: Option<(usize, usize)>,
+}
+
+/// Options of the source: the size function of its items, for the memory budget (a
+/// `SizeFn<T>` of the source's item type, boxed so that `Options` needs no type).
+#[derive(Default)]
+pub(crate) struct SourceOptions {
+    pub(crate) item_bytes: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("item_bytes", &self.item_bytes.is_some())
+            .finish()
+    }
 }
 
 /// Options of an `aggregate` stage.
@@ -35,6 +53,7 @@ pub(crate) struct AggregateOptions {
 pub(crate) enum Options {
     /// A stage without options; says which, for the error of an option given to it.
     None(&'static str),
+    Source(SourceOptions),
     Pipe(PipeOptions),
     Aggregate(AggregateOptions),
     Merge(super::merge::MergeOptions),
@@ -66,6 +85,7 @@ impl Options {
     fn stage(&self) -> &'static str {
         match self {
             Options::None(stage) => stage,
+            Options::Source(_) => "the source",
             Options::Pipe(_) => "a `pipe` stage",
             Options::Aggregate(_) => "an `aggregate` stage",
             Options::Merge(_) => "a `merge`",
@@ -81,6 +101,16 @@ impl<T> StageBuilder<T> {
         self.pipe_option("concurrency", |o| o.concurrency = Some(n))
     }
 
+    /// Lets autotune ([`SinkBuilder::autotune`](crate::SinkBuilder::autotune)) choose the
+    /// concurrency of the `pipe` stage just added within `bounds` (e.g. `1..=64`); it starts
+    /// at [`concurrency`](Self::concurrency) if given, else at the lower bound. Under
+    /// autotune a stage with neither is tuned within `1..=64`; one with only `concurrency`
+    /// keeps it.
+    pub fn concurrency_auto(self, bounds: std::ops::RangeInclusive<usize>) -> Self {
+        let bounds = (*bounds.start(), *bounds.end());
+        self.pipe_option("concurrency_auto", |o| o.auto = Some(bounds))
+    }
+
     /// The name of the stage just added, in logs, errors and stats (default: the function's
     /// name, else `pipe#N`; `aggregate(N, drop_last=..)` for a batch stage).
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -89,7 +119,7 @@ impl<T> StageBuilder<T> {
             Options::Pipe(o) => o.name = Some(name),
             Options::Aggregate(o) => o.name = Some(name),
             Options::Merge(o) => o.name = Some(name),
-            Options::None(_) => self.misplaced("name"),
+            Options::None(_) | Options::Source(_) => self.misplaced("name"),
         }
         self
     }
@@ -119,7 +149,7 @@ impl<T> StageBuilder<T> {
         match &mut self.opts {
             Options::Pipe(o) => o.buffer = Some(capacity),
             Options::Aggregate(o) => o.buffer = Some(capacity),
-            Options::None(_) | Options::Merge(_) => self.misplaced("buffer"),
+            Options::None(_) | Options::Merge(_) | Options::Source(_) => self.misplaced("buffer"),
         }
         self
     }
@@ -130,6 +160,22 @@ impl<T> StageBuilder<T> {
         match &mut self.opts {
             Options::Aggregate(o) => o.drop_last = drop_last,
             _ => self.misplaced("drop_last"),
+        }
+        self
+    }
+
+    /// The size of each of the source's items, in bytes, for
+    /// [`memory_limit`](crate::SinkBuilder::memory_limit): the most memory the item will
+    /// hold anywhere in the pipeline (its largest form, e.g. the decoded image). Goes right
+    /// after the source.
+    pub fn item_bytes(mut self, size: impl Fn(&T) -> usize + Send + Sync + 'static) -> Self
+    where
+        T: 'static,
+    {
+        let size: crate::budget::SizeFn<T> = std::sync::Arc::new(size);
+        match &mut self.opts {
+            Options::Source(o) => o.item_bytes = Some(Box::new(size)),
+            _ => self.misplaced("item_bytes"),
         }
         self
     }
@@ -154,5 +200,13 @@ impl<T> StageBuilder<T> {
             self.opts.stage()
         );
         self.chain.errors.push(BuildError::new(error));
+    }
+}
+
+impl<T: ItemBytes + 'static> StageBuilder<T> {
+    /// [`item_bytes`](Self::item_bytes) with the size the items report through
+    /// [`ItemBytes`].
+    pub fn reported_bytes(self) -> Self {
+        self.item_bytes(T::item_bytes)
     }
 }

@@ -16,6 +16,8 @@ use crate::executor::Executor;
 use crate::launch::{Launch, LaunchFn};
 use crate::stage::pipe::{Body, Lane, Order, StageInput};
 use crate::stats::StageKind;
+use crate::tune::resize::StageResizer;
+use crate::tune::DEFAULT_AUTO_MAX;
 
 /// What a `pipe` stage runs, known once its options are fixed (a process stage's body
 /// needs its pool).
@@ -103,7 +105,18 @@ impl<T: Send + 'static> StageBuilder<T> {
             };
             chain.shape.push(word.to_owned());
             let parts = (spec.parts)(&opts, &name);
-            launch_pipe(prev, spec.runs, spec.kind, opts, name, parts, chain)
+            if opts.auto.is_some() {
+                chain.auto_bounds.push(name.clone());
+            }
+            launch_pipe(
+                prev,
+                (spec.runs, spec.many),
+                spec.kind,
+                opts,
+                name,
+                parts,
+                chain,
+            )
         })
     }
 
@@ -265,6 +278,25 @@ fn check_pipe<T, U>(spec: &PipeSpec<T, U>, opts: &PipeOptions, name: &str, chain
     if concurrency == 0 {
         error(format!("stage `{name}`: concurrency must be at least 1"));
     }
+    if let Some((lo, hi)) = opts.auto {
+        if lo == 0 || lo > hi {
+            error(format!(
+                "stage `{name}`: concurrency_auto({lo}..={hi}) needs bounds with \
+                 1 <= low <= high, e.g. `concurrency_auto(1..=64)`"
+            ));
+        } else if opts.concurrency.is_some_and(|c| c < lo || c > hi) {
+            error(format!(
+                "stage `{name}`: concurrency {concurrency} is outside its \
+                 concurrency_auto({lo}..={hi}) bounds"
+            ));
+        }
+        if spec.many && opts.order == Order::Input && hi > 1 {
+            error(format!(
+                "stage `{name}` yields many items per input in input order, so it keeps one \
+                 lane: concurrency_auto does not apply to it"
+            ));
+        }
+    }
     if opts.buffer == Some(0) {
         error(format!("stage `{name}`: buffer must be at least 1"));
     }
@@ -305,29 +337,92 @@ fn check_pipe<T, U>(spec: &PipeSpec<T, U>, opts: &PipeOptions, name: &str, chain
 /// The launch function of a `pipe` stage: starts the stages before it, then its lanes.
 fn launch_pipe<T: Send + 'static, U: Send + 'static>(
     prev: LaunchFn<T>,
-    runs: Runs,
+    (runs, many): (Runs, bool),
     kind: StageKind,
     opts: PipeOptions,
     name: String,
     parts: StageParts<T, U>,
     chain: &Chain,
 ) -> LaunchFn<U> {
-    let concurrency = opts.concurrency.unwrap_or(1).max(1);
     let continuous = chain.continuous;
     Box::new(move |l: &mut Launch, out_cap| {
         let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
         let scope = l.scope(opts.max_failures);
-        let ctx = l.stage(name, kind, concurrency, scope);
+        let many_in_order = many && opts.order == Order::Input;
+        // Under autotune a stage is tuned unless the user fixed its concurrency.
+        let pinned = opts.concurrency.is_some() && opts.auto.is_none();
+        let auto = (l.autotune && !pinned && !many_in_order)
+            .then(|| opts.auto.unwrap_or((1, DEFAULT_AUTO_MAX)));
+        let concurrency = opts
+            .concurrency
+            .unwrap_or(auto.map_or(1, |(lo, _)| lo))
+            .max(1);
+        let planned = auto.map_or(concurrency, |(_, hi)| hi.max(concurrency));
+        let ctx = l.resizable_stage(name, kind, (concurrency, planned), scope);
         let (tx, out_rx) = l.queue(&ctx.name, out_cap);
         if let Some(hook) = parts.on_stop {
             l.run.on_stop(hook);
         }
         // Lanes share a gate only when something must be serialised at their input:
         // numbering items for input order, or an epoch boundary waiting for the items in
-        // flight. Otherwise they take items straight from the queue.
-        let gated = concurrency > 1 && (opts.order == Order::Input || continuous);
+        // flight. Otherwise they take items straight from the queue. A stage that may be
+        // tuned above one lane has it from the start, so that lanes can come and go.
+        let needs_gate = opts.order == Order::Input || continuous;
+        let gated = planned > 1 && needs_gate;
         let input = Arc::new(StageInput::new(rx, gated));
         let executor = opts.executor.unwrap_or_default();
+        let (max, why_fixed) = if many_in_order {
+            (
+                1,
+                Some("it yields many items per input and keeps input order"),
+            )
+        } else if needs_gate && !gated {
+            (
+                1,
+                Some(
+                    "it keeps input order or sees epochs and was built with one lane; give \
+                     it `concurrency_auto` bounds to make it resizable",
+                ),
+            )
+        } else {
+            (ctx.lanes.max(), None)
+        };
+        let runtime = match runs {
+            Runs::Async => Some(l.runtime()?.clone()),
+            _ => None,
+        };
+        let spawner = {
+            let ctx = ctx.clone();
+            let input = Arc::downgrade(&input);
+            let output = tx.weak();
+            let body = parts.body.clone();
+            let order = opts.order;
+            let executor = executor.clone();
+            let pool = l.default_pool.clone();
+            move |index: usize| -> bool {
+                let (Some(input), Some(output)) = (input.upgrade(), output.upgrade()) else {
+                    return false;
+                };
+                if !ctx.lane_joining() {
+                    return false;
+                }
+                let lane = Lane {
+                    _guard: ctx.lane_guard(),
+                    ctx: ctx.clone(),
+                    input,
+                    output,
+                    body: body.clone(),
+                    order,
+                    index,
+                };
+                match &runtime {
+                    Some(rt) => drop(rt.spawn(lane.run())),
+                    None => executor.spawn_lane(&pool, Box::pin(lane.run())),
+                }
+                true
+            }
+        };
+        let on_default_pool = runs == Runs::Threads && matches!(executor, Executor::Default);
         ctx.lanes_starting(concurrency);
         for index in 0..concurrency {
             let lane = Lane {
@@ -345,6 +440,14 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
                 executor.spawn_lane(&l.default_pool, Box::pin(lane.run()));
             }
         }
+        l.resizers.push(StageResizer::new(
+            ctx,
+            max,
+            why_fixed,
+            auto,
+            (on_default_pool, runs == Runs::Async),
+            Box::new(spawner),
+        ));
         Ok(out_rx)
     })
 }

@@ -149,6 +149,8 @@ fn build_branch<T: Send + 'static, U: Send + 'static>(
             stage_count: 1,
             continuous,
             shape: Vec::new(),
+            sized_source: false,
+            auto_bounds: Vec::new(),
         },
         input,
     )
@@ -300,6 +302,7 @@ where
             let mut words = Vec::new();
             for (branch, sub) in branches.iter().zip(chains) {
                 chain.errors.extend(sub.errors);
+                chain.auto_bounds.extend(sub.auto_bounds);
                 chain.stage_count += sub.stage_count - 1;
                 words.push(format!("{}: {}", branch.name, sub.shape.join(" -> ")));
             }

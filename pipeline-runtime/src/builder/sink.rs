@@ -24,6 +24,10 @@ pub struct SinkBuilder<T> {
     /// The stages, one word each (see [`ResumeState::shape`]).
     shape: String,
     continuous: bool,
+    /// The source was given its items' sizes (`item_bytes`).
+    sized_source: bool,
+    /// Stages given `concurrency_auto` bounds.
+    auto_bounds: Vec<String>,
 }
 
 impl<T: Send + 'static> StageBuilder<T> {
@@ -38,6 +42,8 @@ impl<T: Send + 'static> StageBuilder<T> {
             settings: Settings::default(),
             shape: chain.shape.join(" -> "),
             continuous: chain.continuous,
+            sized_source: chain.sized_source,
+            auto_bounds: chain.auto_bounds,
         }
     }
 }
@@ -139,8 +145,113 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
+    /// Autotune (default: off): a controller moves the concurrency of every `pipe` stage
+    /// whose concurrency is not fixed (see
+    /// [`concurrency_auto`](crate::StageBuilder::concurrency_auto)) and the default pool's
+    /// size towards the highest throughput, within the [CPU budget](Self::cpu_budget) and
+    /// the [memory limit](Self::memory_limit). Its decisions are logged (target
+    /// `pipeline_runtime::tune`) and kept in [`PipelineStats::tuning`](crate::PipelineStats).
+    /// Needs statistics on. See the guide's chapter on tuning.
+    pub fn autotune(mut self, enabled: bool) -> Self {
+        self.settings.tune.autotune = enabled;
+        self
+    }
+
+    /// The most threads autotune may give the default pool (default: the number of CPUs,
+    /// or `num_threads` if larger).
+    pub fn cpu_budget(mut self, threads: usize) -> Self {
+        self.settings.tune.cpu_budget = Some(threads);
+        self
+    }
+
+    /// How often autotune looks at the statistics (default 50 ms; each decision is judged
+    /// over about 200 ms).
+    pub fn tune_interval(mut self, interval: Duration) -> Self {
+        self.settings.tune.interval = Some(interval);
+        self
+    }
+
+    /// A hard limit on the bytes of the items in flight: the source admits an item only
+    /// when its size (see [`item_bytes`](crate::StageBuilder::item_bytes)) fits under
+    /// `bytes` with every item admitted and not yet delivered, failed or dropped, and waits
+    /// otherwise. An item larger than the limit ends the pipeline with a source error.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.settings.tune.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Warns (target `pipeline_runtime::tune`, level `WARN`) when no stage has completed
+    /// an item for `after` while items are waiting, naming the stage that holds them.
+    pub fn stall_timeout(mut self, after: Duration) -> Self {
+        self.settings.tune.stall_warn = Some(after);
+        self
+    }
+
+    /// Ends the pipeline with a [`StageFailureKind::Stalled`](crate::StageFailureKind)
+    /// error when it has stalled (as for [`stall_timeout`](Self::stall_timeout)) for
+    /// `after`, which must be longer than the warning's limit.
+    pub fn stall_fatal(mut self, after: Duration) -> Self {
+        self.settings.tune.stall_fail = Some(after);
+        self
+    }
+
+    /// Records every mistake in the tuning settings.
+    fn check_tuning(&mut self) {
+        let tune = &self.settings.tune;
+        let mut errors = Vec::new();
+        if tune.autotune && !self.settings.stats {
+            errors.push("autotune needs statistics: remove `stats(false)` or autotune".to_owned());
+        }
+        if !tune.autotune && !self.auto_bounds.is_empty() {
+            errors.push(format!(
+                "stage `{}`: concurrency_auto needs autotune on: add `.autotune(true)` to the \
+                 sink, or give a fixed `concurrency`",
+                self.auto_bounds[0]
+            ));
+        }
+        if tune.cpu_budget == Some(0) {
+            errors.push("cpu_budget must be at least 1 thread".to_owned());
+        }
+        if tune.interval.is_some_and(|i| i.is_zero()) {
+            errors.push("tune_interval must be greater than zero".to_owned());
+        }
+        match tune.memory_limit {
+            Some(0) => errors.push("memory_limit must be at least 1 byte".to_owned()),
+            Some(_) if !self.sized_source => errors.push(
+                "memory_limit needs the size of the source's items: add `.item_bytes(|item| \
+                 ..)` (or `.reported_bytes()` for items implementing `ItemBytes`) right after \
+                 the source"
+                    .to_owned(),
+            ),
+            None if self.sized_source => errors.push(
+                "`item_bytes` is given but no `memory_limit`: add `.memory_limit(bytes)` to \
+                 the sink, or remove `item_bytes`"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
+        for (what, limit) in [
+            ("stall_timeout", tune.stall_warn),
+            ("stall_fatal", tune.stall_fail),
+        ] {
+            if limit.is_some_and(|d| d.is_zero()) {
+                errors.push(format!("{what} must be greater than zero"));
+            }
+        }
+        if let (Some(warn), Some(fail)) = (tune.stall_warn, tune.stall_fail) {
+            if fail <= warn {
+                errors.push(format!(
+                    "stall_fatal ({fail:?}) must be longer than stall_timeout ({warn:?}): the \
+                     warning comes first"
+                ));
+            }
+        }
+        self.errors.extend(errors.into_iter().map(BuildError::new));
+    }
+
     /// Checks the definition and returns the pipeline, not yet started.
     pub fn build(mut self) -> Result<Pipeline<T>, BuildError> {
+        self.check_tuning();
         match self.settings.report_interval {
             Some(interval) if interval.is_zero() => self
                 .errors

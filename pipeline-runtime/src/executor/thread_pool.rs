@@ -67,34 +67,45 @@ impl ThreadPoolBuilder {
                 tasks: VecDeque::new(),
                 idle: 0,
                 shutdown: false,
+                retire: 0,
             }),
             available: Condvar::new(),
             queued: AtomicUsize::new(0),
         });
         let mut handles = Vec::with_capacity(self.num_threads);
         for index in 0..self.num_threads {
-            let inner = inner.clone();
-            let init = self.on_start.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("{}-{index}", self.name))
-                .spawn(move || {
-                    if let Some(init) = init {
-                        init(index);
-                    }
-                    inner.work();
-                })
-                .map_err(|e| BuildError::new(format!("cannot start thread: {e}")))?;
-            handles.push(handle);
+            handles.push(spawn_worker(&inner, &self.name, index, &self.on_start)?);
         }
         Ok(ThreadPool {
             shared: Arc::new(PoolHandle {
                 inner,
                 handles: Mutex::new(handles),
                 name: self.name,
-                num_threads: self.num_threads,
+                num_threads: AtomicUsize::new(self.num_threads),
+                on_start: self.on_start,
+                next_index: AtomicUsize::new(self.num_threads),
             }),
         })
     }
+}
+
+fn spawn_worker(
+    inner: &Arc<PoolInner>,
+    name: &str,
+    index: usize,
+    init: &Option<ThreadInit>,
+) -> Result<JoinHandle<()>, BuildError> {
+    let inner = inner.clone();
+    let init = init.clone();
+    std::thread::Builder::new()
+        .name(format!("{name}-{index}"))
+        .spawn(move || {
+            if let Some(init) = init {
+                init(index);
+            }
+            inner.work();
+        })
+        .map_err(|e| BuildError::new(format!("cannot start thread: {e}")))
 }
 
 /// A pool of threads on which stages run. Cloning gives another handle to the same threads;
@@ -108,7 +119,7 @@ impl fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThreadPool")
             .field("name", &self.shared.name)
-            .field("num_threads", &self.shared.num_threads)
+            .field("num_threads", &self.num_threads())
             .finish()
     }
 }
@@ -117,7 +128,11 @@ struct PoolHandle {
     inner: Arc<PoolInner>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     name: String,
-    num_threads: usize,
+    /// The threads asked for (those retiring excluded).
+    num_threads: AtomicUsize,
+    on_start: Option<ThreadInit>,
+    /// The index the next thread started by a resize gets.
+    next_index: AtomicUsize,
 }
 
 impl Drop for PoolHandle {
@@ -139,6 +154,8 @@ struct PoolQueue {
     tasks: VecDeque<Arc<Task>>,
     idle: usize,
     shutdown: bool,
+    /// Threads asked to exit (a resize down): the next ones between two tasks do.
+    retire: usize,
 }
 
 impl PoolInner {
@@ -152,6 +169,17 @@ impl PoolInner {
                         let dropped: Vec<_> = q.tasks.drain(..).collect();
                         drop(q);
                         drop(dropped);
+                        drop_deferred();
+                        return;
+                    }
+                    if q.retire > 0 {
+                        q.retire -= 1;
+                        // A wake-up meant for a task may have reached this thread: pass it on.
+                        let pending = !q.tasks.is_empty();
+                        drop(q);
+                        if pending {
+                            self.available.notify_one();
+                        }
                         drop_deferred();
                         return;
                     }
@@ -227,9 +255,50 @@ impl ThreadPool {
         }
     }
 
-    /// Number of threads in the pool.
+    /// Number of threads in the pool (after a resize: the number asked for).
     pub fn num_threads(&self) -> usize {
-        self.shared.num_threads
+        self.shared.num_threads.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of threads: new threads start now; surplus ones exit once their
+    /// current stage call returns.
+    pub(crate) fn resize(&self, n: usize) -> Result<(), BuildError> {
+        if n == 0 {
+            return Err(BuildError::new(format!(
+                "thread pool `{}`: num_threads must be at least 1",
+                self.shared.name
+            )));
+        }
+        let shared = &self.shared;
+        let mut q = lock(&shared.inner.queue);
+        if q.shutdown {
+            return Ok(());
+        }
+        let current = shared.num_threads.load(Ordering::Relaxed);
+        if n < current {
+            q.retire += current - n;
+            shared.num_threads.store(n, Ordering::Relaxed);
+            drop(q);
+            shared.inner.available.notify_all();
+            return Ok(());
+        }
+        // Threads asked to exit and still there are kept first.
+        let kept = q.retire.min(n - current);
+        q.retire -= kept;
+        drop(q);
+        let mut handles = lock(&shared.handles);
+        for _ in current + kept..n {
+            let index = shared.next_index.fetch_add(1, Ordering::Relaxed);
+            handles.push(spawn_worker(
+                &shared.inner,
+                &shared.name,
+                index,
+                &shared.on_start,
+            )?);
+            shared.num_threads.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.num_threads.fetch_add(kept, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The pool's name prefix.

@@ -11,11 +11,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::{ResumeState, Tag};
+use crate::budget::MemoryBudget;
 use crate::sync::lock;
 
 #[derive(Debug)]
 pub(crate) struct Ledger {
     inner: Mutex<Inner>,
+    /// The memory budget, whose bytes a position gives back once resolved.
+    budget: Option<std::sync::Arc<MemoryBudget>>,
 }
 
 #[derive(Debug)]
@@ -30,6 +33,9 @@ struct Inner {
     /// (pass, first position) of the passes the source began, oldest first; only those at
     /// or after the pass of the lowest open position are kept.
     passes: VecDeque<(u64, u64)>,
+    /// Positions resolved by the current call (memory budget only).
+    resolved: Vec<u64>,
+    collect: bool,
 }
 
 impl Ledger {
@@ -42,7 +48,29 @@ impl Ledger {
                 next_group: 0,
                 frontier: 0,
                 passes: VecDeque::from([(epoch, 0)]),
+                resolved: Vec::new(),
+                collect: false,
             }),
+            budget: None,
+        }
+    }
+
+    /// Resolved positions give their bytes back to `budget`.
+    pub(crate) fn with_budget(mut self, budget: std::sync::Arc<MemoryBudget>) -> Self {
+        self.budget = Some(budget);
+        lock(&self.inner).collect = true;
+        self
+    }
+
+    /// Hands the positions resolved under `inner` to the budget, after the ledger's lock.
+    fn give_back(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        let resolved = std::mem::take(&mut inner.resolved);
+        drop(inner);
+        for pos in resolved {
+            budget.release(pos);
         }
     }
 
@@ -89,6 +117,7 @@ impl Ledger {
     pub(crate) fn resolve(&self, tag: Tag) {
         let mut inner = lock(&self.inner);
         inner.release(tag);
+        self.give_back(inner);
     }
 
     /// Gives back one token of each of `tags`.
@@ -97,6 +126,7 @@ impl Ledger {
         for &tag in tags {
             inner.release(tag);
         }
+        self.give_back(inner);
     }
 
     /// How many positions the source has taken that are resolved (delivered, failed or
@@ -145,6 +175,9 @@ impl Inner {
             *tokens -= 1;
             if *tokens == 0 {
                 self.open.remove(&tag.raw());
+                if self.collect {
+                    self.resolved.push(tag.raw());
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! tasks, applies the failure budget and knows when to stop.
 
 pub(crate) mod aggregate;
+pub(crate) mod lanes;
 pub(crate) mod merge;
 pub(crate) mod pipe;
 pub(crate) mod route;
@@ -19,6 +20,7 @@ use crate::resume::ledger::Ledger;
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageEntry, StageKind};
 use crate::sync::lock;
+use lanes::LaneSet;
 
 /// How a stage is observed: statistics on or off, and the user's hooks.
 #[derive(Debug, Default)]
@@ -32,7 +34,8 @@ pub(crate) struct Observe {
 pub(crate) struct StageCtx {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
-    pub(crate) concurrency: usize,
+    /// Its lanes while it runs: target concurrency, slots, calls under way.
+    pub(crate) lanes: LaneSet,
     /// Shared with the statistics, which read them (see [`stats_entry`](Self::stats_entry)).
     pub(crate) counters: Arc<StageCounters>,
     pub(crate) info: StageInfo,
@@ -58,13 +61,16 @@ impl StageCtx {
         scope: Arc<FailureScope>,
         run: Arc<RunState>,
         ledger: Option<Arc<Ledger>>,
+        lanes: LaneSet,
     ) -> Self {
         let span = tracing::debug_span!("stage", stage = %info.name, index = info.index);
         Self {
             name: info.name.clone(),
             kind: info.kind,
-            concurrency: info.concurrency,
-            counters: Arc::new(StageCounters::new(info.concurrency)),
+            // Built for the most lanes the stage may be tuned to; a lane resized beyond
+            // records into a shared overflow shard.
+            counters: Arc::new(StageCounters::new(lanes.planned())),
+            lanes,
             info,
             stats: observe.stats,
             hooks: observe.hooks,
@@ -98,6 +104,16 @@ impl StageCtx {
             self.counters.mark_started();
             self.hooks.each(&self.info, |h| h.stage_started(&self.info));
         }
+    }
+
+    /// Registers one more lane of a running stage (a resize); false once the stage has
+    /// ended (then no lane may start: its output is closed or closing).
+    pub(crate) fn lane_joining(&self) -> bool {
+        self.live_lanes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// A guard whose drop ends one lane; the last lane to end ends the stage. One per lane
@@ -193,7 +209,7 @@ impl StageCtx {
         StageEntry {
             name: self.name.clone(),
             kind: self.kind,
-            concurrency: self.concurrency,
+            concurrency: self.lanes.shared_target(),
             counters: self.counters.clone(),
         }
     }

@@ -125,7 +125,7 @@ pub(crate) struct Lane<T, U> {
     pub(crate) output: Tx<U>,
     pub(crate) body: Body<T, U>,
     pub(crate) order: Order,
-    /// This lane's position among the stage's lanes (its statistics shard).
+    /// This lane's slot among the stage's lanes (its statistics shard; see `LaneSet`).
     pub(crate) index: usize,
 }
 
@@ -137,8 +137,15 @@ enum Next<T> {
 impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     pub(crate) async fn run(self) {
         let mut budget = 0u32;
+        let mut retired = false;
         loop {
             if self.ctx.should_stop() {
+                break;
+            }
+            // Between items: a lane above the stage's target concurrency retires here,
+            // holding nothing (an input-order turn is passed on with its item).
+            if self.ctx.lanes.should_retire(self.index) {
+                retired = true;
                 break;
             }
             let (item, tag, turn) = match self.next().await {
@@ -155,6 +162,9 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
                 budget = 0;
                 yield_now().await;
             }
+        }
+        if !retired {
+            self.ctx.lanes.lane_ended(self.index);
         }
         if self.ctx.should_stop() {
             // Cancel upstream: nothing will read this stage's input any more.
@@ -206,6 +216,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     /// Runs the function on one item and emits its outputs. Returns false to stop the lane.
     async fn process(&self, item: T, tag: Tag, mut turn: Option<Turn>) -> bool {
         let started = self.ctx.task_started();
+        self.ctx.lanes.task_started(self.index);
         let span = self.ctx.task_span();
         let output = match &self.body {
             Body::Sync(f) => {
@@ -222,6 +233,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             },
         };
         let busy = StageCtx::elapsed(started);
+        self.ctx.lanes.task_ended(self.index);
         let one_output = matches!(output, Output::One(_));
         if let Some(prev) = turn.as_mut().and_then(|t| t.prev.take()) {
             let _ = prev.await; // a cancelled predecessor also passes the turn on

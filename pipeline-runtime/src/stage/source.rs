@@ -12,6 +12,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
 use super::{LaneGuard, StageCtx};
+use crate::budget::{Admission, MemoryBudget, SizeFn};
 use crate::error::{BoxError, ItemError};
 use crate::failure::StageFailureKind;
 use crate::queue::{Msg, Tx};
@@ -73,6 +74,58 @@ where
     }
 }
 
+/// The memory budget the source admits its items into, and their size function.
+pub(crate) struct Admit<T> {
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) size: SizeFn<T>,
+}
+
+impl<T> Admit<T> {
+    /// The bytes of `item`, or the source's error if it can never fit.
+    fn bytes(&self, ctx: &StageCtx, item: &T) -> Result<u64, ()> {
+        match catch_unwind(AssertUnwindSafe(|| (self.size)(item))) {
+            Ok(bytes) => Ok(bytes as u64),
+            Err(panic) => {
+                fail(ctx, ItemError::panic(&ctx.name, panic.as_ref()));
+                Err(())
+            }
+        }
+    }
+
+    /// The outcome of an admission: true to send the item on.
+    fn admitted(&self, ctx: &StageCtx, outcome: Admission, bytes: u64) -> bool {
+        match outcome {
+            Admission::Admitted => true,
+            Admission::Stopped => false,
+            Admission::TooLarge => {
+                let message = format!(
+                    "an item of {bytes} bytes is larger than the whole memory_limit of {} \
+                     bytes, so it can never be admitted: raise memory_limit above the largest \
+                     item, or split such items",
+                    self.budget.limit()
+                );
+                fail(ctx, ItemError::from_error(&ctx.name, message.into()));
+                false
+            }
+        }
+    }
+
+    /// Waits (on this thread) until `item` fits; false if the source must end.
+    fn admit_blocking(&self, ctx: &StageCtx, pos: u64, item: &T) -> bool {
+        let Ok(bytes) = self.bytes(ctx, item) else {
+            return false;
+        };
+        let outcome = self.budget.admit_blocking(pos, bytes);
+        self.admitted(ctx, outcome, bytes)
+    }
+
+    /// Waits (in async code) until `bytes` fit; false if the source must end.
+    async fn admit(&self, ctx: &StageCtx, pos: u64, bytes: u64) -> bool {
+        let outcome = self.budget.admit(pos, bytes).await;
+        self.admitted(ctx, outcome, bytes)
+    }
+}
+
 /// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
 pub(crate) fn run_iter_source<T: Send + 'static>(
     lane: LaneGuard,
@@ -80,7 +133,9 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
     kind: SourceKind<T>,
     tx: Tx<T>,
     resume: Option<ResumeState>,
+    admit: Option<Admit<T>>,
 ) {
+    let admit = admit.as_ref();
     // A local, so that the stage ends before `tx` closes the queue.
     let _lane = lane;
     let mut numbering = resume
@@ -89,7 +144,7 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
     let first_pass = resume.as_ref().map_or(0, ResumeState::epoch);
     match kind {
         SourceKind::Once(pass) => {
-            drain_pass(&ctx, pass, &tx, &mut numbering);
+            drain_pass(&ctx, pass, &tx, &mut numbering, admit);
         }
         SourceKind::Continuous(mut make_pass) => {
             let mut pass_no = 0u64;
@@ -115,7 +170,7 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
                         ledger.pass_started(pass_no, numbering.next_pos());
                     }
                 }
-                if !drain_pass(&ctx, pass, &tx, &mut numbering)
+                if !drain_pass(&ctx, pass, &tx, &mut numbering, admit)
                     || tx.send_blocking(Msg::EpochEnd).is_err()
                 {
                     return;
@@ -128,7 +183,13 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
 }
 
 /// Sends one pass downstream. Returns false if the source must end (failure, stop).
-fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>, numbering: &mut Numbering) -> bool {
+fn drain_pass<T>(
+    ctx: &StageCtx,
+    mut pass: Pass<T>,
+    tx: &Tx<T>,
+    numbering: &mut Numbering,
+    admit: Option<&Admit<T>>,
+) -> bool {
     loop {
         if ctx.run.stop_requested() {
             return false;
@@ -145,6 +206,9 @@ fn drain_pass<T>(ctx: &StageCtx, mut pass: Pass<T>, tx: &Tx<T>, numbering: &mut 
                 let pos = numbering.take();
                 if let Some(ledger) = &ctx.ledger {
                     ledger.taken(pos);
+                }
+                if admit.is_some_and(|a| !a.admit_blocking(ctx, pos, &item)) {
+                    return false;
                 }
                 if tx.send_blocking(Msg::Item(item, Tag::pos(pos))).is_err() {
                     return false;
@@ -194,6 +258,7 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
     mut stream: BoxStream<'static, Result<T, BoxError>>,
     tx: Tx<T>,
     resume: Option<ResumeState>,
+    admit: Option<Admit<T>>,
 ) {
     let _lane = lane;
     let mut numbering = resume
@@ -209,6 +274,14 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
                 let pos = numbering.take();
                 if let Some(ledger) = &ctx.ledger {
                     ledger.taken(pos);
+                }
+                if let Some(admit) = &admit {
+                    let Ok(bytes) = admit.bytes(&ctx, &item) else {
+                        return;
+                    };
+                    if !admit.admit(&ctx, pos, bytes).await {
+                        return;
+                    }
                 }
                 if tx.send(Msg::Item(item, Tag::pos(pos))).await.is_err() {
                     return;

@@ -93,6 +93,11 @@ impl Histogram {
     }
 
     /// Adds this histogram's counts to `into`.
+    /// The sum of the recorded values (ticks), wrapping like the counter.
+    pub(crate) fn sum_ticks_u64(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn merge_into(&self, into: &mut Distribution) {
         if into.counts.is_empty() {
             into.counts = vec![0; BUCKETS];

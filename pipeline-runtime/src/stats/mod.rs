@@ -10,8 +10,9 @@ mod series;
 mod stage;
 pub(crate) mod svg;
 mod table;
+mod tuning;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
 pub(crate) use stage::remote::RemoteCounts;
 pub(crate) use stage::StageCounters;
 pub use stage::{StageKind, StageStats};
+pub use tuning::{TuneDecision, TuneTarget};
 
 use crate::clock;
 use crate::sync::lock;
@@ -46,6 +48,13 @@ pub struct PipelineStats {
     pub consumer: ConsumerStats,
     /// Time since the pipeline started (until now, or until it ended).
     pub elapsed: Duration,
+    /// Every change of a stage's concurrency or of the default pool's size, by autotune or
+    /// by [`Pipeline::resize`](crate::Pipeline::resize), oldest first (the last 512).
+    pub tuning: Vec<TuneDecision>,
+    /// Threads of the default pool now.
+    pub pool_threads: usize,
+    /// The memory budget, when `memory_limit` is set.
+    pub memory: Option<crate::budget::MemoryStats>,
 }
 
 impl PipelineStats {
@@ -106,7 +115,8 @@ impl std::fmt::Debug for QueueEntry {
 pub(crate) struct StageEntry {
     pub(crate) name: String,
     pub(crate) kind: StageKind,
-    pub(crate) concurrency: usize,
+    /// Its target concurrency now (it changes when the stage is resized).
+    pub(crate) concurrency: Arc<AtomicUsize>,
     pub(crate) counters: Arc<StageCounters>,
 }
 
@@ -173,6 +183,11 @@ impl StatsRegistry {
         }
     }
 
+    /// Messages in each queue now, in pipeline order (`None` for a queue gone).
+    pub(crate) fn queue_lens(&self) -> Vec<Option<usize>> {
+        lock(&self.queues).iter().map(|q| (q.len)()).collect()
+    }
+
     pub(crate) fn is_started(&self) -> bool {
         self.started.load(Ordering::Relaxed) != 0
     }
@@ -203,7 +218,10 @@ impl StatsRegistry {
         let started = self.started.load(Ordering::Relaxed);
         let mut stages: Vec<StageStats> = lock(&self.stages)
             .iter()
-            .map(|s| s.counters.snapshot(&s.name, s.kind, s.concurrency, until))
+            .map(|s| {
+                let concurrency = s.concurrency.load(Ordering::Relaxed);
+                s.counters.snapshot(&s.name, s.kind, concurrency, until)
+            })
             .collect();
         let queues = lock(&self.queues);
         // A source's busy time: the time it ran less the time it waited for room.
@@ -250,6 +268,9 @@ impl StatsRegistry {
             queues,
             consumer: self.consumer.snapshot(),
             elapsed,
+            tuning: Vec::new(),
+            pool_threads: 0,
+            memory: None,
         }
     }
 }

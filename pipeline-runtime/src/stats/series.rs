@@ -317,6 +317,9 @@ mod tests {
             queues: Vec::new(),
             consumer: ConsumerStats::default(),
             elapsed: at,
+            tuning: Vec::new(),
+            pool_threads: 0,
+            memory: None,
         }
     }
 

@@ -68,6 +68,10 @@ pub(crate) struct StageCounters {
     lanes: Box<[LaneCounters]>,
     /// One shard per lane: each lane is the only writer of its own.
     exclusive: bool,
+    /// Lanes `0..built_for` record into `lanes`; lanes a resize added beyond, into
+    /// `overflow`, shared (so that an exclusive shard keeps its single writer).
+    built_for: usize,
+    overflow: Box<LaneCounters>,
     started: AtomicU64,
     ended: AtomicU64,
 }
@@ -78,6 +82,8 @@ impl StageCounters {
         Self {
             lanes: (0..shards).map(|_| LaneCounters::default()).collect(),
             exclusive: concurrency <= shards,
+            built_for: concurrency.max(1),
+            overflow: Box::default(),
             started: AtomicU64::new(UNSET),
             ended: AtomicU64::new(UNSET),
         }
@@ -88,6 +94,12 @@ impl StageCounters {
     /// per lane each shard has a single writer.
     #[inline]
     pub(crate) fn lane(&self, index: usize) -> LaneRef<'_> {
+        if index >= self.built_for {
+            return LaneRef {
+                counters: &self.overflow,
+                exclusive: false,
+            };
+        }
         LaneRef {
             counters: &self.lanes[index % self.lanes.len()],
             exclusive: self.exclusive,
@@ -113,10 +125,25 @@ impl StageCounters {
     }
 
     pub(crate) fn tasks(&self) -> u64 {
-        self.lanes
-            .iter()
-            .map(|l| l.tasks.load(Ordering::Relaxed))
+        self.shards().map(|l| l.tasks.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Items sent downstream so far.
+    pub(crate) fn outputs(&self) -> u64 {
+        self.shards()
+            .map(|l| l.outputs.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Busy ticks so far: the sum of task times (and time outside tasks), statistics on.
+    pub(crate) fn busy_ticks(&self) -> u64 {
+        self.shards()
+            .map(|l| l.task_time.sum_ticks_u64() + l.extra.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn shards(&self) -> impl Iterator<Item = &LaneCounters> {
+        self.lanes.iter().chain(std::iter::once(&*self.overflow))
     }
 
     /// A snapshot; `now` (ticks) ends the elapsed time of a stage still running.
@@ -129,7 +156,7 @@ impl StageCounters {
     ) -> StageStats {
         let mut time = Distribution::default();
         let (mut tasks, mut failures, mut outputs, mut extra) = (0, 0, 0, 0u128);
-        for lane in self.lanes.iter() {
+        for lane in self.shards() {
             tasks += lane.tasks.load(Ordering::Relaxed);
             failures += lane.failures.load(Ordering::Relaxed);
             outputs += lane.outputs.load(Ordering::Relaxed);

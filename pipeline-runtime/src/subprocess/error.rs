@@ -117,6 +117,7 @@ impl From<&PipelineError> for RemotePipelineError {
                     }
                     StageFailureKind::Start(c) => (RemoteFailureKind::Start, vec![c.to_string()]),
                     StageFailureKind::InWorker(r) => (r.kind().clone(), r.causes().to_vec()),
+                    StageFailureKind::Stalled { .. } => (RemoteFailureKind::Stalled, Vec::new()),
                 };
                 RemoteStageFailure {
                     stage: f.stage().to_owned(),
@@ -191,4 +192,6 @@ pub enum RemoteFailureKind {
     Aggregator,
     /// The pipeline could not start.
     Start,
+    /// The pipeline stalled past its limit.
+    Stalled,
 }
