@@ -329,6 +329,16 @@ fn merge_definition_errors() {
         .unwrap();
     let error = resume.start().unwrap_err().to_string();
     assert!(error.contains("resume tracking"), "{error}");
+    // A memory budget counts items through the same ledger: its error names the budget.
+    let sized = || PipelineBuilder::new().source(0..2u32).item_bytes(|_| 4);
+    let mut budget = PipelineBuilder::new()
+        .merge([sized(), sized()])
+        .sink()
+        .memory_limit(1024)
+        .build()
+        .unwrap();
+    let error = budget.start().unwrap_err().to_string();
+    assert!(error.contains("memory_limit"), "{error}");
 }
 
 fn routed(x: &u32) -> usize {

@@ -150,8 +150,9 @@ fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions)
     Box::new(move |l: &mut Launch, out_cap| {
         if l.ledger.is_some() {
             return Err(BuildError::new(
-                "merge: resume tracking does not cover merges yet (each input numbers its \
-                 own items); turn `track_resume`/`resume_from` off for this pipeline",
+                "merge: resume tracking and the memory budget (which counts items through the \
+                 same ledger) do not cover merges yet (each input numbers its own items); \
+                 turn `track_resume`/`resume_from` and `memory_limit` off for this pipeline",
             ));
         }
         let name = opts.name.unwrap_or_else(|| "merge".to_owned());

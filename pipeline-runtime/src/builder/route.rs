@@ -319,8 +319,9 @@ where
             let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
                 if batched.is_some() && l.ledger.is_some() {
                     return Err(BuildError::new(format!(
-                        "{name}: resume tracking does not cover a batched route yet; turn \
-                     `track_resume`/`resume_from` off for this pipeline"
+                        "{name}: resume tracking and the memory budget (which counts items \
+                     through the same ledger) do not cover a batched route yet; turn \
+                     `track_resume`/`resume_from` and `memory_limit` off for this pipeline"
                     )));
                 }
                 let rx = prev(l, l.queue_capacity)?;

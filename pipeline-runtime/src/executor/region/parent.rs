@@ -141,9 +141,10 @@ where
         let input = prev(l, plan.buffer.unwrap_or(l.queue_capacity))?;
         if l.ledger.is_some() {
             return Err(BuildError::new(format!(
-                "process region `{}`: resume tracking does not pass through a process region; \
-                 turn `track_resume` off, or run the region's stages as threads or process \
-                 stages",
+                "process region `{}`: resume tracking and the memory budget (which counts \
+                 items through the same ledger) do not pass through a process region; turn \
+                 `track_resume` and `memory_limit` off, or run the region's stages as threads \
+                 or process stages",
                 plan.name
             )));
         }
