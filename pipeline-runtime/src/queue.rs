@@ -10,15 +10,24 @@
 //!
 //! Both ends count items for the statistics when the pipeline has them on: an operation
 //! that succeeds at once costs one counter increment; one that must wait is timed.
+//!
+//! A sender that finds the queue full waits until it is half empty ([`Room`]), not for
+//! one free slot: a slow reader then wakes a blocked source once per half a queue instead
+//! of once per item, and the woken sender refills the queue in one burst.
 
-use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_channel::{TryRecvError, TrySendError};
 use futures::Stream;
 
+mod room;
+use room::{Room, RoomWait};
+
+use crate::block_on::block_on_until;
 use crate::clock;
 use crate::resume::Tag;
 use crate::stats::QueueCounters;
@@ -40,43 +49,122 @@ pub(crate) struct Closed;
 /// The sending end of a queue.
 pub(crate) struct Tx<T> {
     inner: async_channel::Sender<Msg<T>>,
+    room: Arc<Room>,
     stats: Option<Arc<QueueCounters>>,
+    spin: Spin,
 }
 
 impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            room: self.room.clone(),
             stats: self.stats.clone(),
+            spin: Spin::new(),
         }
     }
 }
 
-/// The receiving end of a queue.
+/// A sending end that does not keep the queue open (see [`Tx::downgrade`]).
+pub(crate) struct WeakTx<T> {
+    inner: async_channel::WeakSender<Msg<T>>,
+    room: Arc<Room>,
+    stats: Option<Arc<QueueCounters>>,
+}
+
+impl<T> WeakTx<T> {
+    pub(crate) fn upgrade(&self) -> Option<Tx<T>> {
+        Some(Tx {
+            inner: self.inner.upgrade()?,
+            room: self.room.clone(),
+            stats: self.stats.clone(),
+            spin: Spin::new(),
+        })
+    }
+}
+
+/// The receiving end of a queue (the only one: a stage's lanes share it).
 pub(crate) struct Rx<T> {
     inner: Pin<Box<async_channel::Receiver<Msg<T>>>>,
+    room: Arc<Room>,
     stats: Option<Arc<QueueCounters>>,
     /// When a poll as a `Stream` first found the queue empty (ticks).
     pending_since: Option<u64>,
     /// This end belongs to the pipeline's consumer, which counts the items it takes.
     consumer: bool,
+    spin: Spin,
 }
 
 /// Creates a queue holding at most `capacity` messages, counted into `stats` if given.
 pub(crate) fn bounded<T>(capacity: usize, stats: Option<Arc<QueueCounters>>) -> (Tx<T>, Rx<T>) {
-    let (tx, rx) = async_channel::bounded(capacity.max(1));
+    let capacity = capacity.max(1);
+    let (tx, rx) = async_channel::bounded(capacity);
+    let room = Arc::new(Room::new(capacity));
     (
         Tx {
             inner: tx,
+            room: room.clone(),
             stats: stats.clone(),
+            spin: Spin::new(),
         },
         Rx {
             inner: Box::pin(rx),
+            room,
             stats,
             pending_since: None,
             consumer: false,
+            spin: Spin::new(),
         },
     )
+}
+
+/// An adaptive spin budget, one per queue end: a thread that waits on a queue retries for
+/// a short while first (see [`SPIN_ROUNDS`]), but only while retrying pays. A wait that
+/// spinning did not avoid and that then lasted long (the peer is slow: a source in front of
+/// 2 ms sleeps) halves the budget, so such a thread soon parks at once instead of burning
+/// yields against the thread that works; a short one (the peer was about to deliver), or a
+/// spin that succeeded, doubles it back.
+struct Spin(AtomicU32);
+
+impl Spin {
+    const MIN: u32 = 2;
+    /// About what a park and a wake-up cost: a wait shorter than this was worth spinning.
+    const SHORT_WAIT: Duration = Duration::from_micros(20);
+
+    fn new() -> Self {
+        Spin(AtomicU32::new(SPIN_ROUNDS))
+    }
+
+    /// Retries `attempt` within the budget (at most `max` rounds); `Err(tick)` (when the spin
+    /// started) if it never succeeded: pass it to [`waited`](Self::waited) once the blocking
+    /// wait is over.
+    fn run<R>(&self, max: u32, mut attempt: impl FnMut() -> Option<R>) -> Result<R, u64> {
+        let started = clock::now();
+        let budget = self.0.load(Ordering::Relaxed);
+        for round in 0..budget.min(max) {
+            if let Some(r) = attempt() {
+                if budget < SPIN_ROUNDS {
+                    self.0
+                        .store((budget * 2).min(SPIN_ROUNDS), Ordering::Relaxed);
+                }
+                return Ok(r);
+            }
+            spin_pause(round);
+        }
+        Err(started)
+    }
+
+    /// Adapts the budget to a blocking wait that began (spin included) at tick `started`.
+    fn waited(&self, started: u64) {
+        let budget = self.0.load(Ordering::Relaxed);
+        let waited = clock::ticks_to_duration(clock::now().saturating_sub(started));
+        let next = if waited < Self::SHORT_WAIT {
+            (budget * 2).min(SPIN_ROUNDS)
+        } else {
+            (budget / 2).max(Self::MIN)
+        };
+        self.0.store(next, Ordering::Relaxed);
+    }
 }
 
 impl<T> Tx<T> {
@@ -89,46 +177,89 @@ impl<T> Tx<T> {
     /// Sends, waiting for room.
     pub(crate) async fn send(&self, msg: Msg<T>) -> Result<(), Closed> {
         let is_item = matches!(msg, Msg::Item(..));
-        if self.stats.is_none() {
-            return self.inner.send(msg).await.map_err(|_| Closed);
-        }
-        let (result, waited) = timed(self.inner.send(msg)).await;
-        result.map_err(|_| Closed)?;
-        self.sent(is_item, waited);
-        Ok(())
-    }
-
-    /// Sends from a plain thread, retrying briefly before blocking (see [`spin_then`]).
-    pub(crate) fn send_blocking(&self, mut msg: Msg<T>) -> Result<(), Closed> {
-        let is_item = matches!(msg, Msg::Item(..));
-        let mut started = None;
-        for round in 0..SPIN_ROUNDS {
-            match self.inner.try_send(msg) {
-                Ok(()) => {
-                    self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
-                    return Ok(());
-                }
-                Err(TrySendError::Full(back)) => msg = back,
-                Err(TrySendError::Closed(_)) => return Err(Closed),
-            }
-            if started.is_none() && self.stats.is_some() {
-                started = Some(clock::now());
-            }
-            spin_pause(round);
-        }
-        self.inner.send_blocking(msg).map_err(|_| Closed)?;
+        let msg = match self.inner.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => back,
+            Err(TrySendError::Closed(_)) => return Err(Closed),
+        };
+        let started = self.stats.is_some().then(clock::now);
+        self.send_waiting(msg).await?;
         self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
         Ok(())
     }
 
+    /// Sends once there is room, after a try found the queue full (see [`Room`]).
+    async fn send_waiting(&self, mut msg: Msg<T>) -> Result<(), Closed> {
+        let mut wait = RoomWait::new(&self.room);
+        loop {
+            (&mut wait).await;
+            match self.inner.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => msg = back,
+                Err(TrySendError::Closed(_)) => return Err(Closed),
+            }
+        }
+    }
+
+    /// Sends from a plain thread, retrying briefly before blocking (see [`Spin`]).
+    pub(crate) fn send_blocking(&self, msg: Msg<T>) -> Result<(), Closed> {
+        let is_item = matches!(msg, Msg::Item(..));
+        let mut msg = match self.inner.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => back,
+            Err(TrySendError::Closed(_)) => return Err(Closed),
+        };
+        let started = self.stats.is_some().then(clock::now);
+        let mut slot = Some(msg);
+        let spun = self
+            .spin
+            .run(SPIN_ROUNDS, || match self.inner.try_send(slot.take()?) {
+                Ok(()) => Some(Ok(())),
+                Err(TrySendError::Full(back)) => {
+                    slot = Some(back);
+                    None
+                }
+                Err(TrySendError::Closed(_)) => Some(Err(Closed)),
+            });
+        match spun {
+            Ok(result) => result?,
+            Err(spin_started) => {
+                msg = slot.expect("a full queue gives the message back");
+                let sent = block_on_until(self.send_waiting(msg), None);
+                self.spin.waited(spin_started);
+                sent.expect("a wait without a deadline ends")?;
+            }
+        }
+        self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
+        Ok(())
+    }
+
+    /// Messages in the queue now.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Closes the queue: sends fail from now on, and waiting senders return.
+    pub(crate) fn close(&self) {
+        self.inner.close();
+        self.room.closed();
+    }
+
     /// A handle that does not keep the queue open, for closing it on stop.
-    pub(crate) fn downgrade(&self) -> async_channel::WeakSender<Msg<T>> {
-        self.inner.downgrade()
+    pub(crate) fn downgrade(&self) -> WeakTx<T> {
+        WeakTx {
+            inner: self.inner.downgrade(),
+            room: self.room.clone(),
+            stats: self.stats.clone(),
+        }
     }
 }
 
 impl<T> Rx<T> {
+    /// Counts a message taken for the statistics, and makes room for waiting senders.
+    #[inline]
     fn received(&self, msg: &Msg<T>, waited: Option<u64>) {
+        self.room.taken(|| self.inner.len());
         if let (Msg::Item(..), Some(stats)) = (msg, &self.stats) {
             if let Some(w) = waited {
                 stats.on_get_wait(w);
@@ -146,12 +277,34 @@ impl<T> Rx<T> {
     }
 
     /// Receives, waiting for an item.
+    ///
+    /// An empty queue is retried for a moment first, with CPU hints only (this runs on a
+    /// runtime's thread, which must not give up its core): a lane woken from another thread
+    /// per item costs that thread a system call (the runtime's wake-up) each time, while a
+    /// producer in the middle of a burst delivers the next item within a microsecond.
     pub(crate) async fn recv(&self) -> Result<Msg<T>, Closed> {
-        if self.stats.is_none() {
-            return self.inner.recv().await.map_err(|_| Closed);
+        if let Some(now) = self.try_recv() {
+            return now;
         }
-        let (result, waited) = timed(self.inner.recv()).await;
-        let msg = result.map_err(|_| Closed)?;
+        let spun = self
+            .spin
+            .run(SPIN_ROUNDS / 2, || match self.inner.try_recv() {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(Err(Closed)),
+            });
+        let (result, started) = match spun {
+            Ok(result) => (result, None),
+            Err(started) => {
+                let result = self.inner.recv().await.map_err(|_| Closed);
+                self.spin.waited(started);
+                (result, Some(started))
+            }
+        };
+        let msg = result?;
+        let waited = started
+            .filter(|_| self.stats.is_some())
+            .map(|s| clock::now().saturating_sub(s));
         self.received(&msg, waited);
         Ok(msg)
     }
@@ -168,27 +321,24 @@ impl<T> Rx<T> {
         }
     }
 
-    /// Receives on a plain thread, retrying briefly before blocking (see [`spin_then`]);
-    /// calls `waits` once if the queue is empty at first (the consumer's wait starts there).
+    /// Receives on a plain thread, retrying briefly before blocking (see [`Spin`]); calls
+    /// `waits` once if the queue is empty at first (the consumer's wait starts there).
     pub(crate) fn recv_blocking(&self, waits: impl FnOnce()) -> Result<Msg<T>, Closed> {
-        let mut started = None;
-        let mut waits = Some(waits);
-        let result = spin_then(
-            || match self.inner.try_recv() {
-                Ok(msg) => Some(Ok(msg)),
-                Err(TryRecvError::Empty) => {
-                    if let Some(waits) = waits.take() {
-                        waits();
-                    }
-                    if started.is_none() && self.stats.is_some() {
-                        started = Some(clock::now());
-                    }
-                    None
-                }
-                Err(TryRecvError::Closed) => Some(Err(Closed)),
-            },
-            || self.inner.recv_blocking().map_err(|_| Closed),
-        );
+        if let Some(now) = self.try_recv() {
+            return now;
+        }
+        waits();
+        let started = self.stats.is_some().then(clock::now);
+        let spun = self.spin.run(SPIN_ROUNDS, || match self.inner.try_recv() {
+            Ok(msg) => Some(Ok(msg)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(Err(Closed)),
+        });
+        let result = spun.unwrap_or_else(|spin_started| {
+            let result = self.inner.recv_blocking().map_err(|_| Closed);
+            self.spin.waited(spin_started);
+            result
+        });
         if let Ok(msg) = &result {
             self.received(msg, started.map(|s| clock::now().saturating_sub(s)));
         }
@@ -198,6 +348,15 @@ impl<T> Rx<T> {
     /// Closes the queue: senders fail from now on; items already in it stay readable.
     pub(crate) fn close(&self) {
         self.inner.close();
+        self.room.closed();
+    }
+}
+
+impl<T> Drop for Rx<T> {
+    fn drop(&mut self) {
+        // The only reader is gone: senders waiting for room must return now (the channel
+        // would close only after this).
+        self.close();
     }
 }
 
@@ -226,40 +385,12 @@ impl<T> Stream for Rx<T> {
     }
 }
 
-/// Awaits `fut`, and returns how long it waited (ticks) if it was not ready at once: the
-/// clock is read only when the first poll finds the queue full or empty, and the operation
-/// is attempted exactly as often as without the timing.
-async fn timed<F: Future>(fut: F) -> (F::Output, Option<u64>) {
-    let mut fut = std::pin::pin!(fut);
-    let mut started = None;
-    let output = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(output) => Poll::Ready(output),
-        Poll::Pending => {
-            started.get_or_insert_with(clock::now);
-            Poll::Pending
-        }
-    })
-    .await;
-    (output, started.map(|s| clock::now().saturating_sub(s)))
-}
-
-/// Tries a queue operation for a short while before blocking on it.
+/// The most rounds a thread retries a queue operation before it blocks ([`Spin`]).
 ///
 /// A thread that parks on an empty or full queue costs a wake-up of tens of microseconds
 /// on a busy machine, and with a fast peer it would park again a few items later. Retrying
 /// for a few microseconds first (yielding the core to other threads) lets a hand-off that is
-/// about to succeed do so without a park. The budget is small so an idle pipeline does not
-/// burn CPU.
-pub(crate) fn spin_then<R>(mut attempt: impl FnMut() -> Option<R>, block: impl FnOnce() -> R) -> R {
-    for round in 0..SPIN_ROUNDS {
-        if let Some(r) = attempt() {
-            return r;
-        }
-        spin_pause(round);
-    }
-    block()
-}
-
+/// about to succeed do so without a park.
 pub(crate) const SPIN_ROUNDS: u32 = 64;
 
 /// One pause of a spin: a CPU hint at first, then yielding the core.
@@ -268,5 +399,108 @@ pub(crate) fn spin_pause(round: u32) {
         std::hint::spin_loop();
     } else {
         std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker_ref;
+    use std::future::Future;
+    use std::time::Duration;
+
+    fn item(i: u64) -> Msg<u64> {
+        Msg::Item(i, Tag::pos(i))
+    }
+
+    fn value(msg: Msg<u64>) -> u64 {
+        match msg {
+            Msg::Item(v, _) => v,
+            Msg::EpochEnd => panic!("an item was expected"),
+        }
+    }
+
+    #[test]
+    fn a_blocked_sender_resumes_once_the_queue_is_half_empty() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        for i in 0..4 {
+            tx.send_blocking(item(i)).unwrap();
+        }
+        let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
+        // Long enough for it to find the queue full, spin and park.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        // Three left, above half: the sender stays parked however long we wait.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(rx.inner.len(), 3);
+        assert!(!sender.is_finished());
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 1);
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        let rest: Vec<u64> = std::iter::from_fn(|| rx.try_recv())
+            .map_while(|m| m.ok().map(value))
+            .collect();
+        assert_eq!(rest, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn closing_or_dropping_the_reader_releases_a_waiting_sender() {
+        for drop_it in [false, true] {
+            let (tx, rx) = bounded::<u64>(1, None);
+            tx.send_blocking(item(0)).unwrap();
+            let sender = std::thread::spawn(move || tx.send_blocking(item(1)));
+            std::thread::sleep(Duration::from_millis(20));
+            if drop_it {
+                drop(rx);
+            } else {
+                rx.close();
+            }
+            assert_eq!(sender.join().unwrap(), Err(Closed));
+        }
+    }
+
+    #[test]
+    fn a_cancelled_woken_sender_passes_its_turn_on() {
+        let (tx, rx) = bounded::<u64>(2, None);
+        tx.send_blocking(item(0)).unwrap();
+        tx.send_blocking(item(1)).unwrap();
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut a = Box::pin(tx.send(item(10)));
+        let mut b = Box::pin(tx.send(item(11)));
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        // Down to one (half of two): room for one, so only the first waiter is woken.
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        drop(a);
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 1);
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 11);
+    }
+
+    #[test]
+    fn many_async_senders_on_a_small_queue_all_get_through() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut sum = 0;
+            while let Ok(msg) = rx.recv_blocking(|| {}) {
+                sum += value(msg);
+            }
+            sum
+        });
+        runtime.block_on(async move {
+            let senders: Vec<_> = (0..500u64)
+                .map(|i| {
+                    let tx = tx.clone();
+                    tokio::spawn(async move { tx.send(item(i)).await })
+                })
+                .collect();
+            drop(tx);
+            for s in senders {
+                s.await.unwrap().unwrap();
+            }
+        });
+        assert_eq!(reader.join().unwrap(), (0..500).sum::<u64>());
     }
 }
