@@ -278,21 +278,20 @@ impl<T> Rx<T> {
 
     /// Receives, waiting for an item.
     ///
-    /// An empty queue is retried for a moment first, with CPU hints only (this runs on a
-    /// runtime's thread, which must not give up its core): a lane woken from another thread
-    /// per item costs that thread a system call (the runtime's wake-up) each time, while a
-    /// producer in the middle of a burst delivers the next item within a microsecond.
+    /// An empty queue is retried for a moment first, within the same adaptive budget as a
+    /// thread's (see [`Spin`]): a lane woken from another thread per item costs that thread
+    /// a system call (the runtime's wake-up) and the runtime a park each time, while a
+    /// producer in the middle of a burst delivers the next item within microseconds. Lanes
+    /// whose input is slow soon stop retrying, so the runtime's other tasks are not held up.
     pub(crate) async fn recv(&self) -> Result<Msg<T>, Closed> {
         if let Some(now) = self.try_recv() {
             return now;
         }
-        let spun = self
-            .spin
-            .run(SPIN_ROUNDS / 2, || match self.inner.try_recv() {
-                Ok(msg) => Some(Ok(msg)),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Closed) => Some(Err(Closed)),
-            });
+        let spun = self.spin.run(SPIN_ROUNDS, || match self.inner.try_recv() {
+            Ok(msg) => Some(Ok(msg)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(Err(Closed)),
+        });
         let (result, started) = match spun {
             Ok(result) => (result, None),
             Err(started) => {
