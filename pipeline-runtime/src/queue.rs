@@ -176,12 +176,23 @@ impl<T> Tx<T> {
 
     /// Sends, waiting for room.
     pub(crate) async fn send(&self, msg: Msg<T>) -> Result<(), Closed> {
+        self.send_or_pause(msg, || {}).await
+    }
+
+    /// Sends, waiting for room; calls `pausing` first if it has to wait. A stage passes
+    /// its input's [`Rx::top_up`]: while it waits here it takes nothing from its input.
+    pub(crate) async fn send_or_pause(
+        &self,
+        msg: Msg<T>,
+        pausing: impl FnOnce(),
+    ) -> Result<(), Closed> {
         let is_item = matches!(msg, Msg::Item(..));
         let msg = match self.inner.try_send(msg) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(back)) => back,
             Err(TrySendError::Closed(_)) => return Err(Closed),
         };
+        pausing();
         let started = self.stats.is_some().then(clock::now);
         self.send_waiting(msg).await?;
         self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
@@ -349,6 +360,12 @@ impl<T> Rx<T> {
         self.inner.close();
         self.room.closed();
     }
+
+    /// The reader pauses (it waits to send its own output): senders waiting for room are
+    /// woken for all of it, not only once the queue is half empty.
+    pub(crate) fn top_up(&self) {
+        self.room.top_up(|| self.inner.len());
+    }
 }
 
 impl<T> Drop for Rx<T> {
@@ -439,6 +456,21 @@ mod tests {
             .map_while(|m| m.ok().map(value))
             .collect();
         assert_eq!(rest, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_pausing_reader_lets_a_waiting_sender_fill_the_queue() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        for i in 0..4 {
+            tx.send_blocking(item(i)).unwrap();
+        }
+        let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        assert!(!sender.is_finished());
+        rx.top_up();
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert_eq!(rx.inner.len(), 4);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Where senders wait for room in a full queue.
 //!
 //! A reader that takes an item wakes waiting senders only once the queue is down to `low`
-//! (half its capacity), and then as many as there is room for, less those already woken
+//! (half its capacity) or when it pauses (see [`Room::top_up`]), and then as many as there is room for, less those already woken
 //! that have not yet sent: a slow reader wakes a blocked source once per half a queue, not
 //! once per item, and a thousand async lanes waiting on a small queue are woken a batch at a
 //! time with no herd. Wakers are called after the list's lock is released, so a waiter that
@@ -67,6 +67,22 @@ impl Room {
         if len + state.pending > self.low {
             return;
         }
+        let n = self.capacity.saturating_sub(len + state.pending);
+        let woken = self.take_waiters(&mut state, n);
+        drop(state);
+        wake_all(woken);
+    }
+
+    /// The reader is about to stop taking for a while (it waits on its own output): wakes
+    /// senders for all the room there is, below `low` or not, so that a paused stage's input
+    /// fills up as the backpressure bound says it does.
+    pub(super) fn top_up(&self, len: impl FnOnce() -> usize) {
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let len = len();
+        let mut state = lock(&self.state);
         let n = self.capacity.saturating_sub(len + state.pending);
         let woken = self.take_waiters(&mut state, n);
         drop(state);

@@ -271,7 +271,11 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     }
 
     async fn send(&self, value: U, tag: Tag) -> bool {
-        let ok = self.output.send(Msg::Item(value, tag)).await.is_ok();
+        let ok = self
+            .output
+            .send_or_pause(Msg::Item(value, tag), || self.input.rx.top_up())
+            .await
+            .is_ok();
         if ok {
             self.ctx.counters.lane(self.index).record_outputs(1);
         }
