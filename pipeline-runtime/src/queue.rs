@@ -135,21 +135,25 @@ impl Spin {
         Spin(AtomicU32::new(SPIN_ROUNDS))
     }
 
-    /// Retries `attempt` within the budget (at most `max` rounds); `Err(tick)` (when the spin
-    /// started) if it never succeeded: pass it to [`waited`](Self::waited) once the blocking
-    /// wait is over.
+    /// Retries `attempt` within the budget (at most `max` rounds, and no longer than
+    /// [`SHORT_WAIT`](Self::SHORT_WAIT): on a loaded machine one yield can last a whole time
+    /// slice of another process); `Err(tick)` (when the spin started) if it never succeeded:
+    /// pass it to [`waited`](Self::waited) once the blocking wait is over.
     fn run<R>(&self, max: u32, mut attempt: impl FnMut() -> Option<R>) -> Result<R, u64> {
         let started = clock::now();
         let budget = self.0.load(Ordering::Relaxed);
-        for round in 0..budget.min(max) {
+        let mut round = 0;
+        while round < budget.min(max) {
             if let Some(r) = attempt() {
-                if budget < SPIN_ROUNDS {
-                    self.0
-                        .store((budget * 2).min(SPIN_ROUNDS), Ordering::Relaxed);
-                }
+                // A success that took long (a yield that lasted) is no reason to spin more.
+                self.waited(started);
                 return Ok(r);
             }
             spin_pause(round);
+            round += 1;
+            if clock::ticks_to_duration(clock::now().saturating_sub(started)) >= Self::SHORT_WAIT {
+                break;
+            }
         }
         Err(started)
     }
@@ -179,12 +183,13 @@ impl<T> Tx<T> {
         self.send_or_pause(msg, || {}).await
     }
 
-    /// Sends, waiting for room; calls `pausing` first if it has to wait. A stage passes
-    /// its input's [`Rx::top_up`]: while it waits here it takes nothing from its input.
-    pub(crate) async fn send_or_pause(
+    /// Sends, waiting for room; calls `pausing` first if it has to wait, and keeps what it
+    /// returns until the send ends. A stage counts its lanes paused this way and tops its
+    /// input up ([`Rx::top_up`]) once they all are: then nothing takes from that input.
+    pub(crate) async fn send_or_pause<G>(
         &self,
         msg: Msg<T>,
-        pausing: impl FnOnce(),
+        pausing: impl FnOnce() -> G,
     ) -> Result<(), Closed> {
         let is_item = matches!(msg, Msg::Item(..));
         let msg = match self.inner.try_send(msg) {
@@ -192,7 +197,7 @@ impl<T> Tx<T> {
             Err(TrySendError::Full(back)) => back,
             Err(TrySendError::Closed(_)) => return Err(Closed),
         };
-        pausing();
+        let _paused = pausing();
         let started = self.stats.is_some().then(clock::now);
         self.send_waiting(msg).await?;
         self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
@@ -429,6 +434,15 @@ mod tests {
         Msg::Item(i, Tag::pos(i))
     }
 
+    /// Waits (up to 10 s) until `n` senders are parked waiting for room.
+    fn until_waiting(rx: &Rx<u64>, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rx.room.waiting() != n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(rx.room.waiting(), n);
+    }
+
     fn value(msg: Msg<u64>) -> u64 {
         match msg {
             Msg::Item(v, _) => v,
@@ -443,8 +457,7 @@ mod tests {
             tx.send_blocking(item(i)).unwrap();
         }
         let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
-        // Long enough for it to find the queue full, spin and park.
-        std::thread::sleep(Duration::from_millis(50));
+        until_waiting(&rx, 1);
         assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
         // Three left, above half: the sender stays parked however long we wait.
         std::thread::sleep(Duration::from_millis(50));
@@ -465,7 +478,7 @@ mod tests {
             tx.send_blocking(item(i)).unwrap();
         }
         let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
-        std::thread::sleep(Duration::from_millis(50));
+        until_waiting(&rx, 1);
         assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
         assert!(!sender.is_finished());
         rx.top_up();
@@ -479,7 +492,7 @@ mod tests {
             let (tx, rx) = bounded::<u64>(1, None);
             tx.send_blocking(item(0)).unwrap();
             let sender = std::thread::spawn(move || tx.send_blocking(item(1)));
-            std::thread::sleep(Duration::from_millis(20));
+            until_waiting(&rx, 1);
             if drop_it {
                 drop(rx);
             } else {

@@ -97,6 +97,12 @@ impl Room {
         wake_all(woken);
     }
 
+    /// Senders listed as waiting now.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     fn take_waiters(&self, state: &mut State, n: usize) -> Vec<Arc<Waiter>> {
         let n = n.min(state.waiters.len());
         let woken: Vec<_> = state.waiters.drain(..n).collect();
