@@ -11,9 +11,11 @@
 //! Both ends count items for the statistics when the pipeline has them on: an operation
 //! that succeeds at once costs one counter increment; one that must wait is timed.
 //!
-//! A sender that finds the queue full waits until it is half empty ([`Room`]), not for
-//! one free slot: a slow reader then wakes a blocked source once per half a queue instead
-//! of once per item, and the woken sender refills the queue in one burst.
+//! An async sender that finds the queue full while its reader is slow waits until it is
+//! half empty ([`Room`]), not for one free slot: a slow reader then wakes its lanes once per
+//! half a queue instead of once per item, a batch at a time. A plain thread, or an async
+//! sender whose reader keeps up, takes the first free slot: with both ends fast, waiting
+//! for half a queue makes them take turns instead of running side by side.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -118,12 +120,14 @@ pub(crate) fn bounded<T>(capacity: usize, stats: Option<Arc<QueueCounters>>) -> 
     )
 }
 
-/// An adaptive spin budget, one per queue end: a thread that waits on a queue retries for
-/// a short while first (see [`SPIN_ROUNDS`]), but only while retrying pays. A wait that
-/// spinning did not avoid and that then lasted long (the peer is slow: a source in front of
-/// 2 ms sleeps) halves the budget, so such a thread soon parks at once instead of burning
-/// yields against the thread that works; a short one (the peer was about to deliver), or a
-/// spin that succeeded, doubles it back.
+/// A spin budget, one per queue end. A plain thread always retries the whole
+/// [`SPIN_ROUNDS`] before it blocks: a thread holds no one else's work, and with both ends
+/// fast (two threads passing items) a cut-short spin parks a thread that would have got its
+/// slot a microsecond later. An async lane's budget adapts instead, as it holds up the
+/// runtime's other tasks while it spins: a wait that spinning did not avoid and that then
+/// lasted long (the peer is slow: 1024 lanes in front of a source) halves it, a short one
+/// (the peer was about to deliver), or a spin that succeeded, doubles it back. The same
+/// budget tells an async sender whether its reader keeps up (see [`Tx::send_or_pause`]).
 struct Spin(AtomicU32);
 
 impl Spin {
@@ -135,23 +139,38 @@ impl Spin {
         Spin(AtomicU32::new(SPIN_ROUNDS))
     }
 
-    /// Retries `attempt` within the budget (at most `max` rounds, and no longer than
-    /// [`SHORT_WAIT`](Self::SHORT_WAIT): on a loaded machine one yield can last a whole time
-    /// slice of another process); `Err(tick)` (when the spin started) if it never succeeded:
-    /// pass it to [`waited`](Self::waited) once the blocking wait is over.
-    fn run<R>(&self, max: u32, mut attempt: impl FnMut() -> Option<R>) -> Result<R, u64> {
+    /// Retries `attempt` within the budget (at most `max` rounds; `adaptive`: within the
+    /// adapted budget and no longer than [`SHORT_WAIT`](Self::SHORT_WAIT), as on a loaded
+    /// machine one yield can last a whole time slice of another process); `Err(tick)` (when
+    /// the spin started) if it never succeeded: an adaptive caller passes it to
+    /// [`waited`](Self::waited) once the blocking wait is over.
+    fn run<R>(
+        &self,
+        max: u32,
+        adaptive: bool,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Result<R, u64> {
         let started = clock::now();
-        let budget = self.0.load(Ordering::Relaxed);
+        let budget = if adaptive {
+            self.0.load(Ordering::Relaxed)
+        } else {
+            max
+        };
         let mut round = 0;
         while round < budget.min(max) {
             if let Some(r) = attempt() {
                 // A success that took long (a yield that lasted) is no reason to spin more.
-                self.waited(started);
+                if adaptive {
+                    self.waited(started);
+                }
                 return Ok(r);
             }
             spin_pause(round);
             round += 1;
-            if clock::ticks_to_duration(clock::now().saturating_sub(started)) >= Self::SHORT_WAIT {
+            if adaptive
+                && clock::ticks_to_duration(clock::now().saturating_sub(started))
+                    >= Self::SHORT_WAIT
+            {
                 break;
             }
         }
@@ -198,15 +217,24 @@ impl<T> Tx<T> {
             Err(TrySendError::Closed(_)) => return Err(Closed),
         };
         let _paused = pausing();
-        let started = self.stats.is_some().then(clock::now);
-        self.send_waiting(msg).await?;
-        self.sent(is_item, started.map(|s| clock::now().saturating_sub(s)));
+        let started = clock::now();
+        // Eager (woken at the first free slot) while this end's recent waits were short:
+        // the reader keeps up, so waiting for half a queue would only stall both ends.
+        let eager = self.spin.0.load(Ordering::Relaxed) >= SPIN_ROUNDS;
+        let sent = self.send_waiting(msg, eager).await;
+        self.spin.waited(started);
+        sent?;
+        let waited = self
+            .stats
+            .is_some()
+            .then(|| clock::now().saturating_sub(started));
+        self.sent(is_item, waited);
         Ok(())
     }
 
     /// Sends once there is room, after a try found the queue full (see [`Room`]).
-    async fn send_waiting(&self, mut msg: Msg<T>) -> Result<(), Closed> {
-        let mut wait = RoomWait::new(&self.room);
+    async fn send_waiting(&self, mut msg: Msg<T>, eager: bool) -> Result<(), Closed> {
+        let mut wait = RoomWait::new(&self.room, eager);
         loop {
             (&mut wait).await;
             match self.inner.try_send(msg) {
@@ -227,22 +255,22 @@ impl<T> Tx<T> {
         };
         let started = self.stats.is_some().then(clock::now);
         let mut slot = Some(msg);
-        let spun = self
-            .spin
-            .run(SPIN_ROUNDS, || match self.inner.try_send(slot.take()?) {
+        let spun = self.spin.run(SPIN_ROUNDS, false, || {
+            match self.inner.try_send(slot.take()?) {
                 Ok(()) => Some(Ok(())),
                 Err(TrySendError::Full(back)) => {
                     slot = Some(back);
                     None
                 }
                 Err(TrySendError::Closed(_)) => Some(Err(Closed)),
-            });
+            }
+        });
         match spun {
             Ok(result) => result?,
-            Err(spin_started) => {
+            Err(_) => {
                 msg = slot.expect("a full queue gives the message back");
-                let sent = block_on_until(self.send_waiting(msg), None);
-                self.spin.waited(spin_started);
+                // A thread takes the first free slot: one sender, so no herd to avoid.
+                let sent = block_on_until(self.send_waiting(msg, true), None);
                 sent.expect("a wait without a deadline ends")?;
             }
         }
@@ -303,11 +331,13 @@ impl<T> Rx<T> {
         if let Some(now) = self.try_recv() {
             return now;
         }
-        let spun = self.spin.run(SPIN_ROUNDS, || match self.inner.try_recv() {
-            Ok(msg) => Some(Ok(msg)),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Closed) => Some(Err(Closed)),
-        });
+        let spun = self
+            .spin
+            .run(SPIN_ROUNDS, true, || match self.inner.try_recv() {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(Err(Closed)),
+            });
         let (result, started) = match spun {
             Ok(result) => (result, None),
             Err(started) => {
@@ -344,16 +374,14 @@ impl<T> Rx<T> {
         }
         waits();
         let started = self.stats.is_some().then(clock::now);
-        let spun = self.spin.run(SPIN_ROUNDS, || match self.inner.try_recv() {
-            Ok(msg) => Some(Ok(msg)),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Closed) => Some(Err(Closed)),
-        });
-        let result = spun.unwrap_or_else(|spin_started| {
-            let result = self.inner.recv_blocking().map_err(|_| Closed);
-            self.spin.waited(spin_started);
-            result
-        });
+        let spun = self
+            .spin
+            .run(SPIN_ROUNDS, false, || match self.inner.try_recv() {
+                Ok(msg) => Some(Ok(msg)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Closed) => Some(Err(Closed)),
+            });
+        let result = spun.unwrap_or_else(|_| self.inner.recv_blocking().map_err(|_| Closed));
         if let Ok(msg) = &result {
             self.received(msg, started.map(|s| clock::now().saturating_sub(s)));
         }
@@ -450,8 +478,13 @@ mod tests {
         }
     }
 
+    /// A sender whose recent waits were long (its reader is slow), as [`Spin`] leaves it.
+    fn slow_reader_behind(tx: &Tx<u64>) {
+        tx.spin.0.store(Spin::MIN, Ordering::Relaxed);
+    }
+
     #[test]
-    fn a_blocked_sender_resumes_once_the_queue_is_half_empty() {
+    fn a_blocked_thread_takes_the_first_free_slot() {
         let (tx, rx) = bounded::<u64>(4, None);
         for i in 0..4 {
             tx.send_blocking(item(i)).unwrap();
@@ -459,16 +492,45 @@ mod tests {
         let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
         until_waiting(&rx, 1);
         assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
-        // Three left, above half: the sender stays parked however long we wait.
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(rx.inner.len(), 3);
-        assert!(!sender.is_finished());
-        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 1);
+        // Three left, above half: the thread is woken all the same.
         assert_eq!(sender.join().unwrap(), Ok(()));
         let rest: Vec<u64> = std::iter::from_fn(|| rx.try_recv())
             .map_while(|m| m.ok().map(value))
             .collect();
-        assert_eq!(rest, vec![2, 3, 4]);
+        assert_eq!(rest, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn an_async_sender_behind_a_slow_reader_resumes_once_the_queue_is_half_empty() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        for i in 0..4 {
+            tx.send_blocking(item(i)).unwrap();
+        }
+        slow_reader_behind(&tx);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut send = Box::pin(tx.send(item(4)));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        // Three left, above half: not woken, so its retry stays parked.
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(rx.room.waiting(), 1);
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 1);
+        assert!(send.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(rx.inner.len(), 3);
+    }
+
+    #[test]
+    fn an_async_sender_whose_reader_keeps_up_takes_the_first_free_slot() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        for i in 0..4 {
+            tx.send_blocking(item(i)).unwrap();
+        }
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut send = Box::pin(tx.send(item(4)));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        assert!(send.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(rx.inner.len(), 4);
     }
 
     #[test]
@@ -477,12 +539,14 @@ mod tests {
         for i in 0..4 {
             tx.send_blocking(item(i)).unwrap();
         }
-        let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
-        until_waiting(&rx, 1);
+        slow_reader_behind(&tx);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut send = Box::pin(tx.send(item(4)));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
         assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
-        assert!(!sender.is_finished());
+        assert!(send.as_mut().poll(&mut cx).is_pending());
         rx.top_up();
-        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert!(send.as_mut().poll(&mut cx).is_ready());
         assert_eq!(rx.inner.len(), 4);
     }
 

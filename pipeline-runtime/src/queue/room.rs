@@ -6,6 +6,10 @@
 //! once per item, and a thousand async lanes waiting on a small queue are woken a batch at a
 //! time with no herd. Wakers are called after the list's lock is released, so a waiter that
 //! is registering never waits on a wake-up's system call.
+//!
+//! An eager waiter (a sender whose peer keeps up: see `Tx`) is woken at the first free slot
+//! instead: when both ends are fast, waiting for half a queue to drain makes the two
+//! threads take turns (one drains while the other sleeps) instead of running side by side.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,6 +26,8 @@ pub(super) struct Room {
     state: Mutex<State>,
     /// `state.waiters.len()`, readable without the lock on every take.
     waiting: AtomicUsize,
+    /// Eager waiters listed: while there are any, a take wakes at the first free slot.
+    eager: AtomicUsize,
     capacity: usize,
     low: usize,
 }
@@ -35,6 +41,7 @@ struct State {
 
 #[derive(Default)]
 struct Waiter {
+    eager: bool,
     woken: AtomicBool,
     waker: AtomicWaker,
 }
@@ -44,6 +51,7 @@ impl Room {
         Self {
             state: Mutex::new(State::default()),
             waiting: AtomicUsize::new(0),
+            eager: AtomicUsize::new(0),
             capacity,
             low: capacity / 2,
         }
@@ -60,11 +68,16 @@ impl Room {
             return;
         }
         let len = len();
-        if len > self.low {
+        let low = if self.eager.load(Ordering::Relaxed) > 0 {
+            self.capacity - 1
+        } else {
+            self.low
+        };
+        if len > low {
             return;
         }
         let mut state = lock(&self.state);
-        if len + state.pending > self.low {
+        if len + state.pending > low {
             return;
         }
         let n = self.capacity.saturating_sub(len + state.pending);
@@ -106,8 +119,13 @@ impl Room {
     fn take_waiters(&self, state: &mut State, n: usize) -> Vec<Arc<Waiter>> {
         let n = n.min(state.waiters.len());
         let woken: Vec<_> = state.waiters.drain(..n).collect();
+        let mut eager = 0;
         for waiter in &woken {
             waiter.woken.store(true, Ordering::Release);
+            eager += usize::from(waiter.eager);
+        }
+        if eager > 0 {
+            self.eager.fetch_sub(eager, Ordering::Relaxed);
         }
         state.pending += woken.len();
         self.waiting.store(state.waiters.len(), Ordering::Relaxed);
@@ -116,6 +134,9 @@ impl Room {
 
     fn register(&self, waiter: Arc<Waiter>) {
         let mut state = lock(&self.state);
+        if waiter.eager {
+            self.eager.fetch_add(1, Ordering::Relaxed);
+        }
         state.waiters.push_back(waiter);
         self.waiting.store(state.waiters.len(), Ordering::Relaxed);
         drop(state);
@@ -133,6 +154,9 @@ impl Room {
         let mut state = lock(&self.state);
         // From the back: a waiter whose first retry succeeded was listed last.
         if let Some(at) = state.waiters.iter().rposition(|w| Arc::ptr_eq(w, waiter)) {
+            if waiter.eager {
+                self.eager.fetch_sub(1, Ordering::Relaxed);
+            }
             state.waiters.remove(at);
             self.waiting.store(state.waiters.len(), Ordering::Relaxed);
             return;
@@ -155,11 +179,17 @@ fn wake_all(woken: Vec<Arc<Waiter>>) {
 pub(super) struct RoomWait<'a> {
     room: &'a Room,
     waiter: Option<Arc<Waiter>>,
+    eager: bool,
 }
 
 impl<'a> RoomWait<'a> {
-    pub(super) fn new(room: &'a Room) -> Self {
-        Self { room, waiter: None }
+    /// `eager`: wake this sender at the first free slot, not once the queue is half empty.
+    pub(super) fn new(room: &'a Room, eager: bool) -> Self {
+        Self {
+            room,
+            waiter: None,
+            eager,
+        }
     }
 }
 
@@ -169,7 +199,10 @@ impl Future for RoomWait<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let Some(waiter) = &this.waiter else {
-            let waiter = Arc::new(Waiter::default());
+            let waiter = Arc::new(Waiter {
+                eager: this.eager,
+                ..Waiter::default()
+            });
             waiter.waker.register(cx.waker());
             this.room.register(waiter.clone());
             this.waiter = Some(waiter);
