@@ -6,8 +6,9 @@
 //! ```
 //!
 //! `items_per_sec` is source items divided by the time from just before the pipeline is built
-//! to after the last item is drained and the pipeline stopped. Every run checks its own output
-//! and exits non-zero when it is wrong.
+//! to after the last item is drained and the pipeline stopped. `cpu_s_per_item` is the whole
+//! process's user + system CPU time over the same span (see `bench/cpu.rs`) per source item.
+//! Every run checks its own output and exits non-zero when it is wrong.
 //!
 //! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`, the output of
 //! `gen_jpeg_dataset.py`); build with `--features turbojpeg` for the libjpeg-turbo decoder.
@@ -23,6 +24,8 @@ use std::time::{Duration, Instant};
 use pipeline_examples::images;
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
+#[path = "bench/cpu.rs"]
+mod cpu;
 #[path = "bench/w10.rs"]
 mod w10;
 #[path = "bench/w4.rs"]
@@ -91,6 +94,7 @@ const IDS: &[&str] = &[
     "W3.c1",
     "W3.c32",
     "W3.c256",
+    "W3.c1024",
     "W5.pipeline",
     "W5.plain",
     "W4.sha256.thread",
@@ -314,7 +318,7 @@ fn mean_latency(samples: u32, mut sleep_once: impl FnMut()) -> f64 {
 
 fn w2(n: u64, c: usize) -> Result<Outcome, String> {
     let latency = mean_latency(200, || std::thread::sleep(Duration::from_millis(2)));
-    let t0 = Instant::now();
+    let t0 = cpu::start();
     let p = PipelineBuilder::new()
         .source(0..n)
         .pipe(|x| {
@@ -345,7 +349,7 @@ fn w3(n: u64, c: usize) -> Result<Outcome, String> {
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(2)).await })
     });
     drop(rt);
-    let t0 = Instant::now();
+    let t0 = cpu::start();
     let p = PipelineBuilder::new()
         .source(0..n)
         .async_pipe(|x| async move {
@@ -465,7 +469,7 @@ fn w6(data_dir: Option<&Path>) -> Result<Outcome, String> {
     let paths = w6_paths(data_dir, 2)?;
     let n = paths.len();
     images::load(&paths[0], 224, 224).map_err(|e| e.to_string())?; // library init, untimed
-    let t0 = Instant::now();
+    let t0 = cpu::start();
     let mut pipeline = PipelineBuilder::new()
         .source(paths)
         .try_pipe(|path: PathBuf| images::load(&path, 224, 224))
@@ -521,6 +525,7 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W3.c1" => w3(n_or(1_500), 1),
         "W3.c32" => w3(n_or(16_000), 32),
         "W3.c256" => w3(n_or(16_000), 256),
+        "W3.c1024" => w3(n_or(64_000), 1024),
         "W5.pipeline" => w5(n_or(200_000)),
         "W5.plain" => w5_plain(n_or(200_000)),
         "W4.sha256.thread" => w4::sha256_thread(n_or(20_000)),
@@ -581,15 +586,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cpu_at_start = cpu::process_cpu();
     match run(&args.id, args.n, args.data_dir.as_deref()) {
         Ok(o) => {
             let wall = o.wall.as_secs_f64();
+            let cpu_per_item = cpu::used_since(cpu_at_start).map_or("null".to_owned(), |s| {
+                format!("{:.9}", s / o.n_items.max(1) as f64)
+            });
             let mut line = format!(
-                "{{\"id\": \"{}\", \"n_items\": {}, \"wall_s\": {:.6}, \"items_per_sec\": {:.1}",
+                "{{\"id\": \"{}\", \"n_items\": {}, \"wall_s\": {:.6}, \"items_per_sec\": {:.1}, \"cpu_s_per_item\": {}",
                 args.id,
                 o.n_items,
                 wall,
-                o.n_items as f64 / wall
+                o.n_items as f64 / wall,
+                cpu_per_item
             );
             for (k, v) in o.extra {
                 line.push_str(&format!(", \"{k}\": {v}"));

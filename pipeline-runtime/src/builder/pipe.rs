@@ -394,7 +394,7 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
         let spawner = {
             let ctx = ctx.clone();
             let input = Arc::downgrade(&input);
-            let output = tx.weak();
+            let output = tx.downgrade();
             let body = parts.body.clone();
             let order = opts.order;
             let executor = executor.clone();

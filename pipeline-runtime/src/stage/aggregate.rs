@@ -213,7 +213,11 @@ where
         match step {
             Step::Emit(out) => {
                 let tag = self.covered();
-                let ok = self.output.send(Msg::Item(out, tag)).await.is_ok();
+                let ok = self
+                    .output
+                    .send_or_pause(Msg::Item(out, tag), || self.input.top_up())
+                    .await
+                    .is_ok();
                 if ok {
                     self.ctx.counters.lane(0).record_outputs(1);
                 }

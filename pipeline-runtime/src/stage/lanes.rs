@@ -123,7 +123,6 @@ impl LaneSet {
     }
 
     /// Lanes running now (retiring ones excluded).
-    #[cfg(test)]
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }

@@ -73,6 +73,17 @@ pub(crate) struct StageInput<T> {
     gate: Option<futures::lock::Mutex<Gate>>,
     in_flight: AtomicUsize,
     idle: AtomicWaker,
+    /// Lanes waiting for room in the stage's output (see [`Tx::send_or_pause`]).
+    paused: AtomicUsize,
+}
+
+/// One lane counted as paused on its output; uncounted on drop.
+struct Paused<'a>(&'a AtomicUsize);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Default)]
@@ -94,7 +105,16 @@ impl<T> StageInput<T> {
             gate: gated.then(|| futures::lock::Mutex::new(Gate::default())),
             in_flight: AtomicUsize::new(0),
             idle: AtomicWaker::new(),
+            paused: AtomicUsize::new(0),
         }
+    }
+
+    /// A lane waits to send; the last of the stage's `lanes` to do so lets the input fill.
+    fn pause(&self, lanes: usize) -> Paused<'_> {
+        if self.paused.fetch_add(1, Ordering::AcqRel) + 1 >= lanes {
+            self.rx.top_up();
+        }
+        Paused(&self.paused)
     }
 
     fn finish_item(&self) {
@@ -283,7 +303,13 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     }
 
     async fn send(&self, value: U, tag: Tag) -> bool {
-        let ok = self.output.send(Msg::Item(value, tag)).await.is_ok();
+        let ok = self
+            .output
+            .send_or_pause(Msg::Item(value, tag), || {
+                self.input.pause(self.ctx.lanes.active())
+            })
+            .await
+            .is_ok();
         if ok {
             self.ctx.counters.lane(self.index).record_outputs(1);
         }
