@@ -377,7 +377,7 @@ fn mistakes_are_build_errors() {
         .next()
         .unwrap();
     let e = resumed.unwrap_err().to_string();
-    assert!(e.contains("resume tracking does not pass through"), "{e}");
+    assert!(e.contains("do not pass through a process region"), "{e}");
     assert_eq!(workers.workers_started(), 1);
 }
 
