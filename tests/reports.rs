@@ -1,80 +1,19 @@
 //! Statistics reports through `tracing`: periodic ones at the build's interval, and exactly
 //! one final report, captured by a subscriber of the test's own.
 
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pipeline_runtime::{PipelineBuilder, STATS_TARGET};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
-/// One stats event: when it came, and its fields as text.
-#[derive(Debug, Clone)]
-struct Report {
-    at: Instant,
-    fields: Vec<(String, String)>,
-}
+type Report = pipeline_tests::capture::Event;
 
-impl Report {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Default, Clone)]
-struct Capture(Arc<Mutex<Vec<Report>>>);
-
-struct Fields<'a>(&'a mut Vec<(String, String)>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != STATS_TARGET {
-            return;
-        }
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap().push(Report {
-            at: Instant::now(),
-            fields,
-        });
-    }
-}
-
-/// The process-wide capture (the reporter logs from its own thread, so a thread-local
-/// subscriber would not see it).
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        capture
-    })
+fn capture() -> &'static pipeline_tests::capture::Capture {
+    pipeline_tests::capture::capture(STATS_TARGET)
 }
 
 /// The reports about stage `stage`, in order.
 fn reports_for(stage: &str) -> Vec<Report> {
-    capture()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.field("stage") == Some(stage))
-        .cloned()
-        .collect()
+    capture().for_stage(stage)
 }
 
 #[test]
@@ -129,7 +68,7 @@ fn periodic_reports_fire_at_the_interval_and_one_final_report_at_the_end() {
         .collect();
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
     // Queue and bottleneck events come with each report.
-    let all = capture().0.lock().unwrap().clone();
+    let all = capture().events();
     let named = |field: &str| -> Vec<&str> { all.iter().filter_map(|r| r.field(field)).collect() };
     assert!(
         named("queue").contains(&"periodic_stage"),
@@ -207,7 +146,7 @@ fn the_final_report_tells_how_long_the_consumer_waited() {
         .build()
         .unwrap();
     assert_eq!(p.count(), 20);
-    let all = capture().0.lock().unwrap().clone();
+    let all = capture().events();
     let consumer: Vec<&Report> = all
         .iter()
         .filter(|r| {

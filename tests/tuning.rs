@@ -4,80 +4,22 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipeline_runtime::{
     ItemBytes, Order, PipelineBuilder, StageFailureKind, TuneTarget, TUNE_TARGET,
 };
 use pipeline_tests::{settled_thread_count, thread_count, wait_until};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
 
-/// One `pipeline_runtime::tune` event: its level and fields as text.
-#[derive(Debug, Clone)]
-struct Event {
-    level: tracing::Level,
-    fields: Vec<(String, String)>,
-}
+type Event = pipeline_tests::capture::Event;
 
-impl Event {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Default, Clone)]
-struct Capture(Arc<Mutex<Vec<Event>>>);
-
-struct Fields<'a>(&'a mut Vec<(String, String)>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push((field.name().to_owned(), format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Capture {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TUNE_TARGET {
-            return;
-        }
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap().push(Event {
-            level: *event.metadata().level(),
-            fields,
-        });
-    }
-}
-
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
-        capture
-    })
+fn capture() -> &'static pipeline_tests::capture::Capture {
+    pipeline_tests::capture::capture(TUNE_TARGET)
 }
 
 fn events_for_stage(stage: &str) -> Vec<Event> {
-    capture()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.field("stage") == Some(stage))
-        .cloned()
-        .collect()
+    capture().for_stage(stage)
 }
 
 /// Runs `n` items through an async and a sync stage while `plan` resizes them (and the

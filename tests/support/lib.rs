@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod capture;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
