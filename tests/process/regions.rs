@@ -278,14 +278,15 @@ fn a_stage_budget_inside_the_region_fails_the_pipeline() {
     );
 }
 
-fn dropping_the_pipeline_ends_every_worker_and_thread() {
+/// Runs an endless pipeline with a region on a pool of 2 (which only the pipeline holds),
+/// reads three items, lets `end` end it, and checks that no worker and no thread is left.
+fn ends_every_worker_and_thread(end: impl FnOnce(Pipeline<Vec<u64>>)) {
     assert!(
         child_pids().is_empty(),
         "children before: {:?}",
         child_pids()
     );
     let threads = pipeline_tests::settled_thread_count();
-    // The pipeline holds the only handle on the pool; its source never ends.
     let mut p = PipelineBuilder::new()
         .source(0u64..)
         .process_region(slow)
@@ -297,36 +298,31 @@ fn dropping_the_pipeline_ends_every_worker_and_thread() {
         p.next().unwrap().unwrap();
     }
     assert_eq!(child_pids().len(), 2);
-    drop(p);
-    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
-    assert_eq!(pipeline_tests::settled_thread_count(), threads);
-}
-
-fn stopping_ends_every_worker_and_thread() {
-    assert!(
-        child_pids().is_empty(),
-        "children before: {:?}",
-        child_pids()
-    );
-    let threads = pipeline_tests::settled_thread_count();
-    let mut p = PipelineBuilder::new()
-        .source(0u64..)
-        .process_region(slow)
-        .executor(pool(2))
-        .sink()
-        .build()
-        .unwrap();
-    for _ in 0..3 {
-        p.next().unwrap().unwrap();
-    }
-    p.stop().unwrap();
+    end(p);
     assert!(
         crate::wait_until(Duration::from_secs(5), || child_pids().is_empty()),
         "children left: {:?}",
         child_pids()
     );
     assert_eq!(pipeline_tests::settled_thread_count(), threads);
-    drop(p);
+}
+
+fn dropping_the_pipeline_ends_every_worker_and_thread() {
+    // Drop returns once every worker is reaped: nothing to wait for afterwards.
+    ends_every_worker_and_thread(|p| {
+        drop(p);
+        assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+    });
+}
+
+fn stopping_ends_every_worker_and_thread() {
+    // The stopped pipeline is kept until the checks have run.
+    let mut stopped = None;
+    ends_every_worker_and_thread(|mut p| {
+        p.stop().unwrap();
+        stopped = Some(p);
+    });
+    drop(stopped);
 }
 
 fn build_error<T: Send + 'static>(chain: StageBuilder<T>) -> String {

@@ -230,40 +230,18 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Sends one call to this slot's worker and waits for the reply.
+    /// Sends one call to this slot's worker and waits for the reply. A worker that dies
+    /// during the call is replaced at once, not when the next item comes.
     pub(crate) fn call(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        let mut worker = lock(&self.worker);
-        if self.closed.load(Ordering::Acquire) {
-            return Err(CallError::PoolClosed);
-        }
-        if worker.is_none() {
-            // The last replacement failed to start: try again for this call.
-            let fresh = self.start().map_err(|e| {
-                CallError::NoWorker(format!("no worker process could be started: {e}"))
-            })?;
-            *worker = Some(fresh);
-        }
-        let live = worker.as_mut().expect("started above");
-        match exchange(&mut live.channel, name, input) {
-            Ok(result) => result,
-            Err(io) => {
-                let mut dead = worker.take().expect("running");
-                *lock(&self.killer) = None;
-                // The pipe broke because the worker ended (or is ending): wait for it.
-                dead.child.kill();
-                let report = dead.child.wait().clone();
-                let pid = dead.child.pid();
-                drop(dead);
-                if self.closed.load(Ordering::Acquire) {
-                    return Err(CallError::PoolClosed);
-                }
-                // Start the replacement now, not when the next item comes.
-                *worker = self.start().ok();
+        match self.run_exclusive(|channel| exchange(channel, name, input)) {
+            Ok(reply) => reply,
+            Err(CallError::WorkerDied(how)) => {
+                self.restart();
                 Err(CallError::WorkerDied(format!(
-                    "worker process {pid} {report} while running this item ({io}); a \
-                     replacement worker was started"
+                    "{how} while running this item; a replacement worker was started"
                 )))
             }
+            Err(other) => Err(other),
         }
     }
 
