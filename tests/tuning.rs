@@ -468,3 +468,78 @@ fn autotune_backs_off_a_stage_that_gains_nothing() {
         .count();
     assert!(raises <= 3, "no oscillation: {tuning:?}");
 }
+
+#[test]
+fn autotune_follows_the_bottleneck_when_the_workload_changes() {
+    use std::sync::atomic::AtomicBool;
+    // Until `switched`, `first_io` sleeps and `second_io` does not; then the other way round.
+    let switched = Arc::new(AtomicBool::new(false));
+    let sleep_unless = |slow_after_switch: bool| {
+        let switched = switched.clone();
+        move |x: u64| {
+            let slow = switched.load(Ordering::Relaxed) == slow_after_switch;
+            async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                x
+            }
+        }
+    };
+    let mut p = PipelineBuilder::new()
+        .source(0u64..)
+        .async_pipe(sleep_unless(false))
+        .name("first_io")
+        .async_pipe(sleep_unless(true))
+        .name("second_io")
+        .sink()
+        .num_threads(1)
+        .autotune(true)
+        .build()
+        .unwrap();
+    let concurrency = |p: &pipeline_runtime::Pipeline<u64>, name: &str| {
+        let stats = p.stats();
+        stats
+            .stages
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .concurrency
+    };
+    let run_until = |p: &mut pipeline_runtime::Pipeline<u64>,
+                     limit: Duration,
+                     done: &dyn Fn(&pipeline_runtime::Pipeline<u64>) -> bool| {
+        // The first reads start the pipeline: its statistics exist from then on.
+        let started = Instant::now();
+        loop {
+            for _ in 0..100 {
+                p.next().unwrap().unwrap();
+            }
+            if done(p) || started.elapsed() >= limit {
+                break;
+            }
+        }
+    };
+    run_until(&mut p, Duration::from_secs(6), &|p| {
+        concurrency(p, "first_io") >= 4
+    });
+    assert!(concurrency(&p, "first_io") >= 4, "{}", p.stats());
+    assert_eq!(concurrency(&p, "second_io"), 1, "{}", p.stats());
+    let decisions_before = p.stats().tuning.len();
+    switched.store(true, Ordering::Relaxed);
+    run_until(&mut p, Duration::from_secs(10), &|p| {
+        concurrency(p, "second_io") >= 4
+    });
+    let stats = p.stats();
+    assert!(
+        concurrency(&p, "second_io") >= 4,
+        "the new bottleneck raised: {stats}"
+    );
+    assert!(
+        stats.tuning[decisions_before..]
+            .iter()
+            .any(|d| d.target == TuneTarget::Stage("second_io".into()) && d.to > d.from),
+        "{:?}",
+        stats.tuning
+    );
+}
