@@ -95,6 +95,8 @@ const IDS: &[&str] = &[
     "W3.c32",
     "W3.c256",
     "W3.c1024",
+    "W3.x.timed.c256",
+    "W3.x.timed.c1024",
     "W5.pipeline",
     "W5.plain",
     "W4.sha256.thread",
@@ -164,8 +166,17 @@ fn drain_sum(mut pipeline: Pipeline<u64>) -> (u64, u64) {
         sum += item.expect("no failure");
         count += 1;
     }
+    print_stats_if_asked(&pipeline);
     pipeline.stop().expect("clean stop");
     (count, sum)
+}
+
+/// With `BENCH_STATS` set, the pipeline's statistics table goes to stderr (diagnosis only:
+/// the JSON line on stdout is unchanged).
+fn print_stats_if_asked<T: Send + 'static>(pipeline: &Pipeline<T>) {
+    if std::env::var_os("BENCH_STATS").is_some() {
+        eprintln!("{}", pipeline.stats());
+    }
 }
 
 fn check(ok: bool, what: &str) -> Result<(), String> {
@@ -370,6 +381,51 @@ fn w3(n: u64, c: usize) -> Result<Outcome, String> {
     })
 }
 
+/// W3 with the sleep timed inside the stage: the mean time a lane's sleep took, and the
+/// mean time between one item's sleep ending and the lane's next sleep starting.
+fn w3_timed(n: u64, c: usize) -> Result<Outcome, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let slept = Arc::new(AtomicU64::new(0));
+    let t0 = cpu::start();
+    let s2 = slept.clone();
+    let p = PipelineBuilder::new()
+        .source(0..n)
+        .async_pipe(move |x| {
+            let slept = s2.clone();
+            async move {
+                let t = Instant::now();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                slept.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                x
+            }
+        })
+        .concurrency(c)
+        .sink()
+        .buffer(32)
+        .num_threads(1);
+    let mut pipeline = finish(p);
+    let (mut count, mut sum) = (0u64, 0u64);
+    for item in pipeline.by_ref() {
+        sum += item.expect("no failure");
+        count += 1;
+    }
+    print_stats_if_asked(&pipeline);
+    pipeline.stop().expect("clean stop");
+    let wall = t0.elapsed();
+    check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
+    let mean_sleep = slept.load(Ordering::Relaxed) as f64 / n as f64 / 1e9;
+    let per_round = wall.as_secs_f64() * c as f64 / n as f64;
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![
+            ("mean_sleep_in_stage_s", format!("{mean_sleep:.6}")),
+            ("mean_lane_round_s", format!("{per_round:.6}")),
+        ],
+    })
+}
+
 fn w5(n: u64) -> Result<Outcome, String> {
     let t0 = Instant::now();
     let p = PipelineBuilder::new()
@@ -526,6 +582,8 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W3.c32" => w3(n_or(16_000), 32),
         "W3.c256" => w3(n_or(16_000), 256),
         "W3.c1024" => w3(n_or(64_000), 1024),
+        "W3.x.timed.c256" => w3_timed(n_or(64_000), 256),
+        "W3.x.timed.c1024" => w3_timed(n_or(128_000), 1024),
         "W5.pipeline" => w5(n_or(200_000)),
         "W5.plain" => w5_plain(n_or(200_000)),
         "W4.sha256.thread" => w4::sha256_thread(n_or(20_000)),

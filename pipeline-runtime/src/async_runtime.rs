@@ -1,12 +1,17 @@
 //! The pipeline's async runtime: a current-thread tokio runtime on its own thread, started
 //! only when a stage is `async` or the source is a `Stream`. Async stage functions may use
-//! tokio (timers, `tokio::spawn`) from inside.
+//! tokio (timers, `tokio::spawn`) from inside. Their lanes run on the [`Relay`].
 
+mod relay;
+
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures::channel::oneshot;
 use tokio::runtime::Handle;
+
+pub(crate) use relay::Relay;
 
 use crate::error::BuildError;
 use crate::executor::{drop_deferred, join_all_until};
@@ -14,6 +19,7 @@ use crate::executor::{drop_deferred, join_all_until};
 #[derive(Debug)]
 pub(crate) struct AsyncRuntime {
     handle: Handle,
+    relay: Arc<Relay>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -29,6 +35,8 @@ impl AsyncRuntime {
             .build()
             .map_err(|e| BuildError::new(format!("cannot start the async runtime: {e}")))?;
         let handle = runtime.handle().clone();
+        let relay = Arc::new(Relay::default());
+        drop(handle.spawn(relay.clone().run()));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("pipeline-async".to_owned())
@@ -44,6 +52,7 @@ impl AsyncRuntime {
             .map_err(|e| BuildError::new(format!("cannot start the async runtime thread: {e}")))?;
         Ok(Self {
             handle,
+            relay,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
@@ -51,6 +60,11 @@ impl AsyncRuntime {
 
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Where async stages' lanes run.
+    pub(crate) fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 
     /// Ends the runtime (cancelling its tasks) and waits for its thread until `deadline`.

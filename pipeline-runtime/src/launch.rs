@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) num_threads: usize,
     pub(crate) max_failures: MaxFailures,
     pub(crate) queue_capacity: usize,
+    /// `queue_capacity` was chosen by the user (then no stage's input exceeds it).
+    pub(crate) queue_capacity_chosen: bool,
     pub(crate) stop_timeout: Duration,
     pub(crate) stats: bool,
     pub(crate) report_interval: Option<Duration>,
@@ -52,6 +54,7 @@ impl Default for Settings {
             num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
             max_failures: MaxFailures::Unlimited,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_capacity_chosen: false,
             stop_timeout: Duration::from_secs(1),
             stats: true,
             report_interval: None,
@@ -72,6 +75,7 @@ pub(crate) struct Launch {
     pub(crate) stages: Vec<Arc<StageCtx>>,
     pub(crate) queues: Vec<QueueEntry>,
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_capacity_chosen: bool,
     pub(crate) stats: bool,
     pub(crate) hooks: HookFactories,
     pub(crate) ledger: Option<Arc<Ledger>>,
@@ -113,6 +117,7 @@ impl Launch {
             stages: Vec::new(),
             queues: Vec::new(),
             queue_capacity: settings.queue_capacity,
+            queue_capacity_chosen: settings.queue_capacity_chosen,
             stats: settings.stats,
             hooks: settings.hooks.clone(),
             ledger,
@@ -217,6 +222,14 @@ impl Launch {
     /// items it takes itself ([`Rx::set_consumer`]), not by the next stage made.
     pub(crate) fn read_by_structure(&mut self) {
         self.unread = None;
+    }
+
+    /// The relay running async stages' lanes, on the async runtime started on first use.
+    pub(crate) fn relay(&mut self) -> Result<Arc<crate::async_runtime::Relay>, BuildError> {
+        if self.runtime.is_none() {
+            self.runtime = Some(AsyncRuntime::start()?);
+        }
+        Ok(self.runtime.as_ref().expect("just started").relay().clone())
     }
 
     /// The pipeline's async runtime, started on first use.

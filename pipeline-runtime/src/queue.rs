@@ -255,22 +255,30 @@ impl<T> Tx<T> {
         };
         let started = self.stats.is_some().then(clock::now);
         let mut slot = Some(msg);
-        let spun = self.spin.run(SPIN_ROUNDS, false, || {
-            match self.inner.try_send(slot.take()?) {
+        // Into async lanes: a short spin of CPU hints only, then the half-queue wait (see
+        // `Room::read_by_async_lanes`); yielding to them would only delay the runtime.
+        let async_reader = self.room.async_reader();
+        let rounds = if async_reader {
+            SPIN_ROUNDS / 2
+        } else {
+            SPIN_ROUNDS
+        };
+        let spun = self
+            .spin
+            .run(rounds, false, || match self.inner.try_send(slot.take()?) {
                 Ok(()) => Some(Ok(())),
                 Err(TrySendError::Full(back)) => {
                     slot = Some(back);
                     None
                 }
                 Err(TrySendError::Closed(_)) => Some(Err(Closed)),
-            }
-        });
+            });
         match spun {
             Ok(result) => result?,
             Err(_) => {
                 msg = slot.expect("a full queue gives the message back");
-                // A thread takes the first free slot: one sender, so no herd to avoid.
-                let sent = block_on_until(self.send_waiting(msg, true), None);
+                // Otherwise a thread takes the first free slot: one sender, no herd to avoid.
+                let sent = block_on_until(self.send_waiting(msg, !async_reader), None);
                 sent.expect("a wait without a deadline ends")?;
             }
         }
@@ -393,6 +401,11 @@ impl<T> Rx<T> {
     pub(crate) fn close(&self) {
         self.inner.close();
         self.room.closed();
+    }
+
+    /// The reader is a stage's lanes on the async runtime (see `Room::read_by_async_lanes`).
+    pub(crate) fn read_by_async_lanes(&self) {
+        self.room.read_by_async_lanes();
     }
 
     /// The reader pauses (it waits to send its own output): senders waiting for room are

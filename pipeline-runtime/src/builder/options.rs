@@ -144,7 +144,9 @@ impl<T> StageBuilder<T> {
     }
 
     /// Capacity of the queue in front of the stage just added (default: the pipeline's
-    /// `queue_capacity`). Lower it for large items.
+    /// `queue_capacity`; for an async stage, when `queue_capacity` is not set, its
+    /// concurrency if that is larger, so that every lane finds an item waiting). Lower it for
+    /// large items.
     pub fn buffer(mut self, capacity: usize) -> Self {
         match &mut self.opts {
             Options::Pipe(o) => o.buffer = Some(capacity),

@@ -346,8 +346,6 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
 ) -> LaunchFn<U> {
     let continuous = chain.continuous;
     Box::new(move |l: &mut Launch, out_cap| {
-        let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
-        let scope = l.scope(opts.max_failures);
         let many_in_order = many && opts.order == Order::Input;
         // Under autotune a stage is tuned unless the user fixed its concurrency.
         let pinned = opts.concurrency.is_some() && opts.auto.is_none();
@@ -358,6 +356,19 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
             .unwrap_or(auto.map_or(1, |(lo, _)| lo))
             .max(1);
         let planned = auto.map_or(concurrency, |(_, hi)| hi.max(concurrency));
+        // By default an async stage's input holds an item for every lane: lanes that finish
+        // together (a thousand lanes woken by the same timer tick, or by one batch of
+        // replies) then find their next items waiting, instead of queueing behind the
+        // stage before refilling a smaller queue.
+        let input_capacity =
+            opts.buffer
+                .unwrap_or(if runs == Runs::Async && !l.queue_capacity_chosen {
+                    l.queue_capacity.max(concurrency)
+                } else {
+                    l.queue_capacity
+                });
+        let rx = prev(l, input_capacity)?;
+        let scope = l.scope(opts.max_failures);
         let ctx = l.resizable_stage(name, kind, (concurrency, planned), scope);
         let (tx, out_rx) = l.queue(&ctx.name, out_cap);
         if let Some(hook) = parts.on_stop {
@@ -369,6 +380,9 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
         // tuned above one lane has it from the start, so that lanes can come and go.
         let needs_gate = opts.order == Order::Input || continuous;
         let gated = planned > 1 && needs_gate;
+        if runs == Runs::Async {
+            rx.read_by_async_lanes();
+        }
         let input = Arc::new(StageInput::new(rx, gated));
         let executor = opts.executor.unwrap_or_default();
         let (max, why_fixed) = if many_in_order {
@@ -388,10 +402,11 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
             (ctx.lanes.max(), None)
         };
         let runtime = match runs {
-            Runs::Async => Some(l.runtime()?.clone()),
+            Runs::Async => Some(l.relay()?),
             _ => None,
         };
         let spawner = {
+            let runtime = runtime.clone();
             let ctx = ctx.clone();
             let input = Arc::downgrade(&input);
             let output = tx.downgrade();
@@ -416,7 +431,7 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
                     index,
                 };
                 match &runtime {
-                    Some(rt) => drop(rt.spawn(lane.run())),
+                    Some(relay) => relay.spawn(Box::pin(lane.run())),
                     None => executor.spawn_lane(&pool, Box::pin(lane.run())),
                 }
                 true
@@ -434,8 +449,8 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
                 order: opts.order,
                 index,
             };
-            if runs == Runs::Async {
-                l.runtime()?.spawn(lane.run());
+            if let Some(relay) = &runtime {
+                relay.spawn(Box::pin(lane.run()));
             } else {
                 executor.spawn_lane(&l.default_pool, Box::pin(lane.run()));
             }

@@ -80,9 +80,11 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
-    /// Capacity of each queue between stages (default [`DEFAULT_QUEUE_CAPACITY`](crate::DEFAULT_QUEUE_CAPACITY)).
+    /// Capacity of each queue between stages (default [`DEFAULT_QUEUE_CAPACITY`](crate::DEFAULT_QUEUE_CAPACITY);
+    /// by default an async stage's input holds at least one item per lane).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.settings.queue_capacity = capacity;
+        self.settings.queue_capacity_chosen = true;
         self
     }
 

@@ -18,6 +18,7 @@
 
 use crate::sync::lock;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,12 +44,18 @@ pub(crate) struct Task {
 
 impl Task {
     pub(crate) fn spawn(future: LaneFuture, scheduler: Arc<dyn Schedule>) {
-        let task = Arc::new(Task {
+        let task = Self::scheduled(future, scheduler);
+        let scheduler = task.scheduler.clone();
+        scheduler.schedule(task);
+    }
+
+    /// A task for `future`, marked scheduled: the caller hands it to its scheduler.
+    pub(crate) fn scheduled(future: LaneFuture, scheduler: Arc<dyn Schedule>) -> Arc<Task> {
+        Arc::new(Task {
             future: Mutex::new(Some(future)),
             state: AtomicU8::new(SCHEDULED),
             scheduler,
-        });
-        task.scheduler.schedule(task.clone());
+        })
     }
 
     /// Polls the future until it is pending with no wake-up in between, or finished.
@@ -71,6 +78,48 @@ impl Task {
                 Ok(_) => return,
                 Err(_) => self.state.store(RUNNING, Ordering::Release),
             }
+        }
+    }
+}
+
+impl Task {
+    /// Polls the future once. Woken while it ran, the task is scheduled again, behind the
+    /// others: a scheduler running many lanes on one thread (the async runtime's relay)
+    /// gives each a turn instead of re-polling one that yields.
+    pub(crate) fn run_once(self: Arc<Self>) {
+        self.state.store(RUNNING, Ordering::Release);
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut slot = lock(&self.future);
+        let Some(fut) = slot.as_mut() else { return };
+        // A lane catches its stage function's panics; one escaping here ends only this lane,
+        // not the scheduler polling it beside the others.
+        let polled = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        if !matches!(polled, Ok(Poll::Pending)) {
+            *slot = None;
+            return;
+        }
+        drop(slot);
+        if self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            self.state.store(SCHEDULED, Ordering::Release);
+            self.scheduler.schedule(self.clone());
+        }
+    }
+
+    /// The future has completed (or was dropped). False while it is being polled.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.future.try_lock().is_ok_and(|future| future.is_none())
+    }
+
+    /// Drops the future unfinished (deferred, see [`defer_drop`]): its scheduler is gone.
+    pub(crate) fn cancel(&self) {
+        let future = lock(&self.future).take();
+        if let Some(future) = future {
+            defer_drop(future);
         }
     }
 }

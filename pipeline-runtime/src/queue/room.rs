@@ -10,6 +10,8 @@
 //! An eager waiter (a sender whose peer keeps up: see `Tx`) is woken at the first free slot
 //! instead: when both ends are fast, waiting for half a queue to drain makes the two
 //! threads take turns (one drains while the other sleeps) instead of running side by side.
+//! A plain thread is eager unless the queue is read by async lanes (see
+//! [`Room::read_by_async_lanes`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,6 +32,8 @@ pub(super) struct Room {
     eager: AtomicUsize,
     capacity: usize,
     low: usize,
+    /// The reader is a stage whose lanes run on the async runtime.
+    async_reader: AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,6 +58,7 @@ impl Room {
             eager: AtomicUsize::new(0),
             capacity,
             low: capacity / 2,
+            async_reader: AtomicBool::new(false),
         }
     }
 
@@ -108,6 +113,19 @@ impl Room {
         let woken = self.take_waiters(&mut state, usize::MAX);
         drop(state);
         wake_all(woken);
+    }
+
+    /// Marks the reader as async lanes. They take items in bursts (all the lanes a timer
+    /// tick or a batch of replies woke, then none until the next), and each wake-up of a
+    /// parked thread costs the runtime's thread a system call: a thread sender then waits
+    /// for half a queue, woken once per half a queue instead of once per item, and refills
+    /// it in one go while the lanes work through the other half.
+    pub(super) fn read_by_async_lanes(&self) {
+        self.async_reader.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn async_reader(&self) -> bool {
+        self.async_reader.load(Ordering::Relaxed)
     }
 
     /// Senders listed as waiting now.
