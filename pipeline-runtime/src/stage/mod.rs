@@ -18,7 +18,7 @@ use crate::failure::{FailureScope, RecentErrors, StageFailureKind};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
 use crate::resume::ledger::Ledger;
 use crate::run_state::RunState;
-use crate::stats::{StageCounters, StageEntry, StageKind};
+use crate::stats::{StageCounters, StageEntry, StageKind, TaskSampler};
 use crate::sync::lock;
 use lanes::LaneSet;
 
@@ -129,6 +129,46 @@ impl StageCtx {
             self.hooks.each(&self.info, |h| h.task_started(&self.info));
         }
         self.timed().then(clock::now)
+    }
+
+    /// As [`task_started`](Self::task_started) for a lane that times its short tasks one
+    /// in several (see [`TaskSampler`]): `None` for a task left untimed.
+    #[inline]
+    pub(crate) fn sampled_task_started(&self, sampler: &TaskSampler) -> Option<u64> {
+        if !self.hooks.is_empty() {
+            return self.task_started();
+        }
+        (self.stats && sampler.due()).then(clock::now)
+    }
+
+    /// As [`task_ended`](Self::task_ended), counting through the lane's `sampler`.
+    #[inline]
+    pub(crate) fn sampled_task_ended(
+        &self,
+        lane: usize,
+        ticks: Option<u64>,
+        outcome: TaskOutcome,
+        sampler: &mut TaskSampler,
+    ) {
+        let failed = outcome != TaskOutcome::Succeeded;
+        let counters = self.counters.lane(lane);
+        if self.stats {
+            sampler.record(counters, ticks, failed);
+        } else {
+            counters.record_task(None, failed);
+        }
+        if !self.hooks.is_empty() {
+            let elapsed = ticks.map_or(Duration::ZERO, clock::ticks_to_duration);
+            self.hooks
+                .each(&self.info, |h| h.task_ended(&self.info, outcome, elapsed));
+        }
+    }
+
+    /// A lane using `sampler` ends: its untimed tasks are recorded.
+    pub(crate) fn sampled_lane_ended(&self, lane: usize, sampler: &mut TaskSampler) {
+        if self.stats {
+            sampler.finish(self.counters.lane(lane));
+        }
     }
 
     /// Ticks since `started` (a value of [`task_started`](Self::task_started)).

@@ -26,6 +26,7 @@ use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
+use crate::stats::TaskSampler;
 
 /// What one call of a stage function produced.
 pub(crate) enum Output<U> {
@@ -158,6 +159,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     pub(crate) async fn run(self) {
         let mut budget = 0u32;
         let mut retired = false;
+        let mut sampler = TaskSampler::new();
         loop {
             if self.ctx.should_stop() {
                 break;
@@ -172,7 +174,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
                 Next::Item(item, tag, turn) => (item, tag, turn),
                 Next::Stop => break,
             };
-            let keep_going = self.process(item, tag, turn).await;
+            let keep_going = self.process(item, tag, turn, &mut sampler).await;
             self.input.finish_item();
             if !keep_going {
                 break;
@@ -183,6 +185,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
                 yield_now().await;
             }
         }
+        self.ctx.sampled_lane_ended(self.index, &mut sampler);
         if !retired {
             self.ctx.lanes.lane_ended(self.index);
         }
@@ -234,8 +237,14 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     }
 
     /// Runs the function on one item and emits its outputs. Returns false to stop the lane.
-    async fn process(&self, item: T, tag: Tag, mut turn: Option<Turn>) -> bool {
-        let started = self.ctx.task_started();
+    async fn process(
+        &self,
+        item: T,
+        tag: Tag,
+        mut turn: Option<Turn>,
+        sampler: &mut TaskSampler,
+    ) -> bool {
+        let started = self.ctx.sampled_task_started(sampler);
         self.ctx.lanes.task_started(self.index);
         let span = self.ctx.task_span();
         let output = match &self.body {
@@ -294,7 +303,8 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             }
             Some(_) => TaskOutcome::Failed,
         };
-        self.ctx.task_ended(self.index, busy, outcome);
+        self.ctx
+            .sampled_task_ended(self.index, busy, outcome, sampler);
         let within_budget = match failure {
             Some(error) => self.ctx.on_failure(item_error(&self.ctx, error)),
             None => self.ctx.on_success(),

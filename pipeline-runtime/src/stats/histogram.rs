@@ -85,8 +85,15 @@ impl Histogram {
     /// locked read-modify-writes.
     #[inline]
     pub(crate) fn record_as(&self, value: u64, exclusive: bool) {
-        add(&self.buckets[bucket_of(value)], 1, exclusive);
-        add(&self.sum, value, exclusive);
+        self.record_times(value, 1, exclusive);
+    }
+
+    /// Records `value` as `times` observations: one timed task standing for the untimed
+    /// ones beside it (see `stats::stage::TaskSampler`).
+    #[inline]
+    pub(crate) fn record_times(&self, value: u64, times: u64, exclusive: bool) {
+        add(&self.buckets[bucket_of(value)], times, exclusive);
+        add(&self.sum, value.wrapping_mul(times), exclusive);
         if value > self.max.load(Ordering::Relaxed) {
             self.max.fetch_max(value, Ordering::Relaxed);
         }

@@ -24,7 +24,7 @@ pub use queue::QueueStats;
 pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
 #[cfg(unix)]
 pub(crate) use stage::remote::RemoteCounts;
-pub(crate) use stage::StageCounters;
+pub(crate) use stage::{StageCounters, TaskSampler};
 pub use stage::{StageKind, StageStats};
 pub use tuning::{TuneDecision, TuneTarget};
 
