@@ -385,7 +385,10 @@ mod sampler_tests {
         // After the first timed long task, every task is timed until a short one is seen.
         let first_long_timed = (20..25).find(|&i| timed[i]).unwrap();
         assert!(timed[first_long_timed + 1..=25].iter().all(|&t| t));
-        assert!(!timed[26], "timing goes back to one in eight after a short task");
+        assert!(
+            !timed[26],
+            "timing goes back to one in eight after a short task"
+        );
         assert_eq!(counters.tasks(), 28);
         assert_eq!(histogram_count(&counters), 28);
     }
