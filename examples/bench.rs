@@ -404,14 +404,7 @@ fn w3_timed(n: u64, c: usize) -> Result<Outcome, String> {
         .sink()
         .buffer(32)
         .num_threads(1);
-    let mut pipeline = finish(p);
-    let (mut count, mut sum) = (0u64, 0u64);
-    for item in pipeline.by_ref() {
-        sum += item.expect("no failure");
-        count += 1;
-    }
-    print_stats_if_asked(&pipeline);
-    pipeline.stop().expect("clean stop");
+    let (count, sum) = drain_sum(finish(p));
     let wall = t0.elapsed();
     check(count == n && sum == n * (n - 1) / 2, "count and checksum")?;
     let mean_sleep = slept.load(Ordering::Relaxed) as f64 / n as f64 / 1e9;

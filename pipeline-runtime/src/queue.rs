@@ -515,6 +515,26 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_thread_feeding_async_lanes_waits_for_half_the_queue() {
+        let (tx, rx) = bounded::<u64>(4, None);
+        rx.read_by_async_lanes();
+        for i in 0..4 {
+            tx.send_blocking(item(i)).unwrap();
+        }
+        let sender = std::thread::spawn(move || tx.send_blocking(item(4)));
+        until_waiting(&rx, 1);
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 0);
+        // Three left, above half: the thread stays parked (a first-free-slot wait would
+        // have taken the slot by now).
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(rx.room.waiting(), 1);
+        assert_eq!(rx.inner.len(), 3);
+        assert_eq!(value(rx.try_recv().unwrap().unwrap()), 1);
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert_eq!(rx.inner.len(), 3);
+    }
+
+    #[test]
     fn an_async_sender_behind_a_slow_reader_resumes_once_the_queue_is_half_empty() {
         let (tx, rx) = bounded::<u64>(4, None);
         for i in 0..4 {

@@ -133,3 +133,35 @@ fn reading_releases_backpressure_one_item_at_a_time() {
     }
     assert_eq!(settle(&src), before + 5);
 }
+
+/// An async stage of `concurrency` lanes with no consumer; returns the items pulled.
+fn pulled_async(concurrency: usize, queue_capacity: Option<usize>, sink: usize) -> usize {
+    let src = CountingSource::new();
+    let b = PipelineBuilder::new()
+        .source(src.clone())
+        .async_pipe(|x| async move { x })
+        .concurrency(concurrency)
+        .sink()
+        .buffer(sink);
+    let b = match queue_capacity {
+        Some(q) => b.queue_capacity(q),
+        None => b,
+    };
+    let mut p = b.build().unwrap();
+    p.start().unwrap();
+    let n = settle(&src);
+    drop(p);
+    n
+}
+
+#[test]
+fn an_async_stage_input_holds_one_item_per_lane_unless_queue_capacity_is_set() {
+    let q = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let c = q + 36;
+    // By default the input queue holds `max(64, c)` items: one per lane.
+    assert_eq!(pulled_async(c, None, 3), 1 + c + c + 3);
+    // Below the default, the default stays.
+    assert_eq!(pulled_async(4, None, 3), 1 + q + 4 + 3);
+    // A chosen capacity is kept, even below the lanes.
+    assert_eq!(pulled_async(c, Some(2), 3), 1 + 2 + c + 3);
+}

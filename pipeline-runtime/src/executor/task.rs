@@ -80,9 +80,7 @@ impl Task {
             }
         }
     }
-}
 
-impl Task {
     /// Polls the future once. Woken while it ran, the task is scheduled again, behind the
     /// others: a scheduler running many lanes on one thread (the async runtime's relay)
     /// gives each a turn instead of re-polling one that yields.
