@@ -16,7 +16,7 @@ use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
 use crate::run_state::RunState;
 use crate::stage::lanes::{LaneSet, DEFAULT_MAX_LANES};
-use crate::stage::{Observe, StageCtx};
+use crate::stage::{Observe, OneLane, StageCtx};
 use crate::stats::{QueueCounters, QueueEntry, StageKind};
 use crate::tune::resize::StageResizer;
 use crate::tune::TuneSettings;
@@ -180,6 +180,32 @@ impl Launch {
         ));
         self.stages.push(ctx.clone());
         ctx
+    }
+
+    /// Starts a stage of one lane: its context (counting against the pipeline's failure
+    /// budget), its output queue, and its lane, which `lane` runs (see
+    /// [`spawn_lane`](Self::spawn_lane)).
+    pub(crate) fn one_lane_stage<U: Send + 'static>(
+        &mut self,
+        name: String,
+        kind: StageKind,
+        out_cap: usize,
+    ) -> (OneLane<U>, Rx<U>) {
+        let scope = self.pipeline_scope.clone();
+        let ctx = self.stage(name, kind, 1, scope);
+        let (output, rx) = self.queue(&ctx.name, out_cap);
+        ctx.lanes_starting(1);
+        let lane = OneLane {
+            guard: ctx.lane_guard(),
+            ctx,
+            output,
+        };
+        (lane, rx)
+    }
+
+    /// Runs a one-lane stage's lane on the pipeline's default pool.
+    pub(crate) fn spawn_lane(&self, lane: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.default_pool.spawn_lane(Box::pin(lane));
     }
 
     /// Creates the queue after stage `after`, closed on stop, counted when stats are on.

@@ -164,10 +164,7 @@ mod __guide {
 }
 
 pub use budget::{ItemBytes, MemoryStats};
-pub use builder::{
-    BatchedBranches, BatchedRoute, Branches, PipelineBuilder, Route, SinkBuilder, StageBuilder,
-    DEFAULT_SINK_BUFFER,
-};
+pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
 #[cfg(unix)]
@@ -183,6 +180,7 @@ pub use resume::ResumeState;
 pub use stage::aggregate::{Aggregator, Batch};
 pub use stage::merge::{MergeChooser, MergePolicy, OnEnd};
 pub use stage::pipe::Order;
+pub use stage::route::{BatchedBranches, BatchedRoute, Branches, Route};
 pub use stats::report::TARGET as STATS_TARGET;
 pub use stats::{
     ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,

@@ -5,9 +5,7 @@
 #[cfg(unix)]
 /// The one registration path of a function a child runs (`process_fn!`, `subprocess_fn!`).
 pub use crate::__pipeline_runtime_register as register;
-pub use crate::builder::{
-    BatchedBranches, Branches, PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER,
-};
+pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
 #[cfg(unix)]
 pub use crate::executor::process_fn::call_process_fn;
@@ -23,6 +21,17 @@ pub use crate::process::init as process_init;
 pub use crate::registry::{fn_type_name, Registration};
 pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
+/// The bounds of each pipe shape's function, named by the macro's guards and by the
+/// builder's methods alike.
+pub use crate::stage::pipe::{
+    AsyncFlatPipeFn, AsyncOptPipeFn, AsyncPipeFn, AsyncTryFlatPipeFn, AsyncTryPipeFn, FlatPipeFn,
+    OptPipeFn, PipeFn, TryFlatPipeFn, TryPipeFn,
+};
+#[cfg(unix)]
+pub use crate::stage::pipe::{
+    ProcessFlatPipeFn, ProcessOptPipeFn, ProcessPipeFn, ProcessTryFlatPipeFn, ProcessTryPipeFn,
+};
+pub use crate::stage::route::{BatchedBranches, Branches};
 #[cfg(unix)]
 pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
 pub use futures::Stream;

@@ -2,6 +2,7 @@
 //! (pipeline_builder_test, aggregate_test, failure_rate_test, continuous_pipeline_test).
 
 mod aggregate;
+mod aggregate_by;
 mod backpressure;
 mod concurrency;
 mod consumer;

@@ -1,12 +1,22 @@
-//! Stage kinds, one file each, and what they share: the per-stage context that counts
-//! tasks, applies the failure budget and knows when to stop.
+//! Stage kinds, one home each, and what they share: the per-stage context that counts
+//! tasks, applies the failure budget and knows when to stop; the start of a one-lane stage
+//! ([`OneLane`]); and the lanes' turns ([`LaneTurns`]).
+//!
+//! A kind's home holds everything of it: its builder methods (an `impl` block of
+//! `StageBuilder`), its options and their checks, its start-up and its lanes. Adding a kind
+//! is a new module here (and its descriptor in `pipeline-macros/src/stages/`).
 
+// The kinds of stage, in the order the guide lists them.
 pub(crate) mod aggregate;
-pub(crate) mod lanes;
+pub(crate) mod aggregate_by;
 pub(crate) mod merge;
 pub(crate) mod pipe;
+#[cfg(unix)]
+pub(crate) mod region;
 pub(crate) mod route;
 pub(crate) mod source;
+
+pub(crate) mod lanes;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -271,5 +281,36 @@ impl Drop for LaneGuard {
     }
 }
 
+/// What a one-lane stage (a source, an aggregate, a merge, ...) starts with: its context,
+/// its lane's guard and its output queue; see [`Launch::one_lane_stage`].
+///
+/// [`Launch::one_lane_stage`]: crate::launch::Launch::one_lane_stage
+pub(crate) struct OneLane<U> {
+    /// First, so that a lane holding the whole struct ends its stage before its output closes.
+    pub(crate) guard: LaneGuard,
+    pub(crate) ctx: Arc<StageCtx>,
+    pub(crate) output: crate::queue::Tx<U>,
+}
+
 /// How many items a lane handles in a row before it yields its thread to other lanes.
-pub(crate) const LANE_BUDGET: u32 = 128;
+pub(crate) const LANE_TURN: u32 = 128;
+
+/// Counts a lane's items so that it yields its thread every [`LANE_TURN`] items: lanes of
+/// several stages share a pool's threads, and a lane whose input never runs dry would keep
+/// its thread forever.
+#[derive(Debug, Default)]
+pub(crate) struct LaneTurns {
+    handled: u32,
+}
+
+impl LaneTurns {
+    /// One item handled; yields the thread at the end of a turn.
+    #[inline]
+    pub(crate) async fn handled_one(&mut self) {
+        self.handled += 1;
+        if self.handled == LANE_TURN {
+            self.handled = 0;
+            crate::executor::task::yield_now().await;
+        }
+    }
+}

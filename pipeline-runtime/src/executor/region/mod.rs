@@ -6,7 +6,7 @@
 //! named `fn` that adds the region's stages to a builder of its input
 //! (`fn(StageBuilder<In>) -> StageBuilder<Out>`), registered with
 //! [`process_region!`](crate::process_region). The parent keeps one thread per worker
-//! ([`parent`]): it sends the region's inputs to its worker as they come and reads the
+//! (`stage::region::lane`): it sends the region's inputs to its worker as they come and reads the
 //! worker's outputs back; the worker ([`worker`]) runs the nested pipeline between the two.
 //!
 //! The wire, after the stage worker's request naming the region: the parent sends items
@@ -15,7 +15,6 @@
 //! its nested pipeline took, its boundaries, its stages' counters now and then, and at the
 //! end its last counters (or its pipeline's failure).
 
-pub(crate) mod parent;
 pub(crate) mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -8,14 +8,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::pipe::item_error;
-use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::{BoxError, ItemError};
-use crate::executor::task::yield_now;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
+use crate::stage::pipe::lane::item_error;
+use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 
 /// Turns a stream of items into a stream of aggregates (batches, windows, packed buffers).
 ///
@@ -98,7 +97,7 @@ where
     O: Send + 'static,
 {
     pub(crate) async fn run(mut self) {
-        let mut budget = 0u32;
+        let mut turns = LaneTurns::default();
         loop {
             if self.ctx.should_stop() {
                 break;
@@ -133,11 +132,7 @@ where
                     break;
                 }
             }
-            budget += 1;
-            if budget == LANE_BUDGET {
-                budget = 0;
-                yield_now().await;
-            }
+            turns.handled_one().await;
         }
         if self.ctx.should_stop() {
             self.input.close();

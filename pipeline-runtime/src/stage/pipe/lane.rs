@@ -20,12 +20,11 @@ use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
-use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::{BoxError, ItemError};
-use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
+use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 use crate::stats::TaskSampler;
 
 /// What one call of a stage function produced.
@@ -157,7 +156,7 @@ enum Next<T> {
 
 impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
     pub(crate) async fn run(self) {
-        let mut budget = 0u32;
+        let mut turns = LaneTurns::default();
         let mut retired = false;
         let mut sampler = TaskSampler::new();
         loop {
@@ -179,11 +178,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             if !keep_going {
                 break;
             }
-            budget += 1;
-            if budget == LANE_BUDGET {
-                budget = 0;
-                yield_now().await;
-            }
+            turns.handled_one().await;
         }
         self.ctx.sampled_lane_ended(self.index, &mut sampler);
         if !retired {

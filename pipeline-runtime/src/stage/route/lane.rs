@@ -17,13 +17,12 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use super::merge::next_available;
-use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::error::ItemError;
-use crate::executor::task::yield_now;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
+use crate::stage::merge::lane::next_available;
+use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 use crate::sync::lock;
 
 /// A router: the branch (its index, in the order the branches were given) of an item.
@@ -78,7 +77,7 @@ pub(crate) struct RouterLane<T> {
 
 impl<T: Send + 'static> RouterLane<T> {
     pub(crate) async fn run(mut self) {
-        let mut budget = 0u32;
+        let mut turns = LaneTurns::default();
         loop {
             if self.ctx.should_stop() {
                 break;
@@ -103,11 +102,7 @@ impl<T: Send + 'static> RouterLane<T> {
                 }
                 Err(_) => break,
             }
-            budget += 1;
-            if budget == LANE_BUDGET {
-                budget = 0;
-                yield_now().await;
-            }
+            turns.handled_one().await;
         }
         // A branch that ended (its budget tripped) or a stop ends the route: nothing reads
         // the input any more, and dropping the branches' senders ends the branches.
@@ -253,7 +248,7 @@ impl<V: Send + 'static> BatchJoinLane<V> {
         let mut readable = vec![true; n];
         let mut epoch = 0u64;
         let mut start = 0;
-        let mut budget = 0u32;
+        let mut turns = LaneTurns::default();
         loop {
             if self.ctx.should_stop() {
                 break;
@@ -286,11 +281,7 @@ impl<V: Send + 'static> BatchJoinLane<V> {
                 Ok(Msg::EpochEnd) => at_boundary[i] = true,
                 Err(_) => open[i] = false,
             }
-            budget += 1;
-            if budget == LANE_BUDGET {
-                budget = 0;
-                yield_now().await;
-            }
+            turns.handled_one().await;
         }
         self.drop_pending(None);
         for input in &self.inputs {

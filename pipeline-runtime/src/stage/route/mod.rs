@@ -11,19 +11,22 @@
 //!
 //! The branches' stages are started in the pipeline that holds the route: the same pools,
 //! statistics (their names prefixed with `route#N[branch]/`), failure budget and stop.
+//! [`lane`] holds the router's lane and the batched join.
+
+pub(crate) mod lane;
 
 use std::sync::{Arc, Mutex};
 
-use super::{Chain, Options, StageBuilder};
+use crate::builder::{Chain, StageBuilder};
 use crate::error::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Rx, Tx};
-use crate::stage::merge::{MergeLane, MergePolicy, OnEnd};
-use crate::stage::route::{
-    batched, per_item, BatchJoinLane, Pending, Router, RouterLane, Splitter,
-};
+use crate::stage::merge::lane::MergeLane;
+use crate::stage::merge::{MergePolicy, OnEnd};
+use crate::stage::OneLane;
 use crate::stats::StageKind;
 use crate::sync::lock;
+use lane::{batched, per_item, BatchJoinLane, Pending, Router, RouterLane, Splitter};
 
 /// Where a branch's input queue is handed to the router when the branch starts.
 type Slot<T> = Arc<Mutex<Option<Tx<T>>>>;
@@ -141,20 +144,13 @@ fn build_branch<T: Send + 'static, U: Send + 'static>(
         *lock(&handed) = Some(tx);
         Ok(rx)
     });
+    // Counted as one stage, so that the branch's stages are numbered from 1 (`pipe#1`); the
+    // route does not count it.
     let root = StageBuilder::ready(
-        Chain {
-            errors: Vec::new(),
-            // Counted as one, so that the branch's stages are numbered from 1 (`pipe#1`);
-            // the route does not count it.
-            stage_count: 1,
-            continuous,
-            shape: Vec::new(),
-            sized_source: false,
-            auto_bounds: Vec::new(),
-        },
+        Chain::new(continuous, Vec::new()),
+        "a branch's input",
         input,
-    )
-    .without_options("a branch's input");
+    );
     let (launch, chain) = build(root).seal();
     (Built { name, launch, slot }, chain)
 }
@@ -201,16 +197,16 @@ impl<T: Send + 'static, U: Send + 'static> Branches<T, U> {
             move |_| splitter,
             None,
             {
-                move |l: &mut Launch, ctx, inputs, output, _| {
+                move |l: &mut Launch, join: OneLane<U>, inputs| {
                     let lane = MergeLane {
-                        _guard: ctx.lane_guard(),
-                        ctx,
+                        _guard: join.guard,
+                        ctx: join.ctx,
                         inputs,
-                        output,
+                        output: join.output,
                         policy: MergePolicy::as_available(),
                         on_end: OnEnd::Continue,
                     };
-                    l.default_pool.spawn_lane(Box::pin(lane.run()));
+                    l.spawn_lane(lane.run());
                 }
             },
         )
@@ -261,23 +257,21 @@ impl<E: Send + 'static, V: Send + 'static> BatchedBranches<E, V> {
             self.chains,
             move |_| batched(router, split_names, for_router),
             Some(pending.clone()),
-            move |l: &mut Launch, ctx, inputs, output, _| {
+            move |l: &mut Launch, join: OneLane<Vec<V>>, inputs| {
                 let lane = BatchJoinLane {
-                    _guard: ctx.lane_guard(),
-                    ctx,
+                    _guard: join.guard,
+                    ctx: join.ctx,
                     inputs,
-                    output,
+                    output: join.output,
                     pending,
                     names,
                     back: Default::default(),
                 };
-                l.default_pool.spawn_lane(Box::pin(lane.run()));
+                l.spawn_lane(lane.run());
             },
         )
     }
 }
-
-type Ctx = Arc<crate::stage::StageCtx>;
 
 /// The route as one stage of the chain: the router, the branches, and the join made by
 /// `join`.
@@ -293,11 +287,12 @@ where
     T: Send + 'static,
     U: Send + 'static,
     S: FnOnce(()) -> Splitter<T> + Send + 'static,
-    J: FnOnce(&mut Launch, Ctx, Vec<Rx<U>>, Tx<U>, ()) + Send + 'static,
+    J: FnOnce(&mut Launch, OneLane<U>, Vec<Rx<U>>) + Send + 'static,
 {
     let index = prev.chain.stage_count;
     prev.then(
-        Options::None("a route's `join`"),
+        "a route's `join`",
+        crate::builder::open::NoOptions,
         move |prev, _opts, chain| {
             let mut words = Vec::new();
             for (branch, sub) in branches.iter().zip(chains) {
@@ -347,13 +342,6 @@ where
                     })?;
                     txs.push(tx);
                 }
-                let join_ctx = l.stage(
-                    format!("{name} join"),
-                    StageKind::Route,
-                    1,
-                    l.pipeline_scope.clone(),
-                );
-                let (tx, out_rx) = l.queue(&join_ctx.name, out_cap);
                 router.lanes_starting(1);
                 let lane = RouterLane {
                     _guard: router.lane_guard(),
@@ -363,9 +351,10 @@ where
                     split: splitter(()),
                     on_epoch: batched,
                 };
-                l.default_pool.spawn_lane(Box::pin(lane.run()));
-                join_ctx.lanes_starting(1);
-                join(l, join_ctx, outs, tx, ());
+                let (join_lane, out_rx) =
+                    l.one_lane_stage(format!("{name} join"), StageKind::Route, out_cap);
+                l.spawn_lane(lane.run());
+                join(l, join_lane, outs);
                 Ok(out_rx)
             });
             launch

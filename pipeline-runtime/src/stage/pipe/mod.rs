@@ -1,23 +1,42 @@
-//! Thread and async `pipe` stages: their options, the checks on them, how their lanes start,
-//! and one method per function shape.
+//! `pipe`: a function applied to each item, by `concurrency` lanes. One method per function
+//! shape (the shapes are in [`shape`]); [`options`] holds the stage's options and their
+//! checks, [`process`] the shapes run in worker processes, [`lane`] the lane loop shared by
+//! every shape; this file opens a stage and starts its lanes.
 //!
 //! The method names put the macro's modifiers before `pipe`, in the macro's order:
 //! `pipe(async try flat f)` in `pipeline!` is `.async_try_flat_pipe(f)` in the builder.
 
+pub(crate) mod lane;
+pub(crate) mod options;
+#[cfg(unix)]
+mod process;
+pub(crate) mod shape;
+
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, Stream};
+use futures::FutureExt;
 
-use super::shape::{Flat, FlatStream, One, Opt, Shape, Try, TryFlat, TryFlatStream};
-use super::{fn_name, Chain, Options, PipeOptions, StageBuilder};
+use crate::builder::{fn_name, Chain, StageBuilder};
 use crate::error::{BoxError, BuildError};
 use crate::executor::Executor;
 use crate::launch::{Launch, LaunchFn};
-use crate::stage::pipe::{Body, Lane, Order, StageInput};
 use crate::stats::StageKind;
 use crate::tune::resize::StageResizer;
 use crate::tune::DEFAULT_AUTO_MAX;
+pub use lane::Order;
+pub(crate) use lane::{Body, Output};
+use lane::{Lane, StageInput};
+use options::{check_pipe, PipeOptions, WHAT};
+#[cfg(unix)]
+pub use process::{
+    ProcessFlatPipeFn, ProcessOptPipeFn, ProcessPipeFn, ProcessTryFlatPipeFn, ProcessTryPipeFn,
+};
+pub use shape::{
+    AsyncFlatPipeFn, AsyncOptPipeFn, AsyncPipeFn, AsyncTryFlatPipeFn, AsyncTryPipeFn, FlatPipeFn,
+    OptPipeFn, PipeFn, TryFlatPipeFn, TryPipeFn,
+};
+use shape::{Flat, FlatStream, One, Opt, Shape, Try, TryFlat, TryFlatStream};
 
 /// What a `pipe` stage runs, known once its options are fixed (a process stage's body
 /// needs its pool).
@@ -81,43 +100,46 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// Opens a `pipe` stage; its options are checked and its lanes wired when it is sealed.
     pub(crate) fn add_pipe<U: Send + 'static>(self, spec: PipeSpec<T, U>) -> StageBuilder<U> {
         let index = self.chain.stage_count;
-        self.then(Options::pipe(), move |prev, opts, chain| {
-            let mut opts = opts.into_pipe();
-            let name = opts
-                .name
-                .clone()
-                .or(spec.default_name.clone())
-                .unwrap_or_else(|| format!("pipe#{index}"));
-            if let Some(executor) = spec.pinned.clone() {
-                if opts.executor.is_some() {
-                    chain.errors.push(BuildError::new(format!(
-                        "stage `{name}` runs on its own thread (its transfer's); `executor` \
+        self.then(
+            WHAT,
+            PipeOptions::default(),
+            move |prev, mut opts, chain| {
+                let name = opts
+                    .name
+                    .clone()
+                    .or(spec.default_name.clone())
+                    .unwrap_or_else(|| format!("pipe#{index}"));
+                if let Some(executor) = spec.pinned.clone() {
+                    if opts.executor.is_some() {
+                        chain.errors.push(BuildError::new(format!(
+                            "stage `{name}` runs on its own thread (its transfer's); `executor` \
                          does not apply to it"
-                    )));
+                        )));
+                    }
+                    opts.executor = Some(executor);
                 }
-                opts.executor = Some(executor);
-            }
-            check_pipe(&spec, &opts, &name, chain);
-            let word = match (spec.kind, spec.many) {
-                (StageKind::Disaggregate, _) => "disaggregate",
-                (_, true) => "flat pipe",
-                (_, false) => "pipe",
-            };
-            chain.shape.push(word.to_owned());
-            let parts = (spec.parts)(&opts, &name);
-            if opts.auto.is_some() {
-                chain.auto_bounds.push(name.clone());
-            }
-            launch_pipe(
-                prev,
-                (spec.runs, spec.many),
-                spec.kind,
-                opts,
-                name,
-                parts,
-                chain,
-            )
-        })
+                check_pipe(&spec, &opts, &name, chain);
+                let word = match (spec.kind, spec.many) {
+                    (StageKind::Disaggregate, _) => "disaggregate",
+                    (_, true) => "flat pipe",
+                    (_, false) => "pipe",
+                };
+                chain.shape.push(word.to_owned());
+                let parts = (spec.parts)(&opts, &name);
+                if opts.auto.is_some() {
+                    chain.auto_bounds.push(name.clone());
+                }
+                launch_pipe(
+                    prev,
+                    (spec.runs, spec.many),
+                    spec.kind,
+                    opts,
+                    name,
+                    parts,
+                    chain,
+                )
+            },
+        )
     }
 
     /// Opens a synchronous stage whose function's return value reads as shape `S`.
@@ -164,173 +186,57 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     /// A synchronous stage: `f` maps each item to one output. Runs on the stage's executor.
-    pub fn pipe<U, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        F: Fn(T) -> U + Send + Sync + 'static,
-    {
-        self.thread_stage::<One, U, F>(f)
+    pub fn pipe<F: PipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.thread_stage::<One, F::Item, F>(f)
     }
 
     /// A fallible synchronous stage: `Err` fails the item (counted against the budget).
-    pub fn try_pipe<U, E, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        E: Into<BoxError>,
-        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
-    {
-        self.thread_stage::<Try, Result<U, E>, F>(f)
+    pub fn try_pipe<F: TryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.thread_stage::<Try, Result<F::Item, F::Error>, F>(f)
     }
 
     /// A synchronous stage that may drop items: `None` drops the item (not a failure).
-    pub fn opt_pipe<U, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        F: Fn(T) -> Option<U> + Send + Sync + 'static,
-    {
-        self.thread_stage::<Opt, Option<U>, F>(f)
+    pub fn opt_pipe<F: OptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.thread_stage::<Opt, Option<F::Item>, F>(f)
     }
 
     /// A one-to-many synchronous stage: every item of the returned iterator is passed on as
     /// soon as it is produced (not collected first).
-    pub fn flat_pipe<I, F>(self, f: F) -> StageBuilder<I::Item>
-    where
-        I: IntoIterator,
-        I::IntoIter: Send + 'static,
-        I::Item: Send + 'static,
-        F: Fn(T) -> I + Send + Sync + 'static,
-    {
-        self.thread_stage::<Flat, I, F>(f)
+    pub fn flat_pipe<F: FlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.thread_stage::<Flat, F::Items, F>(f)
     }
 
     /// A one-to-many synchronous stage whose iterator may fail midway: outputs before the
     /// `Err` are kept, the rest of that input is lost, and the input counts as failed.
-    pub fn try_flat_pipe<U, E, I, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        E: Into<BoxError>,
-        I: IntoIterator<Item = Result<U, E>>,
-        I::IntoIter: Send + 'static,
-        F: Fn(T) -> I + Send + Sync + 'static,
-    {
-        self.thread_stage::<TryFlat, I, F>(f)
+    pub fn try_flat_pipe<F: TryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.thread_stage::<TryFlat, F::Items, F>(f)
     }
 
     /// An async stage: `f` returns a future, awaited on the pipeline's async runtime.
-    pub fn async_pipe<U, Fut, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        Fut: Future<Output = U> + Send + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-    {
-        self.async_stage::<One, U, Fut, F>(f)
+    pub fn async_pipe<F: AsyncPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.async_stage::<One, F::Item, F::Fut, F>(f)
     }
 
     /// A fallible async stage: `Err` fails the item.
-    pub fn async_try_pipe<U, E, Fut, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        E: Into<BoxError> + 'static,
-        Fut: Future<Output = Result<U, E>> + Send + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-    {
-        self.async_stage::<Try, Result<U, E>, Fut, F>(f)
+    pub fn async_try_pipe<F: AsyncTryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.async_stage::<Try, Result<F::Item, F::Error>, F::Fut, F>(f)
     }
 
     /// An async stage that may drop items (`None`).
-    pub fn async_opt_pipe<U, Fut, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        Fut: Future<Output = Option<U>> + Send + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-    {
-        self.async_stage::<Opt, Option<U>, Fut, F>(f)
+    pub fn async_opt_pipe<F: AsyncOptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.async_stage::<Opt, Option<F::Item>, F::Fut, F>(f)
     }
 
     /// A one-to-many async stage: `f` returns a stream, each of whose items is passed on as
     /// soon as it is produced.
-    pub fn async_flat_pipe<S, F>(self, f: F) -> StageBuilder<S::Item>
-    where
-        S: Stream + Send + 'static,
-        S::Item: Send + 'static,
-        F: Fn(T) -> S + Send + Sync + 'static,
-    {
-        self.async_stage::<FlatStream, S, _, _>(move |t| std::future::ready(f(t)))
+    pub fn async_flat_pipe<F: AsyncFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.async_stage::<FlatStream, F::Stream, _, _>(move |t| std::future::ready(f(t)))
     }
 
     /// A one-to-many async stage whose stream may fail midway: items before the `Err` are
     /// kept, the rest of that input is lost, and the input counts as failed.
-    pub fn async_try_flat_pipe<U, E, S, F>(self, f: F) -> StageBuilder<U>
-    where
-        U: Send + 'static,
-        E: Into<BoxError>,
-        S: Stream<Item = Result<U, E>> + Send + 'static,
-        F: Fn(T) -> S + Send + Sync + 'static,
-    {
-        self.async_stage::<TryFlatStream, S, _, _>(move |t| std::future::ready(f(t)))
-    }
-}
-
-/// Records every mistake in a `pipe` stage's options.
-fn check_pipe<T, U>(spec: &PipeSpec<T, U>, opts: &PipeOptions, name: &str, chain: &mut Chain) {
-    let mut error = |message: String| chain.errors.push(BuildError::new(message));
-    let concurrency = opts.concurrency.unwrap_or(1);
-    if concurrency == 0 {
-        error(format!("stage `{name}`: concurrency must be at least 1"));
-    }
-    if let Some((lo, hi)) = opts.auto {
-        if lo == 0 || lo > hi {
-            error(format!(
-                "stage `{name}`: concurrency_auto({lo}..={hi}) needs bounds with \
-                 1 <= low <= high, e.g. `concurrency_auto(1..=64)`"
-            ));
-        } else if opts.concurrency.is_some_and(|c| c < lo || c > hi) {
-            error(format!(
-                "stage `{name}`: concurrency {concurrency} is outside its \
-                 concurrency_auto({lo}..={hi}) bounds"
-            ));
-        }
-        if spec.many && opts.order == Order::Input && hi > 1 {
-            error(format!(
-                "stage `{name}` yields many items per input in input order, so it keeps one \
-                 lane: concurrency_auto does not apply to it"
-            ));
-        }
-    }
-    if opts.buffer == Some(0) {
-        error(format!("stage `{name}`: buffer must be at least 1"));
-    }
-    if let Some(budget) = &opts.max_failures {
-        if let Err(e) = budget.validate(&format!("stage `{name}`")) {
-            chain.errors.push(e);
-        }
-    }
-    let mut error = |message: String| chain.errors.push(BuildError::new(message));
-    #[cfg(unix)]
-    let on_processes = matches!(opts.executor, Some(Executor::Processes(_)));
-    #[cfg(not(unix))]
-    let on_processes = false;
-    match spec.runs {
-        Runs::Processes if !on_processes => error(format!(
-            "stage `{name}` runs in worker processes: give it a `ProcessPool` as its \
-             executor (`.executor(&pool)`, or `executor = pool` in the macro)"
-        )),
-        Runs::Threads if on_processes => error(format!(
-            "stage `{name}` is given a `ProcessPool`, which runs process stages only: use \
-             `process_pipe` with a function registered by `process_fn!` (`pipe(process f, \
-             ..)` in the macro)"
-        )),
-        Runs::Async if opts.executor.is_some() => error(format!(
-            "stage `{name}` is async: it runs on the pipeline's async runtime, and \
-             `executor` applies to synchronous stages only"
-        )),
-        _ => {}
-    }
-    if spec.many && opts.order == Order::Input && concurrency > 1 {
-        error(format!(
-            "stage `{name}` yields many items per input: `Order::Input` is not supported \
-             for it with concurrency > 1 (use `Order::Completion` or concurrency 1)"
-        ));
+    pub fn async_try_flat_pipe<F: AsyncTryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
+        self.async_stage::<TryFlatStream, F::Stream, _, _>(move |t| std::future::ready(f(t)))
     }
 }
 

@@ -1,16 +1,19 @@
 //! `merge`: several sub-pipelines (each a source and its own stages) feeding one stream, with
-//! the merge's options (`policy`, `on_end`, `name`).
+//! the merge's options (`policy`, `on_end`, `name`); [`lane`] reads the inputs by the
+//! policy.
 //!
 //! The inputs' stages are started in the pipeline that holds the merge: the same pools,
 //! statistics (their names prefixed with `merge[i]/`), failure budget and stop.
 
-use std::sync::Arc;
+pub(crate) mod lane;
 
-use super::{Chain, Options, PipelineBuilder, StageBuilder};
+use crate::builder::open::KindOptions;
+use crate::builder::{Chain, PipelineBuilder, StageBuilder};
 use crate::error::BuildError;
 use crate::launch::{Launch, LaunchFn};
-use crate::stage::merge::{MergeLane, MergePolicy, OnEnd, Policy};
 use crate::stats::StageKind;
+pub use lane::{MergeChooser, MergePolicy, OnEnd};
+use lane::{MergeLane, Policy};
 
 /// The options of a merge.
 #[derive(Debug, Default)]
@@ -18,6 +21,12 @@ pub(crate) struct MergeOptions {
     pub(crate) policy: MergePolicy,
     pub(crate) on_end: OnEnd,
     pub(crate) name: Option<String>,
+}
+
+impl KindOptions for MergeOptions {
+    fn name(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.name)
+    }
 }
 
 impl PipelineBuilder {
@@ -81,44 +90,33 @@ impl PipelineBuilder {
             stage_count,
             continuous: all_continuous,
             shape: vec![format!("merge({})", shapes.join(" | "))],
-            // Every input's source sizes its items, so the budget sees every item admitted.
+            // Every input's source sizes its items, so the limit sees every item admitted.
             sized_source: !sized.is_empty() && sized.iter().all(|s| *s),
             auto_bounds,
         };
-        StageBuilder {
+        StageBuilder::opened(
             chain,
-            opts: Options::Merge(MergeOptions::default()),
-            finish: Box::new(move |opts, chain| {
-                let opts = match opts {
-                    Options::Merge(opts) => opts,
-                    _ => MergeOptions::default(),
-                };
+            "a `merge`",
+            MergeOptions::default(),
+            move |opts, chain| {
                 check(&opts, launches.len(), chain);
                 launch_merge(launches, opts)
-            }),
-        }
+            },
+        )
     }
 }
 
 impl<T> StageBuilder<T> {
     /// How the merge just added interleaves its inputs (default
     /// [`MergePolicy::as_available`]).
-    pub fn policy(mut self, policy: MergePolicy) -> Self {
-        match &mut self.opts {
-            Options::Merge(o) => o.policy = policy,
-            _ => self.misplaced("policy"),
-        }
-        self
+    pub fn policy(self, policy: MergePolicy) -> Self {
+        self.kind_option("policy", |o: &mut MergeOptions| o.policy = policy)
     }
 
     /// What the merge just added does when one of its inputs ends (default
     /// [`OnEnd::Continue`]).
-    pub fn on_end(mut self, on_end: OnEnd) -> Self {
-        match &mut self.opts {
-            Options::Merge(o) => o.on_end = on_end,
-            _ => self.misplaced("on_end"),
-        }
-        self
+    pub fn on_end(self, on_end: OnEnd) -> Self {
+        self.kind_option("on_end", |o: &mut MergeOptions| o.on_end = on_end)
     }
 }
 
@@ -168,18 +166,16 @@ fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions)
             rx.set_consumer();
             rxs.push(rx);
         }
-        let ctx = l.stage(name, StageKind::Merge, 1, l.pipeline_scope.clone());
-        let (tx, out_rx) = l.queue(&ctx.name, out_cap);
-        ctx.lanes_starting(1);
+        let (lane, out_rx) = l.one_lane_stage(name, StageKind::Merge, out_cap);
         let lane = MergeLane {
-            _guard: ctx.lane_guard(),
-            ctx: Arc::clone(&ctx),
+            _guard: lane.guard,
+            ctx: lane.ctx,
             inputs: rxs,
-            output: tx,
+            output: lane.output,
             policy: opts.policy,
             on_end: opts.on_end,
         };
-        l.default_pool.spawn_lane(Box::pin(lane.run()));
+        l.spawn_lane(lane.run());
         Ok(out_rx)
     })
 }

@@ -18,13 +18,12 @@ use std::task::Poll;
 
 use futures::Stream;
 
-use super::{LaneGuard, StageCtx, LANE_BUDGET};
 use crate::distributed::{ItemKey, Rng};
 use crate::error::ItemError;
-use crate::executor::task::yield_now;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Closed, Msg, Rx, Tx};
+use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 
 /// What a merge does when one of its inputs ends (its queue closes or, with continuous
 /// inputs, its pass ends).
@@ -279,7 +278,7 @@ impl<T: Send + 'static> MergeLane<T> {
         // Inputs whose pass ended in this merged epoch (`OnEnd::Restart`).
         let mut ended = vec![false; n];
         let mut epoch = 0u64;
-        let mut budget = 0u32;
+        let mut turns = LaneTurns::default();
         loop {
             if self.ctx.should_stop() {
                 break;
@@ -387,11 +386,7 @@ impl<T: Send + 'static> MergeLane<T> {
                     pick.start_epoch(epoch);
                 }
             }
-            budget += 1;
-            if budget == LANE_BUDGET {
-                budget = 0;
-                yield_now().await;
-            }
+            turns.handled_one().await;
         }
         // Whatever ended the merge, its inputs are read no more: closing them ends their
         // stages (their sends fail) instead of leaving them blocked on a full queue.

@@ -1,6 +1,7 @@
-//! Process regions: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
-//! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool) (see
-//! `executor::region`).
+//! `process_region`: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
+//! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool). This file
+//! holds the builder method and its checks; [`lane`] the parent's side while it runs; the
+//! worker's side is with the other worker-process code (`executor::region`).
 //!
 //! `f` is called once here too, on a builder of an empty source, to check the region's
 //! definition (its mistakes are `build()` errors of this pipeline) and to learn its stages,
@@ -9,12 +10,16 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{fn_name, Options, PipelineBuilder, StageBuilder};
+pub(crate) mod lane;
+
+use crate::builder::{fn_name, PipelineBuilder, StageBuilder};
 use crate::error::BuildError;
-use crate::executor::region::parent::{launch_region, InnerStage, RegionPlan};
 use crate::executor::Executor;
 use crate::launch::LaunchFn;
+use crate::stage::pipe::options::PipeOptions;
 use crate::stage::pipe::Order;
+pub(crate) use lane::InnerStage;
+use lane::{launch_region, RegionPlan};
 
 impl<T: Send + 'static> StageBuilder<T> {
     /// A process region: the stages that `region` adds to a builder of this chain's items
@@ -47,63 +52,69 @@ impl<T: Send + 'static> StageBuilder<T> {
                 None
             }
         };
-        self.then(Options::pipe(), move |prev: LaunchFn<T>, opts, chain| {
-            let opts = opts.into_pipe();
-            let name = opts.name.clone().unwrap_or(default_name);
-            chain.errors.extend(errors);
-            let mut error = |message: String| chain.errors.push(BuildError::new(message));
-            let inside = "each worker runs the region's stages with their own options: set it \
+        // A region takes a pipe stage's options; those that do not apply to it are errors
+        // that say why.
+        let what = "a process region";
+        self.then(
+            what,
+            PipeOptions::default(),
+            move |prev: LaunchFn<T>, opts, chain| {
+                let name = opts.name.clone().unwrap_or(default_name);
+                chain.errors.extend(errors);
+                let mut error = |message: String| chain.errors.push(BuildError::new(message));
+                let inside = "each worker runs the region's stages with their own options: set it \
                           on a stage inside the region's fn";
-            if opts.concurrency.is_some() {
-                error(format!(
-                    "`concurrency` is not an option of process region `{name}`: the region \
-                     runs once in each worker of its pool ({inside})"
-                ));
-            }
-            if opts.order != Order::Completion {
-                error(format!(
-                    "`order` is not an option of process region `{name}`: its outputs come \
-                     back from several workers in completion order"
-                ));
-            }
-            if opts.max_failures.is_some() {
-                error(format!(
-                    "`max_failures` is not an option of process region `{name}` ({inside})"
-                ));
-            }
-            if opts.buffer == Some(0) {
-                error(format!(
-                    "process region `{name}`: buffer must be at least 1"
-                ));
-            }
-            let pool = match opts.executor {
-                Some(Executor::Processes(pool)) => Some(pool),
-                _ => {
+                if opts.concurrency.is_some() {
                     error(format!(
-                        "process region `{name}` runs in worker processes: give it a \
+                        "`concurrency` is not an option of process region `{name}`: the region \
+                     runs once in each worker of its pool ({inside})"
+                    ));
+                }
+                if opts.order != Order::Completion {
+                    error(format!(
+                        "`order` is not an option of process region `{name}`: its outputs come \
+                     back from several workers in completion order"
+                    ));
+                }
+                if opts.max_failures.is_some() {
+                    error(format!(
+                        "`max_failures` is not an option of process region `{name}` ({inside})"
+                    ));
+                }
+                if opts.buffer == Some(0) {
+                    error(format!(
+                        "process region `{name}`: buffer must be at least 1"
+                    ));
+                }
+                let pool = match opts.executor {
+                    Some(Executor::Processes(pool)) => Some(pool),
+                    _ => {
+                        error(format!(
+                            "process region `{name}` runs in worker processes: give it a \
                          `ProcessPool` as its executor (`.executor(&pool)`, or \
                          `executor = pool` in the macro)"
-                    ));
-                    None
+                        ));
+                        None
+                    }
+                };
+                chain.shape.push("process region".to_owned());
+                match (pool, stages) {
+                    (Some(pool), Some(stages)) => launch_region(
+                        prev,
+                        RegionPlan {
+                            key,
+                            name,
+                            pool,
+                            stages,
+                            buffer: opts.buffer,
+                            continuous: chain.continuous,
+                        },
+                    ),
+                    // `build()` reports the definition errors; this never runs.
+                    _ => Box::new(|_, _| Err(BuildError::new("the process region is not defined"))),
                 }
-            };
-            chain.shape.push("process region".to_owned());
-            match (pool, stages) {
-                (Some(pool), Some(stages)) => launch_region(
-                    prev,
-                    RegionPlan {
-                        key,
-                        name,
-                        pool,
-                        stages,
-                        buffer: opts.buffer,
-                        continuous: chain.continuous,
-                    },
-                ),
-                // `build()` reports the definition errors; this never runs.
-                _ => Box::new(|_, _| Err(BuildError::new("the process region is not defined"))),
-            }
-        })
+            },
+        )
     }
 }
 

@@ -1,15 +1,51 @@
 //! `aggregate` (items into batches, or any [`Aggregator`]) and `disaggregate` (batches back
-//! into items).
+//! into items): the builder methods, the options (`drop_last`, `name`, `buffer`), the
+//! start-up, and (in [`lane`]) the aggregating lane.
+
+pub(crate) mod lane;
 
 use std::sync::Arc;
 
-use super::pipe::PipeSpec;
-use super::{AggregateOptions, Options, StageBuilder};
+use crate::builder::open::KindOptions;
+use crate::builder::StageBuilder;
 use crate::error::BuildError;
 use crate::launch::{Launch, LaunchFn};
-use crate::stage::aggregate::{AggregateLane, Aggregator, Batch};
-use crate::stage::pipe::{Body, Output};
+use crate::stage::pipe::lane::{Body, Output};
+use crate::stage::pipe::PipeSpec;
 use crate::stats::StageKind;
+use lane::AggregateLane;
+pub use lane::{Aggregator, Batch};
+
+/// What an option given to an `aggregate` stage that it does not take calls it.
+pub(crate) const WHAT: &str = "an `aggregate` stage";
+
+/// Options of an `aggregate` stage (and of `aggregate_by`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AggregateOptions {
+    pub(crate) drop_last: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) buffer: Option<usize>,
+}
+
+impl KindOptions for AggregateOptions {
+    fn name(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.name)
+    }
+
+    fn buffer(&mut self) -> Option<&mut Option<usize>> {
+        Some(&mut self.buffer)
+    }
+}
+
+impl<T> StageBuilder<T> {
+    /// Whether the `aggregate` (or `aggregate_by`) stage just added drops the partial batch
+    /// at the end of the stream (or of each epoch) instead of emitting it (default `false`).
+    pub fn drop_last(self, drop_last: bool) -> Self {
+        self.kind_option("drop_last", |o: &mut AggregateOptions| {
+            o.drop_last = drop_last
+        })
+    }
+}
 
 impl<T: Send + 'static> StageBuilder<T> {
     /// Batches of `size` items; the last partial batch is emitted unless
@@ -42,24 +78,27 @@ impl<T: Send + 'static> StageBuilder<T> {
         A: Aggregator<T>,
     {
         let index = self.chain.stage_count;
-        self.then(Options::aggregate(), move |prev, opts, chain| {
-            let opts = opts.into_aggregate();
-            chain.errors.extend(mistake);
-            if opts.buffer == Some(0) {
-                chain
-                    .errors
-                    .push(BuildError::new("aggregate: buffer must be at least 1"));
-            }
-            let (aggregator, default_name) = make(&opts);
-            let word = default_name.as_deref().unwrap_or("aggregate_with");
-            chain.shape.push(word.to_owned());
-            let name = opts
-                .name
-                .clone()
-                .or(default_name)
-                .unwrap_or_else(|| format!("aggregate#{index}"));
-            launch_aggregate(prev, aggregator, opts, name)
-        })
+        self.then(
+            WHAT,
+            AggregateOptions::default(),
+            move |prev, opts, chain| {
+                chain.errors.extend(mistake);
+                if opts.buffer == Some(0) {
+                    chain
+                        .errors
+                        .push(BuildError::new("aggregate: buffer must be at least 1"));
+                }
+                let (aggregator, default_name) = make(&opts);
+                let word = default_name.as_deref().unwrap_or("aggregate_with");
+                chain.shape.push(word.to_owned());
+                let name = opts
+                    .name
+                    .clone()
+                    .or(default_name)
+                    .unwrap_or_else(|| format!("aggregate#{index}"));
+                launch_aggregate(prev, aggregator, opts, name)
+            },
+        )
     }
 
     /// Turns each collection (e.g. a batch) back into its items, in order.
@@ -88,20 +127,17 @@ fn launch_aggregate<T: Send + 'static, A: Aggregator<T>>(
 ) -> LaunchFn<A::Output> {
     Box::new(move |l: &mut Launch, out_cap| {
         let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
-        let scope = l.pipeline_scope.clone();
-        let ctx = l.stage(name, StageKind::Aggregate, 1, scope);
-        let (tx, out_rx) = l.queue(&ctx.name, out_cap);
-        ctx.lanes_starting(1);
+        let (lane, out_rx) = l.one_lane_stage(name, StageKind::Aggregate, out_cap);
         let lane = AggregateLane {
-            _guard: ctx.lane_guard(),
-            ctx,
+            _guard: lane.guard,
+            ctx: lane.ctx,
             input: rx,
-            output: tx,
+            output: lane.output,
             aggregator,
             drop_last: opts.drop_last,
             members: Vec::new(),
         };
-        l.default_pool.spawn_lane(Box::pin(lane.run()));
+        l.spawn_lane(lane.run());
         Ok(out_rx)
     })
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::{LaneGuard, StageCtx};
 use crate::budget::{Admission, MemoryBudget, SizeFn};
 use crate::error::{BoxError, ItemError};
 use crate::failure::StageFailureKind;
 use crate::queue::{Msg, Tx};
 use crate::resume::numbering::{skip_items, Numbering};
 use crate::resume::{ResumeState, Tag};
+use crate::stage::{OneLane, StageCtx};
 
 /// One pass over the source's items.
 pub(crate) type Pass<T> = Box<dyn Iterator<Item = Result<T, BoxError>> + Send>;
@@ -128,16 +128,19 @@ impl<T> Admit<T> {
 
 /// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
 pub(crate) fn run_iter_source<T: Send + 'static>(
-    lane: LaneGuard,
-    ctx: Arc<StageCtx>,
+    lane: OneLane<T>,
     kind: SourceKind<T>,
-    tx: Tx<T>,
     resume: Option<ResumeState>,
     admit: Option<Admit<T>>,
 ) {
     let admit = admit.as_ref();
-    // A local, so that the stage ends before `tx` closes the queue.
-    let _lane = lane;
+    let OneLane {
+        guard,
+        ctx,
+        output: tx,
+    } = lane;
+    // Declared last, so that the stage ends before `tx` closes the queue.
+    let _lane = guard;
     let mut numbering = resume
         .as_ref()
         .map_or_else(Numbering::fresh, Numbering::resumed);
@@ -253,14 +256,18 @@ fn skip_resolved<T>(
 
 /// Polls a stream source until it ends, fails, or the pipeline stops.
 pub(crate) async fn run_stream_source<T: Send + 'static>(
-    lane: LaneGuard,
-    ctx: Arc<StageCtx>,
+    lane: OneLane<T>,
     mut stream: BoxStream<'static, Result<T, BoxError>>,
-    tx: Tx<T>,
     resume: Option<ResumeState>,
     admit: Option<Admit<T>>,
 ) {
-    let _lane = lane;
+    let OneLane {
+        guard,
+        ctx,
+        output: tx,
+    } = lane;
+    // Declared last, so that the stage ends before `tx` closes the queue.
+    let _lane = guard;
     let mut numbering = resume
         .as_ref()
         .map_or_else(Numbering::fresh, Numbering::resumed);
