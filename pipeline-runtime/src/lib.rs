@@ -92,8 +92,6 @@ mod pipeline;
 #[cfg(unix)]
 pub mod process;
 mod queue;
-#[cfg(unix)]
-mod registry;
 mod resume;
 mod run_state;
 mod stage;
@@ -171,7 +169,7 @@ pub use builder::{
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
 #[cfg(unix)]
-pub use executor::{ProcessPool, ProcessPoolBuilder};
+pub use process::{ProcessPool, ProcessPoolBuilder};
 pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use launch::DEFAULT_QUEUE_CAPACITY;

@@ -10,17 +10,17 @@ pub use crate::builder::{
 };
 pub use crate::error::BoxError;
 #[cfg(unix)]
-pub use crate::executor::process_fn::call_process_fn;
+pub use crate::process::region::RegionIo;
 #[cfg(unix)]
-pub use crate::executor::region::worker::run_region;
+pub use crate::process::region_worker::run_region;
 #[cfg(unix)]
-pub use crate::executor::region::RegionIo;
+pub use crate::process::stage_worker::call_process_fn;
 pub use crate::failure::MaxFailures;
 #[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.
 pub use crate::process::init as process_init;
 #[cfg(unix)]
-pub use crate::registry::{fn_type_name, Registration};
+pub use crate::process::registry::{fn_type_name, Registration};
 pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
 #[cfg(unix)]

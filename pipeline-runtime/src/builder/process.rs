@@ -15,7 +15,7 @@ use super::shape::{Flat, One, Opt, Shape, Try, TryFlat};
 use super::PipeOptions;
 use super::{fn_name, StageBuilder};
 use crate::error::BoxError;
-use crate::executor::process_stage::{check_registered, process_body};
+use crate::process::stage_parent::{check_registered, process_body};
 use crate::stats::StageKind;
 
 impl<T: Send + 'static> StageBuilder<T> {

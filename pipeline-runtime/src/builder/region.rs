@@ -121,7 +121,7 @@ fn check_region<F>(region: &str) -> Result<(), BuildError> {
              region as a named `fn` and register it with `process_region!`"
         )))
     } else {
-        crate::registry::check(key, crate::registry::Kind::Region)
+        crate::process::registry::check(key, crate::process::registry::Kind::Region)
             .map_err(|e| BuildError::new(format!("process region `{region}`: {e}")))
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::channel::{encode, wait_readable, Channel, FrameReader, FrameWriter};
 use super::exit::{is_alloc_failure, ExitReport};
 use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
+use super::registry;
 use super::worker::is_worker;
-use crate::registry;
 use crate::sync::lock;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].

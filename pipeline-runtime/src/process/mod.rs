@@ -28,12 +28,19 @@
 pub(crate) mod channel;
 pub(crate) mod child;
 mod exit;
+pub(crate) mod pool;
 pub(crate) mod protocol;
+pub(crate) mod region;
+pub(crate) mod region_worker;
+pub(crate) mod registry;
+pub(crate) mod stage_parent;
+pub(crate) mod stage_worker;
 pub(crate) mod worker;
 
 pub(crate) use channel::{decode, encode};
 pub use child::ProcessError;
 pub use exit::ExitReport;
+pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use worker::init;
 
 #[cfg(test)]

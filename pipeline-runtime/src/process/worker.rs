@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::channel::{decode, Channel, FrameReader, FrameWriter};
 use super::protocol::{handshake, Start, WORKER_ENV};
-use crate::registry;
+use super::registry;
 
 /// A worker's exit code when its entry point returned an error.
 pub(crate) const EXIT_ENTRY_FAILED: i32 = 1;

@@ -12,7 +12,7 @@ use super::output::{writer_loop, Emitter, Source, Step};
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::process::channel::{decode, encode, Channel};
-use crate::registry::{self, Kind};
+use crate::process::registry::{self, Kind};
 
 fn send_init_failed(channel: &mut Channel, step: &str, message: &str) -> Result<(), String> {
     let payload = encode(&(step, message)).map_err(|e| e.to_string())?;

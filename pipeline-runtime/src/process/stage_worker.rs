@@ -9,8 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::process::channel::{decode, encode, Channel};
-use crate::registry::{self, CallFn};
+use super::channel::{decode, encode, Channel};
+use super::registry::{self, CallFn};
 use crate::sync::panic_message;
 
 /// Entry point name of a stage worker.

@@ -15,12 +15,9 @@
 //! its nested pipeline took, its boundaries, its stages' counters now and then, and at the
 //! end its last counters (or its pipeline's failure).
 
-pub(crate) mod parent;
-pub(crate) mod worker;
-
 use serde::{Deserialize, Serialize};
 
-use crate::process::channel::Channel;
+use super::channel::Channel;
 use crate::stats::RemoteCounts;
 
 /// The channel a region runs over, as the registry hands it to a region (opaque).

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::process_pool::CallError;
-use super::{Executor, ProcessPool};
+use super::pool::{CallError, ProcessPool};
 use crate::error::{BuildError, ItemError};
+use crate::executor::Executor;
 use crate::stage::pipe::{Body, Output};
 use crate::sync::lock;
 
@@ -27,7 +27,7 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
         )))
     } else {
         // Not registered, or registered as another kind: the registry says which, and how.
-        crate::registry::check(key, crate::registry::Kind::Stage)
+        super::registry::check(key, super::registry::Kind::Stage)
             .map_err(|e| BuildError::new(format!("stage `{stage}`: {e}")))
     }
 }
@@ -62,7 +62,7 @@ where
             Some(Ok(slot)) => slot,
             Some(Err(e)) => return Output::Fail(e.into()),
         };
-        let result = match crate::process::encode(&item) {
+        let result = match super::encode(&item) {
             Ok(input) => {
                 drop(item);
                 slot.call(key, &input)
@@ -73,7 +73,7 @@ where
             return Output::Skip; // stopped while in flight: not a failure
         }
         match result {
-            Ok(bytes) => match crate::process::decode::<R>(&bytes) {
+            Ok(bytes) => match super::decode::<R>(&bytes) {
                 Ok(value) => shape(value),
                 Err(e) => Output::Fail(e.into()),
             },

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::process_fn::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
-use super::task::LaneFuture;
-use super::thread_pool::ThreadPool;
-use super::Executor;
+use super::channel::Channel;
+use super::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use super::stage_worker::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
 use crate::error::BuildError;
-use crate::process::channel::Channel;
-use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::executor::task::LaneFuture;
+use crate::executor::Executor;
+use crate::executor::ThreadPool;
 use crate::sync::lock;
 
 thread_local! {

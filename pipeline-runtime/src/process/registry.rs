@@ -14,8 +14,8 @@
 //! * process regions (`process_region!`), whose builder of stages the region worker calls
 //!   to build the nested pipeline it runs.
 
-use crate::executor::region::RegionIo;
-use crate::process::channel::Channel;
+use super::channel::Channel;
+use super::region::RegionIo;
 use crate::subprocess::output::Source;
 
 /// A worker entry point: its start arguments and the channel to the parent.
