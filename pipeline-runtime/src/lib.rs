@@ -168,12 +168,12 @@ pub use builder::{
 };
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
-#[cfg(unix)]
-pub use process::{ProcessPool, ProcessPoolBuilder};
 pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use launch::DEFAULT_QUEUE_CAPACITY;
 pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
+#[cfg(unix)]
+pub use process::{ProcessPool, ProcessPoolBuilder};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;

@@ -9,22 +9,24 @@ pub use crate::builder::{
     BatchedBranches, Branches, PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER,
 };
 pub use crate::error::BoxError;
-#[cfg(unix)]
-pub use crate::process::region::RegionIo;
-#[cfg(unix)]
-pub use crate::process::region_worker::run_region;
-#[cfg(unix)]
-pub use crate::process::stage_worker::call_process_fn;
 pub use crate::failure::MaxFailures;
 #[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.
 pub use crate::process::init as process_init;
 #[cfg(unix)]
-pub use crate::process::registry::{fn_type_name, Registration};
+pub use crate::process::region::{RegionFn, RegionIo};
+#[cfg(unix)]
+pub use crate::process::region_worker::run_region;
+#[cfg(unix)]
+pub use crate::process::registry::{fn_type_name, Kind as RegistrationKind, Registration};
+#[cfg(unix)]
+pub use crate::process::stage_worker::{call_process_fn, CallFn};
+#[cfg(unix)]
+pub(crate) use crate::process::worker::WorkerFn;
 pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
 #[cfg(unix)]
-pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
+pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline, InitFn, StartFn};
 pub use futures::Stream;
 pub use inventory;
 pub use serde;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::channel::{encode, wait_readable, Channel, FrameReader, FrameWriter};
 use super::exit::{is_alloc_failure, ExitReport};
 use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
-use super::registry;
-use super::worker::is_worker;
+use super::registry::{self, Kind};
+use super::worker::{is_worker, WorkerFn};
 use crate::sync::lock;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
@@ -203,7 +203,7 @@ impl ChildProcess {
                 opts.name
             )));
         }
-        if registry::worker(entry).is_none() {
+        if registry::lookup::<WorkerFn>(entry, Kind::Worker).is_none() {
             return Err(ProcessError::new(format!(
                 "cannot start worker `{}`: no worker entry point named `{entry}` is registered \
                  in this binary",

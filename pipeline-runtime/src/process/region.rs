@@ -30,6 +30,11 @@ impl std::fmt::Debug for RegionIo<'_> {
     }
 }
 
+/// A process region as the registry keeps it: runs the region's nested pipeline over the
+/// channel, with its start arguments (see [`run_region`](super::region_worker::run_region)).
+#[doc(hidden)]
+pub type RegionFn = fn(RegionIo<'_>, &[u8]) -> Result<(), String>;
+
 /// What the worker's nested pipeline is built with: the parent's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RegionStart {

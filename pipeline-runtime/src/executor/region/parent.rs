@@ -25,19 +25,19 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::block_on::block_on_until;
+use crate::error::{BoxError, BuildError, ItemError};
+use crate::failure::StageFailureKind;
+use crate::launch::{Launch, LaunchFn};
+use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
+use crate::process::pool::{CallError, Slot};
 use crate::process::region::{
     Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
     FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
 };
 use crate::process::region::{FROM_EPOCH, TO_EPOCH};
-use crate::block_on::block_on_until;
-use crate::error::{BoxError, BuildError, ItemError};
-use crate::process::pool::{CallError, Slot};
 use crate::process::stage_worker::request_header;
 use crate::process::ProcessPool;
-use crate::failure::StageFailureKind;
-use crate::launch::{Launch, LaunchFn};
-use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
 use crate::run_state::RunState;
