@@ -1,6 +1,6 @@
 //! Process regions: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
 //! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool) (see
-//! `executor::region`).
+//! `process::region`).
 //!
 //! `f` is called once here too, on a builder of an empty source, to check the region's
 //! definition (its mistakes are `build()` errors of this pipeline) and to learn its stages,

@@ -183,7 +183,7 @@ impl fmt::Debug for ChildProcess {
 
 impl ChildProcess {
     /// Re-executes the current binary as a worker that runs the entry point registered as
-    /// `entry` (see [`register_worker_entry!`](crate::register_worker_entry)) with `args`.
+    /// `entry` (with `register!(worker ...)`, see [`registry`](super::registry)) with `args`.
     ///
     /// Returns once the child has answered the handshake, with the channel to it. Fails with
     /// a clear error if this process is itself a worker (workers never start workers), if

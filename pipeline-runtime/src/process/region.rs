@@ -1,13 +1,15 @@
 //! Process regions: consecutive stages that run, as a whole, inside each worker of a
-//! [`ProcessPool`](crate::ProcessPool), as a nested pipeline; only the values entering and
+//! [`ProcessPool`](super::ProcessPool), as a nested pipeline; only the values entering and
 //! leaving the region cross the process boundary (with serde).
 //!
 //! A worker is this program run again, so the region must be found there by name: it is a
 //! named `fn` that adds the region's stages to a builder of its input
 //! (`fn(StageBuilder<In>) -> StageBuilder<Out>`), registered with
-//! [`process_region!`](crate::process_region). The parent keeps one thread per worker
-//! ([`parent`]): it sends the region's inputs to its worker as they come and reads the
-//! worker's outputs back; the worker ([`worker`]) runs the nested pipeline between the two.
+//! [`process_region!`](crate::process_region). The parent keeps one thread per worker (the
+//! region's stage side): it sends the region's inputs to its worker as they come and reads
+//! the worker's outputs back; the worker ([`region_worker`](super::region_worker)) runs the
+//! nested pipeline between the two. This file holds what both sides share: the wire below,
+//! the registered form of a region ([`RegionFn`]) and the macro that registers one.
 //!
 //! The wire, after the stage worker's request naming the region: the parent sends items
 //! (and epoch boundaries) and then an end; the worker answers once that it is ready, then

@@ -22,10 +22,10 @@ use super::region::{
     FROM_LOST, FROM_READY, FROM_REFUSED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM,
 };
 use crate::builder::{PipelineBuilder, StageBuilder};
+use crate::failure::RemotePipelineError;
 use crate::pipeline::{GetError, Pipeline};
 use crate::queue::Msg;
 use crate::stats::StageCounters;
-use crate::subprocess::RemotePipelineError;
 use crate::sync::panic_message;
 
 /// How often a worker sends its counters while it runs.

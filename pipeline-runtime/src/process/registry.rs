@@ -50,7 +50,7 @@ impl Kind {
 }
 
 /// One registered function: its name, its kind, and what to call, a function pointer of the
-/// type its owner defines for that kind (see [`lookup`]). Made by `register!`.
+/// type its owner defines for that kind (see `lookup`). Made by `register!`.
 #[derive(Debug)]
 pub struct Registration {
     name: fn() -> &'static str,

@@ -2,7 +2,9 @@
 //!
 //! A closure cannot cross a process boundary, so a process stage is a plain `fn` registered
 //! with [`process_fn!`](crate::process_fn), in the one registry of functions a child runs
-//! (`registry`), keyed by the function's type name.
+//! (`registry`), keyed by the function's type name, as a [`CallFn`]. The stage worker also
+//! serves process regions: a request naming a registered region hands the channel over to
+//! it (see [`region`](super::region)).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::block_on::block_on_until;
 use crate::error::{BoxError, BuildError, ItemError};
-use crate::failure::StageFailureKind;
+use crate::failure::{RemotePipelineError, StageFailureKind};
 use crate::launch::{Launch, LaunchFn};
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::process::pool::{CallError, Slot};
@@ -43,7 +43,6 @@ use crate::resume::Tag;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::{QueueCounters, QueueEntry, RemoteCounts, StageKind};
-use crate::subprocess::RemotePipelineError;
 use crate::sync::lock;
 
 /// How long a sending thread waits for an input before it looks whether to quit.
