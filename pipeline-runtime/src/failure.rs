@@ -11,6 +11,11 @@ use std::sync::Mutex;
 use crate::error::{BudgetScope, BuildError, ItemError};
 use crate::sync::lock;
 
+#[cfg(unix)]
+mod remote;
+#[cfg(unix)]
+pub use remote::{RemoteFailureKind, RemotePipelineError, RemoteStageFailure};
+
 /// How many failed items are tolerated before the pipeline ends with an error.
 ///
 /// Counting follows SPDL: a count trips when failures exceed it (`Count(0)` allows none);
@@ -191,7 +196,7 @@ pub enum StageFailureKind {
     /// A stage of a process region ended the nested pipeline in a worker process (its own
     /// failure budget, or its aggregator): the failure as the worker reported it.
     #[cfg(unix)]
-    InWorker(crate::subprocess::RemoteStageFailure),
+    InWorker(RemoteStageFailure),
     /// No stage completed an item for `idle` while items waited, longer than the
     /// [stall limit](crate::SinkBuilder::stall_fatal); this stage held them.
     Stalled {

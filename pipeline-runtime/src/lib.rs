@@ -92,8 +92,6 @@ mod pipeline;
 #[cfg(unix)]
 pub mod process;
 mod queue;
-#[cfg(unix)]
-mod registry;
 mod resume;
 mod run_state;
 mod stage;
@@ -167,12 +165,12 @@ pub use budget::{ItemBytes, MemoryStats};
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use error::{BoxError, BudgetScope, BuildError, ItemError};
 pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
-#[cfg(unix)]
-pub use executor::{ProcessPool, ProcessPoolBuilder};
 pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
 pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
 pub use launch::DEFAULT_QUEUE_CAPACITY;
 pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
+#[cfg(unix)]
+pub use process::{ProcessPool, ProcessPoolBuilder};
 /// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
 /// dependency of your own.
 pub use rayon;

@@ -7,18 +7,20 @@
 pub use crate::__pipeline_runtime_register as register;
 pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
 pub use crate::error::BoxError;
-#[cfg(unix)]
-pub use crate::executor::process_fn::call_process_fn;
-#[cfg(unix)]
-pub use crate::executor::region::worker::run_region;
-#[cfg(unix)]
-pub use crate::executor::region::RegionIo;
 pub use crate::failure::MaxFailures;
 #[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.
 pub use crate::process::init as process_init;
 #[cfg(unix)]
-pub use crate::registry::{fn_type_name, Registration};
+pub use crate::process::region::{RegionFn, RegionIo};
+#[cfg(unix)]
+pub use crate::process::region_worker::run_region;
+#[cfg(unix)]
+pub use crate::process::registry::{fn_type_name, Kind as RegistrationKind, Registration};
+#[cfg(unix)]
+pub use crate::process::stage_worker::{call_process_fn, CallFn};
+#[cfg(unix)]
+pub(crate) use crate::process::worker::WorkerFn;
 pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
 /// The bounds of each pipe shape's function, named by the macro's guards and by the
@@ -33,7 +35,7 @@ pub use crate::stage::pipe::{
 };
 pub use crate::stage::route::{BatchedBranches, Branches};
 #[cfg(unix)]
-pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
+pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline, InitFn, StartFn};
 pub use futures::Stream;
 pub use inventory;
 pub use serde;

@@ -14,15 +14,7 @@
 //! many stage calls truly run at once. A lane waiting on a queue does not hold a thread.
 //! Async stages run on the pipeline's async runtime and take no executor.
 
-#[cfg(unix)]
-pub(crate) mod process_fn;
-#[cfg(unix)]
-pub(crate) mod process_pool;
-#[cfg(unix)]
-pub(crate) mod process_stage;
 mod rayon;
-#[cfg(unix)]
-pub(crate) mod region;
 pub(crate) mod task;
 mod thread_pool;
 
@@ -30,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 #[cfg(unix)]
-pub use process_pool::{ProcessPool, ProcessPoolBuilder};
+use crate::process::ProcessPool;
 pub(crate) use task::drop_deferred;
 pub(crate) use thread_pool::join_all_until;
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::channel::{encode, wait_readable, Channel, FrameReader, FrameWriter};
 use super::exit::{is_alloc_failure, ExitReport};
 use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_ARG, WORKER_ENV};
-use super::worker::is_worker;
-use crate::registry;
+use super::registry::{self, Kind};
+use super::worker::{is_worker, WorkerFn};
 use crate::sync::lock;
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
@@ -183,7 +183,7 @@ impl fmt::Debug for ChildProcess {
 
 impl ChildProcess {
     /// Re-executes the current binary as a worker that runs the entry point registered as
-    /// `entry` (see [`register_worker_entry!`](crate::register_worker_entry)) with `args`.
+    /// `entry` (with `register!(worker ...)`, see [`registry`](super::registry)) with `args`.
     ///
     /// Returns once the child has answered the handshake, with the channel to it. Fails with
     /// a clear error if this process is itself a worker (workers never start workers), if
@@ -203,7 +203,7 @@ impl ChildProcess {
                 opts.name
             )));
         }
-        if registry::worker(entry).is_none() {
+        if registry::lookup::<WorkerFn>(entry, Kind::Worker).is_none() {
             return Err(ProcessError::new(format!(
                 "cannot start worker `{}`: no worker entry point named `{entry}` is registered \
                  in this binary",

@@ -1,8 +1,25 @@
-//! Worker processes: this program's executable run again as a worker. Process stages
-//! ([`ProcessPool`](crate::ProcessPool)) and subprocesses ([`subprocess`](crate::subprocess))
-//! are built on it; what a program calls here is [`init`], first thing in `main` (or the
-//! [`#[pipeline_runtime::main]`](crate::main) attribute calls it). A worker's failure
-//! reaches the caller as a [`ProcessError`] or an [`ExitReport`].
+//! Worker processes: this program's executable run again as a worker. Process stages and
+//! process regions run on a [`ProcessPool`] of such workers, and subprocesses
+//! ([`subprocess`](crate::subprocess)) are built on them too; what a program calls here is
+//! [`init`], first thing in `main` (or the [`#[pipeline_runtime::main]`](crate::main)
+//! attribute calls it). A worker's failure reaches the caller as a [`ProcessError`] or an
+//! [`ExitReport`].
+//!
+//! Everything that re-executes the binary as a worker lives in this folder:
+//!
+//! * `pool.rs`: the [`ProcessPool`] (one worker per caller thread) and its builder;
+//! * `stage_worker.rs`: the worker's side of a process stage, the loop that calls the
+//!   registered `fn` ([`process_fn!`](crate::process_fn)); the body its lanes run in the
+//!   parent is the `pipe` stage's business (`stage::pipe::process_body`);
+//! * `region.rs` and `region_worker.rs`: a process region's wire and
+//!   [`process_region!`](crate::process_region), and the worker that runs its nested
+//!   pipeline (the region's lanes in the parent are a stage's business);
+//! * `registry.rs`: the one registry of named functions a child runs, which names none of
+//!   its clients' types;
+//! * `child.rs`, `worker.rs`, `channel.rs`, `protocol.rs`, `exit.rs`: the plumbing both
+//!   sides share, described below; `tests.rs` tests it with real children.
+//!
+//! [`subprocess`](crate::subprocess) depends on this module, never the other way round.
 //!
 //! The plumbing underneath is crate-private:
 //!
@@ -28,12 +45,18 @@
 pub(crate) mod channel;
 pub(crate) mod child;
 mod exit;
+pub(crate) mod pool;
 pub(crate) mod protocol;
+pub(crate) mod region;
+pub(crate) mod region_worker;
+pub(crate) mod registry;
+pub(crate) mod stage_worker;
 pub(crate) mod worker;
 
 pub(crate) use channel::{decode, encode};
 pub use child::ProcessError;
 pub use exit::ExitReport;
+pub use pool::{ProcessPool, ProcessPoolBuilder};
 pub use worker::init;
 
 #[cfg(test)]

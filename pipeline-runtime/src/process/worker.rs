@@ -9,7 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::channel::{decode, Channel, FrameReader, FrameWriter};
 use super::protocol::{handshake, Start, WORKER_ENV};
-use crate::registry;
+use super::registry::{self, Kind};
+
+/// A worker entry point as the registry keeps it: its start arguments and the channel to the
+/// parent.
+pub(crate) type WorkerFn = fn(args: Vec<u8>, channel: Channel) -> Result<(), String>;
 
 /// A worker's exit code when its entry point returned an error.
 pub(crate) const EXIT_ENTRY_FAILED: i32 = 1;
@@ -94,7 +98,7 @@ fn run_worker() -> ! {
             );
         }
     }
-    let Some(entry) = registry::worker(&start.entry) else {
+    let Some(entry) = registry::lookup::<WorkerFn>(&start.entry, Kind::Worker) else {
         die(
             EXIT_NO_ENTRY,
             &format!(

@@ -16,6 +16,14 @@ use crate::process::channel::decode;
 use crate::queue::Msg;
 use crate::sync::panic_message;
 
+/// A pipeline or iterator factory as the registry keeps it: encoded arguments to the source
+/// the child streams.
+#[doc(hidden)]
+pub type StartFn = fn(&[u8]) -> Result<Box<dyn Source>, String>;
+/// An initialiser as the registry keeps it: encoded arguments to its call.
+#[doc(hidden)]
+pub type InitFn = fn(&[u8]) -> Result<(), String>;
+
 pub(crate) struct PipelineSource<T> {
     pipeline: Pipeline<T>,
 }

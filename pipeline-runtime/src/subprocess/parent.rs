@@ -17,7 +17,7 @@ use super::wire::{self, Setup};
 use crate::error::BuildError;
 use crate::process::channel::{decode, encode, FrameReader, FrameWriter};
 use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
-use crate::registry::{self, fn_type_name, Kind};
+use crate::process::registry::{self, fn_type_name, Kind};
 use crate::Pipeline;
 
 /// Items whose encoding is at least this many bytes go through shared memory by default

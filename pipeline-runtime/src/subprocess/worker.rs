@@ -8,11 +8,12 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::factory::{InitFn, StartFn};
 use super::output::{writer_loop, Emitter, Source, Step};
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
 use crate::process::channel::{decode, encode, Channel};
-use crate::registry::{self, Kind};
+use crate::process::registry::{self, Kind};
 
 fn send_init_failed(channel: &mut Channel, step: &str, message: &str) -> Result<(), String> {
     let payload = encode(&(step, message)).map_err(|e| e.to_string())?;
@@ -25,8 +26,8 @@ fn send_init_failed(channel: &mut Channel, step: &str, message: &str) -> Result<
 fn run(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     let setup: Setup = decode(&args).map_err(|e| e.to_string())?;
     if let Some((name, args)) = &setup.initializer {
-        let init =
-            registry::init(name).ok_or_else(|| format!("`{name}` is not a registered initialiser"));
+        let init = registry::lookup::<InitFn>(name, Kind::Init)
+            .ok_or_else(|| format!("`{name}` is not a registered initialiser"));
         if let Err(message) = init.and_then(|init| init(args)) {
             return send_init_failed(&mut channel, "initializer", &message);
         }
@@ -41,8 +42,8 @@ fn run(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
         },
         None => None,
     };
-    let start = registry::start(&setup.factory, Kind::Pipeline)
-        .or_else(|| registry::start(&setup.factory, Kind::Iter))
+    let start = registry::lookup::<StartFn>(&setup.factory, Kind::Pipeline)
+        .or_else(|| registry::lookup::<StartFn>(&setup.factory, Kind::Iter))
         .ok_or_else(|| {
             format!(
                 "`{}` is not a registered pipeline or iterator factory",

@@ -10,6 +10,8 @@ pub(crate) mod lane;
 pub(crate) mod options;
 #[cfg(unix)]
 mod process;
+#[cfg(unix)]
+mod process_body;
 pub(crate) mod shape;
 
 use std::future::Future;
@@ -24,8 +26,8 @@ use crate::launch::{Launch, LaunchFn};
 use crate::stats::StageKind;
 use crate::tune::resize::StageResizer;
 use crate::tune::DEFAULT_AUTO_MAX;
+use lane::Body;
 pub use lane::Order;
-pub(crate) use lane::{Body, Output};
 use lane::{Lane, StageInput};
 use options::{check_pipe, PipeOptions, WHAT};
 #[cfg(unix)]

@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::options::PipeOptions;
+use super::process_body::{check_registered, process_body};
 use super::shape::{Flat, One, Opt, Shape, Try, TryFlat};
 use super::{PipeSpec, Runs, StageParts};
 use crate::builder::{fn_name, StageBuilder};
 use crate::error::BoxError;
-use crate::executor::process_stage::{check_registered, process_body};
 use crate::stats::StageKind;
 
 impl<T: Send + 'static> StageBuilder<T> {

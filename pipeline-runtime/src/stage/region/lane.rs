@@ -27,23 +27,22 @@ use serde::Serialize;
 
 use crate::block_on::block_on_until;
 use crate::error::{BoxError, BuildError, ItemError};
-use crate::executor::process_fn::request_header;
-use crate::executor::process_pool::{CallError, Slot};
-use crate::executor::region::{
+use crate::failure::{RemotePipelineError, StageFailureKind};
+use crate::launch::{Launch, LaunchFn};
+use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
+use crate::process::pool::{CallError, Slot};
+use crate::process::region::{
     Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
     FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
 };
-use crate::executor::region::{FROM_EPOCH, TO_EPOCH};
-use crate::executor::ProcessPool;
-use crate::failure::StageFailureKind;
-use crate::launch::{Launch, LaunchFn};
-use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
+use crate::process::region::{FROM_EPOCH, TO_EPOCH};
+use crate::process::stage_worker::request_header;
+use crate::process::ProcessPool;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::{QueueCounters, QueueEntry, RemoteCounts, StageKind};
-use crate::subprocess::RemotePipelineError;
 use crate::sync::lock;
 
 /// How long a sending thread waits for an input before it looks whether to quit.

@@ -1,7 +1,7 @@
 //! `process_region`: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
 //! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool). This file
 //! holds the builder method and its checks; [`lane`] the parent's side while it runs; the
-//! worker's side is with the other worker-process code (`executor::region`).
+//! worker's side is with the other worker-process code (`process::region`).
 //!
 //! `f` is called once here too, on a builder of an empty source, to check the region's
 //! definition (its mistakes are `build()` errors of this pipeline) and to learn its stages,
@@ -132,7 +132,7 @@ fn check_region<F>(region: &str) -> Result<(), BuildError> {
              region as a named `fn` and register it with `process_region!`"
         )))
     } else {
-        crate::registry::check(key, crate::registry::Kind::Region)
+        crate::process::registry::check(key, crate::process::registry::Kind::Region)
             .map_err(|e| BuildError::new(format!("process region `{region}`: {e}")))
     }
 }

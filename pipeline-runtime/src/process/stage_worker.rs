@@ -2,19 +2,26 @@
 //!
 //! A closure cannot cross a process boundary, so a process stage is a plain `fn` registered
 //! with [`process_fn!`](crate::process_fn), in the one registry of functions a child runs
-//! (`registry`), keyed by the function's type name.
+//! (`registry`), keyed by the function's type name, as a [`CallFn`]. The stage worker also
+//! serves process regions: a request naming a registered region hands the channel over to
+//! it (see [`region`](super::region)).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::process::channel::{decode, encode, Channel};
-use crate::registry::{self, CallFn};
+use super::channel::{decode, encode, Channel};
+use super::region::{RegionFn, RegionIo};
+use super::registry::{self, Kind};
 use crate::sync::panic_message;
 
 /// Entry point name of a stage worker.
 pub(crate) const STAGE_WORKER_ENTRY: &str = "pipeline_runtime::stage_worker";
+
+/// A process-stage function as the registry keeps it: encoded input to encoded output.
+#[doc(hidden)]
+pub type CallFn = fn(&[u8]) -> Result<Vec<u8>, String>;
 
 /// Status byte of a worker's reply, sent last so that the parent drops it in O(1).
 pub(crate) const REPLY_OK: u8 = 0;
@@ -78,15 +85,15 @@ fn stage_worker(_args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
         let (name, input) = split_request(&frame)?;
         let call = match &last {
             Some((last_name, call)) if last_name == name => *call,
-            _ => match registry::stage(name) {
+            _ => match registry::lookup::<CallFn>(name, Kind::Stage) {
                 Some(call) => {
                     last = Some((name.to_owned(), call));
                     call
                 }
-                None if registry::region(name).is_some() => {
+                None if registry::lookup::<RegionFn>(name, Kind::Region).is_some() => {
                     // A process region takes the channel over until its input ends.
-                    let run = registry::region(name).expect("checked");
-                    run(super::region::RegionIo(&mut channel), input)?;
+                    let run = registry::lookup::<RegionFn>(name, Kind::Region).expect("checked");
+                    run(RegionIo(&mut channel), input)?;
                     continue;
                 }
                 None => {

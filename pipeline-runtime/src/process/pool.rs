@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::process_fn::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
-use super::task::LaneFuture;
-use super::thread_pool::ThreadPool;
-use super::Executor;
+use super::channel::Channel;
+use super::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use super::stage_worker::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
 use crate::error::BuildError;
-use crate::process::channel::Channel;
-use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
+use crate::executor::task::LaneFuture;
+use crate::executor::ThreadPool;
 use crate::sync::lock;
 
 thread_local! {
@@ -174,9 +173,15 @@ impl ProcessPool {
             .collect()
     }
 
-    /// Runs a lane of a process stage on one of the pool's caller threads.
-    pub(crate) fn spawn_lane(&self, default_pool: &ThreadPool, lane: LaneFuture) {
-        Executor::Threads(self.shared.threads.clone()).spawn_lane(default_pool, lane);
+    /// Runs a lane of a process stage on one of the pool's caller threads (never on the
+    /// pipeline's default pool), as `Executor::Threads` runs a lane on a pool of one's own.
+    pub(crate) fn spawn_lane(&self, _default_pool: &ThreadPool, lane: LaneFuture) {
+        // The lane keeps a handle: the caller threads must not shut down while it runs.
+        let handle = self.shared.threads.clone();
+        self.shared.threads.spawn_lane(Box::pin(async move {
+            let _handle = handle;
+            lane.await
+        }));
     }
 
     /// The worker slot of the calling thread, if it is one of this pool's caller threads.

@@ -3,35 +3,30 @@
 //! A closure cannot cross a process boundary, so what a child runs is a plain `fn`, found by
 //! name: parent and child are the same executable, so both compute the same name (the
 //! function's type name, see [`fn_type_name`]). Every kind is registered the same way, with
-//! the hidden `register!` macro that [`process_fn!`](crate::process_fn) and
-//! [`subprocess_fn!`](crate::subprocess_fn) expand to:
+//! the hidden `register!` macro that [`process_fn!`](crate::process_fn),
+//! [`subprocess_fn!`](crate::subprocess_fn) and [`process_region!`](crate::process_region)
+//! expand to:
 //!
-//! * worker entry points (`fn(args, Channel)`): what a child process runs once it is in
-//!   worker mode; this crate has two, the process-stage worker and the subprocess worker;
+//! * worker entry points: what a child process runs once it is in worker mode; this crate
+//!   has two, the process-stage worker and the subprocess worker;
 //! * process-stage functions (`process_fn!`), called by the stage worker per item;
 //! * subprocess pipeline and iterator factories and initialisers (`subprocess_fn!`), called
 //!   by the subprocess worker;
 //! * process regions (`process_region!`), whose builder of stages the region worker calls
 //!   to build the nested pipeline it runs.
+//!
+//! This file is the bottom floor of the wing and names none of its clients' types: each
+//! kind's owner defines the function pointer type of its entries (`WorkerFn` in `worker`,
+//! `CallFn` in `stage_worker`, `RegionFn` in `region`, `StartFn` and `InitFn` in
+//! `subprocess::factory`); `register!` stores the pointer as `dyn Any`, and the owner gets
+//! it back, typed, with [`lookup`].
 
-use crate::executor::region::RegionIo;
-use crate::process::channel::Channel;
-use crate::subprocess::output::Source;
-
-/// A worker entry point: its start arguments and the channel to the parent.
-pub(crate) type WorkerFn = fn(args: Vec<u8>, channel: Channel) -> Result<(), String>;
-/// A process-stage function, encoded input to encoded output.
-pub(crate) type CallFn = fn(&[u8]) -> Result<Vec<u8>, String>;
-/// A subprocess factory: encoded arguments to the source the child streams.
-pub(crate) type StartFn = fn(&[u8]) -> Result<Box<dyn Source>, String>;
-/// A subprocess initialiser.
-pub(crate) type InitFn = fn(&[u8]) -> Result<(), String>;
-/// A process region: runs the region's nested pipeline over the channel (start arguments).
-pub(crate) type RegionFn = fn(RegionIo<'_>, &[u8]) -> Result<(), String>;
+use std::any::Any;
 
 /// What a registered function is for.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Worker,
     Stage,
     Pipeline,
@@ -54,133 +49,104 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Run {
-    Worker(WorkerFn),
-    Stage(CallFn),
-    Pipeline(StartFn),
-    Iter(StartFn),
-    Init(InitFn),
-    Region(RegionFn),
-}
-
-/// One registered function: its name and what to call. Made by `register!`.
+/// One registered function: its name, its kind, and what to call, a function pointer of the
+/// type its owner defines for that kind (see `lookup`). Made by `register!`.
 #[derive(Debug)]
 pub struct Registration {
     name: fn() -> &'static str,
-    run: Run,
+    kind: Kind,
+    run: &'static (dyn Any + Send + Sync),
 }
 
 inventory::collect!(Registration);
 
 impl Registration {
-    pub(crate) const fn worker(name: fn() -> &'static str, run: WorkerFn) -> Self {
-        Self {
-            name,
-            run: Run::Worker(run),
-        }
-    }
-
+    /// `run` is a function pointer of the type that `kind`'s owner looks it up as.
     #[doc(hidden)]
-    pub const fn stage(name: fn() -> &'static str, call: CallFn) -> Self {
-        Self {
-            name,
-            run: Run::Stage(call),
-        }
-    }
-
-    #[doc(hidden)]
-    pub const fn pipeline(name: fn() -> &'static str, start: StartFn) -> Self {
-        Self {
-            name,
-            run: Run::Pipeline(start),
-        }
-    }
-
-    #[doc(hidden)]
-    pub const fn iter(name: fn() -> &'static str, start: StartFn) -> Self {
-        Self {
-            name,
-            run: Run::Iter(start),
-        }
-    }
-
-    #[doc(hidden)]
-    pub const fn init(name: fn() -> &'static str, init: InitFn) -> Self {
-        Self {
-            name,
-            run: Run::Init(init),
-        }
-    }
-
-    #[doc(hidden)]
-    pub const fn region(name: fn() -> &'static str, run: RegionFn) -> Self {
-        Self {
-            name,
-            run: Run::Region(run),
-        }
+    pub const fn new(
+        kind: Kind,
+        name: fn() -> &'static str,
+        run: &'static (dyn Any + Send + Sync),
+    ) -> Self {
+        Self { name, kind, run }
     }
 
     pub(crate) fn name(&self) -> &'static str {
         (self.name)()
     }
-
-    fn kind(&self) -> Kind {
-        match self.run {
-            Run::Worker(_) => Kind::Worker,
-            Run::Stage(_) => Kind::Stage,
-            Run::Pipeline(_) => Kind::Pipeline,
-            Run::Iter(_) => Kind::Iter,
-            Run::Init(_) => Kind::Init,
-            Run::Region(_) => Kind::Region,
-        }
-    }
 }
 
 /// Registers a function for a child to run: the one registration path under
-/// `process_fn!` and `subprocess_fn!` (and the crate's own worker entry points). Write it at
-/// module level. `stage f`, `pipeline f`, `iter f` and `init f` register `f` under its type
-/// name; the serde bounds of its input and output are checked here, at compile time.
+/// `process_fn!`, `subprocess_fn!` and `process_region!` (and the crate's own worker entry
+/// points). Write it at module level. `stage f`, `pipeline f`, `iter f`, `init f` and
+/// `region f` register `f` under its type name, as a function pointer of the type its
+/// owner looks it up as; the serde bounds of its input and output are checked here, at
+/// compile time.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __pipeline_runtime_register {
     (stage $f:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::stage(
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Stage,
                 || $crate::__private::fn_type_name(&$f),
-                |input| $crate::__private::call_process_fn(&$f, input),
+                {
+                    const RUN: $crate::__private::CallFn =
+                        |input| $crate::__private::call_process_fn(&$f, input);
+                    &RUN
+                },
             )
         }
     };
     (pipeline $f:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::pipeline(
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Pipeline,
                 || $crate::__private::fn_type_name(&$f),
-                |args| $crate::__private::start_pipeline(&$f, args),
+                {
+                    const RUN: $crate::__private::StartFn =
+                        |args| $crate::__private::start_pipeline(&$f, args);
+                    &RUN
+                },
             )
         }
     };
     (iter $f:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::iter(
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Iter,
                 || $crate::__private::fn_type_name(&$f),
-                |args| $crate::__private::start_iter(&$f, args),
+                {
+                    const RUN: $crate::__private::StartFn =
+                        |args| $crate::__private::start_iter(&$f, args);
+                    &RUN
+                },
             )
         }
     };
     (init $f:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::init(
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Init,
                 || $crate::__private::fn_type_name(&$f),
-                |args| $crate::__private::run_init(&$f, args),
+                {
+                    const RUN: $crate::__private::InitFn =
+                        |args| $crate::__private::run_init(&$f, args);
+                    &RUN
+                },
             )
         }
     };
     (region $f:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::region(
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Region,
                 || $crate::__private::fn_type_name(&$f),
-                |channel, args| $crate::__private::run_region(&$f, channel, args),
+                {
+                    const RUN: $crate::__private::RegionFn =
+                        |channel, args| $crate::__private::run_region(&$f, channel, args);
+                    &RUN
+                },
             )
         }
     };
@@ -188,7 +154,14 @@ macro_rules! __pipeline_runtime_register {
     // a worker's channel is crate-private).
     (worker $name:expr => $run:path) => {
         $crate::__private::inventory::submit! {
-            $crate::__private::Registration::worker(|| $name, $run)
+            $crate::__private::Registration::new(
+                $crate::__private::RegistrationKind::Worker,
+                || $name,
+                {
+                    const RUN: $crate::__private::WorkerFn = $run;
+                    &RUN
+                },
+            )
         }
     };
 }
@@ -200,47 +173,14 @@ pub fn fn_type_name<F>(_: &F) -> &'static str {
 }
 
 fn find(name: &str, kind: Kind) -> Option<&'static Registration> {
-    inventory::iter::<Registration>().find(|r| r.kind() == kind && r.name() == name)
+    inventory::iter::<Registration>().find(|r| r.kind == kind && r.name() == name)
 }
 
-/// The worker entry point registered as `name`.
-pub(crate) fn worker(name: &str) -> Option<WorkerFn> {
-    match find(name, Kind::Worker)?.run {
-        Run::Worker(run) => Some(run),
-        _ => None,
-    }
-}
-
-/// The process-stage function registered as `name`.
-pub(crate) fn stage(name: &str) -> Option<CallFn> {
-    match find(name, Kind::Stage)?.run {
-        Run::Stage(call) => Some(call),
-        _ => None,
-    }
-}
-
-/// The subprocess factory registered as `name` with `kind` (`Pipeline` or `Iter`).
-pub(crate) fn start(name: &str, kind: Kind) -> Option<StartFn> {
-    match find(name, kind)?.run {
-        Run::Pipeline(start) | Run::Iter(start) => Some(start),
-        _ => None,
-    }
-}
-
-/// The subprocess initialiser registered as `name`.
-pub(crate) fn init(name: &str) -> Option<InitFn> {
-    match find(name, Kind::Init)?.run {
-        Run::Init(init) => Some(init),
-        _ => None,
-    }
-}
-
-/// The process region registered as `name`.
-pub(crate) fn region(name: &str) -> Option<RegionFn> {
-    match find(name, Kind::Region)?.run {
-        Run::Region(run) => Some(run),
-        _ => None,
-    }
+/// The function registered as `name` for `kind`, as `F`: the function pointer type that
+/// the kind's owner defines and `register!` gives it. `None` if there is none (or if `F`
+/// is not the type it was registered with).
+pub(crate) fn lookup<F: Copy + 'static>(name: &str, kind: Kind) -> Option<F> {
+    find(name, kind)?.run.downcast_ref::<F>().copied()
 }
 
 /// Checks that `name` is registered as `kind`, with an error that says how to fix it.
@@ -252,7 +192,7 @@ pub(crate) fn check(name: &str, kind: Kind) -> Result<(), String> {
     match inventory::iter::<Registration>().find(|r| r.name() == name) {
         Some(other) => Err(format!(
             "`{name}` is registered with `{}`, not `{}`",
-            other.kind().registration(short),
+            other.kind.registration(short),
             kind.registration(short)
         )),
         None => {
@@ -285,17 +225,23 @@ mod tests {
     }
     crate::__private::register!(iter digits);
 
+    /// A process-stage function, as its owner (the stage worker) types it.
+    type Call = fn(&[u8]) -> Result<Vec<u8>, String>;
+
     #[test]
     fn one_registry_finds_each_kind_by_name() {
         let name = fn_type_name(&twice);
-        let call = stage(name).expect("registered");
+        let call = lookup::<Call>(name, Kind::Stage).expect("registered");
         let output = call(&crate::process::channel::encode(&21u32).unwrap()).unwrap();
         assert_eq!(crate::process::channel::decode::<u32>(&output).unwrap(), 42);
-        assert!(
-            start(name, Kind::Iter).is_none(),
-            "a stage is not a factory"
-        );
-        assert!(start(fn_type_name(&digits), Kind::Iter).is_some());
+        assert!(find(name, Kind::Iter).is_none(), "a stage is not a factory");
+        assert!(find(fn_type_name(&digits), Kind::Iter).is_some());
+    }
+
+    #[test]
+    fn a_lookup_as_another_type_finds_nothing() {
+        let name = fn_type_name(&twice);
+        assert!(lookup::<fn(&[u8]) -> Result<(), String>>(name, Kind::Stage).is_none());
     }
 
     #[test]

@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{
+use super::channel::{decode, encode, FrameReader, FrameWriter};
+use super::region::{
     Progress, RegionIo, RegionStart, CREDIT_EVERY, FROM_DONE, FROM_EPOCH, FROM_FAILED, FROM_ITEM,
     FROM_LOST, FROM_READY, FROM_REFUSED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM,
 };
 use crate::builder::{PipelineBuilder, StageBuilder};
+use crate::failure::RemotePipelineError;
 use crate::pipeline::{GetError, Pipeline};
-use crate::process::channel::{decode, encode, FrameReader, FrameWriter};
 use crate::queue::Msg;
 use crate::stats::StageCounters;
-use crate::subprocess::RemotePipelineError;
 use crate::sync::panic_message;
 
 /// How often a worker sends its counters while it runs.

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::process_pool::CallError;
-use super::{Executor, ProcessPool};
+use super::lane::{Body, Output};
 use crate::error::{BuildError, ItemError};
-use crate::stage::pipe::{Body, Output};
+use crate::executor::Executor;
+use crate::process::pool::{CallError, ProcessPool};
 use crate::sync::lock;
 
 /// Checks that `F` can be found by name in a worker: a registered, named `fn`.
@@ -27,7 +27,7 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
         )))
     } else {
         // Not registered, or registered as another kind: the registry says which, and how.
-        crate::registry::check(key, crate::registry::Kind::Stage)
+        crate::process::registry::check(key, crate::process::registry::Kind::Stage)
             .map_err(|e| BuildError::new(format!("stage `{stage}`: {e}")))
     }
 }

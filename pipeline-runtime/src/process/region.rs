@@ -1,13 +1,16 @@
 //! Process regions: consecutive stages that run, as a whole, inside each worker of a
-//! [`ProcessPool`](crate::ProcessPool), as a nested pipeline; only the values entering and
+//! [`ProcessPool`](super::ProcessPool), as a nested pipeline; only the values entering and
 //! leaving the region cross the process boundary (with serde).
 //!
 //! A worker is this program run again, so the region must be found there by name: it is a
 //! named `fn` that adds the region's stages to a builder of its input
 //! (`fn(StageBuilder<In>) -> StageBuilder<Out>`), registered with
-//! [`process_region!`](crate::process_region). The parent keeps one thread per worker
-//! (`stage::region::lane`): it sends the region's inputs to its worker as they come and reads the
-//! worker's outputs back; the worker ([`worker`]) runs the nested pipeline between the two.
+//! [`process_region!`](crate::process_region). The parent keeps one thread per worker (the
+//! region's stage side, `stage::region::lane`): it sends the region's inputs to its worker as
+//! they come and reads the worker's outputs back; the worker
+//! ([`region_worker`](super::region_worker)) runs the nested pipeline between the two. This
+//! file holds what both sides share: the wire below, the registered form of a region
+//! ([`RegionFn`]) and the macro that registers one.
 //!
 //! The wire, after the stage worker's request naming the region: the parent sends items
 //! (and epoch boundaries) and then an end; the worker answers once that it is ready, then
@@ -15,11 +18,9 @@
 //! its nested pipeline took, its boundaries, its stages' counters now and then, and at the
 //! end its last counters (or its pipeline's failure).
 
-pub(crate) mod worker;
-
 use serde::{Deserialize, Serialize};
 
-use crate::process::channel::Channel;
+use super::channel::Channel;
 use crate::stats::RemoteCounts;
 
 /// The channel a region runs over, as the registry hands it to a region (opaque).
@@ -31,6 +32,11 @@ impl std::fmt::Debug for RegionIo<'_> {
         f.write_str("RegionIo")
     }
 }
+
+/// A process region as the registry keeps it: runs the region's nested pipeline over the
+/// channel, with its start arguments (see [`run_region`](super::region_worker::run_region)).
+#[doc(hidden)]
+pub type RegionFn = fn(RegionIo<'_>, &[u8]) -> Result<(), String>;
 
 /// What the worker's nested pipeline is built with: the parent's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
