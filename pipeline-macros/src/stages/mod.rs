@@ -6,39 +6,40 @@
 //! `validate` learn the vocabulary from [`KINDS`] (which words are stage names, modifiers and
 //! options), `validate` runs the generic checks from the descriptors, and `expand` only walks
 //! what the kinds planned. A new stage kind is a new file declaring a `KindDescriptor` and
-//! one line in [`KINDS`].
+//! one line in the list ([`KINDS`], written with `kinds!`, which also declares the module).
 //!
 //! * `source`, `pipe`, `aggregate`, `aggregate_with`, `disaggregate`, `process_region`
 //!   (`region`), `sink`: the kinds;
 //! * `merge`, `route`: the structures, whose arguments hold chains of stages (`structure`
 //!   holds what they share).
 
-mod aggregate;
-mod aggregate_with;
-mod disaggregate;
-mod merge;
-mod pipe;
-mod region;
-mod route;
-mod sink;
-mod source;
 mod structure;
 
 use crate::checked::CheckedStage;
 use crate::descriptor::Kinds;
 
-/// Every stage kind, in the order they are listed (and suggested) in messages.
-pub(crate) const KINDS: Kinds = Kinds(&[
-    &source::SOURCE,
-    &pipe::PIPE,
-    &aggregate::AGGREGATE,
-    &aggregate_with::AGGREGATE_WITH,
-    &disaggregate::DISAGGREGATE,
-    &region::PROCESS_REGION,
-    &merge::MERGE,
-    &route::ROUTE,
-    &sink::SINK,
-]);
+/// Declares each kind's module and lists its descriptor in [`KINDS`], so that a kind is one
+/// line here.
+macro_rules! kinds {
+    ($($module:ident::$descriptor:ident,)*) => {
+        $(mod $module;)*
+
+        /// Every stage kind, in the order they are listed (and suggested) in messages.
+        pub(crate) const KINDS: Kinds = Kinds(&[$(&$module::$descriptor),*]);
+    };
+}
+
+kinds! {
+    source::SOURCE,
+    pipe::PIPE,
+    aggregate::AGGREGATE,
+    aggregate_with::AGGREGATE_WITH,
+    disaggregate::DISAGGREGATE,
+    region::PROCESS_REGION,
+    merge::MERGE,
+    route::ROUTE,
+    sink::SINK,
+}
 
 /// What stands in for a missing source and a missing sink in the expansion.
 pub(crate) fn stand_ins() -> (CheckedStage, CheckedStage) {
