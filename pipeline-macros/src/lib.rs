@@ -52,6 +52,21 @@ mod proptests;
 /// }
 /// ```
 ///
+/// The stages, each expanded to the builder method of the same name:
+///
+/// * `source(items)`, first (`source(try items)`, `source(continuous items)`,
+///   `source(async stream)`, ..), or `merge(source(a) -> .., source(b), policy = ..)`;
+/// * `pipe(f)`, its shape chosen by the modifiers `async`, `try`, `opt`, `flat` and `process`
+///   (`pipe(async try f)` calls `.async_try_pipe(f)`);
+/// * `aggregate(n)`: batches of `n` items; `aggregate_with(aggregator)`: any `Aggregator`;
+///   `aggregate_by(key, n)`: batches of `n` items that share `key(&item)`, a bucket that
+///   never fills flushed at the end of the epoch (all three take `drop_last`, `name`,
+///   `buffer`); `disaggregate()`: the items of each batch;
+/// * `process_region(f, executor = pool)`: the stages of a registered region fn, in worker
+///   processes;
+/// * `route(router, { pattern => stages, .. })`: each item down the branch its key matches;
+/// * `sink(..)`, last, with the pipeline-wide options (`num_threads`, `max_failures`, ..).
+///
 /// The guide's chapter on the macro (`docs/src/macro.md`) gives the full grammar, with examples
 /// that compile.
 #[proc_macro]

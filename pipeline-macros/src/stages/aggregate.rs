@@ -1,6 +1,7 @@
 //! `aggregate(n)`: a stage that groups items into batches (`Vec`s) of `n`.
 //!
-//! Its options are shared with `aggregate_with`, which groups with a custom aggregator.
+//! Its options are shared with `aggregate_with` and `aggregate_by`, which group with a custom
+//! aggregator and by key.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
@@ -23,8 +24,8 @@ pub(crate) static AGGREGATE: KindDescriptor = KindDescriptor {
     plan,
 };
 
-/// The options of `aggregate` and `aggregate_with`, in the order their setters are called on
-/// the options value.
+/// The options of `aggregate`, `aggregate_with` and `aggregate_by`, in the order their
+/// setters are called on the options value.
 pub(super) const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("drop_last", ValueType::Expr, "true", Some("drop_last")),
     OptionSpec::new("name", ValueType::Expr, "\"decode\"", Some("name")),

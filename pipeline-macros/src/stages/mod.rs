@@ -8,8 +8,8 @@
 //! what the kinds planned. A new stage kind is a new file declaring a `KindDescriptor` and
 //! one line in the list ([`KINDS`], written with `kinds!`, which also declares the module).
 //!
-//! * `source`, `pipe`, `aggregate`, `aggregate_with`, `disaggregate`, `process_region`
-//!   (`region`), `sink`: the kinds;
+//! * `source`, `pipe`, `aggregate`, `aggregate_with`, `aggregate_by`, `disaggregate`,
+//!   `process_region` (`region`), `sink`: the kinds;
 //! * `merge`, `route`: the structures, whose arguments hold chains of stages (`structure`
 //!   holds what they share).
 
@@ -34,6 +34,7 @@ kinds! {
     pipe::PIPE,
     aggregate::AGGREGATE,
     aggregate_with::AGGREGATE_WITH,
+    aggregate_by::AGGREGATE_BY,
     disaggregate::DISAGGREGATE,
     region::PROCESS_REGION,
     merge::MERGE,
