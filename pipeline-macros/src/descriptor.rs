@@ -276,16 +276,14 @@ impl Kinds {
 impl KindDescriptor {
     /// The form that exactly the modifiers `set` select.
     pub(crate) fn form_for(&self, set: &BTreeSet<String>) -> Option<&'static Form> {
-        let forms: &'static [Form] = self.forms;
-        forms.iter().find(|form| form.selected_by(set))
+        self.forms.iter().find(|form| form.selected_by(set))
     }
 
     /// The form closest to the modifiers `set`, for a set that selects none: the one with
     /// the most modifiers, all of them in `set` (the first such one).
     pub(crate) fn closest_form(&self, set: &BTreeSet<String>) -> &'static Form {
-        let forms: &'static [Form] = self.forms;
-        let mut best = &forms[0];
-        for form in forms {
+        let mut best = &self.forms[0];
+        for form in self.forms {
             if form.modifiers.iter().all(|m| set.contains(*m))
                 && form.modifiers.len() > best.modifiers.len()
             {
