@@ -1,5 +1,5 @@
-//! Phase 3: the checked plan → builder calls. This file is the generic part: the driver that
-//! walks the plan, and the guard-function and span technique that the stage kinds
+//! Phase 3: the checked pipeline → builder calls. This file is the generic part: the driver
+//! that walks the checked pipeline, and the guard-function and span technique that the stage kinds
 //! (`stages/*.rs`) use to generate their calls.
 //!
 //! The expansion is a block that evaluates to `Result<Pipeline<T>, BuildError>`:
@@ -23,14 +23,14 @@
 //!
 //! Only items of `::pipeline_runtime::__private` are named.
 //!
-//! Errors come first, as `compile_error!`s, then the best expansion the plan allows: a missing
+//! Errors come first, as `compile_error!`s, then the best expansion the input allows: a missing
 //! source or sink is replaced by a stand-in, so that the stages in between are still checked.
 
 use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::Expr;
 
-use crate::plan::{Context, Plan, Step};
+use crate::checked::{CheckedPipeline, CheckedStage, ExpandContext};
 
 /// The path of the only module an expansion names.
 pub(crate) fn rt() -> TokenStream {
@@ -42,25 +42,26 @@ pub(crate) fn stage_var() -> Ident {
     Ident::new("__pipeline_stage", Span::mixed_site())
 }
 
-/// Expands a plan, with the errors found before (emitted first, as `compile_error!`s).
-pub(crate) fn expand(plan: &Plan, errors: &[syn::Error]) -> TokenStream {
+/// Expands a checked pipeline, with the errors found before (emitted first, as
+/// `compile_error!`s).
+pub(crate) fn expand(pipeline: &CheckedPipeline, errors: &[syn::Error]) -> TokenStream {
     let errors = errors.iter().map(syn::Error::to_compile_error);
-    let (source_stand_in, sink_stand_in) = &plan.stand_ins;
-    let source = plan.source.as_ref().unwrap_or(source_stand_in);
-    let sink = plan.sink.as_ref().unwrap_or(sink_stand_in);
+    let (source_stand_in, sink_stand_in) = &pipeline.stand_ins;
+    let source = pipeline.source.as_ref().unwrap_or(source_stand_in);
+    let sink = pipeline.sink.as_ref().unwrap_or(sink_stand_in);
     let mut stages = TokenStream::new();
-    let mut prev: Option<&Step> = None;
-    for step in std::iter::once(source)
-        .chain(&plan.steps)
+    let mut prev: Option<&CheckedStage> = None;
+    for checked in std::iter::once(source)
+        .chain(&pipeline.stages)
         .chain(std::iter::once(sink))
     {
-        let cx = Context {
-            label: &step.label,
+        let cx = ExpandContext {
+            label: &checked.label,
             prev: prev.map_or("", |p| p.label.as_str()),
             prev_note: prev.and_then(|p| p.stage.note_for_next()),
         };
-        stages.extend(step.stage.expand(&cx));
-        prev = Some(step);
+        stages.extend(checked.stage.expand(&cx));
+        prev = Some(checked);
     }
     quote! {
         {
@@ -74,18 +75,18 @@ pub(crate) fn expand(plan: &Plan, errors: &[syn::Error]) -> TokenStream {
 /// told the label of the one before it; the first is told `first_prev`.
 pub(crate) fn expand_chain<'a>(
     first_prev: &str,
-    steps: impl IntoIterator<Item = &'a Step>,
+    stages: impl IntoIterator<Item = &'a CheckedStage>,
 ) -> TokenStream {
     let mut out = TokenStream::new();
-    let mut prev: Option<&Step> = None;
-    for step in steps {
-        let cx = Context {
-            label: &step.label,
+    let mut prev: Option<&CheckedStage> = None;
+    for checked in stages {
+        let cx = ExpandContext {
+            label: &checked.label,
             prev: prev.map_or(first_prev, |p| p.label.as_str()),
             prev_note: prev.and_then(|p| p.stage.note_for_next()),
         };
-        out.extend(step.stage.expand(&cx));
-        prev = Some(step);
+        out.extend(checked.stage.expand(&cx));
+        prev = Some(checked);
     }
     out
 }
@@ -129,7 +130,7 @@ pub(crate) fn annotated_closure(expr: &Expr) -> bool {
 
 /// The trait through which a guard requires that the previous stage's items are the stage
 /// function's argument `A`, with a message naming both stages and both types.
-pub(crate) fn input_trait(cx: &Context<'_>) -> TokenStream {
+pub(crate) fn input_trait(cx: &ExpandContext<'_>) -> TokenStream {
     let rt = rt();
     let message = format!(
         "{} takes `{{A}}`, but {} produces `{{Self}}`",

@@ -6,22 +6,32 @@
 //! they can be tested outside a compiler invocation:
 //!
 //! * `parse`: tokens → stages, modifiers, positional arguments and options (`syntax`);
-//! * `validate`: names, places, options and literal values checked → a plan (`plan`);
-//! * `expand`: the plan → calls of the `pipeline_runtime` builder, each `pipe` stage through
-//!   a guard function whose diagnostics name the stage and the types involved.
+//! * `validate`: names, places, modifiers, arguments, options and literal values checked → a
+//!   checked pipeline (`checked`);
+//! * `expand`: the checked pipeline → calls of the `pipeline_runtime` builder, each stage
+//!   that takes a function through a guard function whose diagnostics name the stage and the
+//!   types involved.
 //!
 //! The phases hold what is the same for every stage kind. Each kind (`source`, `pipe`,
-//! `aggregate`, ..) has one file in `stages/`, with its name, arguments, modifiers, options,
-//! own checks and expansion; the phases consult the registry there (`stages::KINDS`).
+//! `aggregate`, ..) has one file in `stages/`: its descriptor (`descriptor::KindDescriptor`:
+//! name, place, modifiers and the forms they select, positional arguments, options), its own
+//! checks and its expansion. The generic checks run in `validate` from the descriptors in
+//! the one list of kinds (`stages::KINDS`), which `parse` is handed as its vocabulary.
+//!
+//! Dependencies point one way: `syntax`, `expr` and `checked` at the bottom; then
+//! `option_values` and `descriptor`; `parse` (which names no kind); the kinds; the list of
+//! kinds; `validate`, which drives them and parses the chains inside a structure for them.
 //!
 //! No input makes the macro panic: every mistake is a `compile_error!` at the offending
 //! tokens, emitted together with the best expansion the input allows.
 
+mod checked;
+mod descriptor;
 mod expand;
 mod expr;
 mod main_attr;
+mod option_values;
 mod parse;
-mod plan;
 mod stages;
 mod syntax;
 mod validate;
@@ -42,6 +52,21 @@ mod proptests;
 /// }
 /// ```
 ///
+/// The stages, each expanded to the builder method of the same name:
+///
+/// * `source(items)`, first (`source(try items)`, `source(continuous items)`,
+///   `source(async stream)`, ..), or `merge(source(a) -> .., source(b), policy = ..)`;
+/// * `pipe(f)`, its shape chosen by the modifiers `async`, `try`, `opt`, `flat` and `process`
+///   (`pipe(async try f)` calls `.async_try_pipe(f)`);
+/// * `aggregate(n)`: batches of `n` items; `aggregate_with(aggregator)`: any `Aggregator`;
+///   `aggregate_by(key, n)`: batches of `n` items that share `key(&item)`, a bucket that
+///   never fills flushed at the end of the epoch (all three take `drop_last`, `name`,
+///   `buffer`); `disaggregate()`: the items of each batch;
+/// * `process_region(f, executor = pool)`: the stages of a registered region fn, in worker
+///   processes;
+/// * `route(router, { pattern => stages, .. })`: each item down the branch its key matches;
+/// * `sink(..)`, last, with the pipeline-wide options (`num_threads`, `max_failures`, ..).
+///
 /// The guide's chapter on the macro (`docs/src/macro.md`) gives the full grammar, with examples
 /// that compile.
 #[proc_macro]
@@ -52,9 +77,9 @@ pub fn pipeline(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 /// The whole macro: parse, validate, expand. Never panics; errors come out as
 /// `compile_error!`s next to the best expansion the input allows.
 fn pipeline_tokens(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
-    let parsed = parse::parse(input);
-    let (plan, errors) = validate::validate(parsed);
-    expand::expand(&plan, &errors)
+    let parsed = parse::parse(input, stages::KINDS);
+    let (pipeline, errors) = validate::validate(parsed);
+    expand::expand(&pipeline, &errors)
 }
 
 /// Makes `main` call `pipeline_runtime::process::init()` first, as programs with process

@@ -3,8 +3,12 @@
 //! The grammar is deliberately loose here: `stage (-> stage)*`, where a stage is a name and an
 //! optional parenthesised argument list of modifiers, positional expressions and `name = value`
 //! options. Whether a name, modifier or option means anything is decided by `validate`; the
-//! parser asks the stage kinds (`stages`) only which words are modifiers and which are option
-//! names, because that decides how `pipe(flat f)` and `pipe(f, concurrency)` are read.
+//! parser asks the list of kinds it is handed ([`Kinds`]) only which words are modifiers and
+//! which are option names, because that decides how `pipe(flat f)` and `pipe(f, concurrency)`
+//! are read, and which stages are structures, whose arguments other than options (chains of
+//! stages, a `{ .. }` of branches) it keeps as tokens for their kind to read. It names no
+//! kind itself, so the kinds (and `validate`, which parses a structure's chains for them) can
+//! depend on it, and not the reverse.
 //!
 //! Parsing never stops at the first mistake: every error is recorded with the span of the
 //! offending tokens, and the parser goes on at the next stage (or the next argument), so that
@@ -14,16 +18,17 @@ use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};
 use syn::Expr;
 
-use crate::stages;
-use crate::syntax::{Parsed, Stage, StageOption};
+use crate::descriptor::Kinds;
+use crate::syntax::{Parsed, Piece, Stage, StageOption};
 
-/// Parses the macro input. Never fails as a whole and never panics: mistakes are recorded in
-/// [`Parsed::errors`], each spanned at the tokens it is about.
-pub(crate) fn parse(input: TokenStream) -> Parsed {
+/// Parses the macro input (or a chain inside a structure) with the vocabulary of `kinds`.
+/// Never fails as a whole and never panics: mistakes are recorded in [`Parsed::errors`], each
+/// spanned at the tokens it is about.
+pub(crate) fn parse(input: TokenStream, kinds: Kinds) -> Parsed {
     let mut parsed = Parsed::default();
     let tokens: Vec<TokenTree> = input.into_iter().collect();
     for segment in split_arrows(&tokens, &mut parsed.errors) {
-        parse_segment(segment, &mut parsed);
+        parse_segment(segment, kinds, &mut parsed);
     }
     parsed
 }
@@ -89,12 +94,12 @@ fn split_arrows<'a>(tokens: &'a [TokenTree], errors: &mut Vec<syn::Error>) -> Ve
 
 /// A segment is normally one stage; more than one means a missing `->`, which is reported
 /// and then read as if it were there.
-fn parse_segment(segment: Segment<'_>, parsed: &mut Parsed) {
+fn parse_segment(segment: Segment<'_>, kinds: Kinds, parsed: &mut Parsed) {
     let tokens = segment.tokens;
     let mut i = 0;
     let mut first = true;
     while i < tokens.len() {
-        let kind = match &tokens[i] {
+        let name = match &tokens[i] {
             TokenTree::Ident(ident) => ident.clone(),
             other => {
                 parsed.errors.push(syn::Error::new(
@@ -115,36 +120,36 @@ fn parse_segment(segment: Segment<'_>, parsed: &mut Parsed) {
         };
         if !first {
             parsed.errors.push(syn::Error::new(
-                kind.span(),
-                format!("expected `->` before `{kind}`: stages are joined by `->`"),
+                name.span(),
+                format!("expected `->` before `{name}`: stages are joined by `->`"),
             ));
         }
         first = false;
         i += 1;
         let mut stage = Stage {
-            kind: kind.clone(),
-            args_span: kind.span(),
+            name: name.clone(),
+            args_span: name.span(),
             has_parens: false,
             modifiers: Vec::new(),
             positional: Vec::new(),
             options: Vec::new(),
             broken: false,
-            raw: None,
+            pieces: Vec::new(),
         };
         if let Some(TokenTree::Group(group)) = tokens.get(i) {
             i += 1;
             stage.args_span = group.span();
             if group.delimiter() == Delimiter::Parenthesis {
                 stage.has_parens = true;
-                if stages::is_structure(&kind.to_string()) {
-                    stage.raw = Some(group.stream());
+                if kinds.takes_pieces(&name.to_string()) {
+                    parse_pieces(group.stream(), &mut stage, kinds, &mut parsed.errors);
                 } else {
-                    parse_args(group.stream(), &mut stage, &mut parsed.errors);
+                    parse_args(group.stream(), &mut stage, kinds, &mut parsed.errors);
                 }
             } else {
                 parsed.errors.push(syn::Error::new(
                     group.span(),
-                    format!("the arguments of `{kind}` go in parentheses: `{kind}(..)`"),
+                    format!("the arguments of `{name}` go in parentheses: `{name}(..)`"),
                 ));
                 stage.broken = true;
             }
@@ -165,11 +170,11 @@ fn short(text: &str) -> String {
 
 /// Parses `[modifiers] expr, expr, name = value, ..`, recording errors and resuming after the
 /// next top-level comma.
-fn parse_args(stream: TokenStream, stage: &mut Stage, errors: &mut Vec<syn::Error>) {
+fn parse_args(stream: TokenStream, stage: &mut Stage, kinds: Kinds, errors: &mut Vec<syn::Error>) {
     let parser = |input: ParseStream<'_>| -> syn::Result<()> {
         let mut index = 0usize;
         while !input.is_empty() {
-            if let Err(e) = parse_one_arg(input, index, stage) {
+            if let Err(e) = parse_one_arg(input, index, stage, kinds) {
                 errors.push(e);
                 stage.broken = true;
                 skip_past_comma(input);
@@ -215,7 +220,7 @@ fn peek_ident(input: ParseStream<'_>) -> Option<syn::Ident> {
 
 /// Whether the tokens after an identifier make it an option: `name = value` (a lone `=`, not
 /// `==` or `=>`), `name =` at the end, or a bare option name followed by `,` or the end.
-fn option_ahead(input: ParseStream<'_>) -> Option<(syn::Ident, bool)> {
+fn option_ahead(input: ParseStream<'_>, kinds: Kinds) -> Option<(syn::Ident, bool)> {
     let (ident, rest) = input.cursor().ident()?;
     match rest.punct() {
         Some((p, after)) if p.as_char() == '=' => {
@@ -227,24 +232,26 @@ fn option_ahead(input: ParseStream<'_>) -> Option<(syn::Ident, bool)> {
                 Some((ident, true))
             }
         }
-        Some((p, _)) if p.as_char() == ',' => {
-            stages::is_option_name(&ident.to_string()).then_some((ident, false))
-        }
-        None if rest.eof() => stages::is_option_name(&ident.to_string()).then_some((ident, false)),
+        Some((p, _)) if p.as_char() == ',' => kinds
+            .is_option_name(&ident.to_string())
+            .then_some((ident, false)),
+        None if rest.eof() => kinds
+            .is_option_name(&ident.to_string())
+            .then_some((ident, false)),
         _ => None,
     }
 }
 
 /// Whether the identifier at the cursor is a modifier word here. `async` and `try` are
-/// keywords and always are; `opt`, `flat`, `process` and `continuous` are ordinary names, and
-/// are modifiers only when an expression follows directly (an identifier, a literal or a
-/// closure's `|`), so a function named `flat` can still be written `pipe(flat)`.
-fn modifier_ahead(input: ParseStream<'_>) -> bool {
+/// keywords and always are; `opt`, `flat`, `process`, `continuous` and `batched` are ordinary
+/// names, and are modifiers only when an expression follows directly (an identifier, a
+/// literal or a closure's `|`), so a function named `flat` can still be written `pipe(flat)`.
+fn modifier_ahead(input: ParseStream<'_>, kinds: Kinds) -> bool {
     let Some((ident, rest)) = input.cursor().ident() else {
         return false;
     };
     let word = ident.to_string();
-    if !stages::is_modifier(&word) {
+    if !kinds.is_modifier(&word) {
         return false;
     }
     if word == "async" || word == "try" {
@@ -256,47 +263,98 @@ fn modifier_ahead(input: ParseStream<'_>) -> bool {
     matches!(rest.punct(), Some((p, _)) if p.as_char() == '|')
 }
 
-fn parse_one_arg(input: ParseStream<'_>, index: usize, stage: &mut Stage) -> syn::Result<()> {
-    if let Some((name, has_eq)) = option_ahead(input) {
-        input.parse::<proc_macro2::Ident>()?;
-        if !has_eq {
-            stage.options.push(StageOption { name, value: None });
-            return Ok(());
-        }
-        input.parse::<syn::Token![=]>()?;
-        let value = if input.is_empty() || input.peek(syn::Token![,]) {
-            None
-        } else {
-            Some(input.parse::<Expr>()?)
-        };
-        stage.options.push(StageOption { name, value });
+fn parse_one_arg(
+    input: ParseStream<'_>,
+    index: usize,
+    stage: &mut Stage,
+    kinds: Kinds,
+) -> syn::Result<()> {
+    if let Some(option) = parse_option(input, kinds)? {
+        stage.options.push(option);
         return Ok(());
     }
     if index == 0 {
-        while modifier_ahead(input) {
-            // `peek_ident` sees keywords too (`async`, `try`), which `Ident::parse` rejects.
-            let ident = peek_ident(input).ok_or_else(|| input.error("expected a modifier"))?;
-            input.step(|cursor| match cursor.ident() {
-                Some((_, rest)) => Ok(((), rest)),
-                None => Err(cursor.error("expected a modifier")),
-            })?;
-            stage.modifiers.push(ident);
-        }
-        if input.is_empty() || input.peek(syn::Token![,]) {
-            let span = stage
-                .modifiers
-                .last()
-                .map(syn::Ident::span)
-                .unwrap_or_else(|| input.span());
-            return Err(syn::Error::new(
-                span,
-                "expected an expression after the modifier, e.g. `pipe(async fetch)`",
-            ));
-        }
+        parse_modifiers(input, stage, kinds)?;
     }
     let expr: Expr = input.parse()?;
     stage.positional.push(expr);
     Ok(())
+}
+
+/// An option at the cursor (`name = value`, `name =`, or a bare option name), if there is one.
+fn parse_option(input: ParseStream<'_>, kinds: Kinds) -> syn::Result<Option<StageOption>> {
+    let Some((name, has_eq)) = option_ahead(input, kinds) else {
+        return Ok(None);
+    };
+    input.parse::<proc_macro2::Ident>()?;
+    if !has_eq {
+        return Ok(Some(StageOption { name, value: None }));
+    }
+    input.parse::<syn::Token![=]>()?;
+    let value = if input.is_empty() || input.peek(syn::Token![,]) {
+        None
+    } else {
+        Some(input.parse::<Expr>()?)
+    };
+    Ok(Some(StageOption { name, value }))
+}
+
+/// The modifier words at the cursor, before a stage's first argument; an error when no
+/// argument follows them.
+fn parse_modifiers(input: ParseStream<'_>, stage: &mut Stage, kinds: Kinds) -> syn::Result<()> {
+    while modifier_ahead(input, kinds) {
+        // `peek_ident` sees keywords too (`async`, `try`), which `Ident::parse` rejects.
+        let ident = peek_ident(input).ok_or_else(|| input.error("expected a modifier"))?;
+        input.step(|cursor| match cursor.ident() {
+            Some((_, rest)) => Ok(((), rest)),
+            None => Err(cursor.error("expected a modifier")),
+        })?;
+        stage.modifiers.push(ident);
+    }
+    if input.is_empty() || input.peek(syn::Token![,]) {
+        let span = stage
+            .modifiers
+            .last()
+            .map_or_else(|| input.span(), syn::Ident::span);
+        return Err(syn::Error::new(
+            span,
+            "expected an expression after the modifier, e.g. `pipe(async fetch)`",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the arguments of a structure: each top-level piece is an option, or a piece of
+/// tokens kept for the kind (its first one after any modifiers).
+fn parse_pieces(
+    stream: TokenStream,
+    stage: &mut Stage,
+    kinds: Kinds,
+    errors: &mut Vec<syn::Error>,
+) {
+    for (index, piece) in Piece::split(stream).into_iter().enumerate() {
+        let parser = |input: ParseStream<'_>| -> syn::Result<Option<Piece>> {
+            if let Some(option) = parse_option(input, kinds)? {
+                if !input.is_empty() {
+                    return Err(input.error("expected `,` between the arguments of a stage"));
+                }
+                stage.options.push(option);
+                return Ok(None);
+            }
+            if index == 0 {
+                parse_modifiers(input, stage, kinds)?;
+            }
+            let rest: TokenStream = input.parse()?;
+            Ok(Piece::new(rest.into_iter().collect()))
+        };
+        match parser.parse2(piece.stream()) {
+            Ok(rest) => stage.pieces.extend(rest),
+            Err(e) => {
+                errors.push(e);
+                stage.broken = true;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -304,14 +362,19 @@ mod tests {
     use super::*;
     use quote::quote;
 
+    fn parse(tokens: TokenStream) -> Parsed {
+        super::parse(tokens, crate::stages::KINDS)
+    }
+
     #[test]
     fn parses_a_chain() {
         let p = parse(quote! {
             source(0..10) -> pipe(async fetch, concurrency = 4) -> aggregate(2) -> sink()
         });
+        assert!(p.stages.iter().all(|s| s.pieces.is_empty()));
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        let kinds: Vec<String> = p.stages.iter().map(|s| s.kind.to_string()).collect();
-        assert_eq!(kinds, ["source", "pipe", "aggregate", "sink"]);
+        let names: Vec<String> = p.stages.iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(names, ["source", "pipe", "aggregate", "sink"]);
         assert_eq!(p.stages[1].modifiers[0].to_string(), "async");
         assert_eq!(p.stages[1].options[0].name.to_string(), "concurrency");
         assert!(p.stages[1].options[0].value.is_some());

@@ -1,6 +1,6 @@
-//! Property tests: no input makes parse → validate → expand panic; every outcome is a plan
-//! (valid input) or at least one spanned error (invalid input), and the expansion is always
-//! well-formed tokens.
+//! Property tests: no input makes parse → validate → expand panic; every outcome is a checked
+//! pipeline (valid input) or at least one spanned error (invalid input), and the expansion is
+//! always well-formed tokens.
 
 use std::str::FromStr;
 
@@ -8,7 +8,7 @@ use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use proptest::prelude::*;
 
 use crate::parse::parse;
-use crate::stages;
+use crate::stages::KINDS;
 use crate::validate::validate;
 
 /// Fragments besides the vocabulary of the stage kinds: a typo, words that mean something in
@@ -87,12 +87,12 @@ fn fragments() -> Vec<&'static str> {
             out.push(word);
         }
     };
-    for (name, ..) in stages::names() {
+    for (name, ..) in KINDS.names() {
         add(name);
     }
-    for kind in stages::KINDS {
-        kind.modifiers().iter().for_each(|m| add(m.word));
-        kind.options().iter().for_each(|o| add(o.name));
+    for kind in KINDS.iter() {
+        kind.modifiers.iter().for_each(|m| add(m.word));
+        kind.options.iter().for_each(|o| add(o.name));
     }
     OTHER_FRAGMENTS.iter().for_each(|f| add(f));
     out
@@ -219,15 +219,15 @@ fn mutated_tokens() -> impl Strategy<Value = TokenStream> {
 /// sink; the expansion re-lexes (it is made of well-formed tokens).
 fn check(tokens: TokenStream) -> Result<(), TestCaseError> {
     let text = tokens.to_string();
-    let (plan, errors) = validate(parse(tokens.clone()));
+    let (pipeline, errors) = validate(parse(tokens.clone(), KINDS));
     for e in &errors {
         prop_assert!(!e.to_string().is_empty(), "empty message for {text}");
     }
     if errors.is_empty() {
-        prop_assert!(plan.source.is_some(), "no error but no source: {text}");
-        prop_assert!(plan.sink.is_some(), "no error but no sink: {text}");
+        prop_assert!(pipeline.source.is_some(), "no error but no source: {text}");
+        prop_assert!(pipeline.sink.is_some(), "no error but no sink: {text}");
     }
-    let out = crate::expand::expand(&plan, &errors);
+    let out = crate::expand::expand(&pipeline, &errors);
     prop_assert!(
         TokenStream::from_str(&out.to_string()).is_ok(),
         "expansion does not lex for {text}"
@@ -290,7 +290,7 @@ proptest! {
     fn region_stages_are_checked((text, is_path, has_executor) in region_stage()) {
         let tokens = TokenStream::from_str(&text).unwrap();
         check(tokens.clone())?;
-        let (plan, errors) = validate(parse(tokens));
+        let (pipeline, errors) = validate(parse(tokens, KINDS));
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         prop_assert_eq!(
             messages.iter().filter(|m| m.contains("find it by name")).count(),
@@ -303,7 +303,7 @@ proptest! {
             "{}: {:?}", text, messages
         );
         prop_assert_eq!(errors.len(), usize::from(!is_path) + usize::from(!has_executor));
-        let out = crate::expand::expand(&plan, &errors).to_string();
+        let out = crate::expand::expand(&pipeline, &errors).to_string();
         prop_assert!(out.contains("__PipelineRegionInput"), "{}", out);
         prop_assert!(out.contains(". process_region (f)"), "{}", out);
     }
@@ -312,7 +312,7 @@ proptest! {
 #[test]
 fn the_valid_seeds_are_valid() {
     for source in VALID {
-        let (_, errors) = validate(parse(TokenStream::from_str(source).unwrap()));
+        let (_, errors) = validate(parse(TokenStream::from_str(source).unwrap(), KINDS));
         assert!(errors.is_empty(), "{source}: {errors:?}");
     }
 }

@@ -1,37 +1,43 @@
-//! Phase 2: the syntax tree → a checked plan.
+//! Phase 2: the syntax tree → a checked pipeline.
 //!
 //! Everything that can be known without types is checked here or by the stage kinds
-//! (`stages/*.rs`). This file holds what is the same for every kind: stage names (with a
-//! suggestion for a typo), the place of the source and the sink, modifiers, positional
-//! arguments, option names, duplicates and missing values. What only one kind knows (its
-//! shapes, its option values, `aggregate(0)`, a `process` stage without an executor) is
-//! checked by that kind, which calls back here, through [`Checks`], for the generic checks.
-//! Type checks are left to rustc, through the guards that the kinds expand to.
+//! (`stages/*.rs`). This file holds the checks that are the same for every kind, and runs them
+//! from each kind's descriptor data (`descriptor::KindDescriptor`): stage names (with a
+//! suggestion for a typo), the place of the source and the sink, modifiers and the form they
+//! select, positional arguments (their number, and a count below 1), option names (unknown,
+//! duplicate, missing value) and values (`option_values`). What only one kind knows (a
+//! structure's chains, the options that do not fit a form, a `process` stage without an
+//! executor) is checked by that kind's `plan`, which calls back here, through [`Checks`], to
+//! report errors and to check the chains inside a structure. Type checks are left to rustc,
+//! through the guards that the kinds expand to.
 //!
-//! Every mistake becomes a `syn::Error` at the offending tokens, and the plan is still built
-//! as well as it can be (an unknown option is left out, a misspelled stage is read as the
-//! stage it most likely means), so that one mistake gives one error.
+//! Every mistake becomes a `syn::Error` at the offending tokens, and the pipeline is still
+//! checked as well as it can be (an unknown option is left out, a misspelled stage is read as
+//! the stage it most likely means), so that one mistake gives one error.
 
 use std::collections::BTreeSet;
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use syn::spanned::Spanned;
 use syn::Expr;
 
-use crate::plan::Plan;
-use crate::stages::kind::{
-    and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, SubChain,
+use crate::checked::{CheckedChain, CheckedPipeline, CheckedStage};
+use crate::descriptor::{
+    and_list, CheckedArgs, Checks, Form, KindDescriptor, Modifier, Place, Positional,
 };
+use crate::option_values::{below_one, OptionSpec, OptionValues};
+use crate::parse::parse;
 use crate::stages::{self, KINDS};
 use crate::syntax::{Parsed, Stage, StageOption};
 
-/// Checks the parsed input; returns the plan and every error found (the parser's first).
-pub(crate) fn validate(parsed: Parsed) -> (Plan, Vec<syn::Error>) {
+/// Checks the parsed input; returns the checked pipeline and every error found (the
+/// parser's first).
+pub(crate) fn validate(parsed: Parsed) -> (CheckedPipeline, Vec<syn::Error>) {
     let mut v = Validator {
         errors: parsed.errors,
     };
-    let plan = v.pipeline(&parsed.stages);
-    (plan, v.errors)
+    let pipeline = v.pipeline(&parsed.stages);
+    (pipeline, v.errors)
 }
 
 struct Validator {
@@ -39,10 +45,10 @@ struct Validator {
 }
 
 impl Validator {
-    fn pipeline(&mut self, stages: &[Stage]) -> Plan {
-        let mut plan = Plan {
+    fn pipeline(&mut self, stages: &[Stage]) -> CheckedPipeline {
+        let mut pipeline = CheckedPipeline {
             source: None,
-            steps: Vec::new(),
+            stages: Vec::new(),
             sink: None,
             stand_ins: stages::stand_ins(),
         };
@@ -54,7 +60,7 @@ impl Validator {
                         .to_owned(),
                 );
             }
-            return plan;
+            return pipeline;
         }
         let mut after_sink = false;
         for (index, stage) in stages.iter().enumerate() {
@@ -62,36 +68,35 @@ impl Validator {
                 continue;
             };
             let number = index + 1;
-            let place = kind.place();
-            if index == 0 && place != Place::First {
+            if index == 0 && kind.place != Place::First {
                 self.error(
-                    stage.kind.span(),
+                    stage.name.span(),
                     format!(
                         "missing source: a pipeline starts with `source(items)`, found `{}`",
-                        stage.kind
+                        stage.name
                     ),
                 );
             }
             if after_sink {
                 self.error(
-                    stage.kind.span(),
+                    stage.name.span(),
                     format!(
                         "`{}` after the sink: `sink(..)` is the last stage of a pipeline",
-                        stage.kind
+                        stage.name
                     ),
                 );
             }
-            match place {
+            match kind.place {
                 Place::First => {
                     if index > 0 {
                         self.error(
-                            stage.kind.span(),
+                            stage.name.span(),
                             "`source` must be the first stage: a pipeline has one source, at \
                              its start"
                                 .to_owned(),
                         );
                     } else {
-                        plan.source = kind.plan(stage, implied, number, self);
+                        pipeline.source = self.stage(kind, implied, stage, number);
                     }
                 }
                 Place::Last => {
@@ -99,11 +104,11 @@ impl Validator {
                         continue;
                     }
                     after_sink = true;
-                    plan.sink = kind.plan(stage, implied, number, self);
+                    pipeline.sink = self.stage(kind, implied, stage, number);
                 }
                 Place::Between => {
-                    if let Some(step) = kind.plan(stage, implied, number, self) {
-                        plan.steps.push(step);
+                    if let Some(checked) = self.stage(kind, implied, stage, number) {
+                        pipeline.stages.push(checked);
                     }
                 }
             }
@@ -111,19 +116,22 @@ impl Validator {
         if !after_sink {
             let last = &stages[stages.len() - 1];
             self.error(
-                last.kind.span(),
+                last.name.span(),
                 "missing sink: a pipeline ends with `sink(..)`, e.g. `-> sink(buffer = 4)`"
                     .to_owned(),
             );
         }
-        plan
+        pipeline
     }
 
     /// Resolves the stage name to its kind and the modifiers the name implies; an unknown
     /// name is reported, and read as the closest known name when there is one.
-    fn kind(&mut self, stage: &Stage) -> Option<(&'static dyn StageKind, &'static [&'static str])> {
-        let word = stage.kind.to_string();
-        let known = stages::names();
+    fn kind(
+        &mut self,
+        stage: &Stage,
+    ) -> Option<(&'static KindDescriptor, &'static [&'static str])> {
+        let word = stage.name.to_string();
+        let known = KINDS.names();
         if let Some((_, kind, implied)) = known.iter().find(|(name, ..)| *name == word) {
             return Some((*kind, implied));
         }
@@ -131,7 +139,7 @@ impl Validator {
         match suggest(&word, &names) {
             Some(best) => {
                 self.error(
-                    stage.kind.span(),
+                    stage.name.span(),
                     format!("unknown stage `{word}`; did you mean `{best}`?"),
                 );
                 known
@@ -140,9 +148,9 @@ impl Validator {
                     .map(|(_, kind, implied)| (*kind, *implied))
             }
             None => {
-                let kinds: Vec<String> = KINDS.iter().map(|k| format!("`{}`", k.name())).collect();
+                let kinds: Vec<String> = KINDS.iter().map(|k| format!("`{}`", k.name)).collect();
                 self.error(
-                    stage.kind.span(),
+                    stage.name.span(),
                     format!(
                         "unknown stage `{word}`; the stages are {}",
                         and_list(&kinds)
@@ -153,9 +161,186 @@ impl Validator {
         }
     }
 
+    /// Checks one stage (number `number`, written with a name that implies the modifiers
+    /// `implied`): the generic checks, from its kind's descriptor, then the kind's own
+    /// (`plan`), which plans its expansion.
+    fn stage(
+        &mut self,
+        kind: &'static KindDescriptor,
+        implied: &[&'static str],
+        stage: &Stage,
+        number: usize,
+    ) -> Option<CheckedStage> {
+        let modifiers = self.modifiers(stage, implied, kind.modifiers);
+        let form = self.form(stage, kind, &modifiers);
+        let options = self.options(stage, kind.options);
+        let args = self.positional(stage, &kind.positional)?;
+        let checked = CheckedArgs {
+            stage,
+            number,
+            form,
+            args,
+            options,
+        };
+        (kind.plan)(checked, self)
+    }
+
+    /// The modifiers written on the stage plus those its name implies; duplicates and words
+    /// outside `allowed` are reported.
+    fn modifiers(
+        &mut self,
+        stage: &Stage,
+        implied: &[&'static str],
+        allowed: &[Modifier],
+    ) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = implied.iter().map(|s| (*s).to_owned()).collect();
+        for m in &stage.modifiers {
+            let word = m.to_string();
+            if !allowed.iter().any(|a| a.word == word) {
+                let hint = KINDS.modifier_hint(&word);
+                self.error(
+                    m.span(),
+                    format!("`{}` does not take the modifier `{word}`{hint}", stage.name),
+                );
+            } else if !set.insert(word.clone()) {
+                self.error(m.span(), format!("the modifier `{word}` is given twice"));
+            }
+        }
+        set
+    }
+
+    /// The form the modifiers select; a set that selects none is reported, and read as the
+    /// closest form.
+    fn form(
+        &mut self,
+        stage: &Stage,
+        kind: &'static KindDescriptor,
+        modifiers: &BTreeSet<String>,
+    ) -> &'static Form {
+        if let Some(form) = kind.form_for(modifiers) {
+            return form;
+        }
+        let written: Vec<String> = stage.modifiers.iter().map(ToString::to_string).collect();
+        let words: Vec<&str> = modifiers.iter().map(String::as_str).collect();
+        let span = stage
+            .modifiers
+            .first()
+            .map_or_else(|| stage.name.span(), syn::Ident::span);
+        let forms: Vec<String> = kind
+            .forms
+            .iter()
+            .map(|form| format!("`{}({}{})`", kind.name, form.written(), kind.placeholder()))
+            .collect();
+        self.error(
+            span,
+            format!(
+                "`{}` is not a stage shape; the shapes are {}",
+                if written.is_empty() {
+                    words.join(" ")
+                } else {
+                    written.join(" ")
+                },
+                and_list(&forms),
+            ),
+        );
+        kind.closest_form(modifiers)
+    }
+
+    /// Checks the positional arguments against `spec`; returns them when every one that
+    /// `spec` asks for is there (none for [`Positional::None`] and [`Positional::Pieces`]).
+    fn positional(&mut self, stage: &Stage, spec: &Positional) -> Option<Vec<Expr>> {
+        let args = match *spec {
+            Positional::Pieces => return Some(Vec::new()),
+            Positional::None { hint } => {
+                for extra in &stage.positional {
+                    self.error(
+                        extra.span(),
+                        format!("unexpected argument: `{}` takes {hint}", stage.name),
+                    );
+                }
+                return Some(Vec::new());
+            }
+            Positional::Exprs(args) => args,
+        };
+        let whats: Vec<String> = args.iter().map(|a| a.what.to_owned()).collect();
+        for extra in stage.positional.iter().skip(args.len()) {
+            self.error(
+                extra.span(),
+                format!(
+                    "unexpected argument: `{}` takes {}, then options",
+                    stage.name,
+                    and_list(&whats)
+                ),
+            );
+        }
+        let given = stage.positional.len().min(args.len());
+        if given < args.len() {
+            if !stage.broken {
+                let missing: Vec<String> =
+                    args[given..].iter().map(|a| a.what.to_owned()).collect();
+                let examples: Vec<&str> = args.iter().map(|a| a.example).collect();
+                self.error(
+                    stage.args_span,
+                    format!(
+                        "`{}` needs {}: `{}({})`",
+                        stage.name,
+                        and_list(&missing),
+                        stage.name,
+                        examples.join(", ")
+                    ),
+                );
+            }
+            return None;
+        }
+        let mut out = Vec::with_capacity(args.len());
+        for (arg, expr) in args.iter().zip(&stage.positional) {
+            if arg.at_least_one && below_one(expr) {
+                self.push(syn::Error::new_spanned(
+                    expr,
+                    format!("{} must be at least 1", arg.what),
+                ));
+                // Best effort: go on with a valid count.
+                out.push(syn::parse_quote_spanned!(expr.span()=> 1));
+            } else {
+                out.push(expr.clone());
+            }
+        }
+        Some(out)
+    }
+
+    /// Checks option names (unknown, duplicate, missing value) against `allowed`, then the
+    /// values of the usable ones.
+    fn options(&mut self, stage: &Stage, allowed: &'static [OptionSpec]) -> OptionValues {
+        let mut values = OptionValues::new(allowed);
+        let mut seen: Vec<String> = Vec::new();
+        for StageOption { name, value } in &stage.options {
+            let word = name.to_string();
+            let Some(spec) = allowed.iter().find(|o| o.name == word) else {
+                self.unknown_option(stage, name, allowed);
+                continue;
+            };
+            if seen.contains(&word) {
+                self.error(name.span(), format!("duplicate option `{word}`"));
+                continue;
+            }
+            seen.push(word.clone());
+            match value {
+                Some(value) => values.check(name, value.clone(), &mut self.errors),
+                None => self.error(
+                    name.span(),
+                    format!(
+                        "missing value for `{word}`: write `{word} = {}`",
+                        spec.example
+                    ),
+                ),
+            }
+        }
+        values
+    }
+
     fn unknown_option(&mut self, stage: &Stage, name: &syn::Ident, allowed: &[OptionSpec]) {
         let word = name.to_string();
-        let kind = stage.kind.to_string();
+        let kind = stage.name.to_string();
         if allowed.is_empty() {
             self.error(
                 name.span(),
@@ -176,7 +361,7 @@ impl Validator {
             .map(|o| format!("`{o}`"))
             .collect::<Vec<_>>()
             .join(", ");
-        match stages::option_owner(&word) {
+        match KINDS.option_owner(&word) {
             Some(owner) => self.error(
                 name.span(),
                 format!(
@@ -198,12 +383,16 @@ impl Checks for Validator {
 
     fn chain(
         &mut self,
-        stages: &[Stage],
+        tokens: TokenStream,
         from_source: bool,
         within: &str,
         blame: Span,
-    ) -> SubChain {
-        let mut chain = SubChain::default();
+    ) -> Option<CheckedChain> {
+        let parsed = parse(tokens, KINDS);
+        let syntax_errors = !parsed.errors.is_empty();
+        self.errors.extend(parsed.errors);
+        let stages = parsed.stages;
+        let mut chain = CheckedChain::default();
         if stages.is_empty() {
             let hint = if from_source {
                 "a source, e.g. `source(items) -> pipe(f)`"
@@ -211,21 +400,20 @@ impl Checks for Validator {
                 "at least one stage, e.g. `pipe(f)`"
             };
             self.error(blame, format!("{within} is empty: it needs {hint}"));
-            return chain;
+            return (!syntax_errors).then_some(chain);
         }
         for (index, stage) in stages.iter().enumerate() {
             let Some((kind, implied)) = self.kind(stage) else {
                 continue;
             };
-            let place = kind.place();
-            let planned = match place {
+            let checked = match kind.place {
                 Place::Last => {
                     self.error(
-                        stage.kind.span(),
+                        stage.name.span(),
                         format!(
                             "`{}` inside {within}: the pipeline's one sink comes after the \
                              structure, at the end",
-                            stage.kind
+                            stage.name
                         ),
                     );
                     continue;
@@ -237,123 +425,38 @@ impl Checks for Validator {
                         "a branch starts from the items the router sends it"
                     };
                     self.error(
-                        stage.kind.span(),
-                        format!("`{}` inside {within}: {why}", stage.kind),
+                        stage.name.span(),
+                        format!("`{}` inside {within}: {why}", stage.name),
                     );
                     continue;
                 }
                 Place::Between if from_source && index == 0 => {
                     self.error(
-                        stage.kind.span(),
+                        stage.name.span(),
                         format!(
                             "{within} starts with `{}`: a merge input starts with a source, \
                              e.g. `source(items) -> {}(..)`",
-                            stage.kind, stage.kind
+                            stage.name, stage.name
                         ),
                     );
-                    kind.plan(stage, implied, index + 1, self)
+                    self.stage(kind, implied, stage, index + 1)
                 }
-                _ => kind.plan(stage, implied, index + 1, self),
+                _ => self.stage(kind, implied, stage, index + 1),
             };
-            let Some(mut step) = planned else { continue };
-            step.label = format!("{} in {within}", step.label);
-            if place == Place::First {
-                chain.source = Some(step);
+            let Some(mut checked) = checked else { continue };
+            checked.label = format!("{} in {within}", checked.label);
+            if kind.place == Place::First {
+                chain.source = Some(checked);
             } else {
-                chain.steps.push(step);
+                chain.stages.push(checked);
             }
         }
-        chain
-    }
-
-    fn modifiers(
-        &mut self,
-        stage: &Stage,
-        implied: &[&'static str],
-        allowed: &[Modifier],
-    ) -> BTreeSet<String> {
-        let mut set: BTreeSet<String> = implied.iter().map(|s| (*s).to_owned()).collect();
-        for m in &stage.modifiers {
-            let word = m.to_string();
-            if !allowed.iter().any(|a| a.word == word) {
-                let hint = stages::modifier_hint(&word);
-                self.error(
-                    m.span(),
-                    format!("`{}` does not take the modifier `{word}`{hint}", stage.kind),
-                );
-            } else if !set.insert(word.clone()) {
-                self.error(m.span(), format!("the modifier `{word}` is given twice"));
-            }
-        }
-        set
-    }
-
-    fn positional(&mut self, stage: &Stage, spec: &Positional) -> Option<Expr> {
-        match *spec {
-            Positional::None { hint } => {
-                for extra in &stage.positional {
-                    self.error(
-                        extra.span(),
-                        format!("unexpected argument: `{}` takes {hint}", stage.kind),
-                    );
-                }
-                None
-            }
-            Positional::One { what, example } => {
-                for extra in stage.positional.iter().skip(1) {
-                    self.error(
-                        extra.span(),
-                        format!(
-                            "unexpected argument: `{}` takes {what}, then options",
-                            stage.kind
-                        ),
-                    );
-                }
-                match stage.positional.first() {
-                    Some(expr) => Some(expr.clone()),
-                    None => {
-                        if !stage.broken {
-                            self.error(
-                                stage.args_span,
-                                format!(
-                                    "`{}` needs {what}: `{}({example})`",
-                                    stage.kind, stage.kind
-                                ),
-                            );
-                        }
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    fn options(&mut self, stage: &Stage, allowed: &[OptionSpec]) -> Vec<(syn::Ident, Expr)> {
-        let mut seen: Vec<String> = Vec::new();
-        let mut out = Vec::new();
-        for StageOption { name, value } in &stage.options {
-            let word = name.to_string();
-            let Some(spec) = allowed.iter().find(|o| o.name == word) else {
-                self.unknown_option(stage, name, allowed);
-                continue;
-            };
-            if seen.contains(&word) {
-                self.error(name.span(), format!("duplicate option `{word}`"));
-                continue;
-            }
-            seen.push(word.clone());
-            match value {
-                Some(value) => out.push((name.clone(), value.clone())),
-                None => self.error(
-                    name.span(),
-                    format!(
-                        "missing value for `{word}`: write `{word} = {}`",
-                        spec.example
-                    ),
-                ),
-            }
-        }
-        out
+        let usable = if from_source {
+            chain.source.is_some()
+        } else {
+            !chain.stages.is_empty()
+        };
+        (usable || !syntax_errors).then_some(chain)
     }
 }
 
@@ -388,17 +491,16 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::parse;
     use quote::quote;
 
-    fn check(tokens: proc_macro2::TokenStream) -> (Plan, Vec<String>) {
-        let (plan, errors) = validate(parse(tokens));
-        (plan, errors.iter().map(ToString::to_string).collect())
+    fn check(tokens: proc_macro2::TokenStream) -> (CheckedPipeline, Vec<String>) {
+        let (pipeline, errors) = validate(parse(tokens, KINDS));
+        (pipeline, errors.iter().map(ToString::to_string).collect())
     }
 
-    /// The expansion of the plan, as text.
-    fn expanded(plan: &Plan) -> String {
-        crate::expand::expand(plan, &[]).to_string()
+    /// The expansion of the checked pipeline, as text.
+    fn expanded(pipeline: &CheckedPipeline) -> String {
+        crate::expand::expand(pipeline, &[]).to_string()
     }
 
     #[test]
@@ -410,10 +512,10 @@ mod tests {
             -> sink(buffer = 2, num_threads = 2, max_failures = 0.5)
         });
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(plan.steps.len(), 4);
+        assert_eq!(plan.stages.len(), 4);
         assert!(expanded(&plan).contains(". async_try_pipe (f)"));
-        assert_eq!(plan.steps[0].label, "stage 2 `f`");
-        assert_eq!(plan.steps[1].label, "stage 3 `pipe(async try g)`");
+        assert_eq!(plan.stages[0].label, "stage 2 `f`");
+        assert_eq!(plan.stages[1].label, "stage 3 `pipe(async try g)`");
     }
 
     #[test]
@@ -422,8 +524,8 @@ mod tests {
             try_source(v) -> try_flat_pipe(f) -> async_opt_pipe(g) -> sink()
         });
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(plan.steps[0].label, "stage 2 `pipe(try flat f)`");
-        assert_eq!(plan.steps[1].label, "stage 3 `pipe(async opt g)`");
+        assert_eq!(plan.stages[0].label, "stage 2 `pipe(try flat f)`");
+        assert_eq!(plan.stages[1].label, "stage 3 `pipe(async opt g)`");
         let out = expanded(&plan);
         assert!(out.contains(". try_source (v)"), "{out}");
         assert!(out.contains(". try_flat_pipe (f)"), "{out}");
@@ -437,7 +539,7 @@ mod tests {
         assert!(errors[0].contains("did you mean `pipe`"));
         assert!(errors[1].contains("did you mean `concurrency`"));
         // Best effort: the stage is still there.
-        assert_eq!(plan.steps.len(), 1);
+        assert_eq!(plan.stages.len(), 1);
     }
 
     #[test]
@@ -508,6 +610,30 @@ mod tests {
             (
                 quote! { merge(source(a), on_end = stop, on_end = restart) -> sink() },
                 "duplicate option `on_end`",
+            ),
+            (
+                quote! { merge(source(a), polcy = round_robin) -> sink() },
+                "did you mean `policy`",
+            ),
+            (
+                quote! { merge(source(a), policy =) -> sink() },
+                "missing value for `policy`: write `policy = round_robin`",
+            ),
+            (
+                quote! { source(x) -> route(async r, { _ => pipe(f) }) -> sink() },
+                "`route` does not take the modifier `async`",
+            ),
+            (
+                quote! { source(x) -> pipe(f, g) -> sink() },
+                "unexpected argument: `pipe` takes a function, then options",
+            ),
+            (
+                quote! { source(x) -> source(try async continuous y) -> sink() },
+                "must be the first stage",
+            ),
+            (
+                quote! { source(async continuous y) -> sink() },
+                "`async continuous` is not a stage shape; the shapes are `source(items)`",
             ),
         ];
         for (tokens, expected) in cases {

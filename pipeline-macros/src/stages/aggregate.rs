@@ -1,100 +1,66 @@
 //! `aggregate(n)`: a stage that groups items into batches (`Vec`s) of `n`.
 //!
-//! Its options are shared with `aggregate_with`, which groups with a custom aggregator.
+//! Its options are shared with `aggregate_with` and `aggregate_by`, which group with a custom
+//! aggregator and by key.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
-use syn::spanned::Spanned;
 use syn::Expr;
 
-use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
-use super::option::Options;
+use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{Arg, CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expand::stage_var;
-use crate::expr::{describe, int_literal};
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
+use crate::expr::describe;
+use crate::option_values::{OptionSpec, OptionValues, ValueType};
 
-/// The options of `aggregate` and `aggregate_with`, in the order their setters are called on
-/// the options value.
+pub(crate) static AGGREGATE: KindDescriptor = KindDescriptor {
+    name: "aggregate",
+    place: Place::Between,
+    modifiers: &[],
+    // The builder method, as `.method(n)` followed by the option setters.
+    forms: &[Form::plain("aggregate")],
+    positional: Positional::Exprs(&[Arg::count("the batch size", "n", "32")]),
+    options: OPTIONS,
+    plan,
+};
+
+/// The options of `aggregate`, `aggregate_with` and `aggregate_by`, in the order their
+/// setters are called on the options value.
 pub(super) const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("drop_last", ValueType::Expr, "true", Some("drop_last")),
     OptionSpec::new("name", ValueType::Expr, "\"decode\"", Some("name")),
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
 ];
 
-/// The builder method of `aggregate(n)`, as `.method(n)` followed by the option setters.
-const METHOD: &str = "aggregate";
-
 /// What the type error of the stage after an aggregation says.
 pub(super) const BATCHES_NOTE: &str = "`aggregate` produces batches (`Vec`s) of items: make \
      the stage take the batch, or add `-> disaggregate()` before it";
 
-pub(crate) struct Aggregate;
-
-impl StageKind for Aggregate {
-    fn name(&self) -> &'static str {
-        "aggregate"
-    }
-
-    fn place(&self) -> Place {
-        Place::Between
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "the batch size",
-            example: "32",
-        }
-    }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        checks.modifiers(stage, implied, self.modifiers());
-        let options = Options::checked(stage, OPTIONS, checks);
-        let mut size = checks.positional(stage, &self.positional())?;
-        if let Some((negative, n)) = int_literal(&size) {
-            if negative || n == 0 {
-                checks.push(syn::Error::new_spanned(
-                    &size,
-                    "the batch size must be at least 1",
-                ));
-                // Best effort: go on with a valid size.
-                size = syn::parse_quote_spanned!(size.span()=> 1);
-            }
-        }
-        Some(Step {
-            label: format!("stage {number} `aggregate({})`", describe(&size)),
-            stage: Box::new(AggregateStep {
-                method: METHOD,
-                arg: size,
-                options,
-                span: stage.kind.span(),
-            }),
-        })
-    }
+fn plan(checked: CheckedArgs<'_>, _checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let [size] = <[Expr; 1]>::try_from(checked.args).ok()?;
+    Some(CheckedStage {
+        label: format!("stage {} `aggregate({})`", checked.number, describe(&size)),
+        stage: Box::new(CheckedAggregate {
+            method: checked.form.method,
+            arg: size,
+            options: checked.options,
+            span: checked.stage.name.span(),
+        }),
+    })
 }
 
-/// A checked `aggregate` or `aggregate_with` stage: `.method(arg, options)`.
-pub(super) struct AggregateStep {
+/// A checked `aggregate` or `aggregate_with` stage: `.method(arg)` and the option setters.
+pub(super) struct CheckedAggregate {
     pub(super) method: &'static str,
     /// The batch size, or the aggregator.
     pub(super) arg: Expr,
-    pub(super) options: Options,
+    pub(super) options: OptionValues,
     /// Span of the stage name.
     pub(super) span: Span,
 }
 
-impl Planned for AggregateStep {
-    fn expand(&self, _cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedAggregate {
+    fn expand(&self, _cx: &ExpandContext<'_>) -> TokenStream {
         let stage = stage_var();
         let method = Ident::new(self.method, self.span);
         let setters = self.options.setters();

@@ -2,56 +2,37 @@
 //!
 //! It takes the options of `aggregate` and expands the same way, to another builder method.
 
-use super::aggregate::{AggregateStep, OPTIONS};
-use super::kind::{Checks, OptionSpec, Place, Positional, StageKind};
-use super::option::Options;
+use syn::Expr;
+
+use super::aggregate::{CheckedAggregate, OPTIONS};
+use crate::checked::CheckedStage;
+use crate::descriptor::{Arg, CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expr::describe;
-use crate::plan::Step;
-use crate::syntax::Stage;
 
-/// The builder method, as `.method(aggregator)` followed by the option setters.
-const METHOD: &str = "aggregate_with";
+pub(crate) static AGGREGATE_WITH: KindDescriptor = KindDescriptor {
+    name: "aggregate_with",
+    place: Place::Between,
+    modifiers: &[],
+    // The builder method, as `.method(aggregator)` followed by the option setters.
+    forms: &[Form::plain("aggregate_with")],
+    positional: Positional::Exprs(&[Arg::new("an aggregator", "a", "..")]),
+    options: OPTIONS,
+    plan,
+};
 
-pub(crate) struct AggregateWith;
-
-impl StageKind for AggregateWith {
-    fn name(&self) -> &'static str {
-        "aggregate_with"
-    }
-
-    fn place(&self) -> Place {
-        Place::Between
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "an aggregator",
-            example: "..",
-        }
-    }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        checks.modifiers(stage, implied, self.modifiers());
-        let options = Options::checked(stage, OPTIONS, checks);
-        let aggregator = checks.positional(stage, &self.positional())?;
-        Some(Step {
-            label: format!("stage {number} `aggregate_with({})`", describe(&aggregator)),
-            stage: Box::new(AggregateStep {
-                method: METHOD,
-                arg: aggregator,
-                options,
-                span: stage.kind.span(),
-            }),
-        })
-    }
+fn plan(checked: CheckedArgs<'_>, _checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let [aggregator] = <[Expr; 1]>::try_from(checked.args).ok()?;
+    Some(CheckedStage {
+        label: format!(
+            "stage {} `aggregate_with({})`",
+            checked.number,
+            describe(&aggregator)
+        ),
+        stage: Box::new(CheckedAggregate {
+            method: checked.form.method,
+            arg: aggregator,
+            options: checked.options,
+            span: checked.stage.name.span(),
+        }),
+    })
 }

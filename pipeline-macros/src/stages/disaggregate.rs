@@ -6,61 +6,45 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use super::kind::{Checks, Place, Positional, StageKind};
+use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expand::{escape, rt, spanned_call, stage_arg, stage_var};
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
 
-/// The builder method, as `.method()`.
-const METHOD: &str = "disaggregate";
+pub(crate) static DISAGGREGATE: KindDescriptor = KindDescriptor {
+    name: "disaggregate",
+    place: Place::Between,
+    modifiers: &[],
+    // The builder method, as `.method()`.
+    forms: &[Form::plain("disaggregate")],
+    positional: Positional::None {
+        hint: "no arguments: `disaggregate()`",
+    },
+    options: &[],
+    plan,
+};
 
-pub(crate) struct Disaggregate;
-
-impl StageKind for Disaggregate {
-    fn name(&self) -> &'static str {
-        "disaggregate"
-    }
-
-    fn place(&self) -> Place {
-        Place::Between
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::None {
-            hint: "no arguments: `disaggregate()`",
-        }
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        checks.modifiers(stage, implied, self.modifiers());
-        checks.positional(stage, &self.positional());
-        checks.options(stage, self.options());
-        Some(Step {
-            label: format!("stage {number} `disaggregate()`"),
-            stage: Box::new(DisaggregateStep {
-                span: stage.kind.span(),
-                args_span: stage.args_span,
-            }),
-        })
-    }
+fn plan(checked: CheckedArgs<'_>, _checks: &mut dyn Checks) -> Option<CheckedStage> {
+    Some(CheckedStage {
+        label: format!("stage {} `disaggregate()`", checked.number),
+        stage: Box::new(CheckedDisaggregate {
+            method: checked.form.method,
+            span: checked.stage.name.span(),
+            args_span: checked.stage.args_span,
+        }),
+    })
 }
 
 /// A checked `disaggregate` stage.
-struct DisaggregateStep {
+struct CheckedDisaggregate {
+    method: &'static str,
     /// Span of the stage name.
     span: Span,
     /// Span of the stage's `( .. )`.
     args_span: Span,
 }
 
-impl Planned for DisaggregateStep {
-    fn expand(&self, cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedDisaggregate {
+    fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
         let message = format!(
@@ -69,7 +53,7 @@ impl Planned for DisaggregateStep {
             escape(cx.prev)
         );
         let guard = Ident::new("__pipeline_guard", self.span);
-        let method = Ident::new(METHOD, Span::call_site());
+        let method = Ident::new(self.method, Span::call_site());
         let arg = stage_arg(self.span, self.args_span);
         let call = spanned_call(&guard, arg, self.args_span);
         quote! {

@@ -11,141 +11,92 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::Expr;
 
-use super::kind::{
-    Checks, Modifier, OptionSpec, Place, Positional, StageKind, SubChain, ValueType,
-};
-use super::structure::{ident, same_type_trait, split_commas, written};
+use super::structure::{ident, same_type_trait, written};
+use crate::checked::{CheckedChain, CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expand::{expand_chain, rt, stage_var};
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
+use crate::option_values::{OptionSpec, OptionValues, ValueType};
 
-pub(super) const NAME: &str = "merge";
+pub(crate) static MERGE: KindDescriptor = KindDescriptor {
+    name: "merge",
+    place: Place::First,
+    modifiers: &[],
+    // The builder method, called on `PipelineBuilder::new()` with the inputs.
+    forms: &[Form::plain("merge")],
+    positional: Positional::Pieces,
+    options: OPTIONS,
+    plan,
+};
 
-/// The options, for the vocabulary (the kind reads them itself).
+/// The options, in the order their setters are called: `policy` and `on_end` have words of
+/// their own, which the kind reads (see [`policy_tokens`] and [`on_end_tokens`]).
 const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new("policy", ValueType::Expr, "round_robin", Some("policy")),
-    OptionSpec::new("on_end", ValueType::Expr, "stop", Some("on_end")),
+    OptionSpec::new("policy", ValueType::Expr, "round_robin", None),
+    OptionSpec::new("on_end", ValueType::Expr, "stop", None),
     OptionSpec::new("name", ValueType::Expr, "\"mix\"", Some("name")),
 ];
 
-pub(crate) struct Merge;
-
-impl StageKind for Merge {
-    fn name(&self) -> &'static str {
-        NAME
+fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let CheckedArgs {
+        stage,
+        number,
+        form,
+        options,
+        ..
+    } = checked;
+    if !stage.has_parens {
+        checks.error(
+            stage.args_span,
+            "`merge` needs its inputs: `merge(source(a), source(b) -> pipe(f))`".to_owned(),
+        );
+        return None;
     }
-
-    fn place(&self) -> Place {
-        Place::First
-    }
-
-    fn modifiers(&self) -> &'static [Modifier] {
-        &[]
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "inputs",
-            example: "source(a), source(b) -> pipe(f)",
-        }
-    }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        _implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        let Some(raw) = stage.raw.clone() else {
-            checks.error(
-                stage.args_span,
-                "`merge` needs its inputs: `merge(source(a), source(b) -> pipe(f))`".to_owned(),
-            );
-            return None;
+    let mut inputs = Vec::new();
+    for piece in &stage.pieces {
+        let within = format!("input {} of the merge", inputs.len() + 1);
+        let Some(chain) = checks.chain(piece.stream(), true, &within, piece.span) else {
+            continue;
         };
-        let mut inputs = Vec::new();
-        let mut policy = None;
-        let mut on_end = None;
-        let mut name = None;
-        for piece in split_commas(raw) {
-            if let Some((option, value)) = piece.option() {
-                let slot = match option.to_string().as_str() {
-                    "policy" => &mut policy,
-                    "on_end" => &mut on_end,
-                    "name" => &mut name,
-                    other => {
-                        checks.error(
-                            option.span(),
-                            format!(
-                                "unknown option `{other}` of `merge`; `merge` takes `policy`, \
-                                 `on_end` and `name`"
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                if slot.is_some() {
-                    checks.error(option.span(), format!("duplicate option `{option}`"));
-                    continue;
-                }
-                match syn::parse2::<Expr>(value) {
-                    Ok(expr) => *slot = Some((option.span(), expr)),
-                    Err(e) => checks.push(e),
-                }
-                continue;
-            }
-            let within = format!("input {} of the merge", inputs.len() + 1);
-            let parsed = crate::parse::parse(piece.stream());
-            let errors = !parsed.errors.is_empty();
-            parsed.errors.into_iter().for_each(|e| checks.push(e));
-            let chain = checks.chain(&parsed.stages, true, &within, piece.span);
-            if errors && chain.source.is_none() {
-                continue;
-            }
-            inputs.push(Input {
-                label: format!("{within} (`{}`)", written(&piece.stream())),
-                span: piece.span,
-                last: piece.tokens.last().map_or(piece.span, |t| match t {
-                    proc_macro2::TokenTree::Group(g) => g.span_close(),
-                    other => other.span(),
-                }),
-                chain,
-            });
-        }
-        if inputs.is_empty() {
-            checks.error(
-                stage.args_span,
-                "`merge` needs at least one input: `merge(source(a), source(b))`".to_owned(),
-            );
-            return None;
-        }
-        let policy = policy.map(|(span, expr)| policy_tokens(span, &expr, inputs.len(), checks));
-        let on_end = on_end.map(|(span, expr)| on_end_tokens(span, &expr));
-        Some(Step {
-            label: format!("stage {number} `merge`"),
-            stage: Box::new(MergeStep {
-                inputs,
-                policy,
-                on_end,
-                name: name.map(|(_, e)| e),
-                span: stage.kind.span(),
-            }),
-        })
+        inputs.push(MergeInput {
+            label: format!("{within} (`{}`)", written(&piece.stream())),
+            span: piece.span,
+            last: piece.last_span(),
+            chain,
+        });
     }
+    if inputs.is_empty() {
+        checks.error(
+            stage.args_span,
+            "`merge` needs at least one input: `merge(source(a), source(b))`".to_owned(),
+        );
+        return None;
+    }
+    let policy = options
+        .get("policy")
+        .map(|given| policy_tokens(given.span, &given.value, inputs.len(), checks));
+    let on_end = options
+        .get("on_end")
+        .map(|given| on_end_tokens(given.span, &given.value));
+    Some(CheckedStage {
+        label: format!("stage {number} `merge`"),
+        stage: Box::new(CheckedMerge {
+            method: form.method,
+            inputs,
+            policy,
+            on_end,
+            options,
+            span: stage.name.span(),
+        }),
+    })
 }
 
 /// One checked input.
-struct Input {
+struct MergeInput {
     label: String,
     span: Span,
     /// Span of the input's last token.
     last: Span,
-    chain: SubChain,
+    chain: CheckedChain,
 }
 
 /// `MergePolicy::..(..)` for the policy as written.
@@ -244,23 +195,27 @@ fn on_end_tokens(span: Span, expr: &Expr) -> TokenStream {
     }
 }
 
-struct MergeStep {
-    inputs: Vec<Input>,
+/// A checked `merge`.
+struct CheckedMerge {
+    method: &'static str,
+    inputs: Vec<MergeInput>,
     policy: Option<TokenStream>,
     on_end: Option<TokenStream>,
-    name: Option<Expr>,
+    /// The options with setters (`name`).
+    options: OptionValues,
+    /// Span of the stage name.
     span: Span,
 }
 
-impl Planned for MergeStep {
-    fn expand(&self, _cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedMerge {
+    fn expand(&self, _cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
         let mut inputs = Vec::new();
         let first_label = &self.inputs[0].label;
         for (i, input) in self.inputs.iter().enumerate() {
             let source = input.chain.source.iter();
-            let body = expand_chain("", source.chain(&input.chain.steps));
+            let body = expand_chain("", source.chain(&input.chain.stages));
             // A missing source (an error says so) stands in, so the stages are still checked.
             let stand_in = input
                 .chain
@@ -305,14 +260,14 @@ impl Planned for MergeStep {
             inputs.push((var, built));
         }
         let (vars, builds): (Vec<_>, Vec<_>) = inputs.into_iter().unzip();
-        let method = ident("merge", self.span);
+        let method = ident(self.method, self.span);
         let policy = self.policy.as_ref().map(|p| quote!(.policy(#p)));
         let on_end = self.on_end.as_ref().map(|e| quote!(.on_end(#e)));
-        let name = self.name.as_ref().map(|n| quote!(.name(#n)));
+        let setters = self.options.setters();
         quote! {
             let #stage = {
                 #(#builds)*
-                #rt::PipelineBuilder::new().#method([#(#vars),*]) #policy #on_end #name
+                #rt::PipelineBuilder::new().#method([#(#vars),*]) #policy #on_end #setters
             };
         }
     }

@@ -2,309 +2,281 @@
 //!
 //! The function's shape is chosen by modifiers (`pipe(try async f)`), or by the builder's
 //! method name written as the stage name (`async_try_pipe(f)`). Each shape is one row of
-//! [`SHAPES`]: the modifiers that select it, the builder method it calls and the bounds that
+//! [`FORMS`]: the modifiers that select it, the builder method it calls and the bounds that
 //! its guard puts on the function. The options, and the setters they become, are [`OPTIONS`].
 //!
 //! Each stage expands to a guard function (see `expand`): its where-clause names the
 //! function's argument type from the function alone, then requires the previous stage's items
 //! to be of that type, through a trait whose diagnostic names both stages and both types.
 
-use std::collections::BTreeSet;
-
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 use syn::{Expr, Lit};
 
-use super::kind::{
-    and_list, Checks, Modifier, OptionSpec, Place, Positional, StageKind, ValueType,
+use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{
+    Arg, CheckedArgs, Checks, FnBound, Form, KindDescriptor, Modifier, Place, Positional,
 };
-use super::option::{order, Options, Order};
 use crate::expand::{
     annotated_closure, edge_spans, input_trait, rt, spanned_call, stage_arg, stage_var,
 };
 use crate::expr::{describe, int_literal};
-use crate::plan::{Context, Planned, Step};
+use crate::option_values::{order_value, OptionSpec, OptionValues, OrderValue, ValueType};
 use crate::syntax::Stage;
 
 const NAME: &str = "pipe";
 
-/// One shape of a stage function.
-struct Shape {
-    /// The modifiers that select it.
-    modifiers: &'static [&'static str],
-    /// How the modifiers are written before the function, in labels and messages.
-    written: &'static str,
-    /// The builder method the stage calls, as `.method(f)`, followed by the option setters.
-    method: &'static str,
-    /// Whether `method` is also accepted as the stage's name (`try_pipe(f)` = `pipe(try f)`).
-    alias: bool,
-    /// Whether the function runs on the async runtime (so `executor` does not apply).
-    runs_async: bool,
-    /// Whether the function produces any number of items per item.
-    one_to_many: bool,
-    /// Whether the function runs in worker processes.
-    in_process: bool,
-    /// The generic parameters that `bounds` uses besides `T`, `A`, `F` and `U`.
-    generics: &'static [&'static str],
-    /// The guard's bounds on the function `F: Fn(A) -> ..` and its output `U`, given the path
-    /// of `__private`.
-    bounds: fn(&TokenStream) -> TokenStream,
-}
+pub(crate) static PIPE: KindDescriptor = KindDescriptor {
+    name: NAME,
+    place: Place::Between,
+    modifiers: &[
+        Modifier::new("async"),
+        Modifier::new("process"),
+        Modifier::new("try"),
+        Modifier {
+            word: "opt",
+            hint: " (it applies to `pipe`)",
+        },
+        Modifier {
+            word: "flat",
+            hint: " (it applies to `pipe`)",
+        },
+    ],
+    forms: FORMS,
+    positional: Positional::Exprs(&[Arg::new("a function", "f", "f")]),
+    options: OPTIONS,
+    plan,
+};
 
-/// Every shape, in the order messages list them; the first is the plain `pipe(f)`.
-const SHAPES: &[Shape] = &[
-    Shape {
+/// Every form, in the order messages list them; the first is the plain `pipe(f)`. Each row is
+/// the modifiers that select it (in the order they are written), the builder method it calls
+/// (also a stage name: `try_pipe(f)` is `pipe(try f)`), and the bounds its guard puts on the
+/// function. The modifiers say the rest: `async` runs on the async runtime (so `executor` does
+/// not apply), `flat` produces any number of items per item, `process` runs in worker
+/// processes.
+const FORMS: &[Form] = &[
+    Form {
         modifiers: &[],
-        written: "",
         method: "pipe",
         alias: false,
-        runs_async: false,
-        one_to_many: false,
-        in_process: false,
-        generics: &[],
-        bounds: |rt| quote! { F: ::core::ops::Fn(A) -> U, U: #rt::Item, },
+        bound: Some(FnBound {
+            generics: &[],
+            clause: |rt| quote! { F: ::core::ops::Fn(A) -> U, U: #rt::Item, },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["try"],
-        written: "try ",
         method: "try_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: false,
-        in_process: false,
-        generics: &["E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["opt"],
-        written: "opt ",
         method: "opt_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: false,
-        in_process: false,
-        generics: &[],
-        bounds: |rt| quote! { F: ::core::ops::Fn(A) -> ::core::option::Option<U>, U: #rt::Item, },
+        bound: Some(FnBound {
+            generics: &[],
+            clause: |rt| quote! { F: ::core::ops::Fn(A) -> ::core::option::Option<U>, U: #rt::Item, },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["flat"],
-        written: "flat ",
         method: "flat_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: true,
-        in_process: false,
-        generics: &["I"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> I,
-                I: ::core::iter::IntoIterator<Item = U>,
-                I::IntoIter: ::core::marker::Send + 'static,
-                U: #rt::Item,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["I"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    I: ::core::iter::IntoIterator<Item = U>,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                }
+            },
+        }),
     },
-    Shape {
-        modifiers: &["flat", "try"],
-        written: "try flat ",
+    Form {
+        modifiers: &["try", "flat"],
         method: "try_flat_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: true,
-        in_process: false,
-        generics: &["I", "E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> I,
-                I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>,
-                I::IntoIter: ::core::marker::Send + 'static,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["I", "E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["async"],
-        written: "async ",
         method: "async_pipe",
         alias: true,
-        runs_async: true,
-        one_to_many: false,
-        in_process: false,
-        generics: &["Fut"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> Fut,
-                Fut: ::core::future::Future<Output = U> + ::core::marker::Send + 'static,
-                U: #rt::Item,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["Fut"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = U> + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["async", "try"],
-        written: "async try ",
         method: "async_try_pipe",
         alias: true,
-        runs_async: true,
-        one_to_many: false,
-        in_process: false,
-        generics: &["Fut", "E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> Fut,
-                Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
-                    + ::core::marker::Send + 'static,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError> + 'static,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["Fut", "E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
+                        + ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError> + 'static,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["async", "opt"],
-        written: "async opt ",
         method: "async_opt_pipe",
         alias: true,
-        runs_async: true,
-        one_to_many: false,
-        in_process: false,
-        generics: &["Fut"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> Fut,
-                Fut: ::core::future::Future<Output = ::core::option::Option<U>>
-                    + ::core::marker::Send + 'static,
-                U: #rt::Item,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["Fut"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> Fut,
+                    Fut: ::core::future::Future<Output = ::core::option::Option<U>>
+                        + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["async", "flat"],
-        written: "async flat ",
         method: "async_flat_pipe",
         alias: true,
-        runs_async: true,
-        one_to_many: true,
-        in_process: false,
-        generics: &["S"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> S,
-                S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
-                U: #rt::Item,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["S"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> S,
+                    S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                }
+            },
+        }),
     },
-    Shape {
-        modifiers: &["async", "flat", "try"],
-        written: "async try flat ",
+    Form {
+        modifiers: &["async", "try", "flat"],
         method: "async_try_flat_pipe",
         alias: true,
-        runs_async: true,
-        one_to_many: true,
-        in_process: false,
-        generics: &["S", "E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> S,
-                S: #rt::Stream<Item = ::core::result::Result<U, E>>
-                    + ::core::marker::Send + 'static,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["S", "E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> S,
+                    S: #rt::Stream<Item = ::core::result::Result<U, E>>
+                        + ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["process"],
-        written: "process ",
         method: "process_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: false,
-        in_process: true,
-        generics: &[],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> U,
-                A: #rt::ProcessInput,
-                U: #rt::Item + #rt::ProcessOutput,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &[],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> U,
+                    A: #rt::ProcessInput,
+                    U: #rt::Item + #rt::ProcessOutput,
+                }
+            },
+        }),
     },
-    Shape {
+    Form {
         modifiers: &["process", "try"],
-        written: "process try ",
         method: "process_try_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: false,
-        in_process: true,
-        generics: &["E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
-                A: #rt::ProcessInput,
-                U: #rt::Item + #rt::ProcessOutput,
-                E: #rt::ProcessOutput + ::core::convert::Into<#rt::BoxError> + 'static,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
+                    A: #rt::ProcessInput,
+                    U: #rt::Item + #rt::ProcessOutput,
+                    E: #rt::ProcessOutput + ::core::convert::Into<#rt::BoxError> + 'static,
+                }
+            },
+        }),
     },
-    Shape {
-        modifiers: &["opt", "process"],
-        written: "process opt ",
+    Form {
+        modifiers: &["process", "opt"],
         method: "process_opt_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: false,
-        in_process: true,
-        generics: &[],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> ::core::option::Option<U>,
-                A: #rt::ProcessInput,
-                U: #rt::Item + #rt::ProcessOutput,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &[],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> ::core::option::Option<U>,
+                    A: #rt::ProcessInput,
+                    U: #rt::Item + #rt::ProcessOutput,
+                }
+            },
+        }),
     },
-    Shape {
-        modifiers: &["flat", "process"],
-        written: "process flat ",
+    Form {
+        modifiers: &["process", "flat"],
         method: "process_flat_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: true,
-        in_process: true,
-        generics: &["I"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> I,
-                A: #rt::ProcessInput,
-                I: ::core::iter::IntoIterator<Item = U> + #rt::ProcessOutput + 'static,
-                I::IntoIter: ::core::marker::Send + 'static,
-                U: #rt::Item,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["I"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    A: #rt::ProcessInput,
+                    I: ::core::iter::IntoIterator<Item = U> + #rt::ProcessOutput + 'static,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item,
+                }
+            },
+        }),
     },
-    Shape {
-        modifiers: &["flat", "process", "try"],
-        written: "process try flat ",
+    Form {
+        modifiers: &["process", "try", "flat"],
         method: "process_try_flat_pipe",
         alias: true,
-        runs_async: false,
-        one_to_many: true,
-        in_process: true,
-        generics: &["I", "E"],
-        bounds: |rt| {
-            quote! {
-                F: ::core::ops::Fn(A) -> I,
-                A: #rt::ProcessInput,
-                I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>
-                    + #rt::ProcessOutput + 'static,
-                I::IntoIter: ::core::marker::Send + 'static,
-                U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-            }
-        },
+        bound: Some(FnBound {
+            generics: &["I", "E"],
+            clause: |rt| {
+                quote! {
+                    F: ::core::ops::Fn(A) -> I,
+                    A: #rt::ProcessInput,
+                    I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>
+                        + #rt::ProcessOutput + 'static,
+                    I::IntoIter: ::core::marker::Send + 'static,
+                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
+                }
+            },
+        }),
     },
 ];
 
@@ -320,7 +292,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("order", ValueType::Order, "input", Some("order")),
     OptionSpec::new(
         "max_failures",
-        ValueType::Budget,
+        ValueType::FailureBudget,
         "10",
         Some("max_failures"),
     ),
@@ -328,165 +300,71 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
 ];
 
-pub(crate) struct Pipe;
-
-impl StageKind for Pipe {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn aliases(&self) -> Vec<(&'static str, &'static [&'static str])> {
-        SHAPES
-            .iter()
-            .filter(|shape| shape.alias)
-            .map(|shape| (shape.method, shape.modifiers))
-            .collect()
-    }
-
-    fn place(&self) -> Place {
-        Place::Between
-    }
-
-    fn modifiers(&self) -> &'static [Modifier] {
-        const MODIFIERS: &[Modifier] = &[
-            Modifier::new("async"),
-            Modifier::new("try"),
-            Modifier {
-                word: "opt",
-                hint: " (it applies to `pipe`)",
-            },
-            Modifier {
-                word: "flat",
-                hint: " (it applies to `pipe`)",
-            },
-            Modifier::new("process"),
-        ];
-        MODIFIERS
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "a function",
-            example: "f",
+fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let CheckedArgs {
+        stage,
+        number,
+        form,
+        args,
+        mut options,
+    } = checked;
+    if form.has("async") {
+        if let Some(executor) = options.get("executor") {
+            checks.error(
+                executor.span,
+                format!(
+                    "`executor` does not apply to an async stage: `{NAME}({}..)` runs on the \
+                     pipeline's async runtime, and executors run synchronous stages",
+                    form.written()
+                ),
+            );
+            options.remove("executor");
         }
     }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        let mods = checks.modifiers(stage, implied, self.modifiers());
-        let shape = shape(stage, &mods, checks);
-        let mut options = Options::new(OPTIONS);
-        for (name, value) in checks.options(stage, OPTIONS) {
-            if name == "executor" && shape.runs_async {
+    if form.has("flat") {
+        if let (Some(OrderValue::Input(order_span)), Some(c)) = (
+            options.get("order").map(order_value),
+            options.get("concurrency"),
+        ) {
+            if matches!(int_literal(&c.value), Some((false, n)) if n > 1) {
                 checks.error(
-                    name.span(),
-                    format!(
-                        "`executor` does not apply to an async stage: `{NAME}({}..)` runs on \
-                         the pipeline's async runtime, and executors run synchronous stages",
-                        shape.written
-                    ),
+                    order_span,
+                    "`order = input` is not supported on a one-to-many stage (`flat`) with \
+                     concurrency above 1: use `order = completion` or `concurrency = 1`"
+                        .to_owned(),
                 );
-                continue;
-            }
-            options.check(&name, value, checks);
-        }
-        if shape.one_to_many {
-            if let (Some(Order::Input(order_span)), Some(c)) =
-                (options.get("order").map(order), options.get("concurrency"))
-            {
-                if matches!(int_literal(&c.value), Some((false, n)) if n > 1) {
-                    checks.error(
-                        order_span,
-                        "`order = input` is not supported on a one-to-many stage (`flat`) \
-                         with concurrency above 1: use `order = completion` or \
-                         `concurrency = 1`"
-                            .to_owned(),
-                    );
-                    options.remove("order");
-                }
+                options.remove("order");
             }
         }
-        let func = checks.positional(stage, &self.positional())?;
-        if shape.in_process {
-            process_checks(stage, &func, &options, checks);
-        }
-        let label = match options.get("name").map(|given| &given.value) {
-            Some(Expr::Lit(syn::ExprLit {
-                lit: Lit::Str(s), ..
-            })) => format!("stage {number} `{}`", s.value()),
-            _ => format!(
-                "stage {number} `{NAME}({}{})`",
-                shape.written,
-                describe(&func)
-            ),
-        };
-        Some(Step {
-            label,
-            stage: Box::new(PipeStep {
-                shape,
-                func,
-                options,
-                span: stage.kind.span(),
-                args_span: stage.args_span,
-            }),
-        })
     }
-}
-
-/// The shape the modifiers select; a combination that is none is reported, and read as the
-/// closest shape.
-fn shape(stage: &Stage, mods: &BTreeSet<String>, checks: &mut dyn Checks) -> &'static Shape {
-    if let Some(shape) = SHAPES.iter().find(|shape| {
-        shape.modifiers.len() == mods.len() && shape.modifiers.iter().all(|m| mods.contains(*m))
-    }) {
-        return shape;
+    let [func] = <[Expr; 1]>::try_from(args).ok()?;
+    if form.has("process") {
+        process_checks(stage, &func, &options, checks);
     }
-    let written: Vec<String> = stage.modifiers.iter().map(ToString::to_string).collect();
-    let words: Vec<&str> = mods.iter().map(String::as_str).collect();
-    let span = stage
-        .modifiers
-        .first()
-        .map(syn::Ident::span)
-        .unwrap_or_else(|| stage.kind.span());
-    let shapes: Vec<String> = SHAPES
-        .iter()
-        .map(|shape| format!("`{NAME}({}f)`", shape.written))
-        .collect();
-    checks.error(
-        span,
-        format!(
-            "`{}` is not a stage shape; the shapes are {}",
-            if written.is_empty() {
-                words.join(" ")
-            } else {
-                written.join(" ")
-            },
-            and_list(&shapes),
+    let label = match options.get("name").map(|given| &given.value) {
+        Some(Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        })) => format!("stage {number} `{}`", s.value()),
+        _ => format!(
+            "stage {number} `{NAME}({}{})`",
+            form.written(),
+            describe(&func)
         ),
-    );
-    // Best effort: go on with the shape closest to what was meant.
-    let closest: &[&str] = if mods.contains("async") {
-        &["async"]
-    } else {
-        &[]
     };
-    SHAPES
-        .iter()
-        .find(|shape| shape.modifiers == closest)
-        .unwrap_or(&SHAPES[0])
+    Some(CheckedStage {
+        label,
+        stage: Box::new(CheckedPipe {
+            form,
+            func,
+            options,
+            span: stage.name.span(),
+            args_span: stage.args_span,
+        }),
+    })
 }
 
 /// A process stage runs a named `fn` (found by name in the worker) on a `ProcessPool`.
-fn process_checks(stage: &Stage, func: &Expr, options: &Options, checks: &mut dyn Checks) {
+fn process_checks(stage: &Stage, func: &Expr, options: &OptionValues, checks: &mut dyn Checks) {
     if !matches!(func, Expr::Path(_)) {
         checks.push(syn::Error::new_spanned(
             func,
@@ -498,7 +376,7 @@ fn process_checks(stage: &Stage, func: &Expr, options: &Options, checks: &mut dy
     }
     if options.get("executor").is_none() {
         checks.error(
-            stage.kind.span(),
+            stage.name.span(),
             "a `process` stage needs the worker processes to run on: add \
              `executor = pool`, where `pool` is a `ProcessPool`"
                 .to_owned(),
@@ -507,27 +385,27 @@ fn process_checks(stage: &Stage, func: &Expr, options: &Options, checks: &mut dy
 }
 
 /// A checked `pipe` stage.
-struct PipeStep {
-    shape: &'static Shape,
+struct CheckedPipe {
+    form: &'static Form,
     func: Expr,
-    options: Options,
+    options: OptionValues,
     /// Span of the stage name (`pipe`).
     span: Span,
     /// Span of the stage's `( .. )`.
     args_span: Span,
 }
 
-impl Planned for PipeStep {
-    fn expand(&self, cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedPipe {
+    fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
-        let shape = self.shape;
-        let bounds = (shape.bounds)(&rt);
-        let generics = shape
-            .generics
-            .iter()
-            .map(|g| Ident::new(g, Span::call_site()));
-        let method = Ident::new(shape.method, self.span);
+        let form = self.form;
+        let (bounds, generics) = match &form.bound {
+            Some(bound) => ((bound.clause)(&rt), bound.generics),
+            None => (TokenStream::new(), &[][..]),
+        };
+        let generics = generics.iter().map(|g| Ident::new(g, Span::call_site()));
+        let method = Ident::new(form.method, self.span);
         let guard = Ident::new("__pipeline_guard", self.span);
         let input = input_trait(cx);
         let (first, last) = edge_spans(&self.func);

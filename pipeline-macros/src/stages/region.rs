@@ -14,14 +14,28 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 use syn::Expr;
 
-use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
-use super::option::Options;
+use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{Arg, CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expand::{edge_spans, escape, input_trait, rt, spanned_call, stage_arg, stage_var};
 use crate::expr::describe;
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
+use crate::option_values::{OptionSpec, OptionValues, ValueType};
 
 const NAME: &str = "process_region";
+
+pub(crate) static PROCESS_REGION: KindDescriptor = KindDescriptor {
+    name: NAME,
+    place: Place::Between,
+    modifiers: &[],
+    // The builder method, as `.method(f)` followed by the option setters.
+    forms: &[Form::plain("process_region")],
+    positional: Positional::Exprs(&[Arg::new(
+        "a region fn registered with `process_region!`",
+        "f",
+        "decode_region",
+    )]),
+    options: OPTIONS,
+    plan,
+};
 
 /// The options, in the order their setters are called.
 const OPTIONS: &[OptionSpec] = &[
@@ -30,80 +44,58 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
 ];
 
-pub(crate) struct Region;
-
-impl StageKind for Region {
-    fn name(&self) -> &'static str {
-        NAME
+fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let CheckedArgs {
+        stage,
+        number,
+        form,
+        args,
+        options,
+    } = checked;
+    let [func] = <[Expr; 1]>::try_from(args).ok()?;
+    if !matches!(func, Expr::Path(_)) {
+        checks.push(syn::Error::new_spanned(
+            &func,
+            "a process region runs in worker processes, which find it by name: write its \
+             stages in a named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it \
+             with `pipeline_runtime::process_region!(name)`, and write \
+             `process_region(name, executor = pool)`",
+        ));
     }
-
-    fn place(&self) -> Place {
-        Place::Between
+    if options.get("executor").is_none() {
+        checks.error(
+            stage.name.span(),
+            "a process region needs the worker processes to run in: add \
+             `executor = pool`, where `pool` is a `ProcessPool`"
+                .to_owned(),
+        );
     }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "a region fn registered with `process_region!`",
-            example: "decode_region",
-        }
-    }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        checks.modifiers(stage, implied, self.modifiers());
-        let options = Options::checked(stage, OPTIONS, checks);
-        let func = checks.positional(stage, &self.positional())?;
-        if !matches!(func, Expr::Path(_)) {
-            checks.push(syn::Error::new_spanned(
-                &func,
-                "a process region runs in worker processes, which find it by name: write its \
-                 stages in a named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it \
-                 with `pipeline_runtime::process_region!(name)`, and write \
-                 `process_region(name, executor = pool)`",
-            ));
-        }
-        if options.get("executor").is_none() {
-            checks.error(
-                stage.kind.span(),
-                "a process region needs the worker processes to run in: add \
-                 `executor = pool`, where `pool` is a `ProcessPool`"
-                    .to_owned(),
-            );
-        }
-        let label = format!("stage {number} `{NAME}({})`", describe(&func));
-        Some(Step {
-            label,
-            stage: Box::new(RegionStep {
-                func,
-                options,
-                span: stage.kind.span(),
-                args_span: stage.args_span,
-            }),
-        })
-    }
+    let label = format!("stage {number} `{NAME}({})`", describe(&func));
+    Some(CheckedStage {
+        label,
+        stage: Box::new(CheckedRegion {
+            method: form.method,
+            func,
+            options,
+            span: stage.name.span(),
+            args_span: stage.args_span,
+        }),
+    })
 }
 
 /// A checked `process_region` stage.
-struct RegionStep {
+struct CheckedRegion {
+    method: &'static str,
     func: Expr,
-    options: Options,
+    options: OptionValues,
     /// Span of the stage name.
     span: Span,
     /// Span of the stage's `( .. )`.
     args_span: Span,
 }
 
-impl Planned for RegionStep {
-    fn expand(&self, cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedRegion {
+    fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
         let label = escape(cx.label);
@@ -120,7 +112,7 @@ impl Planned for RegionStep {
              `{{Self}}` is not one"
         );
         let guard = Ident::new("__pipeline_guard", self.span);
-        let method = Ident::new("process_region", self.span);
+        let method = Ident::new(self.method, self.span);
         let input = input_trait(cx);
         let (first, last) = edge_spans(&self.func);
         let arg = stage_arg(first, last);

@@ -12,144 +12,127 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::parse::Parser;
 
-use super::kind::{Checks, Modifier, Place, Positional, StageKind, SubChain};
-use super::structure::{ident, same_type_trait, split_arm, split_commas, written};
+use super::structure::{ident, same_type_trait, split_arm, written};
+use crate::checked::{CheckedChain, CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{CheckedArgs, Checks, Form, KindDescriptor, Modifier, Place, Positional};
 use crate::expand::{expand_chain, rt, stage_var};
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
+use crate::syntax::Piece;
 
-pub(super) const NAME: &str = "route";
+pub(crate) static ROUTE: KindDescriptor = KindDescriptor {
+    name: "route",
+    place: Place::Between,
+    modifiers: &[Modifier {
+        word: "batched",
+        hint: " (`batched` applies to `route`)",
+    }],
+    // The builder methods: `route(router)`, or with `batched`, `route_batched(router)`.
+    forms: &[
+        Form::plain("route"),
+        Form {
+            modifiers: &["batched"],
+            method: "route_batched",
+            alias: false,
+            bound: None,
+        },
+    ],
+    positional: Positional::Pieces,
+    options: &[],
+    plan,
+};
 
-pub(crate) struct Route;
+const USAGE: &str = "`route(router, { pattern => pipe(f), .. })`";
 
-impl StageKind for Route {
-    fn name(&self) -> &'static str {
-        NAME
+fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let CheckedArgs {
+        stage,
+        number,
+        form,
+        ..
+    } = checked;
+    if !stage.has_parens {
+        checks.error(
+            stage.args_span,
+            format!("`route` needs a router and its branches: {USAGE}"),
+        );
+        return None;
     }
-
-    fn place(&self) -> Place {
-        Place::Between
-    }
-
-    fn modifiers(&self) -> &'static [Modifier] {
-        const MODIFIERS: &[Modifier] = &[Modifier {
-            word: "batched",
-            hint: " (`batched` applies to `route`)",
-        }];
-        MODIFIERS
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::One {
-            what: "a router and its branches",
-            example: "kind_of, { Kind::A => pipe(f), Kind::B => pipe(g) }",
-        }
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        _implied: &[&'static str],
-        number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        let usage = "`route(router, { pattern => pipe(f), .. })`";
-        let Some(raw) = stage.raw.clone() else {
-            checks.error(
-                stage.args_span,
-                format!("`route` needs a router and its branches: {usage}"),
-            );
-            return None;
-        };
-        let pieces = split_commas(raw);
-        let label = format!("the route at stage {number}");
-        let mut router = None;
-        let mut batched = false;
-        let mut branches: Vec<Branch> = Vec::new();
-        let mut saw_braces = false;
-        for piece in &pieces {
-            if let Some(group) = piece.braces() {
-                if saw_braces {
-                    checks.error(
-                        piece.span,
-                        "`route` takes one `{ .. }` of branches".to_owned(),
-                    );
-                    continue;
-                }
-                saw_braces = true;
-                let arms = split_commas(group.stream());
-                for arm in &arms {
-                    if let Some(branch) = plan_branch(arm, &label, checks) {
-                        branches.push(branch);
-                    }
-                }
-                if arms.is_empty() {
-                    checks.error(group.span(), format!("{label} has no branches: {usage}"));
-                }
-                continue;
-            }
-            if router.is_some() || saw_braces {
+    let label = format!("the route at stage {number}");
+    let mut router = None;
+    let mut branches: Vec<RouteBranch> = Vec::new();
+    let mut saw_braces = false;
+    for piece in &stage.pieces {
+        if let Some(group) = piece.braces() {
+            if saw_braces {
                 checks.error(
                     piece.span,
-                    format!(
-                        "unexpected argument: `route` takes a router, then its branches: {usage}"
-                    ),
+                    "`route` takes one `{ .. }` of branches".to_owned(),
                 );
                 continue;
             }
-            let mut tokens = piece.tokens.clone();
-            if let [proc_macro2::TokenTree::Ident(word), _, ..] = tokens.as_slice() {
-                if word == "batched" {
-                    batched = true;
-                    tokens.remove(0);
+            saw_braces = true;
+            let arms = Piece::split(group.stream());
+            for arm in &arms {
+                if let Some(branch) = check_branch(arm, &label, checks) {
+                    branches.push(branch);
                 }
             }
-            match syn::parse2::<syn::Expr>(tokens.into_iter().collect()) {
-                Ok(expr) => router = Some(expr),
-                Err(e) => checks.push(e),
+            if arms.is_empty() {
+                checks.error(group.span(), format!("{label} has no branches: {USAGE}"));
             }
+            continue;
         }
-        if !saw_braces {
+        if router.is_some() || saw_braces {
             checks.error(
-                stage.args_span,
-                format!("`route` needs its branches: {usage}"),
+                piece.span,
+                format!("unexpected argument: `route` takes a router, then its branches: {USAGE}"),
             );
+            continue;
         }
-        let router = router.or_else(|| {
-            checks.error(stage.args_span, format!("`route` needs a router: {usage}"));
-            None
-        })?;
-        if branches.is_empty() {
-            return None;
+        match syn::parse2::<syn::Expr>(piece.stream()) {
+            Ok(expr) => router = Some(expr),
+            Err(e) => checks.push(e),
         }
-        Some(Step {
-            label: format!("stage {number} `route`"),
-            stage: Box::new(RouteStep {
-                router,
-                batched,
-                branches,
-                label,
-                span: stage.kind.span(),
-            }),
-        })
     }
+    if !saw_braces {
+        checks.error(
+            stage.args_span,
+            format!("`route` needs its branches: {USAGE}"),
+        );
+    }
+    let router = router.or_else(|| {
+        // A broken argument (say, a modifier with nothing after it) is reported already.
+        if !stage.broken {
+            checks.error(stage.args_span, format!("`route` needs a router: {USAGE}"));
+        }
+        None
+    })?;
+    if branches.is_empty() {
+        return None;
+    }
+    Some(CheckedStage {
+        label: format!("stage {number} `route`"),
+        stage: Box::new(CheckedRoute {
+            method: form.method,
+            router,
+            branches,
+            batched: form.has("batched"),
+            label,
+            span: stage.name.span(),
+        }),
+    })
 }
 
-struct Branch {
+struct RouteBranch {
     pattern: syn::Pat,
     /// `branch `Kind::Png` of the route at stage 3`
     label: String,
     name: String,
     span: Span,
-    chain: SubChain,
+    chain: CheckedChain,
 }
 
 /// Checks one `pattern => chain` arm.
-fn plan_branch(
-    arm: &super::structure::Piece,
-    route: &str,
-    checks: &mut dyn Checks,
-) -> Option<Branch> {
+fn check_branch(arm: &Piece, route: &str, checks: &mut dyn Checks) -> Option<RouteBranch> {
     let Some((pattern, chain)) = split_arm(&arm.tokens) else {
         checks.error(
             arm.span,
@@ -166,14 +149,8 @@ fn plan_branch(
     };
     let name = written(&quote!(#pattern));
     let label = format!("branch `{name}` of {route}");
-    let parsed = crate::parse::parse(chain);
-    let errors = !parsed.errors.is_empty();
-    parsed.errors.into_iter().for_each(|e| checks.push(e));
-    let chain = checks.chain(&parsed.stages, false, &label, arm.span);
-    if errors && chain.steps.is_empty() {
-        return None;
-    }
-    Some(Branch {
+    let chain = checks.chain(chain, false, &label, arm.span)?;
+    Some(RouteBranch {
         pattern,
         label,
         name,
@@ -182,16 +159,19 @@ fn plan_branch(
     })
 }
 
-struct RouteStep {
+/// A checked `route`.
+struct CheckedRoute {
+    method: &'static str,
     router: syn::Expr,
+    /// Whether it routes each element of each batch.
     batched: bool,
-    branches: Vec<Branch>,
+    branches: Vec<RouteBranch>,
     label: String,
     span: Span,
 }
 
-impl Planned for RouteStep {
-    fn expand(&self, cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedRoute {
+    fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
         let router = &self.router;
@@ -199,14 +179,7 @@ impl Planned for RouteStep {
             let pattern = &b.pattern;
             quote_spanned!(b.span=> #pattern => #i,)
         });
-        let method = ident(
-            if self.batched {
-                "route_batched"
-            } else {
-                "route"
-            },
-            self.span,
-        );
+        let method = ident(self.method, self.span);
         let from = format!("the router of {}", self.label);
         let _ = cx;
         let first_label = &self.branches[0].label;
@@ -215,7 +188,7 @@ impl Planned for RouteStep {
         let item = ident("__pipeline_item", Span::mixed_site());
         let mut expr = quote!(#stage.#method(move |#item| match #router_fn(#item) { #(#arms)* }));
         for (i, b) in self.branches.iter().enumerate() {
-            let body = expand_chain(&from, &b.chain.steps);
+            let body = expand_chain(&from, &b.chain.stages);
             let name = &b.name;
             let build = quote! { |#stage| { #body #stage } };
             if i == 0 {

@@ -4,15 +4,25 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use super::kind::{Checks, OptionSpec, Place, Positional, StageKind, ValueType};
-use super::option::Options;
+use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
+use crate::descriptor::{CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
 use crate::expand::stage_var;
-use crate::plan::{Context, Planned, Step};
-use crate::syntax::Stage;
+use crate::option_values::{OptionSpec, OptionValues, ValueType};
 
-/// The builder method that ends the stages, as `.method(buffer)`, and the one that builds the
-/// pipeline after the option setters.
-const METHOD: &str = "sink";
+pub(crate) static SINK: KindDescriptor = KindDescriptor {
+    name: "sink",
+    place: Place::Last,
+    modifiers: &[],
+    // The builder method that ends the stages, as `.method()`.
+    forms: &[Form::plain("sink")],
+    positional: Positional::None {
+        hint: "options only, e.g. `sink(buffer = 4)`",
+    },
+    options: OPTIONS,
+    plan,
+};
+
+/// The builder method that builds the pipeline after the option setters.
 const BUILD: &str = "build";
 
 /// The options, in the order their setters are called after `sink()`.
@@ -26,7 +36,7 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     OptionSpec::new(
         "max_failures",
-        ValueType::Budget,
+        ValueType::FailureBudget,
         "10",
         Some("max_failures"),
     ),
@@ -84,44 +94,15 @@ const OPTIONS: &[OptionSpec] = &[
     ),
 ];
 
-pub(crate) struct Sink;
-
-impl StageKind for Sink {
-    fn name(&self) -> &'static str {
-        "sink"
-    }
-
-    fn place(&self) -> Place {
-        Place::Last
-    }
-
-    fn positional(&self) -> Positional {
-        Positional::None {
-            hint: "options only, e.g. `sink(buffer = 4)`",
-        }
-    }
-
-    fn options(&self) -> &'static [OptionSpec] {
-        OPTIONS
-    }
-
-    fn plan(
-        &self,
-        stage: &Stage,
-        implied: &[&'static str],
-        _number: usize,
-        checks: &mut dyn Checks,
-    ) -> Option<Step> {
-        checks.modifiers(stage, implied, self.modifiers());
-        checks.positional(stage, &self.positional());
-        Some(Step {
-            label: label(),
-            stage: Box::new(SinkStep {
-                options: Options::checked(stage, OPTIONS, checks),
-                span: stage.kind.span(),
-            }),
-        })
-    }
+fn plan(checked: CheckedArgs<'_>, _checks: &mut dyn Checks) -> Option<CheckedStage> {
+    Some(CheckedStage {
+        label: label(),
+        stage: Box::new(CheckedSink {
+            method: checked.form.method,
+            options: checked.options,
+            span: checked.stage.name.span(),
+        }),
+    })
 }
 
 fn label() -> String {
@@ -129,16 +110,17 @@ fn label() -> String {
 }
 
 /// A checked sink.
-struct SinkStep {
-    options: Options,
+struct CheckedSink {
+    method: &'static str,
+    options: OptionValues,
     /// Span of the stage name.
     span: Span,
 }
 
-impl Planned for SinkStep {
-    fn expand(&self, _cx: &Context<'_>) -> TokenStream {
+impl ExpandStage for CheckedSink {
+    fn expand(&self, _cx: &ExpandContext<'_>) -> TokenStream {
         let stage = stage_var();
-        let method = Ident::new(METHOD, self.span);
+        let method = Ident::new(self.method, self.span);
         let setters = self.options.setters();
         let build = Ident::new(BUILD, self.span);
         quote!(#stage.#method() #setters .#build())
@@ -146,11 +128,12 @@ impl Planned for SinkStep {
 }
 
 /// Stands in for a missing sink: the sink with its defaults (an error says it is missing).
-pub(crate) fn stand_in() -> Step {
-    Step {
+pub(crate) fn stand_in() -> CheckedStage {
+    CheckedStage {
         label: label(),
-        stage: Box::new(SinkStep {
-            options: Options::new(OPTIONS),
+        stage: Box::new(CheckedSink {
+            method: SINK.forms[0].method,
+            options: OptionValues::new(OPTIONS),
             span: Span::call_site(),
         }),
     }

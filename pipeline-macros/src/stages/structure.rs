@@ -2,67 +2,10 @@
 //! since chains of stages are not expressions), and the guard through which each of their
 //! chains must produce the type of the first, with a message that names both.
 
-use proc_macro2::{Delimiter, Ident, Span, TokenStream, TokenTree};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::quote;
 
 use crate::expand::{escape, rt};
-
-/// One top-level comma-separated piece of a structure's arguments, with its first span.
-pub(super) struct Piece {
-    pub(super) tokens: Vec<TokenTree>,
-    pub(super) span: Span,
-}
-
-impl Piece {
-    pub(super) fn stream(&self) -> TokenStream {
-        self.tokens.iter().cloned().collect()
-    }
-
-    /// `name = value` (a lone `=`): the name and the value's tokens.
-    pub(super) fn option(&self) -> Option<(Ident, TokenStream)> {
-        match self.tokens.as_slice() {
-            [TokenTree::Ident(name), TokenTree::Punct(eq), rest @ ..]
-                if eq.as_char() == '='
-                    && !(eq.spacing() == proc_macro2::Spacing::Joint
-                        && matches!(rest.first(), Some(TokenTree::Punct(q)) if q.as_char() == '=' || q.as_char() == '>')) =>
-            {
-                Some((name.clone(), rest.iter().cloned().collect()))
-            }
-            _ => None,
-        }
-    }
-
-    /// The braces `{ .. }` when the piece is only that group.
-    pub(super) fn braces(&self) -> Option<&proc_macro2::Group> {
-        match self.tokens.as_slice() {
-            [TokenTree::Group(g)] if g.delimiter() == Delimiter::Brace => Some(g),
-            _ => None,
-        }
-    }
-}
-
-/// Splits tokens at top-level commas (groups are single tokens, so only their own level
-/// counts); empty pieces (a trailing comma) are left out.
-pub(super) fn split_commas(tokens: TokenStream) -> Vec<Piece> {
-    let mut pieces = Vec::new();
-    let mut current: Vec<TokenTree> = Vec::new();
-    for tt in tokens {
-        if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
-            push_piece(&mut pieces, std::mem::take(&mut current));
-        } else {
-            current.push(tt);
-        }
-    }
-    push_piece(&mut pieces, current);
-    pieces
-}
-
-fn push_piece(pieces: &mut Vec<Piece>, tokens: Vec<TokenTree>) {
-    if let Some(first) = tokens.first() {
-        let span = first.span();
-        pieces.push(Piece { tokens, span });
-    }
-}
 
 /// Splits `pattern => chain` at its first top-level `=>`.
 pub(super) fn split_arm(tokens: &[TokenTree]) -> Option<(TokenStream, TokenStream)> {
