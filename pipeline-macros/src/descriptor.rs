@@ -78,9 +78,9 @@ pub(crate) struct Form {
     /// Whether `method` is also a stage name, implying `modifiers`: `try_pipe(f)` is
     /// `pipe(try f)`.
     pub(crate) alias: bool,
-    /// What the builder method requires of the stage function, for the kind's guard; `None`
-    /// where the kind's guard does not depend on the form.
-    pub(crate) bound: Option<FnBound>,
+    /// The runtime's trait (in `__private`) that bounds the stage function, the same the
+    /// builder method takes; `None` where the kind's guard does not depend on the form.
+    pub(crate) bound: Option<&'static str>,
 }
 
 impl Form {
@@ -108,13 +108,6 @@ impl Form {
     fn selected_by(&self, set: &BTreeSet<String>) -> bool {
         self.modifiers.len() == set.len() && self.modifiers.iter().all(|m| set.contains(*m))
     }
-}
-
-/// The bounds a guard puts on a stage function `F: Fn(A) -> ..` and its output `U` (given the
-/// path of `__private`), and the generic parameters they use besides `T`, `A`, `F` and `U`.
-pub(crate) struct FnBound {
-    pub(crate) generics: &'static [&'static str],
-    pub(crate) clause: fn(&TokenStream) -> TokenStream,
 }
 
 /// The positional arguments of a stage kind.

@@ -2,8 +2,9 @@
 //!
 //! The function's shape is chosen by modifiers (`pipe(try async f)`), or by the builder's
 //! method name written as the stage name (`async_try_pipe(f)`). Each shape is one row of
-//! [`FORMS`]: the modifiers that select it, the builder method it calls and the bounds that
-//! its guard puts on the function. The options, and the setters they become, are [`OPTIONS`].
+//! [`FORMS`]: the modifiers that select it, the builder method it calls and the runtime's
+//! trait that bounds the function (the method's bound too, so it is stated once, in the
+//! runtime). The options, and the setters they become, are [`OPTIONS`].
 //!
 //! Each stage expands to a guard function (see `expand`): its where-clause names the
 //! function's argument type from the function alone, then requires the previous stage's items
@@ -15,7 +16,7 @@ use syn::{Expr, Lit};
 
 use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
 use crate::descriptor::{
-    Arg, CheckedArgs, Checks, FnBound, Form, KindDescriptor, Modifier, Place, Positional,
+    Arg, CheckedArgs, Checks, Form, KindDescriptor, Modifier, Place, Positional,
 };
 use crate::expand::{
     annotated_closure, edge_spans, input_trait, rt, spanned_call, stage_arg, stage_var,
@@ -50,8 +51,8 @@ pub(crate) static PIPE: KindDescriptor = KindDescriptor {
 
 /// Every form, in the order messages list them; the first is the plain `pipe(f)`. Each row is
 /// the modifiers that select it (in the order they are written), the builder method it calls
-/// (also a stage name: `try_pipe(f)` is `pipe(try f)`), and the bounds its guard puts on the
-/// function. The modifiers say the rest: `async` runs on the async runtime (so `executor` does
+/// (also a stage name: `try_pipe(f)` is `pipe(try f)`), and the runtime's trait bounding the
+/// function (`__private::TryPipeFn`, which the method takes too). The modifiers say the rest: `async` runs on the async runtime (so `executor` does
 /// not apply), `flat` produces any number of items per item, `process` runs in worker
 /// processes.
 const FORMS: &[Form] = &[
@@ -59,224 +60,91 @@ const FORMS: &[Form] = &[
         modifiers: &[],
         method: "pipe",
         alias: false,
-        bound: Some(FnBound {
-            generics: &[],
-            clause: |rt| quote! { F: ::core::ops::Fn(A) -> U, U: #rt::Item, },
-        }),
+        bound: Some("PipeFn"),
     },
     Form {
         modifiers: &["try"],
         method: "try_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
-                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                }
-            },
-        }),
+        bound: Some("TryPipeFn"),
     },
     Form {
         modifiers: &["opt"],
         method: "opt_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &[],
-            clause: |rt| quote! { F: ::core::ops::Fn(A) -> ::core::option::Option<U>, U: #rt::Item, },
-        }),
+        bound: Some("OptPipeFn"),
     },
     Form {
         modifiers: &["flat"],
         method: "flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["I"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> I,
-                    I: ::core::iter::IntoIterator<Item = U>,
-                    I::IntoIter: ::core::marker::Send + 'static,
-                    U: #rt::Item,
-                }
-            },
-        }),
+        bound: Some("FlatPipeFn"),
     },
     Form {
         modifiers: &["try", "flat"],
         method: "try_flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["I", "E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> I,
-                    I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>,
-                    I::IntoIter: ::core::marker::Send + 'static,
-                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                }
-            },
-        }),
+        bound: Some("TryFlatPipeFn"),
     },
     Form {
         modifiers: &["async"],
         method: "async_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["Fut"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> Fut,
-                    Fut: ::core::future::Future<Output = U> + ::core::marker::Send + 'static,
-                    U: #rt::Item,
-                }
-            },
-        }),
+        bound: Some("AsyncPipeFn"),
     },
     Form {
         modifiers: &["async", "try"],
         method: "async_try_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["Fut", "E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> Fut,
-                    Fut: ::core::future::Future<Output = ::core::result::Result<U, E>>
-                        + ::core::marker::Send + 'static,
-                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError> + 'static,
-                }
-            },
-        }),
+        bound: Some("AsyncTryPipeFn"),
     },
     Form {
         modifiers: &["async", "opt"],
         method: "async_opt_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["Fut"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> Fut,
-                    Fut: ::core::future::Future<Output = ::core::option::Option<U>>
-                        + ::core::marker::Send + 'static,
-                    U: #rt::Item,
-                }
-            },
-        }),
+        bound: Some("AsyncOptPipeFn"),
     },
     Form {
         modifiers: &["async", "flat"],
         method: "async_flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["S"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> S,
-                    S: #rt::Stream<Item = U> + ::core::marker::Send + 'static,
-                    U: #rt::Item,
-                }
-            },
-        }),
+        bound: Some("AsyncFlatPipeFn"),
     },
     Form {
         modifiers: &["async", "try", "flat"],
         method: "async_try_flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["S", "E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> S,
-                    S: #rt::Stream<Item = ::core::result::Result<U, E>>
-                        + ::core::marker::Send + 'static,
-                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                }
-            },
-        }),
+        bound: Some("AsyncTryFlatPipeFn"),
     },
     Form {
         modifiers: &["process"],
         method: "process_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &[],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> U,
-                    A: #rt::ProcessInput,
-                    U: #rt::Item + #rt::ProcessOutput,
-                }
-            },
-        }),
+        bound: Some("ProcessPipeFn"),
     },
     Form {
         modifiers: &["process", "try"],
         method: "process_try_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> ::core::result::Result<U, E>,
-                    A: #rt::ProcessInput,
-                    U: #rt::Item + #rt::ProcessOutput,
-                    E: #rt::ProcessOutput + ::core::convert::Into<#rt::BoxError> + 'static,
-                }
-            },
-        }),
+        bound: Some("ProcessTryPipeFn"),
     },
     Form {
         modifiers: &["process", "opt"],
         method: "process_opt_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &[],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> ::core::option::Option<U>,
-                    A: #rt::ProcessInput,
-                    U: #rt::Item + #rt::ProcessOutput,
-                }
-            },
-        }),
+        bound: Some("ProcessOptPipeFn"),
     },
     Form {
         modifiers: &["process", "flat"],
         method: "process_flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["I"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> I,
-                    A: #rt::ProcessInput,
-                    I: ::core::iter::IntoIterator<Item = U> + #rt::ProcessOutput + 'static,
-                    I::IntoIter: ::core::marker::Send + 'static,
-                    U: #rt::Item,
-                }
-            },
-        }),
+        bound: Some("ProcessFlatPipeFn"),
     },
     Form {
         modifiers: &["process", "try", "flat"],
         method: "process_try_flat_pipe",
         alias: true,
-        bound: Some(FnBound {
-            generics: &["I", "E"],
-            clause: |rt| {
-                quote! {
-                    F: ::core::ops::Fn(A) -> I,
-                    A: #rt::ProcessInput,
-                    I: ::core::iter::IntoIterator<Item = ::core::result::Result<U, E>>
-                        + #rt::ProcessOutput + 'static,
-                    I::IntoIter: ::core::marker::Send + 'static,
-                    U: #rt::Item, E: ::core::convert::Into<#rt::BoxError>,
-                }
-            },
-        }),
+        bound: Some("ProcessTryFlatPipeFn"),
     },
 ];
 
@@ -400,11 +268,18 @@ impl ExpandStage for CheckedPipe {
         let rt = rt();
         let stage = stage_var();
         let form = self.form;
-        let (bounds, generics) = match &form.bound {
-            Some(bound) => ((bound.clause)(&rt), bound.generics),
-            None => (TokenStream::new(), &[][..]),
+        // The function's bound is the runtime's trait for the form (the builder's method
+        // takes the same); `Item` and `ProcessInput` only restate parts of it with messages
+        // that name the stage's items.
+        let bound = Ident::new(form.bound.unwrap_or("PipeFn"), Span::call_site());
+        let input_crosses = form
+            .has("process")
+            .then(|| quote!(A: #rt::ProcessInput,));
+        let bounds = quote! {
+            F: #rt::#bound<A, Item = U>,
+            U: #rt::Item,
+            #input_crosses
         };
-        let generics = generics.iter().map(|g| Ident::new(g, Span::call_site()));
         let method = Ident::new(form.method, self.span);
         let guard = Ident::new("__pipeline_guard", self.span);
         let input = input_trait(cx);
@@ -426,7 +301,7 @@ impl ExpandStage for CheckedPipe {
             #[allow(unused_braces)]
             let #stage = {
                 #input
-                fn #guard<T, A, F, U, #(#generics,)*>(
+                fn #guard<T, A, F, U>(
                     f: F,
                     stage: #rt::StageBuilder<T>,
                 ) -> #rt::StageBuilder<U>

@@ -34,11 +34,14 @@ use options::{check_pipe, PipeOptions, WHAT};
 pub use process::{
     ProcessFlatPipeFn, ProcessOptPipeFn, ProcessPipeFn, ProcessTryFlatPipeFn, ProcessTryPipeFn,
 };
+#[cfg(unix)]
+pub use process::{ProcessInput, ProcessOutput};
 pub use shape::{
     AsyncFlatPipeFn, AsyncOptPipeFn, AsyncPipeFn, AsyncTryFlatPipeFn, AsyncTryPipeFn, FlatPipeFn,
     OptPipeFn, PipeFn, TryFlatPipeFn, TryPipeFn,
 };
 use shape::{Flat, FlatStream, One, Opt, Shape, Try, TryFlat, TryFlatStream};
+pub use shape::{StageFn, StageItem};
 
 /// What a `pipe` stage runs, known once its options are fixed (a process stage's body
 /// needs its pool).

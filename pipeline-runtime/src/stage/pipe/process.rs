@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::options::PipeOptions;
 use super::process_body::{check_registered, process_body};
-use super::shape::{Flat, One, Opt, Shape, Try, TryFlat};
+use super::shape::{Flat, One, Opt, Shape, StageFn, StageItem, Try, TryFlat};
 use super::{PipeSpec, Runs, StageParts};
 use crate::builder::{fn_name, StageBuilder};
 use crate::error::BoxError;
@@ -56,7 +56,7 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// the worker).
     pub fn process_pipe<F: ProcessPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
-        T: Serialize,
+        T: ProcessInput,
     {
         self.process_stage::<One, F::Item, F>(f)
     }
@@ -65,7 +65,7 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// crosses with serde, so `E` is `Serialize + Deserialize`, e.g. a `String`).
     pub fn process_try_pipe<F: ProcessTryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
-        T: Serialize,
+        T: ProcessInput,
     {
         self.process_stage::<Try, Result<F::Item, F::Error>, F>(f)
     }
@@ -73,7 +73,7 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// A process stage that may drop items (`None`).
     pub fn process_opt_pipe<F: ProcessOptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
-        T: Serialize,
+        T: ProcessInput,
     {
         self.process_stage::<Opt, Option<F::Item>, F>(f)
     }
@@ -82,7 +82,7 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// items are passed on one by one.
     pub fn process_flat_pipe<F: ProcessFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
-        T: Serialize,
+        T: ProcessInput,
     {
         self.process_stage::<Flat, F::Items, F>(f)
     }
@@ -91,11 +91,36 @@ impl<T: Send + 'static> StageBuilder<T> {
     /// `Err` are passed on, and the `Err` fails the input.
     pub fn process_try_flat_pipe<F: ProcessTryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
-        T: Serialize,
+        T: ProcessInput,
     {
         self.process_stage::<TryFlat, F::Items, F>(f)
     }
 }
+
+/// What a process stage takes: it is encoded and sent to a worker process.
+#[diagnostic::on_unimplemented(
+    message = "a process stage's input must be `serde::Serialize`, and `{Self}` is not",
+    label = "this stage's input is sent to a worker process",
+    note = "items cross the process boundary with serde: derive `serde::Serialize` and \
+            `serde::Deserialize` for `{Self}`, or send something that does (e.g. bytes, a path)"
+)]
+pub trait ProcessInput: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize> ProcessInput for T {}
+
+/// What a process stage produces: it is decoded from the worker's reply.
+#[diagnostic::on_unimplemented(
+    message = "a process stage's output must be `serde::Deserialize`, and `{Self}` is not",
+    label = "this stage's output comes back from a worker process",
+    note = "items cross the process boundary with serde: derive `serde::Serialize` and \
+            `serde::Deserialize` for `{Self}`; a handle to a resource (a file, a socket, a GPU \
+            buffer) cannot cross it"
+)]
+pub trait ProcessOutput: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> ProcessOutput for T {}
 
 // The bounds of each process shape's function, stated once (see `shape`): as the thread
 // shapes', plus what crosses back from the worker with serde. The input's bound
@@ -106,15 +131,15 @@ impl<T: Send + 'static> StageBuilder<T> {
     message = "`{Self}` is not a `process_pipe` stage function taking `{A}`",
     label = "expected `fn({A}) -> U`, with `U: Deserialize`"
 )]
-pub trait ProcessPipeFn<A>: Fn(A) -> Self::Item + Send + Sync + 'static {
+pub trait ProcessPipeFn<A>: Fn(A) -> Self::Item + StageFn {
     /// What the function returns, sent back and passed on.
-    type Item: DeserializeOwned + Send + 'static;
+    type Item: ProcessOutput + StageItem;
 }
 
 impl<A, U, F> ProcessPipeFn<A> for F
 where
-    F: Fn(A) -> U + Send + Sync + 'static,
-    U: DeserializeOwned + Send + 'static,
+    F: Fn(A) -> U + StageFn,
+    U: ProcessOutput + StageItem,
 {
     type Item = U;
 }
@@ -124,20 +149,18 @@ where
     message = "`{Self}` is not a `process_try_pipe` stage function taking `{A}`",
     label = "expected `fn({A}) -> Result<U, E>`, with `U` and `E: Deserialize`"
 )]
-pub trait ProcessTryPipeFn<A>:
-    Fn(A) -> Result<Self::Item, Self::Error> + Send + Sync + 'static
-{
+pub trait ProcessTryPipeFn<A>: Fn(A) -> Result<Self::Item, Self::Error> + StageFn {
     /// The `Ok` value, sent back and passed on.
-    type Item: DeserializeOwned + Send + 'static;
+    type Item: ProcessOutput + StageItem;
     /// The `Err` value, sent back, which fails the item.
-    type Error: DeserializeOwned + Into<BoxError> + 'static;
+    type Error: ProcessOutput + Into<BoxError> + 'static;
 }
 
 impl<A, U, E, F> ProcessTryPipeFn<A> for F
 where
-    F: Fn(A) -> Result<U, E> + Send + Sync + 'static,
-    U: DeserializeOwned + Send + 'static,
-    E: DeserializeOwned + Into<BoxError> + 'static,
+    F: Fn(A) -> Result<U, E> + StageFn,
+    U: ProcessOutput + StageItem,
+    E: ProcessOutput + Into<BoxError> + 'static,
 {
     type Item = U;
     type Error = E;
@@ -148,15 +171,15 @@ where
     message = "`{Self}` is not a `process_opt_pipe` stage function taking `{A}`",
     label = "expected `fn({A}) -> Option<U>`, with `U: Deserialize`"
 )]
-pub trait ProcessOptPipeFn<A>: Fn(A) -> Option<Self::Item> + Send + Sync + 'static {
+pub trait ProcessOptPipeFn<A>: Fn(A) -> Option<Self::Item> + StageFn {
     /// The `Some` value, sent back and passed on.
-    type Item: DeserializeOwned + Send + 'static;
+    type Item: ProcessOutput + StageItem;
 }
 
 impl<A, U, F> ProcessOptPipeFn<A> for F
 where
-    F: Fn(A) -> Option<U> + Send + Sync + 'static,
-    U: DeserializeOwned + Send + 'static,
+    F: Fn(A) -> Option<U> + StageFn,
+    U: ProcessOutput + StageItem,
 {
     type Item = U;
 }
@@ -166,19 +189,17 @@ where
     message = "`{Self}` is not a `process_flat_pipe` stage function taking `{A}`",
     label = "expected `fn({A}) -> I`, with `I: IntoIterator + Deserialize`"
 )]
-pub trait ProcessFlatPipeFn<A>: Fn(A) -> Self::Items + Send + Sync + 'static {
+pub trait ProcessFlatPipeFn<A>: Fn(A) -> Self::Items + StageFn {
     /// The collection the function returns, sent back whole.
-    type Items: IntoIterator<Item = Self::Item, IntoIter: Send + 'static>
-        + DeserializeOwned
-        + 'static;
+    type Items: IntoIterator<Item = Self::Item, IntoIter: Send + 'static> + ProcessOutput + 'static;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, I, F> ProcessFlatPipeFn<A> for F
 where
-    F: Fn(A) -> I + Send + Sync + 'static,
-    I: IntoIterator<IntoIter: Send + 'static, Item: Send + 'static> + DeserializeOwned + 'static,
+    F: Fn(A) -> I + StageFn,
+    I: IntoIterator<IntoIter: Send + 'static, Item: StageItem> + ProcessOutput + 'static,
 {
     type Items = I;
     type Item = I::Item;
@@ -189,22 +210,22 @@ where
     message = "`{Self}` is not a `process_try_flat_pipe` stage function taking `{A}`",
     label = "expected `fn({A}) -> I`, with `I: IntoIterator<Item = Result<U, E>> + Deserialize`"
 )]
-pub trait ProcessTryFlatPipeFn<A>: Fn(A) -> Self::Items + Send + Sync + 'static {
+pub trait ProcessTryFlatPipeFn<A>: Fn(A) -> Self::Items + StageFn {
     /// The collection the function returns, sent back whole.
     type Items: IntoIterator<Item = Result<Self::Item, Self::Error>, IntoIter: Send + 'static>
-        + DeserializeOwned
+        + ProcessOutput
         + 'static;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// The error that fails the input.
     type Error: Into<BoxError>;
 }
 
 impl<A, I, U, E, F> ProcessTryFlatPipeFn<A> for F
 where
-    F: Fn(A) -> I + Send + Sync + 'static,
-    I: IntoIterator<Item = Result<U, E>, IntoIter: Send + 'static> + DeserializeOwned + 'static,
-    U: Send + 'static,
+    F: Fn(A) -> I + StageFn,
+    I: IntoIterator<Item = Result<U, E>, IntoIter: Send + 'static> + ProcessOutput + 'static,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Items = I;

@@ -18,7 +18,7 @@ use crate::error::BoxError;
 /// A way of reading a stage function's return value `R`.
 pub(crate) trait Shape<R>: 'static {
     /// The items the stage passes on.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// Whether one input may give several outputs (which input order cannot keep with
     /// several lanes).
     const MANY: bool;
@@ -56,7 +56,7 @@ impl<U: Send + 'static> Shape<Option<U>> for Opt {
     }
 }
 
-impl<U: Send + 'static, E: Into<BoxError>> Shape<Result<U, E>> for Try {
+impl<U: StageItem, E: Into<BoxError>> Shape<Result<U, E>> for Try {
     type Item = U;
     const MANY: bool = false;
     fn output(returned: Result<U, E>) -> Output<U> {
@@ -84,7 +84,7 @@ impl<I, U, E> Shape<I> for TryFlat
 where
     I: IntoIterator<Item = Result<U, E>>,
     I::IntoIter: Send + 'static,
-    U: Send + 'static,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Item = U;
@@ -111,7 +111,7 @@ where
 impl<S, U, E> Shape<S> for TryFlatStream
 where
     S: Stream<Item = Result<U, E>> + Send + 'static,
-    U: Send + 'static,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Item = U;
@@ -120,6 +120,35 @@ where
         Output::Stream(returned.map(|r| r.map_err(Into::into)).boxed())
     }
 }
+
+// What every stage function and every item must be, with messages that say why; the
+// shapes' traits below build on them, so a builder user and a `pipeline!` user read the same
+// message.
+
+/// A stage function: called from the pipeline's threads, concurrently, for as long as the
+/// pipeline runs.
+#[diagnostic::on_unimplemented(
+    message = "a stage function must be `Send + Sync + 'static`, and `{Self}` is not",
+    label = "this stage function cannot be sent to the pipeline's threads",
+    note = "the pipeline calls a stage function from its worker threads, on several items at \
+            once, for as long as the pipeline runs, which can outlive the scope that built it; \
+            capture `Arc`s rather than `Rc`s or references, and use `move` closures"
+)]
+pub trait StageFn: Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<F: Send + Sync + 'static> StageFn for F {}
+
+/// An item passed from one stage to the next.
+#[diagnostic::on_unimplemented(
+    message = "the items passed between stages must be `Send + 'static`, and `{Self}` is not",
+    label = "this stage produces `{Self}`",
+    note = "stages run on different threads and items wait in queues between them"
+)]
+pub trait StageItem: Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Send + 'static> StageItem for T {}
 
 // The bounds of each shape's stage function, stated once: the builder's methods take an
 // `F` bounded by one of these traits, and the `pipeline!` macro's guard functions name the
@@ -132,15 +161,15 @@ where
     message = "`{Self}` is not a `pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> U`, with `U: Send + 'static`, itself `Send + Sync + 'static`"
 )]
-pub trait PipeFn<A>: Fn(A) -> Self::Item + Send + Sync + 'static {
+pub trait PipeFn<A>: Fn(A) -> Self::Item + StageFn {
     /// What the function returns, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, U, F> PipeFn<A> for F
 where
-    F: Fn(A) -> U + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(A) -> U + StageFn,
+    U: StageItem,
 {
     type Item = U;
 }
@@ -150,17 +179,17 @@ where
     message = "`{Self}` is not a `try_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> Result<U, E>`, with `E: Into<BoxError>`"
 )]
-pub trait TryPipeFn<A>: Fn(A) -> Result<Self::Item, Self::Error> + Send + Sync + 'static {
+pub trait TryPipeFn<A>: Fn(A) -> Result<Self::Item, Self::Error> + StageFn {
     /// The `Ok` value, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// The `Err` value, which fails the item.
     type Error: Into<BoxError>;
 }
 
 impl<A, U, E, F> TryPipeFn<A> for F
 where
-    F: Fn(A) -> Result<U, E> + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(A) -> Result<U, E> + StageFn,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Item = U;
@@ -172,15 +201,15 @@ where
     message = "`{Self}` is not an `opt_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> Option<U>`"
 )]
-pub trait OptPipeFn<A>: Fn(A) -> Option<Self::Item> + Send + Sync + 'static {
+pub trait OptPipeFn<A>: Fn(A) -> Option<Self::Item> + StageFn {
     /// The `Some` value, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, U, F> OptPipeFn<A> for F
 where
-    F: Fn(A) -> Option<U> + Send + Sync + 'static,
-    U: Send + 'static,
+    F: Fn(A) -> Option<U> + StageFn,
+    U: StageItem,
 {
     type Item = U;
 }
@@ -190,17 +219,17 @@ where
     message = "`{Self}` is not a `flat_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> I`, with `I: IntoIterator` whose iterator is `Send + 'static`"
 )]
-pub trait FlatPipeFn<A>: Fn(A) -> Self::Items + Send + Sync + 'static {
+pub trait FlatPipeFn<A>: Fn(A) -> Self::Items + StageFn {
     /// What the function returns: its items are passed on as they are produced.
     type Items: IntoIterator<Item = Self::Item, IntoIter: Send + 'static>;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, I, F> FlatPipeFn<A> for F
 where
-    F: Fn(A) -> I + Send + Sync + 'static,
-    I: IntoIterator<IntoIter: Send + 'static, Item: Send + 'static>,
+    F: Fn(A) -> I + StageFn,
+    I: IntoIterator<IntoIter: Send + 'static, Item: StageItem>,
 {
     type Items = I;
     type Item = I::Item;
@@ -211,20 +240,20 @@ where
     message = "`{Self}` is not a `try_flat_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> I`, with `I: IntoIterator<Item = Result<U, E>>`"
 )]
-pub trait TryFlatPipeFn<A>: Fn(A) -> Self::Items + Send + Sync + 'static {
+pub trait TryFlatPipeFn<A>: Fn(A) -> Self::Items + StageFn {
     /// What the function returns.
     type Items: IntoIterator<Item = Result<Self::Item, Self::Error>, IntoIter: Send + 'static>;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// The error that fails the input.
     type Error: Into<BoxError>;
 }
 
 impl<A, I, U, E, F> TryFlatPipeFn<A> for F
 where
-    F: Fn(A) -> I + Send + Sync + 'static,
+    F: Fn(A) -> I + StageFn,
     I: IntoIterator<Item = Result<U, E>, IntoIter: Send + 'static>,
-    U: Send + 'static,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Items = I;
@@ -237,17 +266,17 @@ where
     message = "`{Self}` is not an `async_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> Fut`, with `Fut: Future + Send + 'static`"
 )]
-pub trait AsyncPipeFn<A>: Fn(A) -> Self::Fut + Send + Sync + 'static {
+pub trait AsyncPipeFn<A>: Fn(A) -> Self::Fut + StageFn {
     /// The future the function returns.
     type Fut: std::future::Future<Output = Self::Item> + Send + 'static;
     /// Its output, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, Fut, F> AsyncPipeFn<A> for F
 where
-    F: Fn(A) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output: Send + 'static> + Send + 'static,
+    F: Fn(A) -> Fut + StageFn,
+    Fut: std::future::Future<Output: StageItem> + Send + 'static,
 {
     type Fut = Fut;
     type Item = Fut::Output;
@@ -258,20 +287,20 @@ where
     message = "`{Self}` is not an `async_try_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> Fut`, with `Fut: std::future::Future<Output = Result<U, E>> + Send + 'static`"
 )]
-pub trait AsyncTryPipeFn<A>: Fn(A) -> Self::Fut + Send + Sync + 'static {
+pub trait AsyncTryPipeFn<A>: Fn(A) -> Self::Fut + StageFn {
     /// The future the function returns.
     type Fut: std::future::Future<Output = Result<Self::Item, Self::Error>> + Send + 'static;
     /// The `Ok` value, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// The `Err` value, which fails the item.
     type Error: Into<BoxError> + 'static;
 }
 
 impl<A, Fut, U, E, F> AsyncTryPipeFn<A> for F
 where
-    F: Fn(A) -> Fut + Send + Sync + 'static,
+    F: Fn(A) -> Fut + StageFn,
     Fut: std::future::Future<Output = Result<U, E>> + Send + 'static,
-    U: Send + 'static,
+    U: StageItem,
     E: Into<BoxError> + 'static,
 {
     type Fut = Fut;
@@ -284,18 +313,18 @@ where
     message = "`{Self}` is not an `async_opt_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> Fut`, with `Fut: std::future::Future<Output = Option<U>> + Send + 'static`"
 )]
-pub trait AsyncOptPipeFn<A>: Fn(A) -> Self::Fut + Send + Sync + 'static {
+pub trait AsyncOptPipeFn<A>: Fn(A) -> Self::Fut + StageFn {
     /// The future the function returns.
     type Fut: std::future::Future<Output = Option<Self::Item>> + Send + 'static;
     /// The `Some` value, passed on.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, Fut, U, F> AsyncOptPipeFn<A> for F
 where
-    F: Fn(A) -> Fut + Send + Sync + 'static,
+    F: Fn(A) -> Fut + StageFn,
     Fut: std::future::Future<Output = Option<U>> + Send + 'static,
-    U: Send + 'static,
+    U: StageItem,
 {
     type Fut = Fut;
     type Item = U;
@@ -306,17 +335,17 @@ where
     message = "`{Self}` is not an `async_flat_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> S`, with `S: Stream + Send + 'static`"
 )]
-pub trait AsyncFlatPipeFn<A>: Fn(A) -> Self::Stream + Send + Sync + 'static {
+pub trait AsyncFlatPipeFn<A>: Fn(A) -> Self::Stream + StageFn {
     /// The stream the function returns.
     type Stream: Stream<Item = Self::Item> + Send + 'static;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
 }
 
 impl<A, S, F> AsyncFlatPipeFn<A> for F
 where
-    F: Fn(A) -> S + Send + Sync + 'static,
-    S: Stream<Item: Send + 'static> + Send + 'static,
+    F: Fn(A) -> S + StageFn,
+    S: Stream<Item: StageItem> + Send + 'static,
 {
     type Stream = S;
     type Item = S::Item;
@@ -327,20 +356,20 @@ where
     message = "`{Self}` is not an `async_try_flat_pipe` stage function taking `{A}`",
     label = "expected `Fn({A}) -> S`, with `S: Stream<Item = Result<U, E>> + Send + 'static`"
 )]
-pub trait AsyncTryFlatPipeFn<A>: Fn(A) -> Self::Stream + Send + Sync + 'static {
+pub trait AsyncTryFlatPipeFn<A>: Fn(A) -> Self::Stream + StageFn {
     /// The stream the function returns.
     type Stream: Stream<Item = Result<Self::Item, Self::Error>> + Send + 'static;
     /// One output.
-    type Item: Send + 'static;
+    type Item: StageItem;
     /// The error that fails the input.
     type Error: Into<BoxError>;
 }
 
 impl<A, S, U, E, F> AsyncTryFlatPipeFn<A> for F
 where
-    F: Fn(A) -> S + Send + Sync + 'static,
+    F: Fn(A) -> S + StageFn,
     S: Stream<Item = Result<U, E>> + Send + 'static,
-    U: Send + 'static,
+    U: StageItem,
     E: Into<BoxError>,
 {
     type Stream = S;
