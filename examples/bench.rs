@@ -262,7 +262,7 @@ fn w1_src_sink(n: u64) -> Result<Outcome, String> {
 /// The plain-Rust reference a user would otherwise write: one thread per stage, bounded
 /// channels of the same capacities as our pipeline's queues.
 fn w1_handwritten(n: u64, stages: usize) -> Result<Outcome, String> {
-    let cap = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let cap = pipeline_runtime::SinkBuilder::DEFAULT_QUEUE_CAPACITY;
     let t0 = Instant::now();
     let (tx, mut rx) = sync_channel::<u64>(cap);
     let mut threads = vec![std::thread::spawn(move || {

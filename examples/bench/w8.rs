@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeline_examples::images;
-use pipeline_runtime::{Pipeline, PipelineBuilder, PipelineStats, StageBuilder};
+use pipeline_runtime::stats::PipelineStats;
+use pipeline_runtime::{Pipeline, PipelineBuilder, StageBuilder};
 use sha2::{Digest, Sha256};
 
 use super::{check, Outcome};

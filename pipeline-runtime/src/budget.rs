@@ -81,7 +81,7 @@ pub(crate) struct MemoryBudget {
     closed: AtomicBool,
 }
 
-/// A snapshot of the budget, in [`PipelineStats`](crate::PipelineStats).
+/// A snapshot of the budget, in [`PipelineStats`](crate::stats::PipelineStats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryStats {

@@ -1,15 +1,19 @@
-//! The errors of one step: an invalid pipeline definition ([`BuildError`]), one failed item
-//! ([`ItemError`]), and which budget a failure counts against. How a pipeline fails as a
-//! whole (a stage's terminal failure, [`PipelineError`](crate::PipelineError)) is in
-//! `failure`, beside the budgets that decide it.
+//! The errors beyond the common path. A pipeline that fails as a whole gives the consumer a
+//! [`PipelineError`](crate::PipelineError) (at the crate root): it names the stage whose
+//! failures ended the run ([`StageFailure`], of a [`StageFailureKind`]) and which
+//! [`BudgetScope`] ran out, and carries the causes, each an [`ItemError`] (one item failed
+//! in one stage: its function returned `Err` or panicked). An invalid pipeline definition is
+//! a [`BuildError`], from `build()`; [`GetError`] says why
+//! [`Pipeline::get_timeout`](crate::Pipeline::get_timeout) returned no item.
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use crate::sync::panic_message;
 
-/// A boxed error from a stage function, a source or an aggregator.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub use crate::failure::{StageFailure, StageFailureKind};
+pub use crate::pipeline::GetError;
+pub(crate) use crate::BoxError;
 
 /// An invalid pipeline definition, reported by `build()`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::budget::MemoryBudget;
+use crate::builder::SinkBuilder;
 use crate::error::{BudgetScope, BuildError};
 use crate::executor::ThreadPool;
 use crate::failure::{FailureScope, MaxFailures};
@@ -21,14 +22,7 @@ use crate::stats::{QueueCounters, QueueEntry, StageKind};
 use crate::tune::resize::StageResizer;
 use crate::tune::TuneSettings;
 
-/// Capacity of each queue between two stages unless set otherwise (items).
-///
-/// Larger than SPDL's 2: a hand-off between threads costs a wake-up when a queue runs empty
-/// or full, and a deeper queue lets one wake-up cover many items. See the guide's chapter
-/// on backpressure for the bound on items in flight that follows.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
-
-/// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
+/// Pipeline-wide settings chosen on the [`SinkBuilder`].
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) num_threads: usize,
@@ -44,7 +38,7 @@ pub(crate) struct Settings {
     pub(crate) track_resume: bool,
     /// The state to resume from: the source skips what it resolved.
     pub(crate) resume_from: Option<ResumeState>,
-    /// Autotune, memory budget and stall detection.
+    /// Autotune, memory limit and stall detection.
     pub(crate) tune: TuneSettings,
 }
 
@@ -53,7 +47,7 @@ impl Default for Settings {
         Self {
             num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
             max_failures: MaxFailures::Unlimited,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_capacity: SinkBuilder::DEFAULT_QUEUE_CAPACITY,
             queue_capacity_chosen: false,
             stop_timeout: Duration::from_secs(1),
             stats: true,
@@ -91,7 +85,7 @@ pub(crate) struct Launch {
     pub(crate) autotune: bool,
     /// How to resize each `pipe` stage, in pipeline order.
     pub(crate) resizers: Vec<StageResizer>,
-    /// The byte budget of items in flight, when `memory_limit` is set.
+    /// The memory limit of items in flight, when `memory_limit` is set.
     pub(crate) budget: Option<Arc<MemoryBudget>>,
 }
 

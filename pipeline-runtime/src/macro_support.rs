@@ -1,4 +1,5 @@
-//! What the macros' expansions name (`pipeline!`, `#[main]`, `process_fn!`, `subprocess_fn!`),
+//! What the macros' expansions name (`pipeline!`, `#[main]`, `process_fn!`, `subprocess_fn!`,
+//! `process_region!`),
 //! and nothing else. Not a public API: it may change
 //! in any release.
 
@@ -8,7 +9,6 @@ pub use crate::__pipeline_runtime_register as register;
 pub use crate::builder::{
     BatchedBranches, Branches, PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER,
 };
-pub use crate::error::BoxError;
 #[cfg(unix)]
 pub use crate::executor::process_fn::call_process_fn;
 #[cfg(unix)]
@@ -25,6 +25,7 @@ pub use crate::stage::merge::{MergePolicy, OnEnd};
 pub use crate::stage::pipe::Order;
 #[cfg(unix)]
 pub use crate::subprocess::factory::{run_init, start_iter, start_pipeline};
+pub use crate::BoxError;
 pub use futures::Stream;
 pub use inventory;
 pub use serde;

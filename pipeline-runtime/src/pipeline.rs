@@ -63,7 +63,7 @@ pub struct Pipeline<T> {
     ledger: Option<Arc<Ledger>>,
     /// The consumer's wait and step times (statistics on only).
     consumer: ConsumerClock,
-    /// The byte budget of items in flight (`memory_limit`).
+    /// The memory limit of items in flight (`memory_limit`).
     budget: Option<Arc<MemoryBudget>>,
     /// What can be resized, and autotune's log (once started).
     supervised: Option<Arc<Supervised>>,
@@ -96,7 +96,7 @@ impl<T: Send + 'static> Pipeline<T> {
             .tune
             .memory_limit
             .map(|limit| Arc::new(MemoryBudget::new(limit)));
-        // The memory budget learns from the ledger when an item is resolved.
+        // The memory limit learns from the ledger when an item is resolved.
         let ledger = (settings.track_resume || budget.is_some()).then(|| {
             let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
             let ledger = Ledger::new(epoch);
@@ -327,12 +327,13 @@ impl<T: Send + 'static> Pipeline<T> {
         self.run.take_error()
     }
 
-    /// The next item, waiting at most `timeout` (`None`: as long as it takes).
+    /// The next item, waiting at most `timeout`. To wait as long as it takes, use the
+    /// iterator ([`next`](Iterator::next)).
     ///
     /// Epoch boundaries of a continuous pipeline are skipped here; use [`epoch`](Self::epoch)
     /// to see them.
-    pub fn get_timeout(&mut self, timeout: Option<Duration>) -> Result<T, GetError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<T, GetError> {
+        let deadline = Some(Instant::now() + timeout);
         self.consumer_reads();
         loop {
             match self.next_msg(deadline) {

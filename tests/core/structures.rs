@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline_runtime::distributed::ItemKey;
-use pipeline_runtime::{
-    MaxFailures, MergePolicy, OnEnd, Order, Pipeline, PipelineBuilder, StageBuilder,
-};
+use pipeline_runtime::structure::{MergePolicy, OnEnd};
+use pipeline_runtime::{MaxFailures, Order, Pipeline, PipelineBuilder, StageBuilder};
 use pipeline_tests::{collect_ok, settled_thread_count, thread_count, wait_until, CountingSource};
 
 fn input(range: std::ops::Range<u32>, tag: u32) -> StageBuilder<u32> {

@@ -1,4 +1,5 @@
-use pipeline_runtime::{pipeline, ThreadPool};
+use pipeline_runtime::pipeline;
+use pipeline_runtime::executor::ThreadPool;
 
 async fn fetch(x: u32) -> u32 {
     x

@@ -1,4 +1,5 @@
-use pipeline_runtime::{pipeline, ProcessPool};
+use pipeline_runtime::pipeline;
+use pipeline_runtime::process::ProcessPool;
 
 struct Handle(u64);
 

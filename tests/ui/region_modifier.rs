@@ -1,4 +1,5 @@
-use pipeline_runtime::{pipeline, process_region, ProcessPool, StageBuilder};
+use pipeline_runtime::{pipeline, process_region, StageBuilder};
+use pipeline_runtime::process::ProcessPool;
 
 fn batches(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
     items.aggregate(4)

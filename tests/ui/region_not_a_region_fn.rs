@@ -1,4 +1,5 @@
-use pipeline_runtime::{pipeline, ProcessPool};
+use pipeline_runtime::pipeline;
+use pipeline_runtime::process::ProcessPool;
 
 fn double(x: u64) -> u64 {
     x * 2

@@ -1,4 +1,5 @@
-use pipeline_runtime::{pipeline, ProcessPool, StageBuilder};
+use pipeline_runtime::{pipeline, StageBuilder};
+use pipeline_runtime::process::ProcessPool;
 
 struct Handle(u64);
 

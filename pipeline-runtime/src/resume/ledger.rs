@@ -17,7 +17,7 @@ use crate::sync::lock;
 #[derive(Debug)]
 pub(crate) struct Ledger {
     inner: Mutex<Inner>,
-    /// The memory budget, whose bytes a position gives back once resolved.
+    /// The memory limit, whose bytes a position gives back once resolved.
     budget: Option<std::sync::Arc<MemoryBudget>>,
 }
 
@@ -33,7 +33,7 @@ struct Inner {
     /// (pass, first position) of the passes the source began, oldest first; only those at
     /// or after the pass of the lowest open position are kept.
     passes: VecDeque<(u64, u64)>,
-    /// Positions resolved by the current call (memory budget only).
+    /// Positions resolved by the current call (memory limit only).
     resolved: Vec<u64>,
     collect: bool,
 }

@@ -2,7 +2,8 @@
 //! that tokio made and calls `init()` first in it, before the runtime is built.
 
 use futures::StreamExt;
-use pipeline_runtime::{pipeline, process_fn, ProcessPool};
+use pipeline_runtime::{pipeline, process_fn};
+use pipeline_runtime::process::ProcessPool;
 
 fn negate(x: i64) -> i64 {
     -x
