@@ -58,7 +58,7 @@
 //! [`flat_pipe`](StageBuilder::flat_pipe) (an iterator: any number of outputs), with
 //! `async_` for an async function ([`async_try_flat_pipe`](StageBuilder::async_try_flat_pipe)
 //! is `pipe(async try flat f)`) and `process_` for a registered `fn` run in the worker
-//! processes of a [`ProcessPool`](process::ProcessPool). Programs with process stages or
+//! processes of a [`process::ProcessPool`]. Programs with process stages or
 //! subprocesses put `#[pipeline_runtime::main]` on `fn main`. A [`Pipeline`] is an
 //! `Iterator`; [`into_stream`](Pipeline::into_stream) gives a `Stream` for async consumers.
 //!
@@ -133,17 +133,19 @@ pub mod tune;
 #[path = "macro_support.rs"]
 pub mod __private;
 
-/// Worker processes: this program's executable run again as a worker, for process stages
-/// (a registered `fn` run on a [`ProcessPool`], see [`process_fn!`](crate::process_fn)),
-/// process regions (a nested pipeline per worker, see
-/// [`process_region!`](crate::process_region)) and [subprocesses](crate::subprocess).
-///
-/// A program that starts workers calls [`init`] first thing in `main`, or puts
-/// [`#[pipeline_runtime::main]`](crate::main) on it. A worker's failure reaches the caller
-/// as a [`ProcessError`] or an [`ExitReport`]. Unix only.
 #[cfg(unix)]
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod process {
+    //! Worker processes: this program's executable run again as a worker, for process
+    //! stages (a registered `fn` run on a [`ProcessPool`], see
+    //! [`process_fn!`](crate::process_fn)), process regions (a nested pipeline per worker,
+    //! see [`process_region!`](crate::process_region)) and
+    //! [subprocesses](crate::subprocess).
+    //!
+    //! A program that starts workers calls [`init`] first thing in `main`, or puts
+    //! [`#[pipeline_runtime::main]`](crate::main) on it. A worker's failure reaches the
+    //! caller as a [`ProcessError`] or an [`ExitReport`]. Unix only.
+
     // The worker plumbing lives in `process/` (its module docs describe it); the pool is
     // still in `executor/`. This module is their one public face: the glob brings the
     // plumbing's public items (and, as `pub(crate)`, its crate-private ones, which the rest

@@ -1,5 +1,4 @@
-use pipeline_runtime::pipeline;
-use pipeline_runtime::executor::ThreadPool;
+use pipeline_runtime::{pipeline, executor::ThreadPool};
 
 async fn fetch(x: u32) -> u32 {
     x

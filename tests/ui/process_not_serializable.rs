@@ -1,5 +1,4 @@
-use pipeline_runtime::pipeline;
-use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::{pipeline, process::ProcessPool};
 
 struct Handle(u64);
 

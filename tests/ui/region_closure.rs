@@ -1,5 +1,4 @@
-use pipeline_runtime::{pipeline, StageBuilder};
-use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::{pipeline, StageBuilder, process::ProcessPool};
 
 fn main() {
     let pool = ProcessPool::builder().build().unwrap();

@@ -404,6 +404,7 @@ impl Staging for PinnedStaging {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 impl<T: HostBatch> StageBuilder<T> {
     /// Copies each batch to a CUDA device: opens the device described by `config` (a
     /// dedicated thread, stream and pinned staging ring) and adds a stage that yields

@@ -7,8 +7,8 @@
 //! * [`Executor::Threads`]: a [`ThreadPool`] of yours, e.g. one dedicated thread that owns a
 //!   CUDA stream. A pool can serve several stages and pipelines.
 //! * [`Executor::Rayon`]: a [`rayon::ThreadPool`] of yours; the stage may use rayon inside.
-//! * `Executor::Processes`: a [`ProcessPool`](crate::process::ProcessPool) of worker
-//!   processes (Unix), for process stages (a registered `fn` whose items cross with serde;
+//! * `Executor::Processes`: a [pool of worker processes](crate::process::ProcessPool)
+//!   (Unix), for process stages (a registered `fn` whose items cross with serde;
 //!   see [`process_fn!`](crate::process_fn)).
 //!
 //! `concurrency` caps the items a stage has in flight; the executor's thread count caps how

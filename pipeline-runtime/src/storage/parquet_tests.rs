@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{batches, read_file, ParquetOptions};
-use crate::storage::{block_on, Filter, Store};
 use crate::error::StageFailureKind;
+use crate::storage::{block_on, Filter, Store};
 use crate::{MaxFailures, PipelineBuilder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;

@@ -2,8 +2,7 @@
 //! that tokio made and calls `init()` first in it, before the runtime is built.
 
 use futures::StreamExt;
-use pipeline_runtime::{pipeline, process_fn};
-use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::{pipeline, process_fn, process::ProcessPool};
 
 fn negate(x: i64) -> i64 {
     -x

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use pipeline_runtime::{pipeline, MaxFailures, Order};
-use pipeline_runtime::executor::ThreadPool;
+use pipeline_runtime::{pipeline, MaxFailures, Order, executor::ThreadPool};
 
 fn slow_identity(x: u32) -> u32 {
     std::thread::sleep(std::time::Duration::from_micros(u64::from(50 - x % 50)));
