@@ -1,4 +1,4 @@
-//! Resizing a running pipeline, autotune, the memory budget and stall detection. Logged
+//! Resizing a running pipeline, autotune, the memory limit and stall detection. Logged
 //! events of `pipeline_runtime::tune` are captured by a process-wide subscriber of the
 //! test's own (the supervisor logs from its own thread).
 

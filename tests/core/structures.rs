@@ -328,7 +328,7 @@ fn merge_definition_errors() {
         .unwrap();
     let error = resume.start().unwrap_err().to_string();
     assert!(error.contains("resume tracking"), "{error}");
-    // A memory budget counts items through the same ledger: its error names the budget.
+    // A memory limit counts items through the same ledger: its error names `memory_limit`.
     let sized = || PipelineBuilder::new().source(0..2u32).item_bytes(|_| 4);
     let mut budget = PipelineBuilder::new()
         .merge([sized(), sized()])
