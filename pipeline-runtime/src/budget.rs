@@ -1,4 +1,6 @@
-//! The byte budget of items in flight (`memory_limit`): a hard limit enforced by admission.
+//! The memory limit (`memory_limit`): a hard limit on the bytes of the items in flight,
+//! enforced by admission. (This file and `MemoryBudget` keep their old names while files
+//! being moved on other branches import them; elsewhere "budget" means the failure budget.)
 //!
 //! The source admits an item only once its size (the user's size function, or its
 //! [`ItemBytes`]) fits under the limit together with every item admitted before it and not
@@ -54,7 +56,7 @@ pub(crate) type SizeFn<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
     Admitted,
-    /// Larger than the whole budget: it can never be admitted.
+    /// Larger than the whole limit: it can never be admitted.
     TooLarge,
     /// The pipeline is stopping.
     Stopped,
@@ -81,7 +83,8 @@ pub(crate) struct MemoryBudget {
     closed: AtomicBool,
 }
 
-/// A snapshot of the budget, in [`PipelineStats`](crate::stats::PipelineStats).
+/// The memory limit's accounting at one moment, in
+/// [`PipelineStats::memory`](crate::stats::PipelineStats::memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryStats {
@@ -176,7 +179,7 @@ impl MemoryBudget {
         })
     }
 
-    /// Position `pos` is resolved: its bytes leave the budget.
+    /// Position `pos` is resolved: its bytes no longer count against the limit.
     pub(crate) fn release(&self, pos: u64) {
         let mut held = lock(&self.held);
         let Some(bytes) = held.by_pos.remove(&pos) else {

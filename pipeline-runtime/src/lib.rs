@@ -84,9 +84,10 @@
 //! | `storage` | object stores, WebDataset shards, Parquet (feature `storage`) |
 //! | `cuda` | batches to a CUDA device (feature `cuda`) |
 //!
-//! The guide in `docs/` explains stages and their shapes, the macro, concurrency, executors,
-//! failures, epochs and backpressure, and (module [`distributed`]) multi-GPU training with
-//! exact resume.
+//! The guide in `docs/` has a chapter per concept: stages and their shapes, the macro,
+//! parallelism and executors, process regions, failures, epochs, merge and route,
+//! backpressure, the lifecycle, distributed training and resume, GPU transfer, subprocesses,
+//! performance analysis, tuning and storage.
 //!
 //! Worker processes ([`process`], [`subprocess`]) need a Unix system: they re-execute the
 //! program, talk over pipes and share memory through `/dev/shm`. Elsewhere those items are
