@@ -1,8 +1,9 @@
-//! Benchmark driver: runs one workload of `../shared/bench/README.md` and prints one JSON line.
+//! Benchmark driver: runs one workload (W1 to W10, see `docs/src/benchmarks.md`) and prints one
+//! JSON line.
 //!
 //! ```text
-//! cargo build --release -p pipeline-examples --example bench
-//! target/release/examples/bench --id W1.sync.c1 --n 200000
+//! cargo run --release -p pipeline-examples --example bench -- --list
+//! cargo run --release -p pipeline-examples --example bench -- --id W1.sync.c1 --n 200000
 //! ```
 //!
 //! `items_per_sec` is source items divided by the time from just before the pipeline is built
@@ -10,7 +11,8 @@
 //! process's user + system CPU time over the same span (see `bench/cpu.rs`) per source item.
 //! Every run checks its own output and exits non-zero when it is wrong.
 //!
-//! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`, the output of
+//! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`), written by
+//! `--id W6.x.write_data` (or by the Python generator SPDL's side of the comparison used,
 //! `gen_jpeg_dataset.py`); build with `--features turbojpeg` for the libjpeg-turbo decoder.
 //! W4's process stages and W7's subprocesses run this binary again, which
 //! `#[pipeline_runtime::main]` on `main` turns into a worker or a child.
@@ -262,7 +264,7 @@ fn w1_src_sink(n: u64) -> Result<Outcome, String> {
 /// The plain-Rust reference a user would otherwise write: one thread per stage, bounded
 /// channels of the same capacities as our pipeline's queues.
 fn w1_handwritten(n: u64, stages: usize) -> Result<Outcome, String> {
-    let cap = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let cap = pipeline_runtime::SinkBuilder::DEFAULT_QUEUE_CAPACITY;
     let t0 = Instant::now();
     let (tx, mut rx) = sync_channel::<u64>(cap);
     let mut threads = vec![std::thread::spawn(move || {
@@ -475,7 +477,13 @@ fn w5_plain(n: u64) -> Result<Outcome, String> {
 fn w6_paths(data_dir: Option<&Path>, repeat: usize) -> Result<Vec<PathBuf>, String> {
     let dir = data_dir.map_or_else(|| PathBuf::from("bench-data/jpeg"), Path::to_path_buf);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}; run gen_jpeg_dataset.py", dir.display()))?
+        .map_err(|e| {
+            format!(
+                "{}: {e}; write the images with `--id W6.x.write_data` (or SPDL's \
+                 gen_jpeg_dataset.py)",
+                dir.display()
+            )
+        })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()

@@ -23,8 +23,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pipeline_examples::scratch::XorShift;
+use pipeline_runtime::error::BuildError;
 use pipeline_runtime::subprocess::{run_pipeline_in_subprocess, Bytes, SubprocessOptions};
-use pipeline_runtime::{subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder};
+use pipeline_runtime::{subprocess_fn, Order, Pipeline, PipelineBuilder};
 
 const SAMPLE_BYTES: usize = 64 * 1024;
 const BATCH: usize = 16;

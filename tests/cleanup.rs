@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{PipelineBuilder, ThreadPool};
+use pipeline_runtime::executor::ThreadPool;
+use pipeline_runtime::PipelineBuilder;
 use pipeline_tests::{thread_count, wait_until, CountingSource};
 
 fn settles_back_to(before: usize, timeout: Duration) -> bool {

@@ -296,7 +296,7 @@ fn pipeline_stops_cleanly_while_the_device_is_busy() {
 /// is dropped mid-stream.
 #[test]
 fn a_stage_owning_its_own_thread_lets_it_end_on_drop() {
-    use pipeline_runtime::ThreadPool;
+    use pipeline_runtime::executor::ThreadPool;
     {
         let pool = ThreadPool::builder().name("stage-owned").build().unwrap();
         let held = pool.clone();

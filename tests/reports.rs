@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{PipelineBuilder, STATS_TARGET};
+use pipeline_runtime::{stats, PipelineBuilder};
 
 type Report = pipeline_tests::capture::Event;
 
 fn capture() -> &'static pipeline_tests::capture::Capture {
-    pipeline_tests::capture::capture(STATS_TARGET)
+    pipeline_tests::capture::capture(stats::TARGET)
 }
 
 /// The reports about stage `stage`, in order.

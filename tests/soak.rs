@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{Executor, Order, Pipeline, PipelineBuilder, StageBuilder, ThreadPool};
+use pipeline_runtime::executor::{Executor, ThreadPool};
+use pipeline_runtime::{Order, Pipeline, PipelineBuilder, StageBuilder};
 use pipeline_tests::{env_u64, settled_thread_count, thread_count, wait_until, SplitMix as Rng};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,7 +183,7 @@ fn random_plan(rng: &mut Rng) -> Plan {
 /// Pools given to the stages that ask for one; dropped with the run.
 struct Pools {
     own: ThreadPool,
-    rayon: Arc<pipeline_runtime::rayon::ThreadPool>,
+    rayon: Arc<pipeline_runtime::executor::rayon::ThreadPool>,
 }
 
 fn add_stage(
@@ -281,7 +282,7 @@ fn run(plan: &Plan, baseline_threads: usize) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?,
         rayon: Arc::new(
-            pipeline_runtime::rayon::ThreadPoolBuilder::new()
+            pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
                 .num_threads(2)
                 .thread_name(|i| format!("soak-rayon-{i}"))
                 .build()

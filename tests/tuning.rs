@@ -1,4 +1,4 @@
-//! Resizing a running pipeline, autotune, the memory budget and stall detection. Logged
+//! Resizing a running pipeline, autotune, the memory limit and stall detection. Logged
 //! events of `pipeline_runtime::tune` are captured by a process-wide subscriber of the
 //! test's own (the supervisor logs from its own thread).
 
@@ -7,15 +7,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{
-    ItemBytes, Order, PipelineBuilder, StageFailureKind, TuneTarget, TUNE_TARGET,
-};
+use pipeline_runtime::error::StageFailureKind;
+use pipeline_runtime::stats::TuneTarget;
+use pipeline_runtime::tune::{self, ItemBytes};
+use pipeline_runtime::{Order, PipelineBuilder};
 use pipeline_tests::{settled_thread_count, thread_count, wait_until};
 
 type Event = pipeline_tests::capture::Event;
 
 fn capture() -> &'static pipeline_tests::capture::Capture {
-    pipeline_tests::capture::capture(TUNE_TARGET)
+    pipeline_tests::capture::capture(tune::TARGET)
 }
 
 fn events_for_stage(stage: &str) -> Vec<Event> {
@@ -440,7 +441,7 @@ fn autotune_backs_off_a_stage_that_gains_nothing() {
         .name("serial")
         .sink()
         .num_threads(1)
-        .cpu_budget(4)
+        .thread_limit(4)
         .autotune(true)
         .build()
         .unwrap();

@@ -1,9 +1,10 @@
 """Shared definitions of the W6 anchor scripts (PyTorch DataLoader, Grain).
 
-Workload W6, as in ../../../shared/bench/spdl/w6_decode.py (SPDL's PIL variant) and the Rust
-driver's `W6.c2`: the 500 files img_00000.jpg..img_00499.jpg of the data directory (made by
-gen_jpeg_dataset.py: 640x480, q90, 4:2:0), sorted, repeated REPEAT times (default 2: 1000
-images). Every file is read once before timing so that the page cache is warm, and the decoder
+Workload W6, as in SPDL's PIL variant (w6_decode.py of the SPDL side of the comparison, which
+is not part of this repository) and the Rust driver's `W6.c2`: the 500 files
+img_00000.jpg..img_00499.jpg of the data directory (640x480, q90, 4:2:0, written by the
+driver's `--id W6.x.write_data` or by the SPDL side's gen_jpeg_dataset.py), sorted, repeated
+REPEAT times (default 2: 1000 images). Every file is read once before timing so that the page cache is warm, and the decoder
 is called once (untimed). Each image: Pillow full-size decode, convert("RGB"), bilinear resize
 to 224x224, np.asarray -> (224, 224, 3) uint8.
 
@@ -44,7 +45,10 @@ def pil_decode(path: str) -> np.ndarray:
 def w6_paths(data_dir: str, repeat: int) -> list[str]:
     files = sorted(glob.glob(os.path.join(data_dir, "img_*.jpg")))
     if not files:
-        sys.exit(f"no images in {data_dir}; run shared/bench/spdl/gen_jpeg_dataset.py --out-dir {data_dir}")
+        sys.exit(
+            f"no images in {data_dir}; write them with `cargo run --release -p pipeline-examples"
+            f" --example bench -- --id W6.x.write_data --data-dir {data_dir}`"
+        )
     for p in files:
         with open(p, "rb") as f:
             f.read()

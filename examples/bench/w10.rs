@@ -8,7 +8,8 @@
 
 use std::time::Instant;
 
-use pipeline_runtime::{MergePolicy, PipelineBuilder};
+use pipeline_runtime::structure::MergePolicy;
+use pipeline_runtime::PipelineBuilder;
 
 use super::{check, drain_sum, finish, identity, Outcome};
 

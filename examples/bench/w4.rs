@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pipeline_examples::scratch::XorShift;
-use pipeline_runtime::{
-    process_fn, Executor, PipelineBuilder, ProcessPool, SinkBuilder, ThreadPool,
-};
+use pipeline_runtime::executor::{Executor, ThreadPool};
+use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::{process_fn, PipelineBuilder, SinkBuilder};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
@@ -147,7 +147,7 @@ pub(crate) fn noop_overhead(n: u64, kind: Kind) -> Result<Outcome, String> {
             source.pipe(noop).concurrency(k).executor(threads)
         }
         Kind::Rayon(k) => {
-            let rayon = pipeline_runtime::rayon::ThreadPoolBuilder::new()
+            let rayon = pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
                 .num_threads(k)
                 .build()
                 .map_err(|e| e.to_string())?;

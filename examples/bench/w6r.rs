@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use pipeline_examples::images;
-use pipeline_runtime::{process_fn, process_region, PipelineBuilder, ProcessPool, StageBuilder};
+use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::{process_fn, process_region, PipelineBuilder, StageBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{check, Outcome};

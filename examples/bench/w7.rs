@@ -6,10 +6,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use pipeline_examples::scratch::XorShift;
+use pipeline_runtime::error::BuildError;
 use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, Bytes, Subprocess, SubprocessOptions,
 };
-use pipeline_runtime::{subprocess_fn, BuildError, Pipeline, PipelineBuilder};
+use pipeline_runtime::{subprocess_fn, Pipeline, PipelineBuilder};
 
 use super::{check, identity, Outcome};
 

@@ -5,7 +5,7 @@
 //! * `W8.untuned`: every concurrency 1, a default pool of 1 thread.
 //! * `W8.best`: the best fixed configuration of a sweep run first (short runs of each
 //!   point of a grid: fetch 8/16/32, decode 1-4, augment 1-2, threads cores-1..=cores,
-//!   the space autotune searches with its default CPU budget), then measured like the
+//!   the space autotune searches with its default thread limit), then measured like the
 //!   others; prints the configuration.
 //! * `W8.tuned`: `W8.untuned`'s configuration with autotune on; prints the steady
 //!   throughput (over the last 40% of the run) and the time at which the throughput over
@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeline_examples::images;
-use pipeline_runtime::{Pipeline, PipelineBuilder, PipelineStats, StageBuilder};
+use pipeline_runtime::stats::PipelineStats;
+use pipeline_runtime::{Pipeline, PipelineBuilder, StageBuilder};
 use sha2::{Digest, Sha256};
 
 use super::{check, Outcome};
@@ -260,7 +261,7 @@ pub(crate) fn untuned(n: u64) -> Result<Outcome, String> {
 pub(crate) fn best(n: u64) -> Result<Outcome, String> {
     let cores = std::thread::available_parallelism().map_or(4, |c| c.get());
     let mut grid = Vec::new();
-    // The space autotune searches: the pool within the CPU budget (the cores).
+    // The space autotune searches: the pool within the thread limit (the cores).
     for fetch in [8, 16, 32] {
         for decode in [1, 2, 3, 4] {
             for augment in [1, 2] {

@@ -25,7 +25,8 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pipeline_runtime::{Pipeline, PipelineStats};
+use pipeline_runtime::stats::PipelineStats;
+use pipeline_runtime::Pipeline;
 
 /// How often the bar's message re-reads the pipeline's statistics.
 const STATS_EVERY: Duration = Duration::from_millis(250);

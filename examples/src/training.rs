@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{conv2d, linear, AdamW, Conv2d, Conv2dConfig, Linear, Optimizer, ParamsAdamW};
 use candle_nn::{VarBuilder, VarMap};
-use pipeline_runtime::{Pipeline, PipelineStats};
+use pipeline_runtime::stats::PipelineStats;
+use pipeline_runtime::Pipeline;
 
 use crate::image_pipeline::{collate, labelled_image_stages, LabelledBatch, LoaderOptions};
 use crate::images;

@@ -13,8 +13,8 @@ use tokio::runtime::Handle;
 
 pub(crate) use relay::Relay;
 
-use crate::error::BuildError;
 use crate::executor::{drop_deferred, join_all_until};
+use crate::failure::BuildError;
 
 #[derive(Debug)]
 pub(crate) struct AsyncRuntime {

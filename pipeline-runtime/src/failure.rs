@@ -8,11 +8,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::error::{BudgetScope, BuildError, ItemError};
 use crate::sync::lock;
 
+mod error_types;
 #[cfg(unix)]
 mod remote;
+pub use error_types::{BoxError, BudgetScope, BuildError, ItemError};
 #[cfg(unix)]
 pub use remote::{RemoteFailureKind, RemotePipelineError, RemoteStageFailure};
 

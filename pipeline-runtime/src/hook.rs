@@ -1,8 +1,10 @@
-//! User instrumentation around each stage and each task (SPDL's `TaskHook`).
+//! Hooks: code of yours run around each stage and each task (SPDL's `TaskHook`), to count,
+//! time or trace what the pipeline does beyond its own [statistics](crate::stats).
 //!
-//! A [`HookFactory`] set on the builder is called once per stage when the pipeline starts;
-//! the hooks it returns are called by that stage's lanes. Hooks run inline on the lane's
-//! thread, so they should be quick (count, record, send to a channel). A panicking hook is
+//! A [`TaskHook`] given to [`SinkBuilder::task_hook`](crate::SinkBuilder::task_hook) runs in
+//! every stage; a [`HookFactory`] set with [`hook_factory`](crate::SinkBuilder::hook_factory)
+//! is called once per stage when the pipeline starts, and the hooks it returns are called by
+//! that stage's lanes. Hooks run inline on the lane's thread, so they should be quick (count, record, send to a channel). A panicking hook is
 //! logged and otherwise ignored: it neither fails the item nor stops the stage.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::async_runtime::AsyncRuntime;
-use crate::budget::MemoryBudget;
-use crate::error::{BudgetScope, BuildError};
 use crate::executor::ThreadPool;
+use crate::failure::{BudgetScope, BuildError};
 use crate::failure::{FailureScope, MaxFailures};
 use crate::hook::{HookFactories, StageInfo};
+use crate::memory::MemoryLimit;
 use crate::queue::{bounded, Rx, Tx};
 use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
@@ -21,12 +21,9 @@ use crate::stats::{QueueCounters, QueueEntry, StageKind};
 use crate::tune::resize::StageResizer;
 use crate::tune::TuneSettings;
 
-/// Capacity of each queue between two stages unless set otherwise (items).
-///
-/// Larger than SPDL's 2: a hand-off between threads costs a wake-up when a queue runs empty
-/// or full, and a deeper queue lets one wake-up cover many items. See the guide's chapter
-/// on backpressure for the bound on items in flight that follows.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+/// Capacity of each queue between two stages unless set otherwise; its public name is
+/// [`SinkBuilder::DEFAULT_QUEUE_CAPACITY`](crate::SinkBuilder::DEFAULT_QUEUE_CAPACITY).
+pub(crate) const QUEUE_CAPACITY: usize = 64;
 
 /// Pipeline-wide settings chosen on the [`SinkBuilder`](crate::SinkBuilder).
 #[derive(Debug, Clone)]
@@ -44,7 +41,7 @@ pub(crate) struct Settings {
     pub(crate) track_resume: bool,
     /// The state to resume from: the source skips what it resolved.
     pub(crate) resume_from: Option<ResumeState>,
-    /// Autotune, memory budget and stall detection.
+    /// Autotune, memory limit and stall detection.
     pub(crate) tune: TuneSettings,
 }
 
@@ -53,7 +50,7 @@ impl Default for Settings {
         Self {
             num_threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
             max_failures: MaxFailures::Unlimited,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_capacity: QUEUE_CAPACITY,
             queue_capacity_chosen: false,
             stop_timeout: Duration::from_secs(1),
             stats: true,
@@ -91,8 +88,8 @@ pub(crate) struct Launch {
     pub(crate) autotune: bool,
     /// How to resize each `pipe` stage, in pipeline order.
     pub(crate) resizers: Vec<StageResizer>,
-    /// The byte budget of items in flight, when `memory_limit` is set.
-    pub(crate) budget: Option<Arc<MemoryBudget>>,
+    /// The memory limit of items in flight, when `memory_limit` is set.
+    pub(crate) memory: Option<Arc<MemoryLimit>>,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -127,7 +124,7 @@ impl Launch {
             supervised: settings.tune.supervised(),
             autotune: settings.tune.autotune,
             resizers: Vec::new(),
-            budget: None,
+            memory: None,
         }
     }
 
@@ -266,7 +263,7 @@ impl Launch {
         Ok(self.runtime.as_ref().expect("just started").handle())
     }
 
-    /// The budget a stage counts against: its own, or the pipeline's.
+    /// The failure budget a stage counts against: its own, or the pipeline's.
     pub(crate) fn scope(&self, own: Option<MaxFailures>) -> Arc<FailureScope> {
         match own {
             Some(budget) => Arc::new(FailureScope::new(budget, BudgetScope::Stage)),

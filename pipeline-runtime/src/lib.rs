@@ -58,57 +58,83 @@
 //! [`flat_pipe`](StageBuilder::flat_pipe) (an iterator: any number of outputs), with
 //! `async_` for an async function ([`async_try_flat_pipe`](StageBuilder::async_try_flat_pipe)
 //! is `pipe(async try flat f)`) and `process_` for a registered `fn` run in the worker
-//! processes of a [`ProcessPool`]. Programs with process stages or subprocesses put
-//! `#[pipeline_runtime::main]` on `fn main`. A [`Pipeline`] is an `Iterator`;
-//! [`into_stream`](Pipeline::into_stream) gives a `Stream` for async consumers.
+//! processes of a [`process::ProcessPool`]. Programs with process stages or
+//! subprocesses put `#[pipeline_runtime::main]` on `fn main`. A [`Pipeline`] is an
+//! `Iterator`; [`into_stream`](Pipeline::into_stream) gives a `Stream` for async consumers.
 //!
-//! The guide in `docs/` explains stages and their shapes, the macro, concurrency, executors,
-//! failures, epochs and backpressure, and (module [`distributed`]) multi-GPU training with
-//! exact resume.
+//! # Where things are
 //!
-//! With the `storage` feature, the `storage` module reads training data from object stores
-//! (local, in memory, and with their features S3, GCS, Azure), as WebDataset tar shards or
-//! (feature `parquet`) Parquet files.
+//! The crate root holds the common path: the builders ([`PipelineBuilder`],
+//! [`StageBuilder`], [`SinkBuilder`]), the running [`Pipeline`] (with [`PipelineStream`]
+//! and [`Epoch`]), a stage's [`Order`], an [`Aggregator`] of your own, the failure budget
+//! [`MaxFailures`], the errors a consumer meets ([`PipelineError`], and [`BoxError`] for a
+//! stage function's), [`ResumeState`], and the macros. Each concept beyond it is a module:
 //!
-//! Worker processes ([`ProcessPool`], process stages, the [`process`] and [`subprocess`]
-//! modules) need a Unix system: they re-execute the program, talk over pipes and share
-//! memory through `/dev/shm`. Elsewhere those items are absent and the rest of the crate
-//! (threads, async stages, the macro) works the same.
+//! | module | what it holds |
+//! |---|---|
+//! | [`error`] | the other errors: an invalid definition, one failed item, a stage's terminal failure |
+//! | [`executor`] | where synchronous stages run: the default pool, thread pools, rayon |
+//! | [`structure`] | pipelines that are not a chain: merge, mix and route |
+//! | [`hook`] | code run around every stage task |
+//! | [`stats`] | statistics of a running pipeline, and their `tracing` target |
+//! | [`tune`] | resizing, autotune, the memory limit, stall detection |
+//! | [`distributed`] | ranks, sharded shuffles, per-item randomness, resume across ranks |
+//! | [`process`] | worker processes: process stages and process regions (Unix) |
+//! | [`subprocess`] | whole pipelines in a child process (Unix) |
+//! | `storage` | object stores, WebDataset shards, Parquet (feature `storage`) |
+//! | `cuda` | batches to a CUDA device (feature `cuda`) |
+//!
+//! The guide in `docs/` has a chapter per concept: stages and their shapes, the macro,
+//! parallelism and executors, process regions, failures, epochs, merge and route,
+//! backpressure, the lifecycle, distributed training and resume, GPU transfer, subprocesses,
+//! performance analysis, tuning and storage.
+//!
+//! Worker processes ([`process`], [`subprocess`]) need a Unix system: they re-execute the
+//! program, talk over pipes and share memory through `/dev/shm`. Elsewhere those items are
+//! absent and the rest of the crate (threads, async stages, the macro) works the same.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod async_runtime;
 mod block_on;
-mod budget;
 mod builder;
 mod clock;
 #[cfg(feature = "cuda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 pub mod cuda;
 pub mod distributed;
-mod error;
+pub mod error;
 pub mod executor;
 mod failure;
-mod hook;
+pub mod hook;
 mod launch;
+mod memory;
 mod pipeline;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod process;
 mod queue;
 mod resume;
 mod run_state;
 mod stage;
-mod stats;
+pub mod stats;
 #[cfg(feature = "storage")]
+#[cfg_attr(docsrs, doc(cfg(feature = "storage")))]
 pub mod storage;
+pub mod structure;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod subprocess;
 mod sync;
-mod tune;
+pub mod tune;
 
 #[doc(hidden)]
 #[path = "macro_support.rs"]
 pub mod __private;
 
-/// The macros (feature `macros`, on by default).
+/// `pipeline!` and `#[pipeline_runtime::main]` (feature `macros`, on by default).
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use pipeline_macros::{main, pipeline};
 
 /// The guide's chapters and the README, included here so that every example in them is
@@ -161,27 +187,9 @@ mod __guide {
     // `pipeline-examples` compiles them (its `__guide` module).
 }
 
-pub use budget::{ItemBytes, MemoryStats};
-pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
-pub use error::{BoxError, BudgetScope, BuildError, ItemError};
-pub use executor::{Executor, ThreadPool, ThreadPoolBuilder};
-pub use failure::{MaxFailures, PipelineError, StageFailure, StageFailureKind};
-pub use hook::{HookFactory, StageInfo, TaskHook, TaskOutcome};
-pub use launch::DEFAULT_QUEUE_CAPACITY;
-pub use pipeline::{Epoch, GetError, Pipeline, PipelineStream};
-#[cfg(unix)]
-pub use process::{ProcessPool, ProcessPoolBuilder};
-/// The rayon this crate is built with, so that a pool for [`Executor::Rayon`] needs no
-/// dependency of your own.
-pub use rayon;
+pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder};
+pub use failure::{BoxError, MaxFailures, PipelineError};
+pub use pipeline::{Epoch, Pipeline, PipelineStream};
 pub use resume::ResumeState;
-pub use stage::aggregate::{Aggregator, Batch};
-pub use stage::merge::{MergeChooser, MergePolicy, OnEnd};
+pub use stage::aggregate::Aggregator;
 pub use stage::pipe::Order;
-pub use stage::route::{BatchedBranches, BatchedRoute, Branches, Route};
-pub use stats::report::TARGET as STATS_TARGET;
-pub use stats::{
-    ConsumerSeries, ConsumerStats, DurationStats, PipelineStats, QueueSeries, QueueStats,
-    StageKind, StageSeries, StageStats, StatsSeries, TuneDecision, TuneTarget,
-};
-pub use tune::{TuneError, TUNE_TARGET};

@@ -1,12 +1,13 @@
-//! What the macros' expansions name (`pipeline!`, `#[main]`, `process_fn!`, `subprocess_fn!`),
+//! What the macros' expansions name (`pipeline!`, `#[main]`, `process_fn!`, `subprocess_fn!`,
+//! `process_region!`),
 //! and nothing else. Not a public API: it may change
 //! in any release.
 
 #[cfg(unix)]
 /// The one registration path of a function a child runs (`process_fn!`, `subprocess_fn!`).
 pub use crate::__pipeline_runtime_register as register;
-pub use crate::builder::{PipelineBuilder, StageBuilder, DEFAULT_SINK_BUFFER};
-pub use crate::error::BoxError;
+pub use crate::builder::{PipelineBuilder, StageBuilder};
+pub use crate::failure::BoxError;
 pub use crate::failure::MaxFailures;
 #[cfg(unix)]
 /// What `#[pipeline_runtime::main]` calls first.

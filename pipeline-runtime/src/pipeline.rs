@@ -11,11 +11,11 @@ use futures::Stream;
 
 use crate::async_runtime::AsyncRuntime;
 use crate::block_on::block_on_until;
-use crate::budget::MemoryBudget;
-use crate::error::BuildError;
 use crate::executor::{join_all_until, ThreadPool};
+use crate::failure::BuildError;
 use crate::failure::PipelineError;
 use crate::launch::{Launch, LaunchFn, Settings};
+use crate::memory::MemoryLimit;
 use crate::queue::{Msg, Rx};
 use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
@@ -63,8 +63,8 @@ pub struct Pipeline<T> {
     ledger: Option<Arc<Ledger>>,
     /// The consumer's wait and step times (statistics on only).
     consumer: ConsumerClock,
-    /// The byte budget of items in flight (`memory_limit`).
-    budget: Option<Arc<MemoryBudget>>,
+    /// The memory limit of items in flight (`memory_limit`).
+    memory: Option<Arc<MemoryLimit>>,
     /// What can be resized, and autotune's log (once started).
     supervised: Option<Arc<Supervised>>,
     /// Dropping it ends the supervisor thread (autotune, stall detection).
@@ -92,16 +92,16 @@ impl<T: Send + 'static> Pipeline<T> {
         settings: Settings,
         shape: String,
     ) -> Self {
-        let budget = settings
+        let memory = settings
             .tune
             .memory_limit
-            .map(|limit| Arc::new(MemoryBudget::new(limit)));
-        // The memory budget learns from the ledger when an item is resolved.
-        let ledger = (settings.track_resume || budget.is_some()).then(|| {
+            .map(|limit| Arc::new(MemoryLimit::new(limit)));
+        // The memory limit learns from the ledger when an item is resolved.
+        let ledger = (settings.track_resume || memory.is_some()).then(|| {
             let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
             let ledger = Ledger::new(epoch);
-            Arc::new(match &budget {
-                Some(budget) => ledger.with_budget(budget.clone()),
+            Arc::new(match &memory {
+                Some(memory) => ledger.with_memory_limit(memory.clone()),
                 None => ledger,
             })
         });
@@ -116,7 +116,7 @@ impl<T: Send + 'static> Pipeline<T> {
             consumer: ConsumerClock::default(),
             shape,
             ledger,
-            budget,
+            memory,
             supervised: None,
             supervisor: None,
         }
@@ -194,9 +194,9 @@ impl<T: Send + 'static> Pipeline<T> {
             default_pool.clone(),
             self.ledger.clone(),
         );
-        l.budget = self.budget.clone();
-        if let Some(budget) = self.budget.clone() {
-            self.run.on_stop(Box::new(move || budget.close()));
+        l.memory = self.memory.clone();
+        if let Some(memory) = self.memory.clone() {
+            self.run.on_stop(Box::new(move || memory.close()));
         }
         match launch(&mut l, buffer) {
             Ok(mut output) => {
@@ -211,7 +211,7 @@ impl<T: Send + 'static> Pipeline<T> {
                     std::mem::take(&mut l.resizers),
                     l.stages.clone(),
                     default_pool.clone(),
-                    self.budget.clone(),
+                    self.memory.clone(),
                     self.run.clone(),
                     self.stats.clone(),
                 ));
@@ -327,12 +327,13 @@ impl<T: Send + 'static> Pipeline<T> {
         self.run.take_error()
     }
 
-    /// The next item, waiting at most `timeout` (`None`: as long as it takes).
+    /// The next item, waiting at most `timeout`. To wait as long as it takes, use the
+    /// iterator ([`next`](Iterator::next)).
     ///
     /// Epoch boundaries of a continuous pipeline are skipped here; use [`epoch`](Self::epoch)
     /// to see them.
-    pub fn get_timeout(&mut self, timeout: Option<Duration>) -> Result<T, GetError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<T, GetError> {
+        let deadline = Some(Instant::now() + timeout);
         self.consumer_reads();
         loop {
             match self.next_msg(deadline) {
@@ -427,7 +428,7 @@ impl<T: Send + 'static> Pipeline<T> {
             stats.tuning = s.log.decisions();
             stats.pool_threads = s.pool.num_threads();
         }
-        stats.memory = self.budget.as_ref().map(|b| b.stats());
+        stats.memory = self.memory.as_ref().map(|b| b.stats());
         stats
     }
 

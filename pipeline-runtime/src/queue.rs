@@ -120,14 +120,14 @@ pub(crate) fn bounded<T>(capacity: usize, stats: Option<Arc<QueueCounters>>) -> 
     )
 }
 
-/// A spin budget, one per queue end. A plain thread always retries the whole
+/// A spin allowance, one per queue end. A plain thread always retries the whole
 /// [`SPIN_ROUNDS`] before it blocks: a thread holds no one else's work, and with both ends
 /// fast (two threads passing items) a cut-short spin parks a thread that would have got its
-/// slot a microsecond later. An async lane's budget adapts instead, as it holds up the
+/// slot a microsecond later. An async lane's allowance adapts instead, as it holds up the
 /// runtime's other tasks while it spins: a wait that spinning did not avoid and that then
 /// lasted long (the peer is slow: 1024 lanes in front of a source) halves it, a short one
 /// (the peer was about to deliver), or a spin that succeeded, doubles it back. The same
-/// budget tells an async sender whether its reader keeps up (see [`Tx::send_or_pause`]).
+/// allowance tells an async sender whether its reader keeps up (see [`Tx::send_or_pause`]).
 struct Spin(AtomicU32);
 
 impl Spin {
@@ -139,8 +139,8 @@ impl Spin {
         Spin(AtomicU32::new(SPIN_ROUNDS))
     }
 
-    /// Retries `attempt` within the budget (at most `max` rounds; `adaptive`: within the
-    /// adapted budget and no longer than [`SHORT_WAIT`](Self::SHORT_WAIT), as on a loaded
+    /// Retries `attempt` within the allowance (at most `max` rounds; `adaptive`: within the
+    /// adapted allowance and no longer than [`SHORT_WAIT`](Self::SHORT_WAIT), as on a loaded
     /// machine one yield can last a whole time slice of another process); `Err(tick)` (when
     /// the spin started) if it never succeeded: an adaptive caller passes it to
     /// [`waited`](Self::waited) once the blocking wait is over.
@@ -151,13 +151,13 @@ impl Spin {
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Result<R, u64> {
         let started = clock::now();
-        let budget = if adaptive {
+        let allowance = if adaptive {
             self.0.load(Ordering::Relaxed)
         } else {
             max
         };
         let mut round = 0;
-        while round < budget.min(max) {
+        while round < allowance.min(max) {
             if let Some(r) = attempt() {
                 // A success that took long (a yield that lasted) is no reason to spin more.
                 if adaptive {
@@ -177,14 +177,14 @@ impl Spin {
         Err(started)
     }
 
-    /// Adapts the budget to a blocking wait that began (spin included) at tick `started`.
+    /// Adapts the allowance to a blocking wait that began (spin included) at tick `started`.
     fn waited(&self, started: u64) {
-        let budget = self.0.load(Ordering::Relaxed);
+        let allowance = self.0.load(Ordering::Relaxed);
         let waited = clock::ticks_to_duration(clock::now().saturating_sub(started));
         let next = if waited < Self::SHORT_WAIT {
-            (budget * 2).min(SPIN_ROUNDS)
+            (allowance * 2).min(SPIN_ROUNDS)
         } else {
-            (budget / 2).max(Self::MIN)
+            (allowance / 2).max(Self::MIN)
         };
         self.0.store(next, Ordering::Relaxed);
     }
@@ -331,7 +331,7 @@ impl<T> Rx<T> {
 
     /// Receives, waiting for an item.
     ///
-    /// An empty queue is retried for a moment first, within the same adaptive budget as a
+    /// An empty queue is retried for a moment first, within the same adaptive allowance as a
     /// thread's (see [`Spin`]): a lane woken from another thread per item costs that thread
     /// a system call (the runtime's wake-up) and the runtime a park each time, while a
     /// producer in the middle of a burst delivers the next item within microseconds. Lanes

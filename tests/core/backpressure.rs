@@ -74,7 +74,7 @@ fn wide_stage_small_sink() {
 
 #[test]
 fn default_queue_capacity_and_large_sink() {
-    let q = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let q = pipeline_runtime::SinkBuilder::DEFAULT_QUEUE_CAPACITY;
     assert_eq!(pulled(&[1, 3], q, 10), formula(&[1, 3], q, 10));
 }
 
@@ -156,7 +156,7 @@ fn pulled_async(concurrency: usize, queue_capacity: Option<usize>, sink: usize) 
 
 #[test]
 fn an_async_stage_input_holds_one_item_per_lane_unless_queue_capacity_is_set() {
-    let q = pipeline_runtime::DEFAULT_QUEUE_CAPACITY;
+    let q = pipeline_runtime::SinkBuilder::DEFAULT_QUEUE_CAPACITY;
     let c = q + 36;
     // By default the input queue holds `max(64, c)` items: one per lane.
     assert_eq!(pulled_async(c, None, 3), 1 + c + c + 3);

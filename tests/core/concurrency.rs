@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::{Executor, PipelineBuilder, ThreadPool};
+use pipeline_runtime::executor::{Executor, ThreadPool};
+use pipeline_runtime::PipelineBuilder;
 use pipeline_tests::{collect_ok, InFlight};
 
 fn run_sync(concurrency: usize, threads: usize) -> usize {
@@ -171,7 +172,7 @@ fn small_pool_runs_a_long_chain_without_deadlock() {
 #[test]
 fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
     let pool = Arc::new(
-        pipeline_runtime::rayon::ThreadPoolBuilder::new()
+        pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap(),
@@ -179,8 +180,8 @@ fn rayon_pool_runs_the_stage_and_allows_nested_rayon() {
     let p = PipelineBuilder::new()
         .source(0..20u64)
         .pipe(|x| {
-            use pipeline_runtime::rayon::prelude::*;
-            let inside = pipeline_runtime::rayon::current_thread_index().is_some();
+            use pipeline_runtime::executor::rayon::prelude::*;
+            let inside = pipeline_runtime::executor::rayon::current_thread_index().is_some();
             let s: u64 = (0..1000u64).into_par_iter().map(|i| i * x).sum();
             (inside, s)
         })

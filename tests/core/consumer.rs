@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{ConsumerStats, PipelineBuilder};
+use pipeline_runtime::stats::ConsumerStats;
+use pipeline_runtime::PipelineBuilder;
 
 /// Runs `items` items through one stage sleeping `stage` per item, read by a consumer that
 /// sleeps `step` per item.

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::rayon::prelude::*;
-use pipeline_runtime::{
-    pipeline, Executor, MaxFailures, PipelineBuilder, StageFailureKind, ThreadPool,
-};
+use pipeline_runtime::error::StageFailureKind;
+use pipeline_runtime::executor::rayon::prelude::*;
+use pipeline_runtime::executor::{Executor, ThreadPool};
+use pipeline_runtime::{pipeline, MaxFailures, PipelineBuilder};
 use pipeline_tests::collect_ok;
 
 /// Lets calls wait for each other: `arrive` returns true once `k` calls are inside at the
@@ -67,7 +67,7 @@ fn a_dedicated_pool_of_k_threads_runs_k_calls_at_once() {
 #[test]
 fn a_rayon_pool_of_k_threads_runs_k_calls_at_once() {
     let pool = Arc::new(
-        pipeline_runtime::rayon::ThreadPoolBuilder::new()
+        pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap(),
@@ -194,7 +194,7 @@ fn panics_and_errors_on_a_dedicated_thread_fail_only_their_item() {
 #[test]
 fn panics_and_errors_on_a_rayon_pool_fail_only_their_item() {
     let pool = Arc::new(
-        pipeline_runtime::rayon::ThreadPoolBuilder::new()
+        pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap(),
@@ -210,7 +210,7 @@ fn panics_and_errors_on_a_rayon_pool_fail_only_their_item() {
 #[test]
 fn a_rayon_pool_is_shared_with_the_users_own_rayon_work() {
     let pool = Arc::new(
-        pipeline_runtime::rayon::ThreadPoolBuilder::new()
+        pipeline_runtime::executor::rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap(),

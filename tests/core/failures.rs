@@ -1,10 +1,8 @@
 //! Failure budgets (SPDL's failure_rate_test and _FailCounter cases), panics, source and
 //! aggregator failures. The consumer always gets the items produced before a failure.
 
-use pipeline_runtime::{
-    Aggregator, BoxError, BudgetScope, MaxFailures, PipelineBuilder, PipelineError,
-    StageFailureKind,
-};
+use pipeline_runtime::error::{BudgetScope, StageFailureKind};
+use pipeline_runtime::{Aggregator, BoxError, MaxFailures, PipelineBuilder, PipelineError};
 
 /// Reads everything: the items, then the error if the pipeline failed.
 fn drain<T: Send + 'static>(p: pipeline_runtime::Pipeline<T>) -> (Vec<T>, Option<PipelineError>) {

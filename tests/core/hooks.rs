@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageInfo, TaskHook, TaskOutcome};
+use pipeline_runtime::hook::{StageInfo, TaskHook, TaskOutcome};
+use pipeline_runtime::PipelineBuilder;
 
 #[derive(Default, Debug, Clone)]
 struct Seen {

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use pipeline_runtime::{GetError, PipelineBuilder};
+use pipeline_runtime::error::GetError;
+use pipeline_runtime::PipelineBuilder;
 use pipeline_tests::CountingSource;
 
 #[test]
@@ -65,12 +66,15 @@ fn get_timeout_times_out_then_succeeds() {
         .build()
         .unwrap();
     assert!(matches!(
-        p.get_timeout(Some(Duration::from_millis(20))),
+        p.get_timeout(Duration::from_millis(20)),
         Err(GetError::Timeout)
     ));
-    assert_eq!(p.get_timeout(Some(Duration::from_secs(5))).unwrap(), 0);
-    assert_eq!(p.get_timeout(None).unwrap(), 1);
-    assert!(matches!(p.get_timeout(None), Err(GetError::Finished)));
+    assert_eq!(p.get_timeout(Duration::from_secs(5)).unwrap(), 0);
+    assert_eq!(p.next().unwrap().unwrap(), 1); // blocking, without a limit
+    assert!(matches!(
+        p.get_timeout(Duration::from_secs(5)),
+        Err(GetError::Finished)
+    ));
 }
 
 #[test]
@@ -137,9 +141,9 @@ fn a_slow_source_does_not_stall_other_stages() {
         .build()
         .unwrap();
     tx.send(1).unwrap();
-    assert_eq!(p.get_timeout(Some(Duration::from_secs(5))).unwrap(), 2);
+    assert_eq!(p.get_timeout(Duration::from_secs(5)).unwrap(), 2);
     tx.send(2).unwrap();
-    assert_eq!(p.get_timeout(Some(Duration::from_secs(5))).unwrap(), 4);
+    assert_eq!(p.get_timeout(Duration::from_secs(5)).unwrap(), 4);
     drop(tx);
     assert!(p.next().is_none());
 }

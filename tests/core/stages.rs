@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageKind};
+use pipeline_runtime::stats::StageKind;
+use pipeline_runtime::PipelineBuilder;
 use pipeline_tests::collect_ok;
 
 fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -133,9 +134,9 @@ fn generator_streams() {
         .buffer(1)
         .build()
         .unwrap();
-    assert_eq!(p.get_timeout(Some(Duration::from_secs(2))).unwrap(), 1);
+    assert_eq!(p.get_timeout(Duration::from_secs(2)).unwrap(), 1);
     seen_tx.send(()).unwrap();
-    assert_eq!(p.get_timeout(Some(Duration::from_secs(5))).unwrap(), 2);
+    assert_eq!(p.get_timeout(Duration::from_secs(5)).unwrap(), 2);
     assert!(p.next().is_none());
 }
 
@@ -287,7 +288,7 @@ fn invalid_definitions_are_build_errors() {
         .source(0..1)
         .async_pipe(|x: i32| async move { x })
         .name("a")
-        .executor(pipeline_runtime::Executor::Default)
+        .executor(pipeline_runtime::executor::Executor::Default)
         .sink()
         .buffer(1)
         .build();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use pipeline_runtime::{PipelineBuilder, StageKind, ThreadPool};
+use pipeline_runtime::executor::ThreadPool;
+use pipeline_runtime::stats::StageKind;
+use pipeline_runtime::PipelineBuilder;
 
 fn fails_on_sevens(x: u64) -> Result<u64, String> {
     if x.is_multiple_of(7) {
@@ -269,7 +271,7 @@ async fn items_read_as_a_stream_or_with_a_timeout_are_counted() {
         .buffer(2)
         .build()
         .unwrap();
-    let first = p.get_timeout(Some(Duration::from_secs(5))).unwrap();
+    let first = p.get_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(first, 0);
     let rest = p.stream().count().await;
     assert_eq!(rest, 499);

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline_runtime::distributed::ItemKey;
-use pipeline_runtime::{
-    MaxFailures, MergePolicy, OnEnd, Order, Pipeline, PipelineBuilder, StageBuilder,
-};
+use pipeline_runtime::structure::{MergePolicy, OnEnd};
+use pipeline_runtime::{MaxFailures, Order, Pipeline, PipelineBuilder, StageBuilder};
 use pipeline_tests::{collect_ok, settled_thread_count, thread_count, wait_until, CountingSource};
 
 fn input(range: std::ops::Range<u32>, tag: u32) -> StageBuilder<u32> {
@@ -329,7 +328,7 @@ fn merge_definition_errors() {
         .unwrap();
     let error = resume.start().unwrap_err().to_string();
     assert!(error.contains("resume tracking"), "{error}");
-    // A memory budget counts items through the same ledger: its error names the budget.
+    // A memory limit counts items through the same ledger: its error names `memory_limit`.
     let sized = || PipelineBuilder::new().source(0..2u32).item_bytes(|_| 4);
     let mut budget = PipelineBuilder::new()
         .merge([sized(), sized()])

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use futures::stream;
-use pipeline_runtime::{pipeline, BuildError, Order, Pipeline, PipelineBuilder, StageBuilder};
+use pipeline_runtime::error::BuildError;
+use pipeline_runtime::{pipeline, Order, Pipeline, PipelineBuilder, StageBuilder};
 
 /// Items delivered, and the failures counted by the stage named `shape`.
 fn run(p: Pipeline<u32>) -> (Vec<u32>, u64) {
@@ -269,7 +270,11 @@ fn an_option_of_another_stage_is_a_build_error_naming_both() {
         PipelineBuilder::new()
             .source(0..3u32)
             .async_pipe(|x| async move { x })
-            .executor(pipeline_runtime::ThreadPool::builder().build().unwrap())
+            .executor(
+                pipeline_runtime::executor::ThreadPool::builder()
+                    .build()
+                    .unwrap(),
+            )
             .sink()
             .build(),
     );

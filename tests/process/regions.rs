@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use pipeline_runtime::error::StageFailureKind;
+use pipeline_runtime::process::ProcessPool;
 use pipeline_runtime::{
-    pipeline, process_region, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
-    StageBuilder, StageFailureKind,
+    pipeline, process_region, MaxFailures, Pipeline, PipelineBuilder, PipelineError, StageBuilder,
 };
 
 use crate::child_pids;

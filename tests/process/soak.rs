@@ -10,11 +10,11 @@
 
 use std::time::{Duration, Instant};
 
+use pipeline_runtime::error::BuildError;
+use pipeline_runtime::process::ProcessPool;
 use pipeline_runtime::subprocess::{iterate_in_subprocess, run_pipeline_in_subprocess};
 use pipeline_runtime::subprocess::{SubprocessError, SubprocessOptions};
-use pipeline_runtime::{
-    process_fn, subprocess_fn, BuildError, Order, Pipeline, PipelineBuilder, ProcessPool,
-};
+use pipeline_runtime::{process_fn, subprocess_fn, Order, Pipeline, PipelineBuilder};
 
 use pipeline_tests::{env_u64, settled_thread_count, thread_count, SplitMix as Rng};
 

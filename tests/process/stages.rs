@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pipeline_runtime::error::StageFailureKind;
+use pipeline_runtime::process::ProcessPool;
 use pipeline_runtime::{
-    pipeline, process_fn, MaxFailures, Pipeline, PipelineBuilder, PipelineError, ProcessPool,
-    StageFailureKind,
+    pipeline, process_fn, MaxFailures, Pipeline, PipelineBuilder, PipelineError,
 };
 
 use crate::child_pids;

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use pipeline_runtime::error::BuildError;
 use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, Bytes, RemoteFailureKind, SubprocessError,
     SubprocessOptions,
 };
-use pipeline_runtime::{subprocess_fn, BuildError, MaxFailures, Order, Pipeline, PipelineBuilder};
+use pipeline_runtime::{subprocess_fn, MaxFailures, Order, Pipeline, PipelineBuilder};
 
 use crate::{child_pids, wait_until};
 

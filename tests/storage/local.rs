@@ -1,11 +1,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use pipeline_runtime::error::StageFailureKind;
 use pipeline_runtime::storage::{
     block_on, shard_split, webdataset, Filter, Object, ShuffleBuffer, StorageErrorKind, Store,
     TarWriter,
 };
-use pipeline_runtime::{MaxFailures, PipelineBuilder, PipelineError, StageFailureKind};
+use pipeline_runtime::{MaxFailures, PipelineBuilder, PipelineError};
 
 /// A fresh directory under the system's temporary one, removed on drop.
 struct Dir(PathBuf);

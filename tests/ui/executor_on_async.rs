@@ -1,4 +1,4 @@
-use pipeline_runtime::{pipeline, ThreadPool};
+use pipeline_runtime::{pipeline, executor::ThreadPool};
 
 async fn fetch(x: u32) -> u32 {
     x

@@ -1,4 +1,4 @@
-use pipeline_runtime::{pipeline, ProcessPool};
+use pipeline_runtime::{pipeline, process::ProcessPool};
 
 struct Handle(u64);
 

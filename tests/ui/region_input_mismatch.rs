@@ -1,4 +1,4 @@
-use pipeline_runtime::{pipeline, process_region, ProcessPool, StageBuilder};
+use pipeline_runtime::{pipeline, process_region, StageBuilder, process::ProcessPool};
 
 fn batches(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
     items.aggregate(4)

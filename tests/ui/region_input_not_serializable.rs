@@ -1,4 +1,4 @@
-use pipeline_runtime::{pipeline, ProcessPool, StageBuilder};
+use pipeline_runtime::{pipeline, StageBuilder, process::ProcessPool};
 
 struct Handle(u64);
 

@@ -1,4 +1,4 @@
-use pipeline_runtime::{pipeline, ProcessPool};
+use pipeline_runtime::{pipeline, process::ProcessPool};
 
 fn double(x: u64) -> u64 {
     x * 2

@@ -67,7 +67,7 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     OptionSpec::new("resume_from", ValueType::Expr, "state", Some("resume_from")),
     OptionSpec::new("autotune", ValueType::Expr, "true", Some("autotune")),
-    OptionSpec::new("cpu_budget", ValueType::AtLeastOne, "4", Some("cpu_budget")),
+    OptionSpec::new("thread_limit", ValueType::AtLeastOne, "4", Some("thread_limit")),
     OptionSpec::new(
         "tune_interval",
         ValueType::Expr,

@@ -19,11 +19,11 @@ mod sink;
 
 use std::fmt;
 
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::launch::LaunchFn;
 use open::{KindOptions, NoOptions, Open, Opened};
 
-pub use sink::{SinkBuilder, DEFAULT_SINK_BUFFER};
+pub use sink::SinkBuilder;
 
 /// Starts a pipeline definition; the first call names the source.
 #[derive(Debug, Default, Clone, Copy)]

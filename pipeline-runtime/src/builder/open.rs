@@ -17,7 +17,7 @@
 use std::any::Any;
 
 use super::{Chain, StageBuilder};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::launch::LaunchFn;
 
 /// The options of one kind of stage.

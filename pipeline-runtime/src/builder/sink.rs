@@ -5,15 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::StageBuilder;
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::failure::MaxFailures;
 use crate::hook::{StageInfo, TaskHook};
 use crate::launch::{LaunchFn, Settings};
 use crate::pipeline::Pipeline;
 use crate::resume::ResumeState;
-
-/// Capacity of the sink (output) queue unless set otherwise.
-pub const DEFAULT_SINK_BUFFER: usize = 3;
 
 /// A complete pipeline definition; set pipeline-wide options, then [`build`](Self::build).
 pub struct SinkBuilder<T> {
@@ -32,13 +29,13 @@ pub struct SinkBuilder<T> {
 
 impl<T: Send + 'static> StageBuilder<T> {
     /// Ends the definition: the consumer reads from a queue of
-    /// [`DEFAULT_SINK_BUFFER`] items (see [`SinkBuilder::buffer`]).
+    /// [`SinkBuilder::DEFAULT_BUFFER`] items (see [`SinkBuilder::buffer`]).
     pub fn sink(self) -> SinkBuilder<T> {
         let (launch, chain) = self.seal();
         SinkBuilder {
             launch,
             errors: chain.errors,
-            buffer: DEFAULT_SINK_BUFFER,
+            buffer: SinkBuilder::DEFAULT_BUFFER,
             settings: Settings::default(),
             shape: chain.shape.join(" -> "),
             continuous: chain.continuous,
@@ -58,9 +55,26 @@ impl<T> fmt::Debug for SinkBuilder<T> {
     }
 }
 
+/// The defaults, as constants. They are defined for `SinkBuilder<()>` only so that
+/// `SinkBuilder::DEFAULT_BUFFER` names them without a type argument; they hold for every
+/// pipeline.
+impl SinkBuilder<()> {
+    /// Capacity of the sink (output) queue, the one the consumer reads, unless
+    /// [`buffer`](Self::buffer) sets another (items).
+    pub const DEFAULT_BUFFER: usize = 3;
+
+    /// Capacity of each queue between two stages unless
+    /// [`queue_capacity`](Self::queue_capacity) sets another (items).
+    ///
+    /// Larger than SPDL's 2: a hand-off between threads costs a wake-up when a queue runs
+    /// empty or full, and a deeper queue lets one wake-up cover many items. See the guide's
+    /// chapter on backpressure for the bound on items in flight that follows.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = crate::launch::QUEUE_CAPACITY;
+}
+
 impl<T: Send + 'static> SinkBuilder<T> {
     /// Capacity of the output queue that the consumer reads (at least 1; default
-    /// [`DEFAULT_SINK_BUFFER`]). Like SPDL's `buffer_size`.
+    /// [`DEFAULT_BUFFER`](SinkBuilder::DEFAULT_BUFFER)). Like SPDL's `buffer_size`.
     pub fn buffer(mut self, capacity: usize) -> Self {
         self.buffer = capacity;
         self
@@ -80,8 +94,9 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
-    /// Capacity of each queue between stages (default [`DEFAULT_QUEUE_CAPACITY`](crate::DEFAULT_QUEUE_CAPACITY);
-    /// by default an async stage's input holds at least one item per lane).
+    /// Capacity of each queue between stages (default
+    /// [`DEFAULT_QUEUE_CAPACITY`](SinkBuilder::DEFAULT_QUEUE_CAPACITY); by default an async
+    /// stage's input holds at least one item per lane).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.settings.queue_capacity = capacity;
         self.settings.queue_capacity_chosen = true;
@@ -104,14 +119,14 @@ impl<T: Send + 'static> SinkBuilder<T> {
     }
 
     /// Logs the statistics through `tracing` every `interval` while the pipeline runs
-    /// (target `pipeline_runtime::stats`, level `INFO`). They are logged once when the
+    /// (target [`stats::TARGET`](crate::stats::TARGET), level `INFO`). They are logged once when the
     /// pipeline ends either way.
     pub fn report_interval(mut self, interval: Duration) -> Self {
         self.settings.report_interval = Some(interval);
         self
     }
 
-    /// Adds `hook` to every stage (see [`TaskHook`]).
+    /// Adds `hook` to every stage (see [`TaskHook`] and the [`hook`](crate::hook) module).
     pub fn task_hook<H: TaskHook>(self, hook: H) -> Self {
         let hook: Arc<dyn TaskHook> = Arc::new(hook);
         self.hook_factory(move |_: &StageInfo| vec![hook.clone()])
@@ -150,19 +165,20 @@ impl<T: Send + 'static> SinkBuilder<T> {
     /// Autotune (default: off): a controller moves the concurrency of every `pipe` stage
     /// whose concurrency is not fixed (see
     /// [`concurrency_auto`](crate::StageBuilder::concurrency_auto)) and the default pool's
-    /// size towards the highest throughput, within the [CPU budget](Self::cpu_budget) and
+    /// size towards the highest throughput, within the [thread limit](Self::thread_limit) and
     /// the [memory limit](Self::memory_limit). Its decisions are logged (target
-    /// `pipeline_runtime::tune`) and kept in [`PipelineStats::tuning`](crate::PipelineStats).
+    /// [`tune::TARGET`](crate::tune::TARGET)) and kept in
+    /// [`PipelineStats::tuning`](crate::stats::PipelineStats::tuning).
     /// Needs statistics on. See the guide's chapter on tuning.
     pub fn autotune(mut self, enabled: bool) -> Self {
         self.settings.tune.autotune = enabled;
         self
     }
 
-    /// The most threads autotune may give the default pool (default: the number of CPUs,
-    /// or `num_threads` if larger).
-    pub fn cpu_budget(mut self, threads: usize) -> Self {
-        self.settings.tune.cpu_budget = Some(threads);
+    /// The most threads autotune may give the default pool (at least 1; default: the number
+    /// of CPUs, or `num_threads` if larger).
+    pub fn thread_limit(mut self, threads: usize) -> Self {
+        self.settings.tune.thread_limit = Some(threads);
         self
     }
 
@@ -182,14 +198,14 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
-    /// Warns (target `pipeline_runtime::tune`, level `WARN`) when no stage has completed
+    /// Warns (target [`tune::TARGET`](crate::tune::TARGET), level `WARN`) when no stage has completed
     /// an item for `after` while items are waiting, naming the stage that holds them.
     pub fn stall_timeout(mut self, after: Duration) -> Self {
         self.settings.tune.stall_warn = Some(after);
         self
     }
 
-    /// Ends the pipeline with a [`StageFailureKind::Stalled`](crate::StageFailureKind)
+    /// Ends the pipeline with a [`StageFailureKind::Stalled`](crate::error::StageFailureKind::Stalled)
     /// error when it has stalled (as for [`stall_timeout`](Self::stall_timeout)) for
     /// `after`, which must be longer than the warning's limit.
     pub fn stall_fatal(mut self, after: Duration) -> Self {
@@ -211,8 +227,8 @@ impl<T: Send + 'static> SinkBuilder<T> {
                 self.auto_bounds[0]
             ));
         }
-        if tune.cpu_budget == Some(0) {
-            errors.push("cpu_budget must be at least 1 thread".to_owned());
+        if tune.thread_limit == Some(0) {
+            errors.push("thread_limit must be at least 1 thread".to_owned());
         }
         if tune.interval.is_some_and(|i| i.is_zero()) {
             errors.push("tune_interval must be greater than zero".to_owned());

@@ -7,7 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::sync::panic_message;
 
 /// The environment variable a distributed launcher (`torchrun`, `accelerate`, ...) sets to

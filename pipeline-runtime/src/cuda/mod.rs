@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use pipeline_runtime::cuda::{DeviceTransfer, TransferConfig};
-//! use pipeline_runtime::{PipelineBuilder};
+//! use pipeline_runtime::PipelineBuilder;
 //!
 //! // A `BuildError` here if there is no driver, no such device or a malformed LOCAL_RANK.
 //! let Ok(transfer) = DeviceTransfer::open(TransferConfig::local_rank()) else {
@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Without a CUDA driver, without the device, or with a malformed `LOCAL_RANK`,
-//! [`DeviceTransfer::open`] (and so `build()`) returns a [`BuildError`](crate::BuildError)
+//! [`DeviceTransfer::open`] (and so `build()`) returns a [`BuildError`](crate::error::BuildError)
 //! that says which; the driver library is looked for before any driver call.
 //!
 //! The guide's chapter "GPU transfer" explains the ring, the events and how to use the
@@ -56,11 +56,14 @@ pub use transfer::{
     DEFAULT_STAGING_THREADS,
 };
 
-/// The cudarc this crate is built with, to create streams and use the buffers without a
-/// dependency of your own.
+/// The `cudarc` crate this module is built on. A [`DeviceBatch`] holds cudarc's buffers
+/// (`CudaSlice`) and waits on its streams (`CudaStream`), types your training step names;
+/// this is the version they must match.
 pub use cudarc;
-/// The `half` crate, for batches of `f16` and `bf16` (feature `cuda-f16`).
+/// The `half` crate, for batches of `f16` and `bf16` (feature `cuda-f16`): the element
+/// types are `half::f16` and `half::bf16`, and this is the version they must match.
 #[cfg(feature = "cuda-f16")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda-f16")))]
 pub use half;
 
 /// Whether a CUDA device can be used here: the driver library loads and reports at least one

@@ -16,8 +16,8 @@ use super::driver::{
 };
 use super::ring::{Ring, Staging};
 use crate::builder::StageBuilder;
-use crate::error::BuildError;
 use crate::executor::{Executor, ThreadPool};
+use crate::failure::BuildError;
 use crate::sync::lock;
 
 /// Staging buffers in the ring unless set otherwise: one being filled, two copies queued.
@@ -404,6 +404,7 @@ impl Staging for PinnedStaging {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 impl<T: HostBatch> StageBuilder<T> {
     /// Copies each batch to a CUDA device: opens the device described by `config` (a
     /// dedicated thread, stream and pinned staging ring) and adds a stage that yields

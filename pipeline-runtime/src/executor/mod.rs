@@ -1,4 +1,4 @@
-//! Where a synchronous stage runs.
+//! Executors: where a synchronous stage runs.
 //!
 //! A stage keeps `concurrency` *lanes*; each lane takes an item, calls the stage function and
 //! passes the result on. The executor decides which threads run the lanes:
@@ -6,15 +6,16 @@
 //! * [`Executor::Default`]: the pipeline's own pool of `num_threads` threads.
 //! * [`Executor::Threads`]: a [`ThreadPool`] of yours, e.g. one dedicated thread that owns a
 //!   CUDA stream. A pool can serve several stages and pipelines.
-//! * [`Executor::Rayon`]: a `rayon::ThreadPool` of yours; the stage may use rayon inside.
-//! * [`Executor::Processes`]: a [`ProcessPool`] of worker processes, for process stages
-//!   (a registered `fn` whose items cross with serde; see [`process_fn!`](crate::process_fn)).
+//! * [`Executor::Rayon`]: a [`rayon::ThreadPool`] of yours; the stage may use rayon inside.
+//! * `Executor::Processes`: a [pool of worker processes](crate::process::ProcessPool)
+//!   (Unix), for process stages (a registered `fn` whose items cross with serde;
+//!   see [`process_fn!`](crate::process_fn)).
 //!
 //! `concurrency` caps the items a stage has in flight; the executor's thread count caps how
 //! many stage calls truly run at once. A lane waiting on a queue does not hold a thread.
 //! Async stages run on the pipeline's async runtime and take no executor.
 
-mod rayon;
+mod rayon_pool;
 pub(crate) mod task;
 mod thread_pool;
 
@@ -26,6 +27,11 @@ use crate::process::ProcessPool;
 pub(crate) use task::drop_deferred;
 pub(crate) use thread_pool::join_all_until;
 pub use thread_pool::{ThreadPool, ThreadPoolBuilder};
+
+/// The rayon this crate is built with: [`Executor::Rayon`] takes an
+/// `Arc<rayon::ThreadPool>`, and with this one you build it without a rayon dependency of
+/// your own (or a second copy of rayon in your build).
+pub use ::rayon;
 
 use task::LaneFuture;
 
@@ -41,6 +47,7 @@ pub enum Executor {
     Rayon(Arc<::rayon::ThreadPool>),
     /// Worker processes of your own, for process stages only (Unix).
     #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     Processes(ProcessPool),
 }
 
@@ -109,7 +116,7 @@ impl Executor {
                     lane.await
                 }))
             }
-            Executor::Rayon(pool) => rayon::spawn_lane(pool, lane),
+            Executor::Rayon(pool) => rayon_pool::spawn_lane(pool, lane),
             // On the pool's caller threads, each of which talks to its own worker.
             #[cfg(unix)]
             Executor::Processes(pool) => pool.spawn_lane(default_pool, lane),

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::task::{drop_deferred, LaneFuture, Schedule, Task};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::sync::lock;
 
 type ThreadInit = Arc<dyn Fn(usize) + Send + Sync>;

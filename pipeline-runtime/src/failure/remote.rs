@@ -100,7 +100,7 @@ impl RemoteStageFailure {
         &self.kind
     }
 
-    /// The failure, in words (as the child's [`StageFailure`](crate::StageFailure) displays).
+    /// The failure, in words (as the child's [`StageFailure`](crate::error::StageFailure) displays).
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use super::channel::Channel;
 use super::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
 use super::stage_worker::{request_header, REPLY_ERROR, REPLY_OK, REPLY_PANIC, STAGE_WORKER_ENTRY};
-use crate::error::BuildError;
 use crate::executor::task::LaneFuture;
 use crate::executor::ThreadPool;
+use crate::failure::BuildError;
 use crate::sync::lock;
 
 thread_local! {

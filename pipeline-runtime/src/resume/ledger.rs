@@ -11,14 +11,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::{ResumeState, Tag};
-use crate::budget::MemoryBudget;
+use crate::memory::MemoryLimit;
 use crate::sync::lock;
 
 #[derive(Debug)]
 pub(crate) struct Ledger {
     inner: Mutex<Inner>,
-    /// The memory budget, whose bytes a position gives back once resolved.
-    budget: Option<std::sync::Arc<MemoryBudget>>,
+    /// The memory limit, whose bytes a position gives back once resolved.
+    memory: Option<std::sync::Arc<MemoryLimit>>,
 }
 
 #[derive(Debug)]
@@ -33,7 +33,7 @@ struct Inner {
     /// (pass, first position) of the passes the source began, oldest first; only those at
     /// or after the pass of the lowest open position are kept.
     passes: VecDeque<(u64, u64)>,
-    /// Positions resolved by the current call (memory budget only).
+    /// Positions resolved by the current call (memory limit only).
     resolved: Vec<u64>,
     collect: bool,
 }
@@ -51,26 +51,26 @@ impl Ledger {
                 resolved: Vec::new(),
                 collect: false,
             }),
-            budget: None,
+            memory: None,
         }
     }
 
-    /// Resolved positions give their bytes back to `budget`.
-    pub(crate) fn with_budget(mut self, budget: std::sync::Arc<MemoryBudget>) -> Self {
-        self.budget = Some(budget);
+    /// Resolved positions give their bytes back to `memory`.
+    pub(crate) fn with_memory_limit(mut self, memory: std::sync::Arc<MemoryLimit>) -> Self {
+        self.memory = Some(memory);
         lock(&self.inner).collect = true;
         self
     }
 
-    /// Hands the positions resolved under `inner` to the budget, after the ledger's lock.
+    /// Hands the positions resolved under `inner` to the memory, after the ledger's lock.
     fn give_back(&self, mut inner: std::sync::MutexGuard<'_, Inner>) {
-        let Some(budget) = &self.budget else {
+        let Some(memory) = &self.memory else {
             return;
         };
         let resolved = std::mem::take(&mut inner.resolved);
         drop(inner);
         for pos in resolved {
-            budget.release(pos);
+            memory.release(pos);
         }
     }
 

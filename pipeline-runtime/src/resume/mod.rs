@@ -23,7 +23,7 @@ use std::num::NonZeroU64;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::BuildError;
+use crate::failure::BuildError;
 
 /// What travels beside an item between stages: a source position, or a group of them (a
 /// batch). Copied with the item; the ledger gives it meaning only when tracking is on.

@@ -19,7 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::builder::StageBuilder;
-use crate::error::{BuildError, ItemError};
+use crate::failure::{BuildError, ItemError};
 use crate::hook::TaskOutcome;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Msg, Rx, Tx};

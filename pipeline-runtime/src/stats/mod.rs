@@ -1,6 +1,12 @@
-//! Statistics of a running pipeline: per-stage task counts and times, per-queue waits and
-//! occupancy, the consumer's wait, a typed snapshot ([`PipelineStats`]), the same over time
-//! ([`StatsSeries`]), the reports logged through `tracing` and the picture of a run.
+//! Statistics: what a running pipeline measures about itself, to find the stage that holds
+//! it back. Per stage, task counts, failures and task times ([`StageStats`]); per queue,
+//! put and get waits and occupancy ([`QueueStats`]); the consumer's wait and step time
+//! ([`ConsumerStats`]); all of it as one snapshot ([`PipelineStats`], from
+//! [`Pipeline::stats`](crate::Pipeline::stats)) or over time ([`StatsSeries`]). The same
+//! figures are logged through `tracing` under the target [`TARGET`], at the sink's
+//! `report_interval` and when the pipeline ends, and drawn by
+//! [`Pipeline::write_report`](crate::Pipeline::write_report). Autotune's decisions are kept
+//! here too ([`TuneDecision`]).
 
 mod consumer;
 mod histogram;
@@ -21,6 +27,7 @@ pub use consumer::ConsumerStats;
 pub use histogram::DurationStats;
 pub(crate) use queue::QueueCounters;
 pub use queue::QueueStats;
+pub use report::TARGET;
 pub use series::{ConsumerSeries, QueueSeries, StageSeries, StatsSeries};
 #[cfg(unix)]
 pub(crate) use stage::remote::RemoteCounts;
@@ -53,8 +60,8 @@ pub struct PipelineStats {
     pub tuning: Vec<TuneDecision>,
     /// Threads of the default pool now.
     pub pool_threads: usize,
-    /// The memory budget, when `memory_limit` is set.
-    pub memory: Option<crate::budget::MemoryStats>,
+    /// The memory limit, when `memory_limit` is set.
+    pub memory: Option<crate::tune::MemoryStats>,
 }
 
 impl PipelineStats {

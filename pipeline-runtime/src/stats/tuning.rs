@@ -23,7 +23,7 @@ impl fmt::Display for TuneTarget {
 }
 
 /// One change made by autotune (or by [`Pipeline::resize`](crate::Pipeline::resize)), in
-/// [`PipelineStats::tuning`](crate::PipelineStats::tuning).
+/// [`PipelineStats::tuning`](super::PipelineStats::tuning).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TuneDecision {

@@ -22,6 +22,7 @@ mod error;
 mod listing;
 mod options;
 #[cfg(feature = "parquet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "parquet")))]
 pub mod parquet;
 mod retry;
 mod runtime;
@@ -42,8 +43,10 @@ pub use shuffle::ShuffleBuffer;
 pub use store::{Object, Store};
 pub use tar::TarWriter;
 
-/// The `bytes` crate of sample fields and reads.
+/// The `bytes` crate. Sample fields and whole reads are `bytes::Bytes`, a type your stage
+/// functions name in their signatures; this is the version they must match.
 pub use bytes;
-/// The `object_store` crate this module is built on, for paths
-/// ([`object_store::path::Path`]) and hand-built stores ([`Store::from_object_store`]).
+/// The `object_store` crate this module is built on. Its types appear in this module's
+/// API: paths ([`object_store::path::Path`]) and a store you configure yourself
+/// (`Arc<dyn ObjectStore>`, for [`Store::from_object_store`]).
 pub use object_store;

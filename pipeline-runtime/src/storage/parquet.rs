@@ -41,10 +41,10 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-/// The `arrow-array` crate, to read a batch's columns.
+/// The `arrow-array` crate. The reader yields its [`RecordBatch`]es, and reading a batch's columns means naming
+/// its array types (`arrow_array::StringArray`, ...); this is the version they must match.
 pub use arrow_array;
-/// The Arrow batch type the reader yields (the `arrow-array` crate's `RecordBatch`).
-pub use arrow_array::RecordBatch;
+use arrow_array::RecordBatch;
 
 use super::error::{StorageError, StorageErrorKind};
 use super::store::{Object, Store};

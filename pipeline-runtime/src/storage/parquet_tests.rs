@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::{batches, read_file, ParquetOptions};
+use crate::failure::StageFailureKind;
 use crate::storage::{block_on, Filter, Store};
-use crate::{MaxFailures, PipelineBuilder, StageFailureKind};
+use crate::{MaxFailures, PipelineBuilder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;

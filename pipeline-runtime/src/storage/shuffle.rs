@@ -19,7 +19,7 @@
 //! ```
 
 use crate::distributed::Rng;
-use crate::error::BoxError;
+use crate::failure::BoxError;
 use crate::stage::aggregate::Aggregator;
 
 /// Shuffles within a buffer of `capacity` items (see the module docs). Each aggregate is a

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::RemotePipelineError;
 use super::output::{Emitter, Source, Step};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::pipeline::{GetError, Pipeline};
 use crate::process::channel::decode;
 use crate::queue::Msg;
@@ -80,7 +80,8 @@ where
 /// at compile time.
 ///
 /// ```
-/// use pipeline_runtime::{BuildError, Pipeline, PipelineBuilder};
+/// use pipeline_runtime::error::BuildError;
+/// use pipeline_runtime::{Pipeline, PipelineBuilder};
 ///
 /// fn squares(n: u64) -> Result<Pipeline<u64>, BuildError> {
 ///     PipelineBuilder::new().source(0..n).pipe(|x| x * x).sink().buffer(8).build()

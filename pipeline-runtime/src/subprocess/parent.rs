@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::error::{RemotePipelineError, SubprocessError};
 use super::shm::ShmRing;
 use super::wire::{self, Setup};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::process::channel::{decode, encode, FrameReader, FrameWriter};
 use crate::process::child::{ChildKiller, ChildProcess, ProcessError, SpawnOptions};
 use crate::process::registry::{self, fn_type_name, Kind};
@@ -134,7 +134,8 @@ impl SubprocessOptions {
 ///
 /// ```no_run
 /// use pipeline_runtime::subprocess::{run_pipeline_in_subprocess, SubprocessOptions};
-/// use pipeline_runtime::{BuildError, Pipeline, PipelineBuilder};
+/// use pipeline_runtime::error::BuildError;
+/// use pipeline_runtime::{Pipeline, PipelineBuilder};
 ///
 /// fn squares(n: u64) -> Result<Pipeline<u64>, BuildError> {
 ///     PipelineBuilder::new().source(0..n).pipe(|x| x * x).sink().buffer(8).build()

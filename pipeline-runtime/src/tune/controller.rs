@@ -11,10 +11,10 @@
 //! 2. Otherwise the busiest tuned stage, if it is saturated ([`SATURATED`]), is raised
 //!    (doubled for an async stage, one more lane for a synchronous one), with a thread more
 //!    for the pool when the stage's lanes would outnumber its threads; else, when the pool's
-//!    threads are all busy, the pool alone gets a thread. Both within the CPU budget.
-//!    Under a binding memory budget (the source waits for room at least half the time) no
+//!    threads are all busy, the pool alone gets a thread. Both within the thread limit.
+//!    Under a binding memory limit (the source waits for room at least half the time) no
 //!    stage is busy on average; then the stage whose input queue holds the most items is
-//!    raised, which shortens the time an item takes and so raises what the budget allows.
+//!    raised, which shortens the time an item takes and so raises what the limit allows.
 //! 3. A throughput that stays more than [`WORKLOAD_SHIFT`] away from the one at the last
 //!    hold, for three windows in a row without a change of ours, means the workload changed: every hold is lifted, so the climb starts again from there.
 
@@ -89,10 +89,10 @@ pub(crate) struct Controller {
     /// Windows in a row beyond [`WORKLOAD_SHIFT`] of `steady_ref` (signed: up or down).
     shifted: i32,
     /// Over the current window: the sum of each queue's length at every tick, the ticks,
-    /// and the ticks at which the source waited for room in the memory budget.
+    /// and the ticks at which the source waited for room in the memory limit.
     queued: Vec<usize>,
     samples: u32,
-    budget_waits: u32,
+    limit_waits: u32,
     now: Instant,
 }
 
@@ -100,7 +100,7 @@ impl Controller {
     pub(crate) fn new(s: &Supervised, settings: &TuneSettings) -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let pool_max = settings
-            .cpu_budget
+            .thread_limit
             .unwrap_or(cores)
             .max(s.pool.num_threads());
         let interval = settings.interval();
@@ -121,7 +121,7 @@ impl Controller {
             shifted: 0,
             queued: Vec::new(),
             samples: 0,
-            budget_waits: 0,
+            limit_waits: 0,
             now: Instant::now(),
         }
     }
@@ -138,9 +138,9 @@ impl Controller {
         }
     }
 
-    /// Samples the queues and the budget (what a budget-bound pipeline is judged by).
+    /// Samples the queues and the memory limit (what a limit-bound pipeline is judged by).
     fn sample(&mut self, s: &Supervised) {
-        let Some(budget) = &s.budget else {
+        let Some(limit) = &s.memory else {
             return;
         };
         let lens = s.stats.queue_lens();
@@ -149,15 +149,15 @@ impl Controller {
             *sum += len.unwrap_or(0);
         }
         self.samples += 1;
-        if budget.stats().source_waiting {
-            self.budget_waits += 1;
+        if limit.stats().source_waiting {
+            self.limit_waits += 1;
         }
     }
 
     fn clear_samples(&mut self) {
         self.queued.iter_mut().for_each(|q| *q = 0);
         self.samples = 0;
-        self.budget_waits = 0;
+        self.limit_waits = 0;
     }
 
     pub(crate) fn step(&mut self, s: &Supervised, now: Instant) {
@@ -218,7 +218,7 @@ impl Controller {
                 self.shifted = 0;
                 self.steady_ref = Some(throughput);
                 tracing::info!(
-                    target: super::TUNE_TARGET,
+                    target: super::TARGET,
                     "autotune: throughput moved from {steady:.0} to {throughput:.0} items/s \
                      without a change: workload changed, holds lifted"
                 );
@@ -291,10 +291,10 @@ impl Controller {
             moves.push((Knob::Pool, threads, threads + 1));
             reason = format!("default pool {:.0}% busy", pool_share * 100.0);
         }
-        // Held back by the memory budget, no stage is busy on average, but items arrive in
+        // Held back by the memory limit, no stage is busy on average, but items arrive in
         // bursts as others are delivered: throughput is then what is in flight over the time
         // an item takes, so the stage where admitted items wait longest is raised.
-        if moves.is_empty() && self.budget_waits * 2 >= self.samples.max(1) {
+        if moves.is_empty() && self.limit_waits * 2 >= self.samples.max(1) {
             let waiting = |r: &super::resize::StageResizer| {
                 let queue = r.ctx.info.index.checked_sub(1)?;
                 let sum = *self.queued.get(queue)?;
@@ -325,9 +325,8 @@ impl Controller {
                 }
                 .min(ceiling);
                 moves.push((Knob::Stage(i), c, to));
-                reason = format!(
-                    "memory budget binding; {queued:.1} items wait at its input on average"
-                );
+                reason =
+                    format!("memory limit binding; {queued:.1} items wait at its input on average");
                 let pool_lanes: usize = s
                     .resizers
                     .iter()
@@ -360,7 +359,7 @@ impl Controller {
             Knob::Pool => s.resize_pool(to, reason, throughput),
         };
         if let Err(e) = result {
-            tracing::warn!(target: super::TUNE_TARGET, "autotune: {e}");
+            tracing::warn!(target: super::TARGET, "autotune: {e}");
         }
     }
 

@@ -1,7 +1,18 @@
-//! Running a pipeline well without hand-tuning it: resizing stages and the default pool
-//! while it runs ([`resize`]), the autotune controller that does so on its own
-//! ([`controller`]), and stall detection ([`stall`]), both driven by one supervisor thread
-//! ([`supervisor`]) over the pipeline's resizable parts ([`running`]). The memory budget they respect is [`crate::budget`].
+//! Tuning: running a pipeline well without hand-tuning it. A running pipeline can be resized
+//! ([`Pipeline::resize`](crate::Pipeline::resize) and
+//! [`resize_pool`](crate::Pipeline::resize_pool), which fail with a [`TuneError`]);
+//! autotune ([`SinkBuilder::autotune`](crate::SinkBuilder::autotune)) resizes its stages and
+//! the default pool on its own, within a [thread limit](crate::SinkBuilder::thread_limit);
+//! a [memory limit](crate::SinkBuilder::memory_limit) bounds the bytes of the items in
+//! flight, each sized by its [`ItemBytes`] or a function of yours, and reported as
+//! [`MemoryStats`]; stall detection warns or fails when nothing moves. Decisions and
+//! warnings are logged through `tracing` under the target [`TARGET`]. The guide's chapter
+//! "Tuning" explains each.
+//!
+//! Inside: resizing (`resize`), the autotune controller (`controller`) and stall detection
+//! (`stall`), both driven by one supervisor thread (`supervisor`) over the pipeline's
+//! resizable parts (`running`); the memory limit is enforced by admission at the source
+//! (`crate::memory`).
 
 pub(crate) mod controller;
 pub(crate) mod resize;
@@ -16,18 +27,20 @@ use std::time::Duration;
 use crate::stats::TuneDecision;
 use crate::sync::lock;
 
+pub use crate::memory::{ItemBytes, MemoryStats};
+
 /// The `tracing` target of autotune's decisions and of stall warnings.
-pub const TUNE_TARGET: &str = "pipeline_runtime::tune";
+pub const TARGET: &str = "pipeline_runtime::tune";
 
 /// Autotune's upper bound for a stage given no `concurrency_auto` bounds.
 pub(crate) const DEFAULT_AUTO_MAX: usize = 64;
 
-/// Autotune, memory budget and stall detection, as set on the sink.
+/// Autotune, memory limit and stall detection, as set on the sink.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TuneSettings {
     pub(crate) autotune: bool,
     /// Most threads autotune may give the default pool (default: the CPUs).
-    pub(crate) cpu_budget: Option<usize>,
+    pub(crate) thread_limit: Option<usize>,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) stall_warn: Option<Duration>,
     pub(crate) stall_fail: Option<Duration>,
@@ -76,7 +89,7 @@ pub(crate) struct TuneLog {
 impl TuneLog {
     pub(crate) fn record(&self, decision: TuneDecision) {
         tracing::info!(
-            target: TUNE_TARGET,
+            target: TARGET,
             target_kind = %decision.target,
             from = decision.from,
             to = decision.to,

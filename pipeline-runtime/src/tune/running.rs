@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::resize::StageResizer;
 use super::{TuneError, TuneLog};
-use crate::budget::MemoryBudget;
 use crate::executor::ThreadPool;
+use crate::memory::MemoryLimit;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
 use crate::stats::{StatsRegistry, TuneDecision, TuneTarget};
@@ -22,7 +22,7 @@ pub(crate) struct Supervised {
     /// Serialises resizes of the pool.
     pool_lock: Mutex<()>,
     pub(crate) log: TuneLog,
-    pub(crate) budget: Option<Arc<MemoryBudget>>,
+    pub(crate) memory: Option<Arc<MemoryLimit>>,
     pub(crate) run: Arc<RunState>,
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) started: Instant,
@@ -33,7 +33,7 @@ impl Supervised {
         resizers: Vec<StageResizer>,
         stages: Vec<Arc<StageCtx>>,
         pool: ThreadPool,
-        budget: Option<Arc<MemoryBudget>>,
+        memory: Option<Arc<MemoryLimit>>,
         run: Arc<RunState>,
         stats: Arc<StatsRegistry>,
     ) -> Self {
@@ -43,7 +43,7 @@ impl Supervised {
             pool,
             pool_lock: Mutex::new(()),
             log: TuneLog::default(),
-            budget,
+            memory,
             run,
             stats,
             started: Instant::now(),

@@ -2,14 +2,14 @@
 //!
 //! Progress is every stage's tasks and outputs added up. Items are waiting when a stage is
 //! inside its function, a queue between stages holds items, or the source waits for room in
-//! the memory budget; a full queue to the consumer is the consumer's doing, not a stall.
+//! the memory limit; a full queue to the consumer is the consumer's doing, not a stall.
 //! The warning names the stage holding the items: the one whose oldest call has run
 //! longest, else the last stage with items waiting at its input.
 
 use std::time::{Duration, Instant};
 
 use super::running::Supervised;
-use super::{TuneSettings, TUNE_TARGET};
+use super::{TuneSettings, TARGET};
 use crate::clock;
 use crate::failure::StageFailureKind;
 
@@ -62,7 +62,7 @@ impl StallWatch {
         let idle = now.duration_since(self.since);
         if self.fail.is_some_and(|limit| idle >= limit) {
             tracing::error!(
-                target: TUNE_TARGET,
+                target: TARGET,
                 stage = %culprit.stage,
                 in_flight = culprit.in_flight,
                 oldest_ms = culprit.oldest.as_millis() as u64,
@@ -85,7 +85,7 @@ impl StallWatch {
         if !self.warned && self.warn.is_some_and(|limit| idle >= limit) {
             self.warned = true;
             tracing::warn!(
-                target: TUNE_TARGET,
+                target: TARGET,
                 stage = %culprit.stage,
                 in_flight = culprit.in_flight,
                 oldest_ms = culprit.oldest.as_millis() as u64,
@@ -136,8 +136,8 @@ pub(crate) fn culprit(s: &Supervised) -> Option<Culprit> {
             oldest: Duration::ZERO,
         });
     }
-    let budget = s.budget.as_ref().map(|b| b.stats())?;
-    budget.source_waiting.then(|| Culprit {
+    let memory = s.memory.as_ref().map(|b| b.stats())?;
+    memory.source_waiting.then(|| Culprit {
         // The items are held where no call is under way: a batch being filled, most likely.
         stage: s
             .stages

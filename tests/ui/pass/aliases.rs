@@ -1,7 +1,7 @@
 //! The builder's method names work as stage names too, for every shape.
 
 use futures::stream;
-use pipeline_runtime::{pipeline, process_fn, ProcessPool};
+use pipeline_runtime::{pipeline, process_fn, process::ProcessPool};
 
 fn halve(x: u32) -> Result<u32, String> {
     if x % 2 == 0 {

@@ -2,7 +2,7 @@
 //! starts, so the process stage's workers (this binary, re-run) enter worker mode; without
 //! it the pool's `build()` fails ("did not enter worker mode").
 
-use pipeline_runtime::{pipeline, process_fn, ProcessPool};
+use pipeline_runtime::{pipeline, process_fn, process::ProcessPool};
 
 fn triple(x: u64) -> u64 {
     x * 3

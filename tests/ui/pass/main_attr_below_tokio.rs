@@ -2,7 +2,7 @@
 //! that tokio made and calls `init()` first in it, before the runtime is built.
 
 use futures::StreamExt;
-use pipeline_runtime::{pipeline, process_fn, ProcessPool};
+use pipeline_runtime::{pipeline, process_fn, process::ProcessPool};
 
 fn negate(x: i64) -> i64 {
     -x

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pipeline_runtime::{pipeline, MaxFailures, Order, ThreadPool};
+use pipeline_runtime::{pipeline, MaxFailures, Order, executor::ThreadPool};
 
 fn slow_identity(x: u32) -> u32 {
     std::thread::sleep(std::time::Duration::from_micros(u64::from(50 - x % 50)));
@@ -13,7 +13,7 @@ fn slow_identity(x: u32) -> u32 {
 
 fn main() {
     let pool = ThreadPool::builder().num_threads(2).build().unwrap();
-    let rayon = Arc::new(pipeline_runtime::rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let rayon = Arc::new(pipeline_runtime::executor::rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
     let order = Order::Completion;
     let budget = MaxFailures::Count(100);
     let mut pipeline = pipeline! {

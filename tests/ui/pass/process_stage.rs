@@ -1,7 +1,7 @@
 //! A process stage: a registered `fn` run in worker processes (this very binary, re-run;
 //! hence `init()` first in `main`).
 
-use pipeline_runtime::{pipeline, process_fn, ProcessPool};
+use pipeline_runtime::{pipeline, process_fn, process::ProcessPool};
 
 fn double(x: u64) -> u64 {
     x * 2

@@ -8,7 +8,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::error::{BoxError, ItemError};
+use crate::failure::BoxError;
+use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
@@ -36,23 +37,18 @@ pub trait Aggregator<T>: Send + 'static {
 
 /// The built-in aggregator: batches of `size` items (`aggregate(n)`).
 #[derive(Debug)]
-pub struct Batch<T> {
+pub(crate) struct Batch<T> {
     size: usize,
     items: Vec<T>,
 }
 
 impl<T> Batch<T> {
     /// Batches of `size` items; `size` must be at least 1 (checked by the builder).
-    pub fn new(size: usize) -> Self {
+    pub(crate) fn new(size: usize) -> Self {
         Self {
             size,
             items: Vec::with_capacity(size),
         }
-    }
-
-    /// The batch size.
-    pub fn size(&self) -> usize {
-        self.size
     }
 }
 

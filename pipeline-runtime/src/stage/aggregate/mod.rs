@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use crate::builder::open::KindOptions;
 use crate::builder::StageBuilder;
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::stage::pipe::lane::{Body, Output};
 use crate::stage::pipe::PipeSpec;
 use crate::stats::StageKind;
 use lane::AggregateLane;
-pub use lane::{Aggregator, Batch};
+pub use lane::Aggregator;
+use lane::Batch;
 
 /// What an option given to an `aggregate` stage that it does not take calls it.
 pub(crate) const WHAT: &str = "an `aggregate` stage";

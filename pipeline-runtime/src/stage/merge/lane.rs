@@ -19,7 +19,7 @@ use std::task::Poll;
 use futures::Stream;
 
 use crate::distributed::{ItemKey, Rng};
-use crate::error::ItemError;
+use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Closed, Msg, Rx, Tx};

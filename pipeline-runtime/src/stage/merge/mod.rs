@@ -9,7 +9,7 @@ pub(crate) mod lane;
 
 use crate::builder::open::KindOptions;
 use crate::builder::{Chain, PipelineBuilder, StageBuilder};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::stats::StageKind;
 pub use lane::{MergeChooser, MergePolicy, OnEnd};
@@ -36,7 +36,8 @@ impl PipelineBuilder {
     /// every input has ended). Every input produces the merged item type.
     ///
     /// ```
-    /// use pipeline_runtime::{MergePolicy, PipelineBuilder};
+    /// use pipeline_runtime::structure::MergePolicy;
+    /// use pipeline_runtime::PipelineBuilder;
     ///
     /// let a = PipelineBuilder::new().source(0..3u32).pipe(|x| x * 10);
     /// let b = PipelineBuilder::new().source(100..102u32);

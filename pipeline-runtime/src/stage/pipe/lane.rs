@@ -20,7 +20,8 @@ use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
-use crate::error::{BoxError, ItemError};
+use crate::failure::BoxError;
+use crate::failure::ItemError;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::Tag;

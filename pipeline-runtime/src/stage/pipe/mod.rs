@@ -20,8 +20,9 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::builder::{fn_name, Chain, StageBuilder};
-use crate::error::{BoxError, BuildError};
 use crate::executor::Executor;
+use crate::failure::BoxError;
+use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::stats::StageKind;
 use crate::tune::resize::StageResizer;

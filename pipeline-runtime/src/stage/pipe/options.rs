@@ -5,8 +5,8 @@
 use super::{PipeSpec, Runs};
 use crate::builder::open::KindOptions;
 use crate::builder::{Chain, StageBuilder};
-use crate::error::BuildError;
 use crate::executor::Executor;
+use crate::failure::BuildError;
 use crate::failure::MaxFailures;
 use crate::stage::pipe::lane::Order;
 
@@ -68,7 +68,7 @@ impl<T> StageBuilder<T> {
     }
 
     /// Where the (synchronous) `pipe` stage just added runs (default: the pipeline's pool).
-    /// Async stages reject this; process stages need a [`ProcessPool`](crate::ProcessPool).
+    /// Async stages reject this; process stages need a [`ProcessPool`](crate::process::ProcessPool).
     pub fn executor(self, executor: impl Into<Executor>) -> Self {
         let executor = executor.into();
         self.pipe_option("executor", |o| o.executor = Some(executor))

@@ -1,5 +1,5 @@
 //! Process stages: a registered `fn` run in the worker processes of a
-//! [`ProcessPool`](crate::ProcessPool), in the same shapes as thread stages
+//! [`ProcessPool`](crate::process::ProcessPool), in the same shapes as thread stages
 //! (`process_pipe`, `process_try_pipe`, ...; `pipe(process try f)` in the macro).
 //!
 //! Only the function's type crosses: the worker finds it by name, so it must be registered
@@ -15,7 +15,7 @@ use super::process_body::{check_registered, process_body};
 use super::shape::{Flat, One, Opt, Shape, StageFn, StageItem, Try, TryFlat};
 use super::{PipeSpec, Runs, StageParts};
 use crate::builder::{fn_name, StageBuilder};
-use crate::error::BoxError;
+use crate::failure::BoxError;
 use crate::stats::StageKind;
 
 impl<T: Send + 'static> StageBuilder<T> {
@@ -50,7 +50,7 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     /// A process stage: each input is encoded with serde, sent to a worker of the stage's
-    /// [`ProcessPool`](crate::ProcessPool) (`.executor(&pool)`), and `f`'s output sent back.
+    /// [`ProcessPool`](crate::process::ProcessPool) (`.executor(&pool)`), and `f`'s output sent back.
     /// `f` is a named `fn` registered with [`process_fn!`](crate::process_fn). A panic in `f`
     /// fails that item, and so does a worker that dies while running it (the pool replaces
     /// the worker).

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lane::{Body, Output};
-use crate::error::{BuildError, ItemError};
 use crate::executor::Executor;
+use crate::failure::{BuildError, ItemError};
 use crate::process::pool::{CallError, ProcessPool};
 use crate::sync::lock;
 

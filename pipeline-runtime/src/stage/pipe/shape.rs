@@ -13,7 +13,7 @@
 use futures::{Stream, StreamExt};
 
 use super::lane::Output;
-use crate::error::BoxError;
+use crate::failure::BoxError;
 
 /// A way of reading a stage function's return value `R`.
 pub(crate) trait Shape<R>: 'static {

@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::block_on::block_on_until;
-use crate::error::{BoxError, BuildError, ItemError};
+use crate::failure::BoxError;
+use crate::failure::{BuildError, ItemError};
 use crate::failure::{RemotePipelineError, StageFailureKind};
 use crate::launch::{Launch, LaunchFn};
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};

@@ -1,5 +1,5 @@
 //! `process_region`: `.process_region(f).executor(&pool)` runs the stages that `f` adds as
-//! one nested pipeline in each worker of a [`ProcessPool`](crate::ProcessPool). This file
+//! one nested pipeline in each worker of a [`ProcessPool`](crate::process::ProcessPool). This file
 //! holds the builder method and its checks; [`lane`] the parent's side while it runs; the
 //! worker's side is with the other worker-process code (`process::region`).
 //!
@@ -13,8 +13,8 @@ use serde::Serialize;
 pub(crate) mod lane;
 
 use crate::builder::{fn_name, PipelineBuilder, StageBuilder};
-use crate::error::BuildError;
 use crate::executor::Executor;
+use crate::failure::BuildError;
 use crate::launch::LaunchFn;
 use crate::stage::pipe::options::PipeOptions;
 use crate::stage::pipe::Order;
@@ -23,7 +23,7 @@ use lane::{launch_region, RegionPlan};
 
 impl<T: Send + 'static> StageBuilder<T> {
     /// A process region: the stages that `region` adds to a builder of this chain's items
-    /// run, as a whole, inside each worker of the [`ProcessPool`](crate::ProcessPool) given
+    /// run, as a whole, inside each worker of the [`ProcessPool`](crate::process::ProcessPool) given
     /// with `.executor(&pool)`, as a nested pipeline. Only the region's input (`T`) and its
     /// output (`U`) cross the process boundary, with serde; the values between its stages
     /// stay in the worker.

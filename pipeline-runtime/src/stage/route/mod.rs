@@ -18,7 +18,7 @@ pub(crate) mod lane;
 use std::sync::{Arc, Mutex};
 
 use crate::builder::{Chain, StageBuilder};
-use crate::error::BuildError;
+use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Rx, Tx};
 use crate::stage::merge::lane::MergeLane;

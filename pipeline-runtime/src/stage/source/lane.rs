@@ -11,9 +11,10 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use crate::budget::{Admission, MemoryBudget, SizeFn};
-use crate::error::{BoxError, ItemError};
+use crate::failure::BoxError;
+use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
+use crate::memory::{Admission, MemoryLimit, SizeFn};
 use crate::queue::{Msg, Tx};
 use crate::resume::numbering::{skip_items, Numbering};
 use crate::resume::{ResumeState, Tag};
@@ -74,9 +75,9 @@ where
     }
 }
 
-/// The memory budget the source admits its items into, and their size function.
+/// The memory limit the source admits its items into, and their size function.
 pub(crate) struct Admit<T> {
-    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) memory: Arc<MemoryLimit>,
     pub(crate) size: SizeFn<T>,
 }
 
@@ -102,7 +103,7 @@ impl<T> Admit<T> {
                     "an item of {bytes} bytes is larger than the whole memory_limit of {} \
                      bytes, so it can never be admitted: raise memory_limit above the largest \
                      item, or split such items",
-                    self.budget.limit()
+                    self.memory.limit()
                 );
                 fail(ctx, ItemError::from_error(&ctx.name, message.into()));
                 false
@@ -115,13 +116,13 @@ impl<T> Admit<T> {
         let Ok(bytes) = self.bytes(ctx, item) else {
             return false;
         };
-        let outcome = self.budget.admit_blocking(pos, bytes);
+        let outcome = self.memory.admit_blocking(pos, bytes);
         self.admitted(ctx, outcome, bytes)
     }
 
     /// Waits (in async code) until `bytes` fit; false if the source must end.
     async fn admit(&self, ctx: &StageCtx, pos: u64, bytes: u64) -> bool {
-        let outcome = self.budget.admit(pos, bytes).await;
+        let outcome = self.memory.admit(pos, bytes).await;
         self.admitted(ctx, outcome, bytes)
     }
 }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 
-use crate::budget::{ItemBytes, SizeFn};
 use crate::builder::open::KindOptions;
 use crate::builder::{Chain, PipelineBuilder, StageBuilder};
-use crate::error::{BoxError, BuildError};
+use crate::failure::BoxError;
+use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
+use crate::memory::{ItemBytes, SizeFn};
 use crate::stats::StageKind;
 use lane::{run_iter_source, run_stream_source, Admit, BoxedErrors, Oks, Pass, SourceKind};
 
@@ -104,8 +105,8 @@ impl<T: Send + 'static> StageBuilder<T> {
             Box::new(move |l: &mut Launch, out_cap| {
                 let (lane, rx) = l.one_lane_stage("source".to_owned(), StageKind::Source, out_cap);
                 let resume = l.resume_from.take();
-                let admit = match (l.budget.clone(), size) {
-                    (Some(budget), Some(size)) => Some(Admit { budget, size }),
+                let admit = match (l.memory.clone(), size) {
+                    (Some(memory), Some(size)) => Some(Admit { memory, size }),
                     _ => None,
                 };
                 match kind {

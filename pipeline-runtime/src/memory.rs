@@ -1,4 +1,5 @@
-//! The byte budget of items in flight (`memory_limit`): a hard limit enforced by admission.
+//! The memory limit (`memory_limit`): a hard limit on the bytes of the items in flight,
+//! enforced by admission. ("Budget", everywhere in this crate, means the failure budget.)
 //!
 //! The source admits an item only once its size (the user's size function, or its
 //! [`ItemBytes`]) fits under the limit together with every item admitted before it and not
@@ -54,7 +55,7 @@ pub(crate) type SizeFn<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
     Admitted,
-    /// Larger than the whole budget: it can never be admitted.
+    /// Larger than the whole limit: it can never be admitted.
     TooLarge,
     /// The pipeline is stopping.
     Stopped,
@@ -69,7 +70,7 @@ struct Held {
 
 /// See the [module docs](self).
 #[derive(Debug)]
-pub(crate) struct MemoryBudget {
+pub(crate) struct MemoryLimit {
     limit: u64,
     held: Mutex<Held>,
     room: Condvar,
@@ -81,7 +82,8 @@ pub(crate) struct MemoryBudget {
     closed: AtomicBool,
 }
 
-/// A snapshot of the budget, in [`PipelineStats`](crate::PipelineStats).
+/// The memory limit's accounting at one moment, in
+/// [`PipelineStats::memory`](crate::stats::PipelineStats::memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryStats {
@@ -95,7 +97,7 @@ pub struct MemoryStats {
     pub source_waiting: bool,
 }
 
-impl MemoryBudget {
+impl MemoryLimit {
     pub(crate) fn new(limit: u64) -> Self {
         Self {
             limit,
@@ -176,7 +178,7 @@ impl MemoryBudget {
         })
     }
 
-    /// Position `pos` is resolved: its bytes leave the budget.
+    /// Position `pos` is resolved: its bytes no longer count against the limit.
     pub(crate) fn release(&self, pos: u64) {
         let mut held = lock(&self.held);
         let Some(bytes) = held.by_pos.remove(&pos) else {
@@ -212,20 +214,20 @@ mod tests {
 
     #[test]
     fn admission_waits_for_room_and_never_goes_over_the_limit() {
-        let budget = Arc::new(MemoryBudget::new(10));
-        assert_eq!(budget.admit_blocking(0, 6), Admission::Admitted);
-        assert_eq!(budget.admit_blocking(1, 11), Admission::TooLarge);
+        let memory = Arc::new(MemoryLimit::new(10));
+        assert_eq!(memory.admit_blocking(0, 6), Admission::Admitted);
+        assert_eq!(memory.admit_blocking(1, 11), Admission::TooLarge);
         let waiter = {
-            let budget = budget.clone();
-            std::thread::spawn(move || budget.admit_blocking(2, 6))
+            let memory = memory.clone();
+            std::thread::spawn(move || memory.admit_blocking(2, 6))
         };
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(budget.stats().in_flight, 6, "the second item waits");
-        budget.release(0);
+        assert_eq!(memory.stats().in_flight, 6, "the second item waits");
+        memory.release(0);
         assert_eq!(waiter.join().unwrap(), Admission::Admitted);
-        let stats = budget.stats();
+        let stats = memory.stats();
         assert_eq!((stats.in_flight, stats.peak), (6, 6));
-        budget.close();
-        assert_eq!(budget.admit_blocking(3, 5), Admission::Stopped);
+        memory.close();
+        assert_eq!(memory.admit_blocking(3, 5), Admission::Stopped);
     }
 }
