@@ -64,6 +64,12 @@ impl Chain {
 
 /// A pipeline under construction whose items are `T` at this point. The stage added last
 /// is open: the option methods that follow it (`concurrency`, `name`, ...) set its options.
+///
+/// A stage function is called from the pipeline's threads, on several items at once, for as
+/// long as the pipeline runs: it is `Send + Sync + 'static`, and the items it produces are
+/// `Send + 'static`. Each `pipe` method's bound (`PipeFn`, `TryPipeFn`, ...) is its function
+/// shape, written once for the builder and the `pipeline!` macro alike; the method's
+/// documentation spells it out.
 pub struct StageBuilder<T> {
     pub(crate) chain: Chain,
     /// The open stage, with its options.

@@ -192,55 +192,75 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     /// A synchronous stage: `f` maps each item to one output. Runs on the stage's executor.
+    ///
+    /// `f: Fn(T) -> U`.
     pub fn pipe<F: PipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.thread_stage::<One, F::Item, F>(f)
     }
 
     /// A fallible synchronous stage: `Err` fails the item (counted against the budget).
+    ///
+    /// `f: Fn(T) -> Result<U, E>`, `E: Into<BoxError>`.
     pub fn try_pipe<F: TryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.thread_stage::<Try, Result<F::Item, F::Error>, F>(f)
     }
 
     /// A synchronous stage that may drop items: `None` drops the item (not a failure).
+    ///
+    /// `f: Fn(T) -> Option<U>`.
     pub fn opt_pipe<F: OptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.thread_stage::<Opt, Option<F::Item>, F>(f)
     }
 
     /// A one-to-many synchronous stage: every item of the returned iterator is passed on as
     /// soon as it is produced (not collected first).
+    ///
+    /// `f: Fn(T) -> I`, `I: IntoIterator` (its iterator `Send + 'static`).
     pub fn flat_pipe<F: FlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.thread_stage::<Flat, F::Items, F>(f)
     }
 
     /// A one-to-many synchronous stage whose iterator may fail midway: outputs before the
     /// `Err` are kept, the rest of that input is lost, and the input counts as failed.
+    ///
+    /// `f: Fn(T) -> I`, `I: IntoIterator<Item = Result<U, E>>`.
     pub fn try_flat_pipe<F: TryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.thread_stage::<TryFlat, F::Items, F>(f)
     }
 
     /// An async stage: `f` returns a future, awaited on the pipeline's async runtime.
+    ///
+    /// `f: Fn(T) -> Fut`, `Fut: Future<Output = U> + Send + 'static`.
     pub fn async_pipe<F: AsyncPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.async_stage::<One, F::Item, F::Fut, F>(f)
     }
 
     /// A fallible async stage: `Err` fails the item.
+    ///
+    /// `f: Fn(T) -> Fut`, `Fut: Future<Output = Result<U, E>> + Send + 'static`.
     pub fn async_try_pipe<F: AsyncTryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.async_stage::<Try, Result<F::Item, F::Error>, F::Fut, F>(f)
     }
 
     /// An async stage that may drop items (`None`).
+    ///
+    /// `f: Fn(T) -> Fut`, `Fut: Future<Output = Option<U>> + Send + 'static`.
     pub fn async_opt_pipe<F: AsyncOptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.async_stage::<Opt, Option<F::Item>, F::Fut, F>(f)
     }
 
     /// A one-to-many async stage: `f` returns a stream, each of whose items is passed on as
     /// soon as it is produced.
+    ///
+    /// `f: Fn(T) -> S`, `S: Stream + Send + 'static`.
     pub fn async_flat_pipe<F: AsyncFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.async_stage::<FlatStream, F::Stream, _, _>(move |t| std::future::ready(f(t)))
     }
 
     /// A one-to-many async stage whose stream may fail midway: items before the `Err` are
     /// kept, the rest of that input is lost, and the input counts as failed.
+    ///
+    /// `f: Fn(T) -> S`, `S: Stream<Item = Result<U, E>> + Send + 'static`.
     pub fn async_try_flat_pipe<F: AsyncTryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item> {
         self.async_stage::<TryFlatStream, F::Stream, _, _>(move |t| std::future::ready(f(t)))
     }

@@ -50,10 +50,12 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     /// A process stage: each input is encoded with serde, sent to a worker of the stage's
-    /// [`ProcessPool`](crate::process::ProcessPool) (`.executor(&pool)`), and `f`'s output sent back.
-    /// `f` is a named `fn` registered with [`process_fn!`](crate::process_fn). A panic in `f`
-    /// fails that item, and so does a worker that dies while running it (the pool replaces
-    /// the worker).
+    /// [`ProcessPool`](crate::process::ProcessPool) (`.executor(&pool)`), and `f`'s output
+    /// sent back. `f` is a named `fn` registered with [`process_fn!`](crate::process_fn). A
+    /// panic in `f` fails that item, and so does a worker that dies while running it (the
+    /// pool replaces the worker).
+    ///
+    /// `f: fn(T) -> U`, `T: Serialize`, `U: Deserialize`.
     pub fn process_pipe<F: ProcessPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
         T: ProcessInput,
@@ -63,6 +65,8 @@ impl<T: Send + 'static> StageBuilder<T> {
 
     /// A fallible process stage: an `Err` returned in the worker fails the item (the error
     /// crosses with serde, so `E` is `Serialize + Deserialize`, e.g. a `String`).
+    ///
+    /// `f: fn(T) -> Result<U, E>`, `T: Serialize`, `U` and `E: Deserialize`.
     pub fn process_try_pipe<F: ProcessTryPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
         T: ProcessInput,
@@ -71,6 +75,8 @@ impl<T: Send + 'static> StageBuilder<T> {
     }
 
     /// A process stage that may drop items (`None`).
+    ///
+    /// `f: fn(T) -> Option<U>`, `T: Serialize`, `U: Deserialize`.
     pub fn process_opt_pipe<F: ProcessOptPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
         T: ProcessInput,
@@ -80,6 +86,8 @@ impl<T: Send + 'static> StageBuilder<T> {
 
     /// A one-to-many process stage: the worker returns a collection (e.g. a `Vec`), whose
     /// items are passed on one by one.
+    ///
+    /// `f: fn(T) -> I`, `T: Serialize`, `I: IntoIterator + Deserialize`.
     pub fn process_flat_pipe<F: ProcessFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
         T: ProcessInput,
@@ -89,6 +97,9 @@ impl<T: Send + 'static> StageBuilder<T> {
 
     /// A one-to-many process stage whose collection holds `Result`s: items before the first
     /// `Err` are passed on, and the `Err` fails the input.
+    ///
+    /// `f: fn(T) -> I`, `T: Serialize`, `I: IntoIterator<Item = Result<U, E>>` and
+    /// `Deserialize`.
     pub fn process_try_flat_pipe<F: ProcessTryFlatPipeFn<T>>(self, f: F) -> StageBuilder<F::Item>
     where
         T: ProcessInput,

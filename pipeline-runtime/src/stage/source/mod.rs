@@ -57,7 +57,7 @@ impl PipelineBuilder {
     /// Continuous mode: `items` is iterated again for every epoch, forever, and the consumer
     /// sees the epoch boundaries (see [`Pipeline::epoch`](crate::Pipeline::epoch)).
     ///
-    /// Resuming in epoch `e` (see [`SinkBuilder::resume_from`]) clones and turns `items` into
+    /// Resuming in epoch `e` (see [`SinkBuilder::resume_from`](crate::SinkBuilder::resume_from)) clones and turns `items` into
     /// an iterator once for each epoch before `e` without reading it, so a source that counts
     /// its passes (a new order each epoch) counts those too.
     pub fn continuous_source<I>(self, items: I) -> StageBuilder<I::Item>
