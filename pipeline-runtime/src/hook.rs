@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::failure::{BoxError, ItemError};
 use crate::stats::StageKind;
 
 /// Which stage a hook is called for.
@@ -36,6 +37,23 @@ pub enum TaskOutcome {
     Failed,
     /// The function panicked (the item counts as failed).
     Panicked,
+}
+
+impl TaskOutcome {
+    /// The outcome of a task that failed with `failure` (`None`: it succeeded); a panic
+    /// arrives as an [`ItemError`](crate::error::ItemError) that says so.
+    pub(crate) fn of(failure: Option<&BoxError>) -> Self {
+        match failure {
+            None => TaskOutcome::Succeeded,
+            Some(e)
+                if e.downcast_ref::<ItemError>()
+                    .is_some_and(ItemError::is_panic) =>
+            {
+                TaskOutcome::Panicked
+            }
+            Some(_) => TaskOutcome::Failed,
+        }
+    }
 }
 
 /// Instrumentation around a stage and its tasks. Every method has an empty default.

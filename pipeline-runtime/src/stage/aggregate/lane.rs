@@ -182,16 +182,11 @@ where
         };
         let ticks = StageCtx::elapsed(started);
         if is_task {
-            let outcome = match &step {
-                Step::Failed(e)
-                    if e.downcast_ref::<ItemError>()
-                        .is_some_and(ItemError::is_panic) =>
-                {
-                    TaskOutcome::Panicked
-                }
-                Step::Failed(_) => TaskOutcome::Failed,
-                _ => TaskOutcome::Succeeded,
+            let failure = match &step {
+                Step::Failed(e) => Some(e),
+                _ => None,
             };
+            let outcome = TaskOutcome::of(failure);
             self.ctx.task_ended(0, ticks, outcome);
         } else if let Some(t) = ticks {
             // A flush is not a task (no item came in), but its time is the stage's.

@@ -289,16 +289,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             }
         }
         drop(turn);
-        let outcome = match &failure {
-            None => TaskOutcome::Succeeded,
-            Some(e)
-                if e.downcast_ref::<ItemError>()
-                    .is_some_and(ItemError::is_panic) =>
-            {
-                TaskOutcome::Panicked
-            }
-            Some(_) => TaskOutcome::Failed,
-        };
+        let outcome = TaskOutcome::of(failure.as_ref());
         self.ctx
             .sampled_task_ended(self.index, busy, outcome, sampler);
         let within_budget = match failure {

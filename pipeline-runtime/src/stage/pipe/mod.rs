@@ -24,6 +24,7 @@ use crate::executor::Executor;
 use crate::failure::BoxError;
 use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
+use crate::queue::Tx;
 use crate::stats::StageKind;
 use crate::tune::resize::StageResizer;
 use crate::tune::DEFAULT_AUTO_MAX;
@@ -337,22 +338,15 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
             Runs::Async => Some(l.relay()?),
             _ => None,
         };
-        let spawner = {
-            let runtime = runtime.clone();
+        // Makes and runs lane `index` over the stage's input and output: the lanes started
+        // now, and those a resize adds later.
+        let start_lane = {
             let ctx = ctx.clone();
-            let input = Arc::downgrade(&input);
-            let output = tx.downgrade();
             let body = parts.body.clone();
             let order = opts.order;
             let executor = executor.clone();
             let pool = l.default_pool.clone();
-            move |index: usize| -> bool {
-                let (Some(input), Some(output)) = (input.upgrade(), output.upgrade()) else {
-                    return false;
-                };
-                if !ctx.lane_joining() {
-                    return false;
-                }
+            move |index: usize, input: Arc<StageInput<T>>, output: Tx<U>| {
                 let lane = Lane {
                     _guard: ctx.lane_guard(),
                     ctx: ctx.clone(),
@@ -366,27 +360,28 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
                     Some(relay) => relay.spawn(Box::pin(lane.run())),
                     None => executor.spawn_lane(&pool, Box::pin(lane.run())),
                 }
-                true
             }
         };
         let on_default_pool = runs == Runs::Threads && matches!(executor, Executor::Default);
         ctx.lanes_starting(concurrency);
         for index in 0..concurrency {
-            let lane = Lane {
-                _guard: ctx.lane_guard(),
-                ctx: ctx.clone(),
-                input: input.clone(),
-                output: tx.clone(),
-                body: parts.body.clone(),
-                order: opts.order,
-                index,
-            };
-            if let Some(relay) = &runtime {
-                relay.spawn(Box::pin(lane.run()));
-            } else {
-                executor.spawn_lane(&l.default_pool, Box::pin(lane.run()));
-            }
+            start_lane(index, input.clone(), tx.clone());
         }
+        let spawner = {
+            let ctx = ctx.clone();
+            let input = Arc::downgrade(&input);
+            let output = tx.downgrade();
+            move |index: usize| -> bool {
+                let (Some(input), Some(output)) = (input.upgrade(), output.upgrade()) else {
+                    return false;
+                };
+                if !ctx.lane_joining() {
+                    return false;
+                }
+                start_lane(index, input, output);
+                true
+            }
+        };
         l.resizers.push(StageResizer::new(
             ctx,
             max,
