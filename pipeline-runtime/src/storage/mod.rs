@@ -41,7 +41,7 @@ pub use runtime::block_on;
 pub use shards::{shard_split, shard_split_for};
 pub use shuffle::ShuffleBuffer;
 pub use store::{Object, Store};
-pub use tar::TarWriter;
+pub use tar::{TarWriter, MAX_MEMBER_BYTES, MAX_META_BYTES};
 
 /// The `bytes` crate. Sample fields and whole reads are `bytes::Bytes`, a type your stage
 /// functions name in their signatures; this is the version they must match.

@@ -1,25 +1,50 @@
 //! An incremental tar reader: fed the bytes of an archive chunk by chunk as they arrive,
-//! it hands out each regular file whole (its name, its data, the byte offset of its header)
-//! as soon as the file's last byte is in. It holds one file plus one chunk at a time, never
-//! the archive.
+//! it hands out each regular file whole (its raw name, its data, the byte offset of its
+//! first header) as soon as the file's last byte is in. It holds one file plus one chunk at
+//! a time, never the archive.
 //!
-//! It reads the 512-byte ustar headers (with the `prefix` field for long paths), GNU long
-//! names (`L` entries), and the `path` of POSIX extended headers (`x` entries); it checks
-//! every header's checksum, skips directories, links and devices, and wants the two zero
-//! blocks that end an archive, so that a shard cut short exactly between two files is
-//! still reported as cut short.
+//! It reads an archive as Python's `tarfile` and GNU tar do, so that a shard holds the same
+//! files for us as for them (an archive read differently by two readers can smuggle or hide
+//! files: CVE-2025-62518). Per header type:
+//!
+//! - regular files (`0`, NUL, `7`): delivered; their size and path come from the pax
+//!   extended header before them if it has `size` / `path` records, else from a GNU long
+//!   name, else from the ustar header (`prefix/name`); empty files are delivered too;
+//! - pax extended headers (`x`): records parsed strictly (`"%d %s=%s\n"`, lengths exact);
+//!   `size`, `path` and `linkpath` are applied to the next member;
+//! - pax global headers (`g`): parsed strictly; one that sets `size`, `path`, `linkpath` or
+//!   a `GNU.sparse.*` key is refused (readers disagree on whether globals apply to every
+//!   member), others are ignored;
+//! - GNU long names (`L`) and long link names (`K`): applied to the next member;
+//! - directories (`5`, and an old-style NUL-type member whose name ends in `/`), hard and
+//!   symbolic links (`1`, `2`), devices and FIFOs (`3`, `4`, `6`): skipped, and refused if
+//!   they claim data (readers disagree on whether it follows them);
+//! - GNU sparse members (`S`, or pax `GNU.sparse.*`) and every other typeflag: refused.
+//!
+//! Sizes are octal or base-256; checksums are verified (unsigned or signed sums, as tarfile
+//! accepts). Every refusal and every damage stops the archive with an error naming the byte
+//! offset of the header at fault; the files before it have been delivered. A member over
+//! [`MAX_MEMBER_BYTES`] and metadata (`x`, `g`, `L`, `K`) over [`MAX_META_BYTES`] are refused
+//! from their header, before their data is read.
 
 use bytes::{Buf, Bytes, BytesMut};
 
 const BLOCK: usize = 512;
 
+/// The largest file of a shard that is read (1 GiB): a member claiming more is refused at
+/// its header, before any of its data is buffered.
+pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
+
+/// The largest pax header, GNU long name or long link name that is read (1 MiB).
+pub const MAX_META_BYTES: u64 = 1 << 20;
+
 /// One regular file of the archive.
 #[derive(Debug, Clone)]
 pub(crate) struct TarEntry {
-    /// The file's path inside the archive.
-    pub(crate) name: String,
+    /// The file's path inside the archive, as stored (not checked, not decoded).
+    pub(crate) name: Bytes,
     pub(crate) data: Bytes,
-    /// Where its header starts in the archive.
+    /// Where its first header (its pax or GNU long-name header, if any) starts.
     pub(crate) offset: u64,
 }
 
@@ -30,7 +55,84 @@ pub(crate) struct TarError {
     pub(crate) message: String,
     /// The name of the file being read when the archive broke off, if its header was whole:
     /// everything before that file is known to be complete.
-    pub(crate) entry: Option<String>,
+    pub(crate) entry: Option<Bytes>,
+    /// The refusal rule that stopped the archive, `None` for damage (truncated, corrupt).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) rule: Option<Rule>,
+}
+
+/// Why a well-formed archive is refused: what it holds is read differently by the
+/// reference readers, or is not a plain file, or is over a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// A pax record is not `"%d %s=%s\n"` with the exact length.
+    PaxRecord,
+    /// A pax `size` is not a decimal number of at most [`MAX_MEMBER_BYTES`].
+    PaxSize,
+    /// A global pax header sets `size`, `path` or `linkpath`.
+    GlobalOverride,
+    /// Two pax headers, two long names or two long links for one member, or both a long
+    /// name and a pax `path`.
+    DuplicateMeta,
+    /// A sparse member (`S`, pax `GNU.sparse.*`).
+    Sparse,
+    /// A typeflag other than the ones listed in the module's docs.
+    Typeflag,
+    /// A directory, link, device or FIFO that claims data.
+    DataOnNonFile,
+    /// A member over [`MAX_MEMBER_BYTES`].
+    MemberLimit,
+    /// A pax header or long name over [`MAX_META_BYTES`].
+    MetaLimit,
+    /// A negative base-256 size.
+    NegativeSize,
+}
+
+#[cfg(test)]
+impl Rule {
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            Rule::PaxRecord => "pax-record",
+            Rule::PaxSize => "pax-size",
+            Rule::GlobalOverride => "global-override",
+            Rule::DuplicateMeta => "duplicate-meta",
+            Rule::Sparse => "sparse",
+            Rule::Typeflag => "typeflag",
+            Rule::DataOnNonFile => "data-on-non-file",
+            Rule::MemberLimit => "member-limit",
+            Rule::MetaLimit => "meta-limit",
+            Rule::NegativeSize => "negative-size",
+        }
+    }
+}
+
+/// A failure while reading one header: damage (`None`) or a refusal.
+type Fault = (Option<Rule>, String);
+
+fn damage(message: String) -> Fault {
+    (None, message)
+}
+
+fn refuse(rule: Rule, message: String) -> Fault {
+    (Some(rule), message)
+}
+
+/// What the metadata headers before a member said about it.
+#[derive(Debug, Default)]
+struct Meta {
+    /// Offset of the first metadata header.
+    start: Option<u64>,
+    pax: bool,
+    long_name: Option<Bytes>,
+    long_link: bool,
+    path: Option<Bytes>,
+    size: Option<u64>,
+}
+
+impl Meta {
+    fn is_empty(&self) -> bool {
+        self.start.is_none()
+    }
 }
 
 /// The reader's state between chunks.
@@ -39,18 +141,31 @@ pub(crate) struct TarReader {
     buf: BytesMut,
     /// Archive offset of `buf[0]`.
     offset: u64,
-    /// The name set by a GNU `L` or a pax `x` entry, for the entry that follows.
-    next_name: Option<String>,
-    /// The end-of-archive blocks were read.
+    /// Set by the `x`, `L` and `K` headers since the last member.
+    meta: Meta,
+    /// The end-of-archive block was read.
     ended: bool,
     failed: Option<TarError>,
 }
 
-enum Header {
-    /// A file (or a metadata entry) of `size` data bytes.
-    Entry { name: String, size: u64, kind: u8 },
-    /// A zero block: the end of the archive.
-    Zero,
+/// One 512-byte header, its checksum verified.
+struct Header {
+    /// `prefix/name` (the prefix whenever it is set, as tarfile reads it).
+    name: Bytes,
+    /// The raw name field ends in `/`.
+    slash: bool,
+    size: u64,
+    kind: u8,
+}
+
+/// What the reader does with a header's typeflag.
+enum Kind {
+    File,
+    NonFile(&'static str),
+    Pax,
+    Global,
+    LongName,
+    LongLink,
 }
 
 impl TarReader {
@@ -60,7 +175,7 @@ impl TarReader {
 
     /// Adds the next bytes of the archive.
     pub(crate) fn push(&mut self, chunk: &[u8]) {
-        if !self.ended {
+        if !self.ended && self.failed.is_none() {
             self.buf.extend_from_slice(chunk);
         }
     }
@@ -75,57 +190,184 @@ impl TarReader {
             if self.ended || self.buf.len() < BLOCK {
                 return Ok(None);
             }
-            let header_offset = self.offset;
-            let (name, size, kind) = match self.parse_header() {
-                Ok(Header::Zero) => {
-                    self.ended = true;
-                    self.buf.clear();
-                    return Ok(None);
+            let at = self.offset;
+            match self.step() {
+                Ok(Step::More) => return Ok(None),
+                Ok(Step::Ended) => return Ok(None),
+                Ok(Step::Skipped) => {}
+                Ok(Step::File(entry)) => return Ok(Some(entry)),
+                Err((rule, message)) => {
+                    let mut e = self.fail(at, message);
+                    e.rule = rule;
+                    self.failed = Some(e.clone());
+                    return Err(e);
                 }
-                Ok(Header::Entry { name, size, kind }) => (name, size, kind),
-                Err(message) => return Err(self.fail(header_offset, message)),
-            };
-            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
-            let Some(needed) = usize::try_from(padded)
-                .ok()
-                .and_then(|p| p.checked_add(BLOCK))
-            else {
-                return Err(self.fail(
-                    header_offset,
-                    format!("entry `{name}` is too large ({size} bytes)"),
-                ));
-            };
-            if self.buf.len() < needed {
-                self.buf.reserve(needed - self.buf.len());
-                return Ok(None);
-            }
-            self.buf.advance(BLOCK);
-            let data = self.buf.split_to(size as usize).freeze();
-            self.buf.advance(padded as usize - size as usize);
-            self.offset += needed as u64;
-            match kind {
-                b'0' | 0 | b'7' => {
-                    let name = self.next_name.take().unwrap_or(name);
-                    return Ok(Some(TarEntry {
-                        name,
-                        data,
-                        offset: header_offset,
-                    }));
-                }
-                b'L' => {
-                    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-                    self.next_name = Some(String::from_utf8_lossy(&data[..end]).into_owned());
-                }
-                b'x' => {
-                    if let Some(path) = pax_path(&data) {
-                        self.next_name = Some(path);
-                    }
-                }
-                // Directories, links, devices, FIFOs, global pax headers, GNU long link
-                // names: nothing a sample is made of.
-                _ => self.next_name = None,
             }
         }
+    }
+
+    /// Reads the header at the front of `buf` (which holds at least one block) and, if its
+    /// data is in, consumes both.
+    fn step(&mut self) -> Result<Step, Fault> {
+        let at = self.offset;
+        let Some(h) = parse_header(&self.buf[..BLOCK], at)? else {
+            if !self.meta.is_empty() {
+                return Err(damage(format!(
+                    "the end-of-archive block at byte {at} follows an extended header \
+                     without its member"
+                )));
+            }
+            self.ended = true;
+            self.buf.clear();
+            return Ok(Step::Ended);
+        };
+        let kind = classify(&h).map_err(|m| refuse_at(m.0, m.1, at))?;
+        let display = |name: &[u8]| String::from_utf8_lossy(name).into_owned();
+        // The size that says where the next header is.
+        let size = match kind {
+            Kind::File | Kind::NonFile(_) => self.meta.size.unwrap_or(h.size),
+            _ => h.size,
+        };
+        match kind {
+            Kind::File if size > MAX_MEMBER_BYTES => {
+                return Err(refuse(
+                    Rule::MemberLimit,
+                    format!(
+                        "member `{}` at byte {at} claims {size} bytes, over the limit of \
+                         {MAX_MEMBER_BYTES}",
+                        display(&self.name_of(&h))
+                    ),
+                ))
+            }
+            Kind::NonFile(what) if size != 0 => {
+                return Err(refuse(
+                    Rule::DataOnNonFile,
+                    format!(
+                        "{what} `{}` at byte {at} claims {size} data bytes",
+                        display(&self.name_of(&h))
+                    ),
+                ))
+            }
+            Kind::Pax | Kind::Global | Kind::LongName | Kind::LongLink if size > MAX_META_BYTES => {
+                return Err(refuse(
+                    Rule::MetaLimit,
+                    format!(
+                        "extended header at byte {at} claims {size} bytes, over the limit of \
+                         {MAX_META_BYTES}"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        // Within the limits above, so it fits a usize.
+        let padded = (size.div_ceil(BLOCK as u64) * BLOCK as u64) as usize;
+        let needed = BLOCK + padded;
+        if self.buf.len() < needed {
+            return Ok(Step::More);
+        }
+        let name = self.name_of(&h);
+        self.buf.advance(BLOCK);
+        let data = self.buf.split_to(size as usize).freeze();
+        self.buf.advance(padded - size as usize);
+        self.offset += needed as u64;
+        let meta = &mut self.meta;
+        let first = *meta.start.get_or_insert(at);
+        match kind {
+            Kind::File => {
+                if meta.long_name.is_some() && meta.path.is_some() {
+                    return Err(refuse(
+                        Rule::DuplicateMeta,
+                        format!("member at byte {at} has both a GNU long name and a pax path"),
+                    ));
+                }
+                self.meta = Meta::default();
+                Ok(Step::File(TarEntry {
+                    name,
+                    data,
+                    offset: first,
+                }))
+            }
+            Kind::NonFile(_) => {
+                self.meta = Meta::default();
+                Ok(Step::Skipped)
+            }
+            Kind::Pax => {
+                if std::mem::replace(&mut meta.pax, true) {
+                    return Err(refuse(
+                        Rule::DuplicateMeta,
+                        format!("a second pax extended header for one member at byte {at}"),
+                    ));
+                }
+                for (key, value) in
+                    pax_records(&data).map_err(|m| refuse_at(Rule::PaxRecord, m, at))?
+                {
+                    match key {
+                        b"size" => {
+                            meta.size =
+                                Some(pax_size(value).map_err(|m| refuse_at(Rule::PaxSize, m, at))?)
+                        }
+                        b"path" => meta.path = Some(data.slice_ref(value)),
+                        b"linkpath" => {}
+                        k if k.starts_with(b"GNU.sparse.") => {
+                            return Err(refuse(
+                                Rule::Sparse,
+                                format!("a sparse member (pax `{}`) at byte {at}", display(k)),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Step::Skipped)
+            }
+            Kind::Global => {
+                if meta.start != Some(at) {
+                    return Err(refuse(
+                        Rule::GlobalOverride,
+                        format!("a global pax header at byte {at} between a member's extended headers and the member"),
+                    ));
+                }
+                for (key, _) in pax_records(&data).map_err(|m| refuse_at(Rule::PaxRecord, m, at))? {
+                    if matches!(key, b"size" | b"path" | b"linkpath")
+                        || key.starts_with(b"GNU.sparse.")
+                    {
+                        return Err(refuse(
+                            Rule::GlobalOverride,
+                            format!(
+                                "the global pax header at byte {at} sets `{}` for every member",
+                                display(key)
+                            ),
+                        ));
+                    }
+                }
+                self.meta = Meta::default();
+                Ok(Step::Skipped)
+            }
+            Kind::LongName | Kind::LongLink => {
+                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                let value = data.slice(..end);
+                let slot_taken = if matches!(kind, Kind::LongName) {
+                    meta.long_name.replace(value).is_some()
+                } else {
+                    std::mem::replace(&mut meta.long_link, true)
+                };
+                if slot_taken {
+                    return Err(refuse(
+                        Rule::DuplicateMeta,
+                        format!("a second GNU long name or long link for one member at byte {at}"),
+                    ));
+                }
+                Ok(Step::Skipped)
+            }
+        }
+    }
+
+    /// The member's path: pax `path`, else the GNU long name, else the header's.
+    fn name_of(&self, h: &Header) -> Bytes {
+        self.meta
+            .path
+            .clone()
+            .or_else(|| self.meta.long_name.clone())
+            .unwrap_or_else(|| h.name.clone())
     }
 
     /// Called when the archive's bytes are over: an error if it stopped inside an entry or
@@ -147,19 +389,23 @@ impl TarReader {
                 self.buf.len()
             )
         } else {
-            match self.parse_header() {
-                Ok(Header::Entry { name, size, .. }) => {
+            match parse_header(&self.buf[..BLOCK], at) {
+                Ok(Some(h)) => {
+                    let name = self.name_of(&h);
+                    let size = self.meta.size.unwrap_or(h.size);
                     let message = format!(
-                        "truncated: entry `{name}` at byte {at} has {} of its {size} data bytes",
-                        (self.buf.len() - BLOCK).min(size as usize)
+                        "truncated: entry `{}` at byte {at} has {} of its {size} data bytes",
+                        String::from_utf8_lossy(&name),
+                        ((self.buf.len() - BLOCK) as u64).min(size)
                     );
-                    entry = Some(self.next_name.clone().unwrap_or(name));
+                    entry = Some(name);
                     message
                 }
-                Ok(Header::Zero) => return Ok(()),
-                Err(message) => message,
+                Ok(None) => unreachable!("a zero block is read by next_entry"),
+                Err((_, message)) => message,
             }
         };
+        let at = self.meta.start.unwrap_or(at);
         let mut e = self.fail(at, message);
         e.entry = entry;
         self.failed = Some(e.clone());
@@ -171,94 +417,199 @@ impl TarReader {
             offset,
             message,
             entry: None,
+            rule: None,
         };
         self.failed = Some(e.clone());
         self.buf.clear();
         e
     }
-
-    /// Reads the header at the front of `buf` (which holds at least one block).
-    fn parse_header(&self) -> Result<Header, String> {
-        let h = &self.buf[..BLOCK];
-        if h.iter().all(|&b| b == 0) {
-            return Ok(Header::Zero);
-        }
-        let at = self.offset;
-        let stored = parse_octal(&h[148..156])
-            .ok_or_else(|| format!("corrupt header at byte {at}: unreadable checksum"))?;
-        let actual: u64 = h[..148]
-            .iter()
-            .chain(&[b' '; 8])
-            .chain(&h[156..])
-            .map(|&b| u64::from(b))
-            .sum();
-        if stored != actual {
-            return Err(format!(
-                "corrupt header at byte {at}: checksum {stored} stored, {actual} computed"
-            ));
-        }
-        let size = parse_size(&h[124..136])
-            .ok_or_else(|| format!("corrupt header at byte {at}: unreadable size"))?;
-        let mut name = c_string(&h[..100]);
-        if &h[257..262] == b"ustar" {
-            let prefix = c_string(&h[345..500]);
-            if !prefix.is_empty() {
-                name = format!("{prefix}/{name}");
-            }
-        }
-        Ok(Header::Entry {
-            name,
-            size,
-            kind: h[156],
-        })
-    }
 }
 
-/// A NUL-terminated field as text.
-fn c_string(field: &[u8]) -> String {
+enum Step {
+    /// The header's data is not all in yet.
+    More,
+    Ended,
+    /// A metadata header or a non-file, consumed.
+    Skipped,
+    File(TarEntry),
+}
+
+fn refuse_at(rule: Rule, message: String, at: u64) -> Fault {
+    refuse(rule, format!("{message} (header at byte {at})"))
+}
+
+/// What to do with a header's typeflag.
+fn classify(h: &Header) -> Result<Kind, (Rule, String)> {
+    Ok(match h.kind {
+        0 if h.slash => Kind::NonFile("directory"),
+        b'0' | 0 | b'7' => Kind::File,
+        b'1' => Kind::NonFile("hard link"),
+        b'2' => Kind::NonFile("symbolic link"),
+        b'3' | b'4' => Kind::NonFile("device"),
+        b'5' => Kind::NonFile("directory"),
+        b'6' => Kind::NonFile("FIFO"),
+        b'x' => Kind::Pax,
+        b'g' => Kind::Global,
+        b'L' => Kind::LongName,
+        b'K' => Kind::LongLink,
+        b'S' => {
+            return Err((
+                Rule::Sparse,
+                format!(
+                    "member `{}` is a GNU sparse file (typeflag `S`), which is not read",
+                    String::from_utf8_lossy(&h.name)
+                ),
+            ))
+        }
+        other => {
+            return Err((
+                Rule::Typeflag,
+                format!(
+                    "member `{}` has typeflag {:?}, which is not read",
+                    String::from_utf8_lossy(&h.name),
+                    char::from(other)
+                ),
+            ))
+        }
+    })
+}
+
+/// Reads a header block: `None` for a zero block (the end of the archive).
+fn parse_header(h: &[u8], at: u64) -> Result<Option<Header>, Fault> {
+    if h.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| damage(format!("corrupt header at byte {at}: {what}"));
+    let stored = parse_number(&h[148..156])
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| corrupt("unreadable checksum"))?;
+    let rest = h[..148].iter().chain(&[b' '; 8]).chain(&h[156..]);
+    let unsigned: u64 = rest.clone().map(|&b| u64::from(b)).sum();
+    let signed: i64 = rest.map(|&b| i64::from(b as i8)).sum();
+    if stored != unsigned && i64::try_from(stored) != Ok(signed) {
+        return Err(corrupt(&format!(
+            "checksum {stored} stored, {unsigned} computed"
+        )));
+    }
+    let size = match parse_number(&h[124..136]) {
+        Ok(n) if n >= 0 => n as u64,
+        Ok(_) => {
+            return Err(refuse(
+                Rule::NegativeSize,
+                format!("the header at byte {at} has a negative size"),
+            ))
+        }
+        Err(()) => return Err(corrupt("unreadable size")),
+    };
+    let raw = c_str(&h[..100]);
+    let prefix = c_str(&h[345..500]);
+    let kind = h[156];
+    let name = if !prefix.is_empty() && !matches!(kind, b'L' | b'K' | b'S') {
+        let mut n = prefix.to_vec();
+        n.push(b'/');
+        n.extend_from_slice(raw);
+        Bytes::from(n)
+    } else {
+        Bytes::copy_from_slice(raw)
+    };
+    Ok(Some(Header {
+        name,
+        slash: raw.ends_with(b"/"),
+        size,
+        kind,
+    }))
+}
+
+/// A NUL-terminated field.
+fn c_str(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
+    &field[..end]
 }
 
-/// An octal field, padded with spaces or NULs.
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
-}
-
-/// A size field: octal, or GNU's base-256 for sizes of 8 GiB and more.
-fn parse_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+/// A numeric field as tarfile reads it: base-256 when its first byte is 0x80 (positive) or
+/// 0xff (negative), else octal digits up to the first NUL, surrounded by whitespace.
+fn parse_number(field: &[u8]) -> Result<i128, ()> {
+    match field[0] {
+        0x80 | 0xff => {
+            let mut v: i128 = 0;
+            for &b in &field[1..] {
+                v = v.checked_mul(256).ok_or(())? + i128::from(b);
+            }
+            if field[0] == 0xff {
+                v -= 1i128 << (8 * (field.len() - 1));
+            }
+            Ok(v)
         }
-        return Some(v);
+        _ => {
+            let text = c_str(field).trim_ascii();
+            if text.is_empty() {
+                return Ok(0);
+            }
+            if !text.iter().all(|b| (b'0'..=b'7').contains(b)) || text.len() > 40 {
+                return Err(());
+            }
+            Ok(text.iter().fold(0, |v, &b| v * 8 + i128::from(b - b'0')))
+        }
     }
-    parse_octal(field)
 }
 
-/// The `path` record of a pax extended header (`"<len> path=<value>\n"` records).
-fn pax_path(mut data: &[u8]) -> Option<String> {
-    let mut path = None;
+/// The records of a pax header: `"<len> <key>=<value>\n"`, each exactly `len` bytes long,
+/// filling the header's data exactly.
+fn pax_records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
     while !data.is_empty() {
-        let space = data.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
-        if len <= space || len > data.len() {
-            return path;
+        let bad = |what: &str| format!("malformed pax record at byte {pos} of the header: {what}");
+        let space = data
+            .iter()
+            .take(21)
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("no length"))?;
+        let digits = &data[..space];
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad("the length is not a decimal number"));
+        }
+        let len: usize = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("the length is too large"))?;
+        if len < space + 4 || len > data.len() {
+            return Err(bad(&format!(
+                "length {len} does not fit the {} bytes left",
+                data.len()
+            )));
         }
         let record = &data[space + 1..len];
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        if let Some(value) = record.strip_prefix(b"path=") {
-            path = Some(String::from_utf8_lossy(value).into_owned());
+        let Some(body) = record.strip_suffix(b"\n") else {
+            return Err(bad(&format!("length {len} does not end at a newline")));
+        };
+        let eq = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("no `=`"))?;
+        if eq == 0 {
+            return Err(bad("an empty keyword"));
         }
+        out.push((&body[..eq], &body[eq + 1..]));
         data = &data[len..];
+        pos += len;
     }
-    path
+    Ok(out)
+}
+
+/// A pax `size`: decimal digits, at most [`MAX_MEMBER_BYTES`].
+fn pax_size(value: &[u8]) -> Result<u64, String> {
+    let text = String::from_utf8_lossy(value);
+    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(format!("pax size `{text}` is not a decimal number"));
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= MAX_MEMBER_BYTES => Ok(n),
+        _ => Err(format!(
+            "pax size {text} is over the limit of {MAX_MEMBER_BYTES} bytes"
+        )),
+    }
 }
 
 /// Writes tar archives (ustar, with GNU long names for paths over 100 bytes): for tests,
@@ -347,7 +698,10 @@ mod tests {
         for chunk in [1, 7, 512, 513, 4096, bytes.len()] {
             let (files, end) = read(&bytes, chunk);
             assert_eq!(end, Ok(()), "chunk {chunk}");
-            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+            let names: Vec<&str> = files
+                .iter()
+                .map(|f| std::str::from_utf8(&f.name).unwrap())
+                .collect();
             assert_eq!(names[..2], ["000001.jpg", "000001.json"]);
             assert_eq!(names[2], format!("{}/000002.txt", "d".repeat(120)));
             assert_eq!(&files[0].data[..], b"jpeg bytes");
@@ -365,7 +719,7 @@ mod tests {
         assert_eq!(e.offset, 1024);
         assert!(e.message.contains("`000001.json`"), "{}", e.message);
         assert!(e.message.contains("1 of its 2 data bytes"), "{}", e.message);
-        assert_eq!(e.entry.as_deref(), Some("000001.json"));
+        assert_eq!(e.entry.as_deref(), Some(&b"000001.json"[..]));
         // Cut exactly between two files: only the missing end blocks tell.
         let (files, end) = read(&bytes[..2048], 512);
         assert_eq!(files.len(), 2);
@@ -387,16 +741,56 @@ mod tests {
     }
 
     #[test]
-    fn pax_paths_and_base256_sizes_are_read() {
-        assert_eq!(
-            pax_path(b"30 mtime=1350244992.023960108\n18 path=a/b/c.jpg\n").as_deref(),
-            Some("a/b/c.jpg")
+    fn pax_records_sizes_and_numbers_are_read_strictly() {
+        let records = pax_records(b"30 mtime=1350244992.023960108\n18 path=a/b/c.jpg\n").unwrap();
+        assert_eq!(records[1], (&b"path"[..], &b"a/b/c.jpg"[..]));
+        assert!(
+            pax_records(b"19 path=a/b/c.jpg\n").is_err(),
+            "length one too long"
         );
+        assert!(
+            pax_records(b"17 path=a/b/c.jpg\n").is_err(),
+            "length one too short"
+        );
+        assert!(pax_records(b"x8 path=a\n").is_err());
+        assert!(pax_records(b"9 patha\n\n").is_err(), "no `=`");
+        assert_eq!(pax_size(b"1234"), Ok(1234));
+        for bad in [&b"-1"[..], b"12a", b"", b" 12", b"99999999999999999999999"] {
+            assert!(pax_size(bad).is_err(), "{bad:?}");
+        }
+        assert!(pax_size(format!("{}", MAX_MEMBER_BYTES + 1).as_bytes()).is_err());
         let mut field = [0u8; 12];
         field[0] = 0x80;
         field[10] = 1;
         field[11] = 2;
-        assert_eq!(parse_size(&field), Some(258));
-        assert_eq!(parse_octal(b"0000644 \0"), Some(0o644));
+        assert_eq!(parse_number(&field), Ok(258));
+        field[0] = 0xff;
+        assert!(parse_number(&field).unwrap() < 0);
+        assert_eq!(parse_number(b"0000644 \0"), Ok(0o644));
+        assert_eq!(parse_number(b" 12\0 garbage"), Ok(0o12));
+        assert!(parse_number(b"+12").is_err());
+    }
+
+    #[test]
+    fn a_member_over_the_limit_is_refused_at_its_header_before_its_data() {
+        let mut bytes = archive();
+        // The second header claims 8 GiB (octal, the largest the field holds), checksum fixed.
+        let h = &mut bytes[1024..1536];
+        h[124..135].copy_from_slice(b"77777777777");
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut r = TarReader::new();
+        r.push(&bytes[..1536]);
+        assert_eq!(
+            r.next_entry().unwrap().unwrap().data.as_ref(),
+            b"jpeg bytes"
+        );
+        let e = r.next_entry().unwrap_err();
+        assert_eq!((e.offset, e.rule), (1024, Some(Rule::MemberLimit)));
+        assert!(
+            r.buf.capacity() < 1 << 20,
+            "nothing allocated for the claim"
+        );
     }
 }

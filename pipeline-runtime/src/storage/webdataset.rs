@@ -8,6 +8,11 @@
 //! as WebDataset does: `a/b.c/x.seg.png` → key `a/b.c/x`, field `seg.png`). Files without a
 //! dot in their name are skipped.
 //!
+//! Keys are safe to use as relative paths: a file whose path is not valid UTF-8, contains a
+//! NUL byte or a backslash, starts with `/`, or has a `..` component fails its sample (see
+//! [`check_member_path`]); such a path never reaches user code. Which archives are read, and
+//! which are refused, is listed in the guide's chapter "Reading from storage".
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use pipeline_runtime::storage::{block_on, shard_split, webdataset, Filter, Store};
@@ -38,6 +43,8 @@ use futures::Stream;
 use super::error::{StorageError, StorageErrorKind};
 use super::store::{Object, Store};
 use super::tar::{TarEntry, TarError, TarReader};
+
+pub use super::tar::{MAX_MEMBER_BYTES, MAX_META_BYTES};
 
 /// One sample: the files of a shard that share a key.
 #[derive(Debug, Clone)]
@@ -76,7 +83,9 @@ impl Sample {
 /// fails: one failure of that shard's item, counted against the stage's budget, with a
 /// message naming the shard's URL and the byte offset; the other shards go on. The sample
 /// being read when the shard broke off is delivered only if it is known to be complete
-/// (when the file that broke off has another key).
+/// (when the file that broke off has another key). A sample whose files' path is unsafe
+/// (see [`check_member_path`]) is an error in its place, naming the file and why; inside a
+/// pipeline, that error ends the shard's item like any other.
 pub fn samples(
     store: &Store,
 ) -> impl Fn(Object) -> BoxStream<'static, Result<Sample, StorageError>> + Send + Sync + 'static {
@@ -126,7 +135,7 @@ impl ShardState {
             match self.tar.next_entry() {
                 Ok(Some(entry)) => {
                     if let Some(sample) = self.group.add(entry, &self.url) {
-                        return Some(Ok(sample));
+                        return Some(sample);
                     }
                     continue;
                 }
@@ -144,7 +153,7 @@ impl ShardState {
                         return self.broken(e);
                     }
                     self.done = true;
-                    return self.group.take().map(Ok);
+                    return self.group.take();
                 }
             }
         }
@@ -160,12 +169,12 @@ impl ShardState {
         );
         let next_key = e.entry.as_deref().and_then(split_key).map(|(key, _)| key);
         let complete = match (&self.group.current, next_key) {
-            (Some(current), Some(next)) => current.key != next,
+            (Some(current), Some(next)) => current.raw_key[..] != *next,
             _ => false,
         };
         if complete {
             self.failure = Some(error);
-            return self.group.take().map(Ok);
+            return self.group.take();
         }
         Some(Err(self.dropping_partial(error)))
     }
@@ -178,8 +187,8 @@ impl ShardState {
                 let message = format!(
                     "{} (sample `{}`, index {}, was incomplete and is dropped)",
                     e.message(),
-                    partial.key,
-                    partial.index
+                    String::from_utf8_lossy(&partial.raw_key),
+                    partial.sample.index
                 );
                 StorageError::new(e.kind(), message).with_source(e)
             }
@@ -191,52 +200,171 @@ impl ShardState {
 /// Groups consecutive files by key.
 #[derive(Default)]
 struct Grouper {
-    current: Option<Sample>,
+    current: Option<Pending>,
     next_index: u64,
 }
 
+/// The sample being grouped.
+struct Pending {
+    /// The key as stored, to compare the next files' with.
+    raw_key: Bytes,
+    sample: Sample,
+    /// Why the sample fails (its first unsafe file, and why), if it does.
+    unsafe_path: Option<String>,
+}
+
 impl Grouper {
-    /// Adds a file; returns the previous sample when this file starts a new one.
-    fn add(&mut self, entry: TarEntry, url: &Arc<str>) -> Option<Sample> {
+    /// Adds a file; returns the previous sample (or its failure) when this file starts a
+    /// new one.
+    fn add(&mut self, entry: TarEntry, url: &Arc<str>) -> Option<Result<Sample, StorageError>> {
         let (key, ext) = split_key(&entry.name)?;
+        let checked = check_member_path(&entry.name);
         if let Some(cur) = &mut self.current {
-            if cur.key == key {
-                cur.fields.push((ext.to_owned(), entry.data));
+            if cur.raw_key[..] == *key {
+                match checked {
+                    Ok(_) => {
+                        let ext = String::from_utf8_lossy(ext).into_owned();
+                        cur.sample.fields.push((ext, entry.data));
+                    }
+                    Err(why) => {
+                        cur.unsafe_path
+                            .get_or_insert_with(|| unsafe_message(&entry, why));
+                    }
+                }
                 return None;
             }
         }
-        let next = Sample {
-            shard: url.clone(),
-            index: self.next_index,
-            offset: entry.offset,
-            key: key.to_owned(),
-            fields: vec![(ext.to_owned(), entry.data)],
+        let (key_text, fields, unsafe_path) = match checked {
+            Ok(_) => (
+                String::from_utf8_lossy(key).into_owned(),
+                vec![(
+                    String::from_utf8_lossy(ext).into_owned(),
+                    entry.data.clone(),
+                )],
+                None,
+            ),
+            Err(why) => (String::new(), Vec::new(), Some(unsafe_message(&entry, why))),
+        };
+        let next = Pending {
+            raw_key: entry.name.slice_ref(key),
+            sample: Sample {
+                shard: url.clone(),
+                index: self.next_index,
+                offset: entry.offset,
+                key: key_text,
+                fields,
+            },
+            unsafe_path,
         };
         self.next_index += 1;
-        self.current.replace(next)
+        self.current.replace(next).map(|p| p.finish(url))
     }
 
-    fn take(&mut self) -> Option<Sample> {
-        self.current.take()
+    fn take(&mut self) -> Option<Result<Sample, StorageError>> {
+        let url = self.current.as_ref()?.sample.shard.clone();
+        self.current.take().map(|p| p.finish(&url))
     }
 }
 
+impl Pending {
+    fn finish(self, url: &Arc<str>) -> Result<Sample, StorageError> {
+        match self.unsafe_path {
+            None => Ok(self.sample),
+            Some(why) => Err(StorageError::new(
+                StorageErrorKind::Corrupt,
+                format!(
+                    "shard {url} at byte {}: sample {} fails: {why}",
+                    self.sample.offset, self.sample.index
+                ),
+            )),
+        }
+    }
+}
+
+fn unsafe_message(entry: &TarEntry, why: &str) -> String {
+    format!(
+        "member `{}` at byte {} {why}",
+        entry.name.escape_ascii(),
+        entry.offset
+    )
+}
+
+/// Checks that a file's path inside a shard is safe to use as a relative path, and returns
+/// it as text. A path is refused (and its sample fails) if it is empty, is not valid UTF-8,
+/// contains a NUL byte or a backslash (`\`), starts with `/`, or has a `..` component
+/// (between slashes, or at either end). Anything else is allowed, `.` components, empty
+/// components (`a//b`), spaces and any Unicode included.
+pub fn check_member_path(path: &[u8]) -> Result<&str, &'static str> {
+    let text = std::str::from_utf8(path).map_err(|_| "is not valid UTF-8")?;
+    if text.is_empty() {
+        return Err("has an empty path");
+    }
+    if text.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if text.contains('\\') {
+        return Err("contains a backslash");
+    }
+    if text.starts_with('/') {
+        return Err("is an absolute path");
+    }
+    if text.split('/').any(|c| c == "..") {
+        return Err("has a `..` component");
+    }
+    Ok(text)
+}
+
 /// `dir/000123.seg.png` → (`dir/000123`, `seg.png`); `None` for a name without a dot.
-fn split_key(name: &str) -> Option<(&str, &str)> {
-    let file_start = name.rfind('/').map_or(0, |i| i + 1);
-    let dot = name[file_start..].find('.')? + file_start;
+fn split_key(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    let file_start = name.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let dot = name[file_start..].iter().position(|&b| b == b'.')? + file_start;
     Some((&name[..dot], &name[dot + 1..]))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::split_key;
+    use super::{check_member_path, split_key};
 
     #[test]
     fn the_key_ends_at_the_first_dot_of_the_file_name() {
-        assert_eq!(split_key("000123.jpg"), Some(("000123", "jpg")));
-        assert_eq!(split_key("a/b.c/x.seg.png"), Some(("a/b.c/x", "seg.png")));
-        assert_eq!(split_key("a.b/README"), None);
-        assert_eq!(split_key(".hidden"), Some(("", "hidden")));
+        let split = |n: &'static str| {
+            split_key(n.as_bytes()).map(|(k, e)| {
+                (
+                    std::str::from_utf8(k).unwrap(),
+                    std::str::from_utf8(e).unwrap(),
+                )
+            })
+        };
+        assert_eq!(split("000123.jpg"), Some(("000123", "jpg")));
+        assert_eq!(split("a/b.c/x.seg.png"), Some(("a/b.c/x", "seg.png")));
+        assert_eq!(split("a.b/README"), None);
+        assert_eq!(split(".hidden"), Some(("", "hidden")));
+    }
+
+    #[test]
+    fn unsafe_member_paths_are_refused_with_a_reason() {
+        for ok in [
+            "a/b.jpg",
+            "./a.jpg",
+            "a//b.c",
+            "x..y.jpg",
+            "...jpg",
+            "é ü/猫.png",
+        ] {
+            assert_eq!(check_member_path(ok.as_bytes()), Ok(ok));
+        }
+        for (bad, why) in [
+            (&b"../../evil.txt"[..], "`..`"),
+            (b"a/../b.txt", "`..`"),
+            (b"a/..", "`..`"),
+            (b"/abs/x.txt", "absolute"),
+            (b"a\0b.txt", "NUL"),
+            (b"a\xff.txt", "UTF-8"),
+            (b"..\\evil.txt", "backslash"),
+            (b"", "empty"),
+        ] {
+            let e = check_member_path(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }
