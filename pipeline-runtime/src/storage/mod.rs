@@ -30,6 +30,8 @@ mod shards;
 mod shuffle;
 mod store;
 mod tar;
+#[cfg(test)]
+mod tar_corpus;
 pub mod webdataset;
 
 pub use counters::{StoreCounters, StoreCounts};
