@@ -298,3 +298,45 @@ fn ranks_read_disjoint_shards_and_a_shuffle_buffer_reorders_samples() {
         "the two ranks together read every sample once"
     );
 }
+
+#[test]
+fn a_sample_whose_path_is_unsafe_fails_in_its_place_and_never_reaches_user_code() {
+    let dir = Dir::new("unsafe-keys");
+    let mut w = TarWriter::new();
+    w.append("ok_0.jpg", b"first");
+    w.append("../../evil.jpg", b"traversal");
+    w.append("../../evil.cls", b"1");
+    w.append("/abs/x.txt", b"absolute");
+    w.append("ok_1.jpg", b"last");
+    std::fs::write(dir.0.join("train-000.tar"), w.finish()).unwrap();
+    let store = Store::open(dir.0.to_str().unwrap()).unwrap();
+    let shard = list(&store).remove(0);
+    let mut stream = Box::pin(webdataset::read_shard(&store, shard.path));
+    let results = block_on(async {
+        use futures::StreamExt;
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            out.push(r.map(|s| (s.key, s.index)).map_err(|e| e.to_string()));
+        }
+        out
+    });
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert_eq!(results[0], Ok(("ok_0".to_owned(), 0)));
+    let traversal = results[1].as_ref().unwrap_err();
+    assert!(
+        traversal.contains("train-000.tar")
+            && traversal.contains("`../../evil.jpg`")
+            && traversal.contains("`..` component"),
+        "{traversal}"
+    );
+    let absolute = results[2].as_ref().unwrap_err();
+    assert!(
+        absolute.contains("`/abs/x.txt`") && absolute.contains("absolute"),
+        "{absolute}"
+    );
+    assert_eq!(
+        results[3],
+        Ok(("ok_1".to_owned(), 3)),
+        "indices count the failed samples"
+    );
+}
