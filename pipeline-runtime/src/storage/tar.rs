@@ -554,9 +554,12 @@ fn parse_number(field: &[u8]) -> Result<i128, ()> {
     }
 }
 
+/// One pax record: its keyword and its value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
 /// The records of a pax header: `"<len> <key>=<value>\n"`, each exactly `len` bytes long,
 /// filling the header's data exactly.
-fn pax_records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+fn pax_records(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while !data.is_empty() {

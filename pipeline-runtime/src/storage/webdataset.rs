@@ -44,8 +44,6 @@ use super::error::{StorageError, StorageErrorKind};
 use super::store::{Object, Store};
 use super::tar::{TarEntry, TarError, TarReader};
 
-pub use super::tar::{MAX_MEMBER_BYTES, MAX_META_BYTES};
-
 /// One sample: the files of a shard that share a key.
 #[derive(Debug, Clone)]
 pub struct Sample {
