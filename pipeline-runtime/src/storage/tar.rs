@@ -796,4 +796,76 @@ mod tests {
             "nothing allocated for the claim"
         );
     }
+
+    /// A pax header's data holding `records`.
+    fn pax(records: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in records {
+            let n = k.len() + v.len() + 3;
+            let mut len = n + n.to_string().len();
+            if len.to_string().len() != n.to_string().len() {
+                len += 1;
+            }
+            out.extend_from_slice(format!("{len} {k}={v}\n").as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_pax_size_over_a_zero_ustar_size_is_honoured_so_nothing_is_smuggled() {
+        let mut inner = TarWriter::new();
+        inner.append("smuggled.txt", b"evil");
+        let inner = inner.out;
+        let mut w = TarWriter::new();
+        w.entry(
+            "PaxHeader/x",
+            b'x',
+            &pax(&[("size", &inner.len().to_string())]),
+        );
+        w.entry("outer.tar", b'0', &[]);
+        // The ustar header says 0; the pax size covers the inner archive that follows.
+        w.out.extend_from_slice(&inner);
+        w.append("next.txt", b"n");
+        let (files, end) = read(&w.finish(), 100);
+        assert_eq!(end, Ok(()));
+        let names: Vec<&[u8]> = files.iter().map(|f| &f.name[..]).collect();
+        assert_eq!(names, [&b"outer.tar"[..], b"next.txt"]);
+        assert_eq!(files[0].data[..], inner[..]);
+        assert_eq!(files[0].offset, 0, "a file's offset is its first header's");
+    }
+
+    #[test]
+    fn sparse_members_unknown_typeflags_and_malformed_pax_are_refused_at_their_offset() {
+        let refused = |build: &dyn Fn(&mut TarWriter)| {
+            let mut w = TarWriter::new();
+            w.append("a.txt", b"a");
+            build(&mut w);
+            w.append("b.txt", b"b");
+            let (files, end) = read(&w.finish(), 333);
+            assert_eq!(files.len(), 1, "the file before is delivered");
+            let e = end.unwrap_err();
+            assert_eq!(e.offset, 1024);
+            assert!(e.message.contains("at byte 1024"), "{}", e.message);
+            e.rule.unwrap()
+        };
+        assert_eq!(refused(&|w| w.entry("s.bin", b'S', b"x")), Rule::Sparse);
+        assert_eq!(refused(&|w| w.entry("z.bin", b'Z', b"x")), Rule::Typeflag);
+        let sparse = pax(&[("GNU.sparse.major", "1")]);
+        assert_eq!(refused(&|w| w.entry("p", b'x', &sparse)), Rule::Sparse);
+        assert_eq!(
+            refused(&|w| w.entry("p", b'x', b"20 path=a.txt\n")),
+            Rule::PaxRecord
+        );
+        let size = pax(&[("size", "-1")]);
+        assert_eq!(refused(&|w| w.entry("p", b'x', &size)), Rule::PaxSize);
+        assert_eq!(
+            refused(&|w| w.entry("d/", b'5', b"data")),
+            Rule::DataOnNonFile
+        );
+        let path = pax(&[("path", "all.txt")]);
+        assert_eq!(
+            refused(&|w| w.entry("g", b'g', &path)),
+            Rule::GlobalOverride
+        );
+    }
 }
