@@ -17,7 +17,7 @@ use pipeline_runtime::process::ProcessPool;
 use pipeline_runtime::subprocess::{
     iterate_in_subprocess, run_pipeline_in_subprocess, SubprocessOptions,
 };
-use pipeline_runtime::{process_fn, subprocess_fn, Pipeline, PipelineBuilder};
+use pipeline_runtime::{process_fn, subprocess_fn, MaxFailures, Pipeline, PipelineBuilder};
 
 use crate::{child_pids, wait_until};
 
@@ -31,6 +31,7 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests!("exits":
     a_kept_pool_of_2_serves_fully_after_a_stuck_pipeline_is_dropped,
     a_kept_pool_of_1_serves_fully_after_a_stuck_pipeline_stalls_fatally,
     a_kept_pool_of_2_serves_fully_after_a_stuck_pipeline_stalls_fatally,
+    a_kept_pool_of_2_serves_fully_after_a_stuck_stage_trips_its_budget,
     a_subprocess_whose_parent_is_killed_in_the_factory_leaves_nothing,
     a_subprocess_whose_parent_is_terminated_in_the_initializer_leaves_nothing,
     a_subprocess_whose_parent_is_interrupted_in_the_factory_leaves_nothing,
@@ -75,7 +76,21 @@ fn report_and_block(_: u64) -> u64 {
     block_forever()
 }
 
-process_fn!(stick_or_answer, report_and_block);
+/// A process stage: unless `fail`, marks this worker as stuck in `dir` and never returns;
+/// with `fail`, waits until another worker is stuck there and fails.
+fn stick_or_fail((dir, fail): (String, bool)) -> Result<u32, String> {
+    if !fail {
+        stick_or_answer((dir.clone(), 0));
+    }
+    let stuck = || std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !stuck() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err("this item fails on purpose".to_owned())
+}
+
+process_fn!(stick_or_answer, stick_or_fail, report_and_block);
 
 /// A subprocess factory and initialiser that report and block.
 fn blocking_pipeline(report: PathBuf) -> Result<Pipeline<u64>, BuildError> {
@@ -116,6 +131,8 @@ fn scratch_dir(name: &str) -> PathBuf {
 enum End {
     Drop,
     StallFatal,
+    /// The stage's failure budget trips on another worker's failing call.
+    Budget,
 }
 
 /// A pool the user keeps: a pipeline whose every call is stuck ends (`end`); the next
@@ -139,19 +156,38 @@ fn kept_pool_serves_fully_after(num_workers: usize, end: End) {
     .unwrap();
     let dir = scratch_dir(&format!("stuck{num_workers}"));
     let stuck_dir = dir.to_string_lossy().into_owned();
-    let builder = PipelineBuilder::new()
-        .source((0..num_workers as u64).map(move |x| (stuck_dir.clone(), x)))
-        .process_pipe(stick_or_answer)
-        .concurrency(num_workers)
-        .executor(&workers)
-        .sink();
-    let builder = match end {
-        End::Drop => builder,
-        End::StallFatal => builder
-            .stall_timeout(Duration::from_millis(200))
-            .stall_fatal(Duration::from_millis(600)),
+    // Every worker stuck; with a budget, all but one, whose failing call trips it.
+    let stuck_count = match end {
+        End::Budget => num_workers - 1,
+        _ => num_workers,
     };
-    let mut stuck = builder.build().unwrap();
+    let mut stuck = match end {
+        End::Budget => PipelineBuilder::new()
+            .source((0..num_workers).map(move |i| (stuck_dir.clone(), i + 1 == num_workers)))
+            .process_try_pipe(stick_or_fail)
+            .concurrency(num_workers)
+            .max_failures(MaxFailures::Count(0))
+            .executor(&workers)
+            .sink()
+            .build()
+            .unwrap(),
+        _ => {
+            let builder = PipelineBuilder::new()
+                .source((0..num_workers as u64).map(move |x| (stuck_dir.clone(), x)))
+                .process_pipe(stick_or_answer)
+                .concurrency(num_workers)
+                .executor(&workers)
+                .sink();
+            match end {
+                End::StallFatal => builder
+                    .stall_timeout(Duration::from_millis(200))
+                    .stall_fatal(Duration::from_millis(600)),
+                _ => builder,
+            }
+            .build()
+            .unwrap()
+        }
+    };
     stuck.start().unwrap();
     let stuck_pids = || -> Vec<u32> {
         std::fs::read_dir(&dir)
@@ -161,7 +197,7 @@ fn kept_pool_serves_fully_after(num_workers: usize, end: End) {
     };
     assert!(
         wait_until(Duration::from_secs(20), || stuck_pids().len()
-            == num_workers),
+            == stuck_count),
         "the workers did not all get stuck: {:?}",
         stuck_pids()
     );
@@ -173,13 +209,15 @@ fn kept_pool_serves_fully_after(num_workers: usize, end: End) {
             "dropping the pipeline",
             move || drop(stuck),
         ),
-        End::StallFatal => within(Duration::from_secs(30), "the fatal stall", move || {
-            let results: Vec<_> = stuck.collect();
-            assert!(
-                results.iter().any(Result::is_err),
-                "a stalled pipeline ended without an error: {results:?}"
-            );
-        }),
+        End::StallFatal | End::Budget => {
+            within(Duration::from_secs(30), "the failure", move || {
+                let results: Vec<_> = stuck.collect();
+                assert!(
+                    results.iter().any(Result::is_err),
+                    "a stalled or failed pipeline ended without an error: {results:?}"
+                );
+            })
+        }
     }
     // The stuck workers were killed (and reaped) and the pool replaced them.
     for pid in &stuck_pids {
@@ -222,6 +260,10 @@ fn kept_pool_serves_fully_after(num_workers: usize, end: End) {
         "children left: {:?}",
         child_pids()
     );
+}
+
+fn a_kept_pool_of_2_serves_fully_after_a_stuck_stage_trips_its_budget() {
+    kept_pool_serves_fully_after(2, End::Budget);
 }
 
 /// Runs `f` on a thread of its own and fails the test if it takes longer than `limit`.

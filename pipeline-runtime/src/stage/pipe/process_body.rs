@@ -35,14 +35,15 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
 /// The body of a process stage running registered function `F` (returning `R`) on the
 /// pool in `executor`, with `shape` reading each reply; and the hook that releases the
 /// stage's handle on the pool and kills the workers running one of the stage's calls when
-/// the pipeline stops (a drop, `stop()`, a fatal stall): a call stuck in a worker must not
+/// the pipeline stops (a drop, `stop()`, a fatal stall) or the stage trips its failure
+/// budget: a call stuck in a worker must not
 /// keep that worker from a pool the user goes on using. The pool replaces a killed worker at
 /// once, and a pool only this pipeline held ends all its workers.
 pub(crate) fn process_body<T, R, U, F>(
     executor: Option<&Executor>,
     stage: &str,
     shape: fn(R) -> Output<U>,
-) -> (Body<T, U>, Box<dyn Fn() + Send + Sync>)
+) -> (Body<T, U>, Arc<dyn Fn() + Send + Sync>)
 where
     T: Serialize + Send + 'static,
     R: DeserializeOwned + 'static,
@@ -56,11 +57,11 @@ where
     let calls = Arc::new(StageCalls::default());
     let release = {
         let (pool, calls) = (pool.clone(), calls.clone());
-        Box::new(move || {
+        Arc::new(move || {
             // The pool first: a call the kill ends then reads as a stop, not a failure.
             drop(lock(&pool).take());
             calls.stop();
-        }) as Box<dyn Fn() + Send + Sync>
+        }) as Arc<dyn Fn() + Send + Sync>
     };
     let stage = stage.to_owned();
     let body = Body::Sync(Arc::new(move |item: T| {
