@@ -78,12 +78,12 @@ impl ShmRing {
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
-            // SAFETY: memfd_create with a NUL-terminated name; the descriptor is owned by
-            // the File and by nothing else.
+            // SAFETY: memfd_create with a NUL-terminated name.
             let fd =
                 unsafe { libc::memfd_create(c"pipeline-runtime-ring".as_ptr(), libc::MFD_CLOEXEC) };
             if fd >= 0 {
                 use std::os::fd::FromRawFd;
+                // SAFETY: a fresh descriptor, owned by the File and by nothing else.
                 let file = unsafe { File::from_raw_fd(fd) };
                 let len = Self::len_of(slots, slot_size);
                 file.set_len(len as u64)?;
