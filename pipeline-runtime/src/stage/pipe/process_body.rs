@@ -36,9 +36,9 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
 /// pool in `executor`, with `shape` reading each reply; and the hook that releases the
 /// stage's handle on the pool and kills the workers running one of the stage's calls when
 /// the pipeline stops (a drop, `stop()`, a fatal stall) or the stage trips its failure
-/// budget: a call stuck in a worker must not
-/// keep that worker from a pool the user goes on using. The pool replaces a killed worker at
-/// once, and a pool only this pipeline held ends all its workers.
+/// budget: a call stuck in a worker must not keep that worker from a pool the user goes on
+/// using. The pool replaces a killed worker at once, and a pool only this pipeline held
+/// ends all its workers.
 pub(crate) fn process_body<T, R, U, F>(
     executor: Option<&Executor>,
     stage: &str,
