@@ -123,6 +123,11 @@ impl ProcessPoolBuilder {
 /// is given to; each has one thread of this process that calls it, so `num_workers` calls
 /// run at once. Cloning gives another handle to the same workers; when the last handle is
 /// dropped (a pipeline holds one until it stops), every worker is killed and reaped.
+///
+/// A pipeline that stops (dropped, [`stop`](crate::Pipeline::stop), a fatal stall) while
+/// one of its process calls is stuck kills the worker running it, and the pool starts a
+/// replacement: a pool you keep serves the next pipeline with all its workers. Workers
+/// die with this process, even in the middle of a call (on Linux, `PR_SET_PDEATHSIG`).
 #[derive(Clone)]
 pub struct ProcessPool {
     shared: Arc<PoolShared>,
