@@ -17,6 +17,7 @@ macro_rules! tests {
 }
 pub(crate) use tests;
 
+mod exits;
 mod regions;
 mod soak;
 mod stages;
@@ -29,6 +30,9 @@ type Test = (&'static str, fn());
 
 #[pipeline_runtime::main]
 fn main() {
+    if let Some(mode) = std::env::var_os(exits::HELPER_ENV) {
+        exits::act_as_helper(&mode.to_string_lossy());
+    }
     if std::env::var_os(subprocess::EXITING_PARENT_ENV).is_some() {
         subprocess::act_as_exiting_parent();
     }
@@ -41,6 +45,7 @@ fn main() {
         .chain(subprocess::TESTS)
         .chain(regions::TESTS)
         .chain(soak::TESTS)
+        .chain(exits::TESTS)
         .copied()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();

@@ -6,9 +6,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,41 @@ use super::protocol::{handshake, Start, HANDSHAKE_LEN, PROTOCOL_VERSION, WORKER_
 use super::registry::{self, Kind};
 use super::worker::{is_worker, WorkerFn};
 use crate::sync::lock;
+
+/// Starts `command` on one thread kept for the whole life of this process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends, not the process:
+/// a pool built on a short-lived thread (a test's, a scoped one) would lose its workers
+/// with that thread. Forking every child from a thread that never ends makes the signal
+/// mean what it should, that this process died. Only the fork and exec happen there;
+/// the caller waits for the handshake itself.
+fn spawn_from_keeper(mut command: Command) -> std::io::Result<std::process::Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+    static KEEPER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("pipeline-spawner".to_owned())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let Some(keeper) = keeper else {
+        // No thread could be started: fork here (the signal then follows this thread).
+        return command.spawn();
+    };
+    let (reply_tx, reply_rx) = mpsc::channel();
+    if let Err(mpsc::SendError((mut command, _))) = lock(keeper).send((command, reply_tx)) {
+        return command.spawn();
+    }
+    reply_rx
+        .recv()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread ended")))
+}
 
 /// Lines of a child's stderr kept for its [`ExitReport`].
 const STDERR_TAIL_LINES: usize = 16;
@@ -31,6 +67,9 @@ pub(crate) struct SpawnOptions {
     handshake_timeout: Duration,
     memory_limit: Option<u64>,
     env: Vec<(OsString, OsString)>,
+    /// Descriptors of this process the child keeps open across `exec`, at the same numbers
+    /// (a subprocess's shared-memory ring); every other one is close-on-exec.
+    inherit_fds: Vec<i32>,
     /// The child's arguments instead of [`WORKER_ARG`] (tests: a libtest child runs one test).
     #[cfg(test)]
     pub(super) args: Option<Vec<OsString>>,
@@ -46,6 +85,7 @@ impl Default for SpawnOptions {
             handshake_timeout: Duration::from_secs(10),
             memory_limit: None,
             env: Vec::new(),
+            inherit_fds: Vec::new(),
             #[cfg(test)]
             args: None,
             #[cfg(test)]
@@ -76,6 +116,13 @@ impl SpawnOptions {
     /// the child (Rust then aborts it) instead of pressing on the whole machine.
     pub(crate) fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Keeps descriptor `fd` (close-on-exec here) open in the child, at the same number.
+    /// The caller keeps it open until the child has started.
+    pub(crate) fn inherit_fd(mut self, fd: i32) -> Self {
+        self.inherit_fds.push(fd);
         self
     }
 
@@ -229,7 +276,36 @@ impl ChildProcess {
         for (k, v) in &opts.env {
             command.env(k, v);
         }
-        let mut child = command.spawn().map_err(|e| {
+        let parent = std::process::id() as libc::pid_t;
+        let inherit = opts.inherit_fds.clone();
+        // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
+        // calls (prctl, getppid, fcntl), allocating nothing.
+        unsafe {
+            command.pre_exec(move || {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                {
+                    // The child dies with this process, even while stuck in a call that
+                    // never reads its input again (see `spawn_from_keeper` for the thread).
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent died before the prctl: no signal will come, so go now.
+                    if libc::getppid() != parent {
+                        // (An OS error: nothing may allocate between fork and exec.)
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                #[cfg(not(any(target_os = "linux", target_os = "android")))]
+                let _ = parent;
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = spawn_from_keeper(command).map_err(|e| {
             ProcessError::new(format!(
                 "cannot start worker `{}` from {}: {e}",
                 opts.name,

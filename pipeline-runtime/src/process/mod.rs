@@ -39,8 +39,10 @@
 //! * **Supervision.** Dropping a `ChildProcess` kills and reaps the child; a `ChildKiller`
 //!   kills it from another thread (e.g. to unblock a reader); `ChildProcess::wait` gives an
 //!   [`ExitReport`]: exit code or signal, whether it ran out of memory, and its last stderr
-//!   lines. A worker's input channel closes when its parent dies, and the entry points of
-//!   this crate return then.
+//!   lines. A child dies with its parent: on Linux `PR_SET_PDEATHSIG` (`SIGKILL`) is set
+//!   between fork and exec, every child being forked by one thread that lives as long as
+//!   the process (the signal follows the forking thread); elsewhere its input channel
+//!   closes, and the entry points of this crate return then.
 
 pub(crate) mod channel;
 pub(crate) mod child;

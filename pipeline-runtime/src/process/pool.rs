@@ -123,6 +123,11 @@ impl ProcessPoolBuilder {
 /// is given to; each has one thread of this process that calls it, so `num_workers` calls
 /// run at once. Cloning gives another handle to the same workers; when the last handle is
 /// dropped (a pipeline holds one until it stops), every worker is killed and reaped.
+///
+/// A pipeline that stops (dropped, [`stop`](crate::Pipeline::stop), a fatal stall) while
+/// one of its process calls is stuck kills the worker running it, and the pool starts a
+/// replacement: a pool you keep serves the next pipeline with all its workers. Workers
+/// die with this process, even in the middle of a call (on Linux, `PR_SET_PDEATHSIG`).
 #[derive(Clone)]
 pub struct ProcessPool {
     shared: Arc<PoolShared>,
@@ -235,10 +240,26 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Sends one call to this slot's worker and waits for the reply. A worker that dies
-    /// during the call is replaced at once, not when the next item comes.
-    pub(crate) fn call(&self, name: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        match self.run_exclusive(|channel| exchange(channel, name, input)) {
+    /// Sends one call to this slot's worker and waits for the reply, listed in `calls` while
+    /// the worker runs it (so that the stage's stop can kill it). A worker that dies during
+    /// the call is replaced at once, not when the next item comes.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        name: &str,
+        input: &[u8],
+        calls: &StageCalls,
+    ) -> Result<Vec<u8>, CallError> {
+        let talk = |channel: &mut Channel| {
+            // Listed only once this call holds the worker, so that a stop never kills a
+            // worker that is running someone else's call.
+            if !calls.enter(self) {
+                return Ok(Err(CallError::Stopped));
+            }
+            let reply = exchange(channel, name, input);
+            calls.leave(self);
+            reply
+        };
+        match self.run_exclusive(talk) {
             Ok(reply) => reply,
             Err(CallError::WorkerDied(how)) => {
                 self.restart();
@@ -326,6 +347,47 @@ struct Worker {
     channel: Channel,
 }
 
+/// The calls a process stage of one pipeline has running in the pool's workers, so that
+/// the pipeline's stop can kill the workers running them: a call stuck in a worker would
+/// otherwise keep its worker (and its caller thread) from a pool the user goes on using.
+/// The killed worker's caller thread starts a replacement at once.
+#[derive(Default)]
+pub(crate) struct StageCalls {
+    /// Whether the stage has stopped, and the slots whose worker runs one of its calls.
+    state: Mutex<(bool, Vec<Arc<Slot>>)>,
+}
+
+impl StageCalls {
+    /// Lists a call starting on `slot`; false if the stage has stopped (do not start it).
+    fn enter(&self, slot: &Arc<Slot>) -> bool {
+        let mut state = lock(&self.state);
+        if state.0 {
+            return false;
+        }
+        state.1.push(slot.clone());
+        true
+    }
+
+    /// Unlists a call that ended on `slot`.
+    fn leave(&self, slot: &Arc<Slot>) {
+        let mut state = lock(&self.state);
+        if let Some(at) = state.1.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            state.1.swap_remove(at);
+        }
+    }
+
+    /// Stops the stage: no call starts any more, and the workers running its calls are
+    /// killed. They are killed while the list is locked, so each is still running this
+    /// stage's call (a call leaves the list before its worker is free for another).
+    pub(crate) fn stop(&self) {
+        let mut state = lock(&self.state);
+        state.0 = true;
+        for slot in state.1.drain(..) {
+            slot.kill_worker();
+        }
+    }
+}
+
 /// Why a call in a worker did not produce an output.
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -339,6 +401,8 @@ pub(crate) enum CallError {
     NoWorker(String),
     /// The pool was shut down.
     PoolClosed,
+    /// The stage that made the call has stopped.
+    Stopped,
 }
 
 impl fmt::Display for CallError {
@@ -349,6 +413,7 @@ impl fmt::Display for CallError {
                 f.write_str(m)
             }
             CallError::PoolClosed => f.write_str("the process pool was shut down"),
+            CallError::Stopped => f.write_str("the pipeline stopped"),
         }
     }
 }

@@ -58,9 +58,9 @@ fn die(code: i32, message: &str) -> ! {
 
 /// Worker mode: the protocol on private copies of stdin/stdout, the entry point, exit.
 fn run_worker() -> ! {
-    // No PR_SET_PDEATHSIG: it fires when the *thread* that started the child exits, which
-    // would kill a pool's workers with the thread that built the pool. A worker notices its
-    // parent's death instead by its input channel closing.
+    // The parent set PR_SET_PDEATHSIG (SIGKILL) between fork and exec, from a thread that
+    // lives as long as the parent (`child::spawn_from_keeper`): a worker dies with its
+    // parent even in the middle of a call. Its input channel closing says the same, later.
     let (input, output) = take_protocol_fds();
     let mut writer = FrameWriter::new(output);
     let mut reader = FrameReader::new(input);

@@ -19,7 +19,7 @@ pub(crate) mod source;
 pub(crate) mod lanes;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::clock;
@@ -59,6 +59,9 @@ pub(crate) struct StageCtx {
     scope: Arc<FailureScope>,
     recent: RecentErrors,
     tripped: AtomicBool,
+    /// Run when the stage trips (a process stage kills the calls it has in flight, which
+    /// would otherwise keep the tripped stage, and so the pipeline, from ending).
+    on_trip: OnceLock<TripHook>,
     pub(crate) run: Arc<RunState>,
     /// The pipeline's resume ledger, when resume tracking is on.
     pub(crate) ledger: Option<Arc<Ledger>>,
@@ -90,6 +93,7 @@ impl StageCtx {
             scope,
             recent: RecentErrors::default(),
             tripped: AtomicBool::new(false),
+            on_trip: OnceLock::new(),
             run,
             ledger,
         }
@@ -231,6 +235,11 @@ impl StageCtx {
         }
     }
 
+    /// Sets what runs when the stage trips (once).
+    pub(crate) fn on_trip(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.on_trip.set(TripHook(hook));
+    }
+
     fn trip(&self, (failures, invocations): (u64, u64)) {
         if !self.tripped.swap(true, Ordering::Relaxed) {
             // A count budget does not count invocations on the hot path; report this
@@ -244,6 +253,9 @@ impl StageCtx {
                 .scope
                 .tripped_kind((failures, invocations), self.recent.take());
             self.run.fail(&self.name, kind);
+            if let Some(hook) = self.on_trip.get() {
+                (hook.0)();
+            }
         }
     }
 
@@ -262,6 +274,15 @@ impl StageCtx {
             concurrency: self.lanes.shared_target(),
             counters: self.counters.clone(),
         }
+    }
+}
+
+/// What runs when a stage trips its failure budget.
+struct TripHook(Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for TripHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TripHook")
     }
 }
 

@@ -250,8 +250,12 @@ impl<T: DeserializeOwned> Subprocess<T> {
             batch_bytes: BATCH_BYTES,
         };
         let setup = encode(&setup).map_err(SubprocessError::Io)?;
-        let (child, channel) = ChildProcess::spawn(wire::ENTRY, &setup, &opts.spawn)
-            .map_err(SubprocessError::Spawn)?;
+        let mut spawn = opts.spawn.clone();
+        if let Some(fd) = shm.as_ref().and_then(ShmRing::inherited_fd) {
+            spawn = spawn.inherit_fd(fd);
+        }
+        let (child, channel) =
+            ChildProcess::spawn(wire::ENTRY, &setup, &spawn).map_err(SubprocessError::Spawn)?;
         let (reader, writer) = channel.split();
         let mut this = Self {
             child,

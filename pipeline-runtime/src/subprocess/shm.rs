@@ -2,9 +2,14 @@
 //! a free slot and sends only the slot's number through the pipe; the parent decodes the item
 //! from the slot and releases it.
 //!
-//! The parent creates the backing file (in `/dev/shm`), the child maps it by path, and the
-//! parent unlinks it as soon as the child has mapped it (or when the ring is dropped), so
-//! that nothing is left behind even if both processes are killed later.
+//! On Linux the ring is a `memfd`: an anonymous file that has no name anywhere, which the
+//! child inherits as a descriptor (`SpawnOptions::inherit_fd`) and maps; it goes away with
+//! the last process that maps it, however the two processes end, so it is never left
+//! behind. Elsewhere (or where `memfd_create` is refused) the parent creates a file in
+//! `/dev/shm` and the child maps it by path and unlinks it at once, before it runs any user
+//! code (the parent unlinks it too, when the child answered and when the ring is dropped):
+//! only a parent killed in the milliseconds between creating the file and the child's
+//! start leaves one behind.
 //!
 //! Each slot has a state word (free or full) in a header page. Slots are used in ring order,
 //! which is also the order the parent reads them in. The producer waits on a full slot with a
@@ -27,7 +32,10 @@ const ALIGN: usize = 64;
 /// The description of a ring that the child needs to map it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ShmSpec {
-    pub(crate) path: PathBuf,
+    /// The file to open, for a ring in a named file.
+    pub(crate) path: Option<PathBuf>,
+    /// The descriptor the child inherits, for a `memfd` ring.
+    pub(crate) fd: Option<i32>,
     pub(crate) slots: u32,
     pub(crate) slot_size: usize,
 }
@@ -41,6 +49,8 @@ pub(crate) struct ShmRing {
     slot_size: usize,
     /// Set on the creating side until the file is unlinked.
     owned_path: Option<PathBuf>,
+    /// The creating side's `memfd`, open until the child has mapped it.
+    memfd: Option<File>,
 }
 
 // SAFETY: the mapping is plain shared memory; every access to slot states goes through
@@ -57,8 +67,8 @@ fn slot_stride(slot_size: usize) -> usize {
 }
 
 impl ShmRing {
-    /// Creates a ring of `slots` slots of `slot_size` bytes in a new file under `/dev/shm`
-    /// (the system's temporary directory where there is none).
+    /// Creates a ring of `slots` slots of `slot_size` bytes: a `memfd` on Linux, else a new
+    /// file under `/dev/shm` (the system's temporary directory where there is none).
     pub(crate) fn create(slots: u32, slot_size: usize) -> io::Result<Self> {
         if slots == 0 || slot_size == 0 {
             return Err(io::Error::new(
@@ -66,6 +76,31 @@ impl ShmRing {
                 "a shared-memory ring needs at least one slot of at least one byte",
             ));
         }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // SAFETY: memfd_create with a NUL-terminated name.
+            let fd =
+                unsafe { libc::memfd_create(c"pipeline-runtime-ring".as_ptr(), libc::MFD_CLOEXEC) };
+            if fd >= 0 {
+                use std::os::fd::FromRawFd;
+                // SAFETY: a fresh descriptor, owned by the File and by nothing else.
+                let file = unsafe { File::from_raw_fd(fd) };
+                let len = Self::len_of(slots, slot_size);
+                file.set_len(len as u64)?;
+                let mut ring = Self::map(&file, len, slots, slot_size)?;
+                ring.memfd = Some(file);
+                return Ok(ring);
+            }
+        }
+        Self::create_file(slots, slot_size)
+    }
+
+    fn len_of(slots: u32, slot_size: usize) -> usize {
+        header_len(slots) + slots as usize * slot_stride(slot_size)
+    }
+
+    /// [`create`](Self::create) in a named file.
+    fn create_file(slots: u32, slot_size: usize) -> io::Result<Self> {
         let dir = Path::new("/dev/shm");
         let dir = if dir.is_dir() {
             dir.to_path_buf()
@@ -73,7 +108,7 @@ impl ShmRing {
             std::env::temp_dir()
         };
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let len = header_len(slots) + slots as usize * slot_stride(slot_size);
+        let len = Self::len_of(slots, slot_size);
         let mut attempt = 0;
         let (file, path) = loop {
             let nonce = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -112,14 +147,36 @@ impl ShmRing {
         }
     }
 
-    /// Maps an existing ring (the child's side).
+    /// Maps an existing ring (the child's side). A named file is unlinked at once, so that
+    /// it is gone before the child runs any user code; an inherited `memfd` descriptor is
+    /// left open (the child closes it with [`ShmSpec::close_inherited`]).
     pub(crate) fn open(spec: &ShmSpec) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).open(&spec.path)?;
-        let len = header_len(spec.slots) + spec.slots as usize * slot_stride(spec.slot_size);
+        let file = match (&spec.fd, &spec.path) {
+            (Some(fd), _) => {
+                use std::os::fd::BorrowedFd;
+                // SAFETY: the descriptor was inherited for this ring and is open; it is only
+                // borrowed here, to make an owned copy.
+                unsafe { BorrowedFd::borrow_raw(*fd) }
+                    .try_clone_to_owned()
+                    .map(File::from)?
+            }
+            (None, Some(path)) => {
+                let file = OpenOptions::new().read(true).write(true).open(path)?;
+                let _ = std::fs::remove_file(path);
+                file
+            }
+            (None, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a shared-memory ring with neither a file nor a descriptor",
+                ))
+            }
+        };
+        let len = Self::len_of(spec.slots, spec.slot_size);
         if file.metadata()?.len() < len as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("shared-memory file {} is too short", spec.path.display()),
+                "the shared-memory file is too short",
             ));
         }
         Self::map(&file, len, spec.slots, spec.slot_size)
@@ -146,20 +203,32 @@ impl ShmRing {
             slots,
             slot_size,
             owned_path: None,
+            memfd: None,
         })
     }
 
-    /// What the other side needs to map this ring.
+    /// What the other side needs to map this ring (`None` once [`unlink`](Self::unlink)ed).
     pub(crate) fn spec(&self) -> Option<ShmSpec> {
-        self.owned_path.as_ref().map(|path| ShmSpec {
-            path: path.clone(),
+        if self.owned_path.is_none() && self.memfd.is_none() {
+            return None;
+        }
+        Some(ShmSpec {
+            path: self.owned_path.clone(),
+            fd: self.memfd.as_ref().map(AsRawFd::as_raw_fd),
             slots: self.slots,
             slot_size: self.slot_size,
         })
     }
 
-    /// Removes the backing file; the mappings stay valid. Called once the child has mapped it.
+    /// The `memfd` the child must inherit, if the ring is one.
+    pub(crate) fn inherited_fd(&self) -> Option<i32> {
+        self.memfd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Removes the backing file, or closes this side's `memfd`; the mappings stay valid.
+    /// Called once the child has mapped it.
     pub(crate) fn unlink(&mut self) {
+        self.memfd = None;
         if let Some(path) = self.owned_path.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -271,6 +340,17 @@ impl ShmRing {
         self.state(slot).store(FREE, Ordering::SeqCst);
         if self.waiters().load(Ordering::SeqCst) != 0 {
             futex_wake(self.state(slot));
+        }
+    }
+}
+
+impl ShmSpec {
+    /// Closes the descriptor the child inherited, once it has mapped the ring, so that
+    /// programs the child starts do not inherit it too.
+    pub(crate) fn close_inherited(&self) {
+        if let Some(fd) = self.fd {
+            // SAFETY: the inherited descriptor is owned by nothing else in the child.
+            unsafe { libc::close(fd) };
         }
     }
 }
@@ -387,15 +467,30 @@ mod tests {
     }
 
     #[test]
-    fn the_file_is_removed_on_unlink_and_on_drop() {
-        let mut ring = ShmRing::create(1, 8).unwrap();
-        let path = ring.spec().unwrap().path;
+    fn the_file_is_removed_on_unlink_on_drop_and_when_the_other_side_maps_it() {
+        let mut ring = ShmRing::create_file(1, 8).unwrap();
+        let path = ring.spec().unwrap().path.unwrap();
         assert!(path.exists());
         ring.unlink();
         assert!(!path.exists());
-        let ring = ShmRing::create(1, 8).unwrap();
-        let path = ring.spec().unwrap().path;
+        let ring = ShmRing::create_file(1, 8).unwrap();
+        let path = ring.spec().unwrap().path.unwrap();
         drop(ring);
         assert!(!path.exists());
+        let ring = ShmRing::create_file(1, 8).unwrap();
+        let spec = ring.spec().unwrap();
+        let _child = ShmRing::open(&spec).unwrap();
+        assert!(!spec.path.unwrap().exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn on_linux_the_ring_is_a_memfd_with_no_name() {
+        let ring = ShmRing::create(1, 8).unwrap();
+        let spec = ring.spec().unwrap();
+        assert!(spec.path.is_none() && spec.fd.is_some());
+        let (parent, child) = pair(2, 8);
+        write(&child, 1, b"x");
+        assert_eq!(parent.read(1, 1).unwrap(), b"x");
     }
 }

@@ -25,6 +25,23 @@ fn send_init_failed(channel: &mut Channel, step: &str, message: &str) -> Result<
 /// The worker entry point of every subprocess pipeline or iterator.
 fn run(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
     let setup: Setup = decode(&args).map_err(|e| e.to_string())?;
+    // The ring first, before any user code: mapping it unlinks its file (or closes the
+    // inherited memfd), so a parent killed while the initialiser or factory runs leaves
+    // nothing behind.
+    let shm = match &setup.shm {
+        Some(spec) => {
+            let ring = ShmRing::open(spec);
+            spec.close_inherited();
+            match ring {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    let message = format!("cannot map the shared memory: {e}");
+                    return send_init_failed(&mut channel, "transport", &message);
+                }
+            }
+        }
+        None => None,
+    };
     if let Some((name, args)) = &setup.initializer {
         let init = registry::lookup::<InitFn>(name, Kind::Init)
             .ok_or_else(|| format!("`{name}` is not a registered initialiser"));
@@ -32,16 +49,6 @@ fn run(args: Vec<u8>, mut channel: Channel) -> Result<(), String> {
             return send_init_failed(&mut channel, "initializer", &message);
         }
     }
-    let shm = match &setup.shm {
-        Some(spec) => match ShmRing::open(spec) {
-            Ok(ring) => Some(ring),
-            Err(e) => {
-                let message = format!("cannot map the shared memory: {e}");
-                return send_init_failed(&mut channel, "transport", &message);
-            }
-        },
-        None => None,
-    };
     let start = registry::lookup::<StartFn>(&setup.factory, Kind::Pipeline)
         .or_else(|| registry::lookup::<StartFn>(&setup.factory, Kind::Iter))
         .ok_or_else(|| {

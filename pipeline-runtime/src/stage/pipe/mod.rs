@@ -49,8 +49,8 @@ pub use shape::{StageFn, StageItem};
 /// needs its pool).
 pub(crate) struct StageParts<T, U> {
     pub(crate) body: Body<T, U>,
-    /// Run when the pipeline is asked to stop.
-    pub(crate) on_stop: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Run when the pipeline is asked to stop, and when the stage trips its failure budget.
+    pub(crate) on_stop: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// How a `pipe` stage's lanes run.
@@ -305,7 +305,8 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
         let ctx = l.resizable_stage(name, kind, (concurrency, planned), scope);
         let (tx, out_rx) = l.queue(&ctx.name, out_cap);
         if let Some(hook) = parts.on_stop {
-            l.run.on_stop(hook);
+            ctx.on_trip(hook.clone());
+            l.run.on_stop(Box::new(move || hook()));
         }
         // Lanes share a gate only when something must be serialised at their input:
         // numbering items for input order, or an epoch boundary waiting for the items in

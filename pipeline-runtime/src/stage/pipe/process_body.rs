@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::lane::{Body, Output};
 use crate::executor::Executor;
 use crate::failure::{BuildError, ItemError};
-use crate::process::pool::{CallError, ProcessPool};
+use crate::process::pool::{CallError, ProcessPool, StageCalls};
 use crate::sync::lock;
 
 /// Checks that `F` can be found by name in a worker: a registered, named `fn`.
@@ -34,13 +34,16 @@ pub(crate) fn check_registered<F>(stage: &str) -> Result<(), BuildError> {
 
 /// The body of a process stage running registered function `F` (returning `R`) on the
 /// pool in `executor`, with `shape` reading each reply; and the hook that releases the
-/// stage's handle on the pool when the pipeline stops, so that a pool only this pipeline
-/// holds then ends its workers, even one stuck in a call.
+/// stage's handle on the pool and kills the workers running one of the stage's calls when
+/// the pipeline stops (a drop, `stop()`, a fatal stall) or the stage trips its failure
+/// budget: a call stuck in a worker must not keep that worker from a pool the user goes on
+/// using. The pool replaces a killed worker at once, and a pool only this pipeline held
+/// ends all its workers.
 pub(crate) fn process_body<T, R, U, F>(
     executor: Option<&Executor>,
     stage: &str,
     shape: fn(R) -> Output<U>,
-) -> (Body<T, U>, Box<dyn Fn() + Send + Sync>)
+) -> (Body<T, U>, Arc<dyn Fn() + Send + Sync>)
 where
     T: Serialize + Send + 'static,
     R: DeserializeOwned + 'static,
@@ -51,9 +54,14 @@ where
         Some(Executor::Processes(pool)) => Some(pool.clone()),
         _ => None,
     }));
+    let calls = Arc::new(StageCalls::default());
     let release = {
-        let pool = pool.clone();
-        Box::new(move || drop(lock(&pool).take())) as Box<dyn Fn() + Send + Sync>
+        let (pool, calls) = (pool.clone(), calls.clone());
+        Arc::new(move || {
+            // The pool first: a call the kill ends then reads as a stop, not a failure.
+            drop(lock(&pool).take());
+            calls.stop();
+        }) as Arc<dyn Fn() + Send + Sync>
     };
     let stage = stage.to_owned();
     let body = Body::Sync(Arc::new(move |item: T| {
@@ -65,7 +73,7 @@ where
         let result = match crate::process::encode(&item) {
             Ok(input) => {
                 drop(item);
-                slot.call(key, &input)
+                slot.call(key, &input, &calls)
             }
             Err(e) => return Output::Fail(e.into()),
         };
