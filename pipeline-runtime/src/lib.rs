@@ -106,6 +106,8 @@ pub mod distributed;
 pub mod error;
 pub mod executor;
 mod failure;
+#[cfg(test)]
+mod fuzz;
 pub mod hook;
 mod launch;
 mod memory;

@@ -68,10 +68,25 @@ pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
             format!("frame length {len} exceeds the limit of {MAX_FRAME} bytes"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)?;
+    // The length is the peer's word: allocate as the bytes arrive (a first step of at most
+    // `FIRST_ALLOCATION`, then doubling), so that a corrupt length over a short stream fails
+    // at its end without allocating what it claims.
+    let mut buf = Vec::with_capacity(len.min(FIRST_ALLOCATION));
+    r.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ends after {} of a frame's {len} bytes",
+                buf.len()
+            ),
+        ));
+    }
     Ok(Some(buf))
 }
+
+/// What [`read_frame`] allocates before a frame's bytes have arrived.
+const FIRST_ALLOCATION: usize = 1 << 20;
 
 /// What the parent sends right after the handshake: which entry point to run, with what.
 #[derive(Serialize, Deserialize)]
@@ -106,5 +121,80 @@ mod tests {
         let mut r = &huge[..];
         let err = read_frame(&mut r).unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    }
+
+    /// Regression (found by `fuzz_frames`): a length of up to 1 GiB over a stream of a few
+    /// bytes allocated the whole claimed gigabyte before reading.
+    #[test]
+    fn a_claimed_length_over_a_short_stream_is_not_allocated() {
+        let mut wire = (MAX_FRAME as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&[7u8; 2048]);
+        let err = crate::fuzz::bounded("read_frame", 4 << 20, || {
+            read_frame(&mut &wire[..]).unwrap_err()
+        });
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
+
+    /// Reads frames until the end or an error: never a panic, never more than `wire`
+    /// promises (each frame read is as long as its prefix said, and within the stream).
+    fn read_all(wire: &[u8]) {
+        let mut r = wire;
+        crate::fuzz::bounded("read_frame", 2 * wire.len() as u64 + (4 << 20), || {
+            let mut total = 0;
+            loop {
+                match read_frame(&mut r) {
+                    Ok(Some(frame)) => {
+                        total += 4 + frame.len();
+                        assert!(total <= wire.len());
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        assert!(matches!(
+                            e.kind(),
+                            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                        ));
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::fuzz::config(512))]
+
+            /// Arbitrary bytes as a stream of frames.
+            #[test]
+            fn fuzz_frames_arbitrary(wire in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                read_all(&wire);
+            }
+
+            /// Valid frames with a corrupted length prefix (any `u32`, or one near a real
+            /// length), cut short or not.
+            #[test]
+            fn fuzz_frames_corrupt_lengths(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 1..6),
+                which in any::<prop::sample::Index>(),
+                len in prop_oneof![any::<u32>(), 0u32..2048, Just(MAX_FRAME as u32), Just(u32::MAX)],
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut wire = Vec::new();
+                let mut starts = Vec::new();
+                for f in &frames {
+                    starts.push(wire.len());
+                    write_frame(&mut wire, &[f]).unwrap();
+                }
+                let at = starts[which.index(starts.len())];
+                wire[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                read_all(&wire);
+                let cut = cut.index(wire.len() + 1);
+                read_all(&wire[..cut]);
+            }
+        }
     }
 }
