@@ -19,6 +19,8 @@
 
 mod counters;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod listing;
 mod options;
 #[cfg(feature = "parquet")]

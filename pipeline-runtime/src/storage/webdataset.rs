@@ -111,6 +111,25 @@ pub fn read_shard(
     })
 }
 
+/// The samples of a shard whose bytes arrive as `chunks` (then end), read as
+/// [`read_shard`] reads them: for the fuzzing tests.
+#[cfg(test)]
+pub(crate) fn samples_of_chunks(chunks: Vec<Bytes>) -> Vec<Result<Sample, StorageError>> {
+    let mut state = ShardState {
+        chunks: futures::stream::iter(chunks.into_iter().map(Ok)).boxed(),
+        tar: TarReader::new(),
+        group: Grouper::default(),
+        url: "memory:///fuzz.tar".into(),
+        done: false,
+        failure: None,
+    };
+    let mut out = Vec::new();
+    while let Some(s) = futures::executor::block_on(state.next_sample()) {
+        out.push(s);
+    }
+    out
+}
+
 struct ShardState {
     chunks: BoxStream<'static, Result<Bytes, StorageError>>,
     tar: TarReader,
