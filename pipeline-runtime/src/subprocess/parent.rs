@@ -380,24 +380,11 @@ impl<T: DeserializeOwned> Subprocess<T> {
                 self.read_frame()?;
                 continue;
             }
-            let tag = self.frame[self.pos];
-            let body = &self.frame[self.pos + 1..];
-            match tag {
-                wire::ITEM => {
-                    let (item, rest) = postcard::take_from_bytes::<T>(body)
-                        .map_err(|e| bad_data(format!("cannot decode an item: {e}")))?;
-                    self.pos = self.frame.len() - rest.len();
-                    return Ok(Some(item));
-                }
-                wire::SHM_ITEM => {
-                    let (slot, len) = match body {
-                        [s0, s1, s2, s3, l0, l1, l2, l3, ..] => (
-                            u32::from_le_bytes([*s0, *s1, *s2, *s3]),
-                            u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize,
-                        ),
-                        _ => return Err(bad_data("truncated slot reference".to_owned())),
-                    };
-                    self.pos += 9;
+            let (record, taken) = decode_record::<T>(&self.frame[self.pos..])?;
+            self.pos += taken;
+            match record {
+                Record::Item(item) => return Ok(Some(item)),
+                Record::Shm { slot, len } => {
                     let shm = self
                         .shm
                         .as_ref()
@@ -406,21 +393,12 @@ impl<T: DeserializeOwned> Subprocess<T> {
                     shm.release(slot);
                     return Ok(Some(item?));
                 }
-                wire::EPOCH_END => {
-                    self.pos += 1;
-                    self.state = State::EpochEnded;
-                }
-                wire::FINISHED => {
-                    self.pos += 1;
-                    self.state = State::Finished;
-                }
-                wire::FAILED => {
-                    let error: RemotePipelineError = decode(body)?;
-                    self.pos = self.frame.len();
+                Record::EpochEnd => self.state = State::EpochEnded,
+                Record::Finished => self.state = State::Finished,
+                Record::Failed(error) => {
                     self.state = State::Dead;
                     return Err(SubprocessError::Pipeline(error));
                 }
-                other => return Err(bad_data(format!("unknown record tag {other}"))),
             }
         }
     }
@@ -438,6 +416,49 @@ impl<T: DeserializeOwned> Subprocess<T> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// One record of a frame from the child.
+#[derive(Debug)]
+enum Record<T> {
+    Item(T),
+    /// An item in a shared-memory slot (checked against the ring when it is read).
+    Shm {
+        slot: u32,
+        len: usize,
+    },
+    EpochEnd,
+    Finished,
+    Failed(RemotePipelineError),
+}
+
+/// Decodes the record at the front of `frame` (not empty): the record and how many bytes it
+/// took. The frame comes from the child, so any bytes are an error or a record, never a panic.
+fn decode_record<T: DeserializeOwned>(frame: &[u8]) -> Result<(Record<T>, usize), SubprocessError> {
+    let Some((&tag, body)) = frame.split_first() else {
+        return Err(bad_data("an empty record".to_owned()));
+    };
+    match tag {
+        wire::ITEM => {
+            let (item, rest) = postcard::take_from_bytes::<T>(body)
+                .map_err(|e| bad_data(format!("cannot decode an item: {e}")))?;
+            Ok((Record::Item(item), frame.len() - rest.len()))
+        }
+        wire::SHM_ITEM => match body {
+            [s0, s1, s2, s3, l0, l1, l2, l3, ..] => Ok((
+                Record::Shm {
+                    slot: u32::from_le_bytes([*s0, *s1, *s2, *s3]),
+                    len: u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize,
+                },
+                9,
+            )),
+            _ => Err(bad_data("truncated slot reference".to_owned())),
+        },
+        wire::EPOCH_END => Ok((Record::EpochEnd, 1)),
+        wire::FINISHED => Ok((Record::Finished, 1)),
+        wire::FAILED => Ok((Record::Failed(decode(body)?), frame.len())),
+        other => Err(bad_data(format!("unknown record tag {other}"))),
     }
 }
 
@@ -547,5 +568,113 @@ impl<T> Stream for SubprocessStream<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzz::{bounded, config};
+
+    type Item = (u64, String, Vec<u8>, Option<Vec<(i32, f32)>>);
+
+    /// Decodes records from `frame` until it is used up or an error: each record takes at
+    /// least one byte and no more than is left, and decoding allocates a small multiple of
+    /// the frame whatever lengths its items claim.
+    fn decode_all<T: DeserializeOwned>(frame: &[u8]) {
+        bounded("decode_record", 16 * frame.len() as u64 + (1 << 20), || {
+            let mut pos = 0;
+            while pos < frame.len() {
+                match decode_record::<T>(&frame[pos..]) {
+                    Ok((_, taken)) => {
+                        assert!(taken >= 1 && pos + taken <= frame.len());
+                        pos += taken;
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        (
+            any::<u64>(),
+            ".{0,20}",
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::option::of(proptest::collection::vec(any::<(i32, f32)>(), 0..5)),
+        )
+    }
+
+    /// A valid frame of records: items, slot references, epoch ends, the end.
+    fn frame() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                item().prop_map(|i| {
+                    let mut r = vec![wire::ITEM];
+                    r.extend(encode(&i).unwrap());
+                    r
+                }),
+                any::<(u32, u32)>().prop_map(|(s, l)| {
+                    let mut r = vec![wire::SHM_ITEM];
+                    r.extend(s.to_le_bytes());
+                    r.extend(l.to_le_bytes());
+                    r
+                }),
+                Just(vec![wire::EPOCH_END]),
+                Just(vec![wire::FINISHED]),
+            ],
+            1..8,
+        )
+        .prop_map(|records| records.concat())
+    }
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        #[test]
+        fn fuzz_records_arbitrary(frame in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            decode_all::<Item>(&frame);
+            decode_all::<Vec<String>>(&frame);
+            decode_all::<RemotePipelineError>(&frame);
+        }
+
+        /// Valid frames with bytes flipped, or a length inside an item rewritten (postcard's
+        /// lengths are varints: a flipped byte there claims up to 2^64 elements).
+        #[test]
+        fn fuzz_records_mutated(
+            mut frame in frame(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            varint in any::<u64>(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            decode_all::<Item>(&frame);
+            for (i, b) in flips {
+                let i = i.index(frame.len());
+                frame[i] ^= b | 1;
+            }
+            decode_all::<Item>(&frame);
+            let at = at.index(frame.len() + 1);
+            let mut v = postcard::to_allocvec(&varint).unwrap();
+            frame.splice(at..at, v.drain(..));
+            decode_all::<Item>(&frame);
+        }
+    }
+
+    /// An item claiming 2^63 bytes of data in a frame of a few bytes.
+    #[test]
+    fn a_claimed_length_far_over_the_frame_is_not_allocated() {
+        let mut frame = vec![wire::ITEM];
+        frame.extend(postcard::to_allocvec(&(1u64 << 63)).unwrap());
+        frame.extend([1u8; 64]);
+        let r = bounded("decode_record", 1 << 20, || {
+            decode_record::<Vec<u8>>(&frame)
+        });
+        assert!(r.is_err());
+        let r = bounded("decode_record", 1 << 20, || {
+            decode_record::<Vec<String>>(&frame)
+        });
+        assert!(r.is_err());
     }
 }
