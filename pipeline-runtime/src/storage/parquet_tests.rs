@@ -142,3 +142,61 @@ fn an_unknown_column_is_named() {
         "{e}"
     );
 }
+
+/// Fuzzing: the reader over `bytes` (as one file in a memory store) ends, in an error or
+/// not, without a panic, within the call bound, allocating a bounded multiple of the file.
+fn read_fuzzed(bytes: &[u8]) {
+    use futures::StreamExt;
+    let store = store_with(&[("f.parquet", bytes.to_vec())]);
+    let files = block_on(store.list(&Filter::suffix(".parquet"))).unwrap();
+    let file = files.into_iter().next().unwrap();
+    crate::fuzz::bounded(
+        "parquet read_file",
+        64 * bytes.len() as u64 + (16 << 20),
+        || {
+            let stream = read_file(&store, file, ParquetOptions::new().batch_size(64));
+            block_on(stream.for_each(|_| async {}));
+        },
+    );
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config(64))]
+
+        #[test]
+        fn fuzz_parquet_arbitrary_bytes(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            magic in any::<bool>(),
+        ) {
+            if magic && bytes.len() >= 8 {
+                // Past the magic check, so that the footer's parser is what is fuzzed.
+                let n = bytes.len();
+                bytes[..4].copy_from_slice(b"PAR1");
+                bytes[n - 4..].copy_from_slice(b"PAR1");
+            }
+            read_fuzzed(&bytes);
+        }
+
+        #[test]
+        fn fuzz_parquet_mutated_files(
+            rows in 1i64..300,
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut bytes = parquet_file(rows);
+            for (i, b) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] ^= b | 1;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            read_fuzzed(&bytes);
+        }
+    }
+}
