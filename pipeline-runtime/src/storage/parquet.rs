@@ -219,10 +219,38 @@ impl AsyncFileReader for StoreReader {
                 .with_prefetch_hint(Some(FOOTER_HINT))
                 .load_and_finish(self, size)
                 .await?;
+            check_chunks(&metadata, size)?;
             Ok(Arc::new(metadata))
         }
         .boxed()
     }
+}
+
+/// Every column chunk lies within the file. The footer is the file's word: parquet's reader
+/// panics on a negative offset or size ("column start and length should not be negative",
+/// found by fuzzing), and a chunk past the end is a failed read later; either is a corrupt
+/// footer here.
+fn check_chunks(metadata: &ParquetMetaData, size: u64) -> parquet::errors::Result<()> {
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, col) in group.columns().iter().enumerate() {
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or_else(|| col.data_page_offset());
+            let len = col.compressed_size();
+            let within = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(start, len)| start.checked_add(len))
+                .is_some_and(|end| end <= size);
+            if !within {
+                return Err(ParquetError::General(format!(
+                    "row group {g}, column {c}: the footer puts its {len} bytes at offset \
+                     {start}, outside the file's {size} bytes"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A footer that cannot be fetched is the store's failure; one that cannot be parsed is

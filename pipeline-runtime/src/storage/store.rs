@@ -567,3 +567,75 @@ mod cloud {
         Err(missing(url, "azure"))
     }
 }
+
+/// Credentials given as options never show: not in the `Debug` of the store or its options,
+/// not in the errors of a failing request (`Display`, `Debug`, their sources), not in the
+/// counters.
+#[cfg(all(test, feature = "s3"))]
+mod secret_tests {
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::storage::{block_on, Filter, Retry};
+
+    const SECRET: &str = "SECRET-abc123";
+    const TOKEN: &str = "TOKEN-SECRET-xyz789";
+
+    fn assert_hidden(what: &str, text: &str) {
+        assert!(
+            !text.contains(SECRET) && !text.contains(TOKEN),
+            "{what} shows a secret: {text}"
+        );
+    }
+
+    /// All that an error says, through its chain of sources.
+    fn everything(e: &StorageError) -> String {
+        let mut out = format!("{e}\n{e:?}\n");
+        let mut source = e.source();
+        while let Some(s) = source {
+            out += &format!("{s}\n{s:?}\n");
+            source = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_errors_or_counters() {
+        // A loopback port that nothing listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let options = StoreOptions::new()
+            .endpoint(format!("http://127.0.0.1:{port}"))
+            .region("us-east-1")
+            .allow_http(true)
+            .session_credentials("AKID-visible", SECRET, TOKEN)
+            .retry(Retry::NONE)
+            .http_retry(Retry::NONE, Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(2));
+        let options_debug = format!("{options:?}");
+        assert_hidden("StoreOptions", &options_debug);
+        assert!(options_debug.contains("AKID-visible"), "{options_debug}");
+        let store = Store::open_with("s3://bucket/prefix", options).unwrap();
+        assert_hidden("Store", &format!("{store:?}"));
+
+        let listed = block_on(store.list(&Filter::suffix(".tar"))).unwrap_err();
+        assert_hidden("a failed listing", &everything(&listed));
+        let got = block_on(store.get(&store.path("a.tar"))).unwrap_err();
+        assert_hidden("a failed get", &everything(&got));
+        let ranged = block_on(store.get_range(&store.path("a.tar"), 0..10)).unwrap_err();
+        assert_hidden("a failed ranged get", &everything(&ranged));
+        let put = block_on(store.put(&store.path("b.tar"), Bytes::from_static(b"x"))).unwrap_err();
+        assert_hidden("a failed put", &everything(&put));
+
+        assert_hidden("the counters", &format!("{:?}", store.counters()));
+        assert_hidden("the counts", &format!("{:?}", store.counters().snapshot()));
+        // The errors do name what failed.
+        assert!(
+            listed.to_string().contains("s3://bucket/prefix"),
+            "{listed}"
+        );
+    }
+}
