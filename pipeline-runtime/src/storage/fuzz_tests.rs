@@ -265,3 +265,29 @@ fn a_claimed_size_far_over_the_input_is_not_allocated() {
         group(&bytes, 2048);
     }
 }
+
+/// A pax `size` of 1 GiB (the limit) for a member of a 3 KiB input: the reader waits for
+/// the data, then fails at the end as truncated, allocating nothing like the claim.
+#[test]
+fn a_pax_size_far_over_the_input_is_not_allocated() {
+    // A pax record's length counts the whole record, its own digits included.
+    let record = format!("19 size={MAX_MEMBER_BYTES}\n");
+    assert_eq!(record.len(), 19);
+    let mut w = TarWriter::new();
+    w.append("pax", record.as_bytes());
+    w.append("s1.jpg", &[1u8; 100]);
+    let mut bytes = w.finish();
+    bytes[156] = b'x';
+    let mut field = [0u8; 12];
+    field[..11].copy_from_slice(format!("{:011o}", record.len()).as_bytes());
+    set_size(&mut bytes, 0, &field, true);
+    let err = bounded("a pax size", 1 << 20, || {
+        let mut r = TarReader::new();
+        r.push(&bytes);
+        assert!(r.next_entry().unwrap().is_none(), "waits for the data");
+        r.finish().unwrap_err()
+    });
+    assert_eq!(err.offset, 0, "{}", err.message);
+    assert!(err.message.contains("truncated"), "{}", err.message);
+    group(&bytes, 700);
+}
