@@ -115,6 +115,31 @@ fn a_panicking_key_fails_that_item_only() {
 }
 
 #[test]
+fn a_rate_budget_counts_the_items_whose_key_was_found() {
+    // A panicking key for 20 of the last 500 items: 2% of all, under a 5% budget that is
+    // checked from the 10th item on. Counting failures alone, it would read 100%.
+    let batches = collect(
+        PipelineBuilder::new()
+            .source(0..1_000u32)
+            .aggregate_by(
+                |x: &u32| {
+                    assert!(*x < 500 || x % 25 != 7, "no key for {x}");
+                    x % 4
+                },
+                10,
+            )
+            .sink()
+            .max_failures(MaxFailures::Rate {
+                rate: 0.05,
+                min_invocations: 10,
+            })
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 980);
+}
+
+#[test]
 fn resuming_delivers_every_item_once() {
     let run = |state: Option<ResumeState>| {
         PipelineBuilder::new()

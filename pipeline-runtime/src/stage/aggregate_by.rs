@@ -189,6 +189,10 @@ where
             }
         };
         self.ctx.task_ended(0, ticks, TaskOutcome::Succeeded);
+        // Counted, so that a rate budget sees the items that passed, not only the failures.
+        if !self.ctx.on_success() {
+            return false;
+        }
         let next = self.buckets.len();
         let index = *self.by_key.entry(key).or_insert(next);
         if index == next {
