@@ -28,7 +28,7 @@ pub struct StateError {
 }
 
 impl StateError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }

@@ -9,6 +9,9 @@
 //!   policy and counted in [`StoreCounters`].
 //! - [`webdataset`] turns each tar shard into its samples, streamed, as a stage function for
 //!   `async_try_flat_pipe`.
+//! - [`ShardIndex`] and [`ShardSampler`] read indexed shards as a distributed, exactly
+//!   resumable source: every rank the same number of samples per epoch, a stopped run
+//!   resumed (on any world size) without reading a finished sample again ([`ShardState`]).
 //! - [`shard_split`] deals a shuffled shard list out to the ranks of a distributed job;
 //!   [`ShuffleBuffer`] shuffles samples within a bounded buffer.
 //! - `parquet` (feature `parquet`) reads a Parquet file's rows as Arrow record batches.
@@ -28,6 +31,7 @@ mod options;
 pub mod parquet;
 mod retry;
 mod runtime;
+mod sharded;
 mod shards;
 mod shuffle;
 mod store;
@@ -42,6 +46,10 @@ pub use listing::Filter;
 pub use options::StoreOptions;
 pub use retry::Retry;
 pub use runtime::block_on;
+pub use sharded::{
+    EpochSamples, IndexedShard, ShardEpochs, ShardIndex, ShardPlan, ShardResume, ShardSampler,
+    ShardState, INDEX_FILE,
+};
 pub use shards::{shard_split, shard_split_for};
 pub use shuffle::ShuffleBuffer;
 pub use store::{Object, Store};

@@ -238,10 +238,22 @@ impl Store {
         &self,
         path: Path,
     ) -> impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
+        self.read_stream_range(path, 0..u64::MAX)
+    }
+
+    /// Bytes `range` of the object at `path` as a stream of chunks, read as
+    /// [`read_stream`](Self::read_stream) reads (re-opened where it stopped on a transient
+    /// error). A range that runs past the object's end stops at the end.
+    pub fn read_stream_range(
+        &self,
+        path: Path,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
         let state = ReadState {
             store: self.clone(),
             path,
-            offset: 0,
+            offset: range.start,
+            end: range.end,
             e_tag: None,
             body: None,
             failed_tries: 0,
@@ -293,8 +305,10 @@ impl Store {
 struct ReadState {
     store: Store,
     path: Path,
-    /// Bytes delivered so far: where a re-opened read starts.
+    /// Where the next byte comes from: where a re-opened read starts.
     offset: u64,
+    /// Where the read stops (`u64::MAX`: at the object's end).
+    end: u64,
     e_tag: Option<String>,
     body: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     /// Consecutive failed tries; reset by every chunk that arrives.
@@ -304,7 +318,7 @@ struct ReadState {
 
 impl ReadState {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, StorageError>> {
-        if self.done {
+        if self.done || self.offset >= self.end {
             return None;
         }
         let counters = self.store.inner.counters.clone();
@@ -367,7 +381,11 @@ impl ReadState {
     ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
         self.store.inner.counters.request();
         let options = GetOptions {
-            range: (self.offset > 0).then_some(GetRange::Offset(self.offset)),
+            range: match (self.offset, self.end) {
+                (0, u64::MAX) => None,
+                (start, u64::MAX) => Some(GetRange::Offset(start)),
+                (start, end) => Some(GetRange::Bounded(start..end)),
+            },
             if_match: self.e_tag.clone(),
             ..GetOptions::default()
         };

@@ -173,6 +173,21 @@ impl TarReader {
         Self::default()
     }
 
+    /// A reader whose first byte is the archive's byte `offset` (a ranged read starting at
+    /// a member's first header), so that the offsets it reports are the archive's.
+    pub(crate) fn starting_at(offset: u64) -> Self {
+        Self {
+            offset,
+            ..Self::default()
+        }
+    }
+
+    /// Whether every byte pushed so far was read and no member is half-described: a ranged
+    /// read that stops here stopped between members.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.failed.is_none() && self.buf.is_empty() && self.meta.is_empty()
+    }
+
     /// Adds the next bytes of the archive.
     pub(crate) fn push(&mut self, chunk: &[u8]) {
         if !self.ended && self.failed.is_none() {
@@ -626,6 +641,17 @@ impl TarWriter {
     /// An empty archive.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Bytes written so far: the offset the next file's first header will have (what a
+    /// shard index records for each sample).
+    pub fn len(&self) -> u64 {
+        self.out.len() as u64
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
     }
 
     /// Appends a regular file.

@@ -102,6 +102,36 @@ pub fn read_shard(
         tar: TarReader::new(),
         group: Grouper::default(),
         url,
+        bounded: false,
+        done: false,
+        failure: None,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let item = s.next_sample().await?;
+        Some((item, s))
+    })
+}
+
+/// The samples in bytes `bytes` of a shard, a range that starts at a sample's first header
+/// and ends where another sample starts (or at the archive's end), numbered from
+/// `first_index`: what a shard index says is there. The read may stop between two members
+/// without the end-of-archive blocks; anything else reads as [`read_shard`] reads.
+pub(crate) fn read_shard_range(
+    store: &Store,
+    path: object_store::path::Path,
+    bytes: std::ops::Range<u64>,
+    first_index: u64,
+) -> impl Stream<Item = Result<Sample, StorageError>> + Send + 'static {
+    let url: Arc<str> = store.url_of(&path).into();
+    let state = ShardState {
+        tar: TarReader::starting_at(bytes.start),
+        chunks: store.read_stream_range(path, bytes).boxed(),
+        group: Grouper {
+            current: None,
+            next_index: first_index,
+        },
+        url,
+        bounded: true,
         done: false,
         failure: None,
     };
@@ -120,6 +150,7 @@ pub(crate) fn samples_of_chunks(chunks: Vec<Bytes>) -> Vec<Result<Sample, Storag
         tar: TarReader::new(),
         group: Grouper::default(),
         url: "memory:///fuzz.tar".into(),
+        bounded: false,
         done: false,
         failure: None,
     };
@@ -135,6 +166,8 @@ struct ShardState {
     tar: TarReader,
     group: Grouper,
     url: Arc<str>,
+    /// A ranged read: its end between two members is its end.
+    bounded: bool,
     done: bool,
     /// The shard's failure, due after the complete sample that is delivered first.
     failure: Option<StorageError>,
@@ -166,6 +199,10 @@ impl ShardState {
                     return Some(Err(self.dropping_partial(e)));
                 }
                 None => {
+                    if self.bounded && self.tar.at_boundary() {
+                        self.done = true;
+                        return self.group.take();
+                    }
                     if let Err(e) = self.tar.finish() {
                         return self.broken(e);
                     }
