@@ -16,6 +16,7 @@ pub mod images;
 pub mod progress;
 pub mod s3_server;
 pub mod scratch;
+pub mod shard_job;
 pub mod shards;
 pub mod trace;
 #[cfg(feature = "candle")]
