@@ -313,6 +313,11 @@ impl ReadMap {
         self.runs[i]
     }
 
+    /// Reading positions in all.
+    pub(crate) fn len(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0) + self.runs.last().map_or(0, SampleRun::len)
+    }
+
     /// The reading position of run `i`'s first sample.
     pub(crate) fn start_of(&self, i: usize) -> u64 {
         self.starts[i]

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 
 use super::order::BufferOrder;
 use super::plan::{Left, ReadMap};
@@ -37,19 +37,37 @@ struct Reading {
     left: Option<Left>,
     /// Samples read and not handed out yet (they are in the shuffle buffer).
     read: HashMap<u64, Result<Sample, StorageError>>,
+    /// Every reading position below it was read or passed over as not owed.
+    cursor: u64,
     /// The open ranged read: the reading position of its next sample, and where it ends.
     stream: Option<OpenRead>,
+    /// The next run's read, started when the current one started, so that its first bytes
+    /// are on their way before they are needed.
+    next_run: Option<OpenRead>,
     /// Shards that failed for good, with the error, so that their later samples fail at
     /// once instead of each re-reading the damage.
     failed: HashMap<u32, StorageError>,
     runtime: tokio::runtime::Runtime,
 }
 
+/// A ranged read running on the reading runtime, ahead of the consumer by at most
+/// [`READ_AHEAD`] samples; dropping it stops the read.
 struct OpenRead {
     next: u64,
     end: u64,
-    samples: BoxStream<'static, Result<Sample, StorageError>>,
+    samples: tokio::sync::mpsc::Receiver<Result<Sample, StorageError>>,
+    task: tokio::task::JoinHandle<()>,
 }
+
+impl Drop for OpenRead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Samples a ranged read parses ahead of the consumer (per open read; at most two are open,
+/// the current one and the next run's).
+const READ_AHEAD: usize = 32;
 
 impl EpochSamples {
     pub(crate) fn new(sampler: ShardSampler, epoch: u64) -> Self {
@@ -70,7 +88,10 @@ impl EpochSamples {
     fn reading(&mut self) -> Result<&mut Reading, StorageError> {
         if self.state.is_none() {
             let plan = &self.sampler.plan;
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // One thread of its own, so that reads go on while the pipeline works.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("pipeline-shard-read")
                 .enable_all()
                 .build()
                 .map_err(|e| {
@@ -84,7 +105,9 @@ impl EpochSamples {
                 order: plan.order(self.epoch, self.len),
                 left: self.sampler.left_of(self.epoch),
                 read: HashMap::new(),
+                cursor: 0,
                 stream: None,
+                next_run: None,
                 failed: HashMap::new(),
                 runtime,
             }));
@@ -106,58 +129,86 @@ impl Reading {
         if let Some(sample) = self.read.remove(&pos) {
             return sample;
         }
-        // Read forward to `pos`, keeping the owed samples on the way (they are in the
-        // buffer) and jumping over the rest.
+        if pos < self.cursor {
+            // Passed over as not owed (a state that does not match its pipeline): alone.
+            self.open(sampler, pos, pos + 1);
+            let sample = self.read_next(sampler);
+            self.stream = None;
+            return sample;
+        }
+        // Read forward from the cursor to `pos`, keeping the owed samples on the way (they
+        // are in the buffer) and jumping over the rest.
         loop {
-            let next = match &self.stream {
-                Some(open) if open.next < open.end => open.next,
-                _ => self.open_at(sampler, pos),
-            };
-            if next > pos {
-                // Not reached by the open read: `pos` alone.
-                self.stream = None;
-                continue;
+            while self.cursor < pos && !self.owed(self.cursor) {
+                self.cursor += 1;
+            }
+            let at = self.cursor;
+            if !matches!(&self.stream, Some(open) if open.next == at && open.next < open.end) {
+                let end = self.stretch_end(at, pos);
+                self.open(sampler, at, end);
             }
             let sample = self.read_next(sampler);
-            if next == pos {
+            self.cursor = at + 1;
+            if at == pos {
                 return sample;
             }
-            if self.owed(next) {
-                self.read.insert(next, sample);
-            }
+            self.read.insert(at, sample);
         }
     }
 
-    /// Opens a ranged read from the first owed position at or after the cursor... which,
-    /// with nothing open, is `pos` itself. Returns the reading position it starts at.
-    fn open_at(&mut self, sampler: &ShardSampler, pos: u64) -> u64 {
-        let (run_index, _) = self.map.run_of(pos);
-        let run_start = self.map.start_of(run_index);
-        let run = self.map.run(run_index);
-        // The stretch of owed positions from `pos` within its run: one ranged read.
-        let run_end = run_start + run.len();
-        let mut end = pos + 1;
-        while end < run_end && self.owed(end) {
+    /// The end of the stretch of owed positions from `at` (and `pos` itself) within `at`'s
+    /// run: what one ranged read covers.
+    fn stretch_end(&self, at: u64, pos: u64) -> u64 {
+        let (run_index, _) = self.map.run_of(at);
+        let run_end = self.map.start_of(run_index) + self.map.run(run_index).len();
+        let mut end = at + 1;
+        while end < run_end && (end == pos || self.owed(end)) {
             end += 1;
         }
+        end
+    }
+
+    /// Opens a ranged read of reading positions `from..end` (one run's), or takes it from
+    /// the read started ahead; then starts the next run's read if it will be needed.
+    fn open(&mut self, sampler: &ShardSampler, from: u64, end: u64) {
+        self.stream = match self.next_run.take() {
+            Some(ahead) if ahead.next == from && ahead.end == end => Some(ahead),
+            _ => Some(self.spawn_read(sampler, from, end)),
+        };
+        let (run_index, _) = self.map.run_of(from);
+        let run_end = self.map.start_of(run_index) + self.map.run(run_index).len();
+        if end == run_end && run_end < self.map.len() && self.owed(run_end) {
+            let ahead_end = self.stretch_end(run_end, run_end);
+            self.next_run = Some(self.spawn_read(sampler, run_end, ahead_end));
+        }
+    }
+
+    fn spawn_read(&self, sampler: &ShardSampler, from: u64, end: u64) -> OpenRead {
+        let (run_index, within) = self.map.run_of(from);
+        let run = self.map.run(run_index);
         let shard = &sampler.index.shards()[run.shard as usize];
-        let first = run.start + (pos - run_start);
-        let bytes = shard.byte_range(first..first + (end - pos));
+        let first = run.start + within;
+        let bytes = shard.byte_range(first..first + (end - from));
         let counter = sampler.bytes_read.clone();
         let path = sampler.store.path(shard.name());
-        let samples = read_shard_range(&sampler.store, path, bytes.clone(), first)
-            .inspect(move |sample| {
-                if let Ok(s) = sample {
+        let mut samples = read_shard_range(&sampler.store, path, bytes, first).boxed();
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let task = self.runtime.spawn(async move {
+            while let Some(sample) = samples.next().await {
+                if let Ok(s) = &sample {
                     counter.fetch_add(s.byte_len() as u64, Ordering::Relaxed);
                 }
-            })
-            .boxed();
-        self.stream = Some(OpenRead {
-            next: pos,
-            end,
-            samples,
+                if tx.send(sample).await.is_err() {
+                    return;
+                }
+            }
         });
-        pos
+        OpenRead {
+            next: from,
+            end,
+            samples: rx,
+            task,
+        }
     }
 
     /// The open read's next sample, checked against the index.
@@ -171,7 +222,7 @@ impl Reading {
         }
         let shard = &sampler.index.shards()[shard_no as usize];
         let expected_at = shard.byte_range(sample_no..sample_no + 1).start;
-        let got = self.runtime.block_on(open.samples.next());
+        let got = open.samples.blocking_recv();
         let result = match got {
             Some(Ok(sample)) if sample.offset == expected_at => Ok(sample),
             Some(Ok(sample)) => Err(StorageError::new(
