@@ -47,8 +47,8 @@ pub use options::StoreOptions;
 pub use retry::Retry;
 pub use runtime::block_on;
 pub use sharded::{
-    EpochSamples, IndexedShard, ShardEpochs, ShardIndex, ShardPlan, ShardResume, ShardSampler,
-    ShardState, INDEX_FILE,
+    EpochSamples, IndexedShard, ShardEpochs, ShardFormat, ShardIndex, ShardPlan, ShardResume,
+    ShardSampler, ShardState, WebDataset, INDEX_FILE,
 };
 pub use shards::{shard_split, shard_split_for};
 pub use shuffle::ShuffleBuffer;

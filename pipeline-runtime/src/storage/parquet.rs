@@ -35,7 +35,7 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use futures::Stream;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::errors::ParquetError;
@@ -47,6 +47,8 @@ pub use arrow_array;
 use arrow_array::RecordBatch;
 
 use super::error::{StorageError, StorageErrorKind};
+use super::listing::Filter;
+use super::sharded::{IndexedShard, ShardFormat, ShardIndex};
 use super::store::{Object, Store};
 
 /// What to read of each file, and which part of it is this rank's.
@@ -158,31 +160,213 @@ async fn open(
     let groups: Vec<usize> = (0..builder.metadata().num_row_groups())
         .filter(|g| g % options.world == options.rank)
         .collect();
-    let mut builder = builder
+    let builder = builder
         .with_row_groups(groups)
         .with_batch_size(options.batch_size);
-    if let Some(names) = &options.columns {
-        let schema = builder.parquet_schema();
-        let fields = schema.root_schema().get_fields();
-        let mut roots = Vec::with_capacity(names.len());
-        for name in names {
-            match fields.iter().position(|f| f.name() == name) {
-                Some(i) => roots.push(i),
-                None => {
-                    let have: Vec<&str> = fields.iter().map(|f| f.name()).collect();
-                    return Err(fail(
-                        StorageErrorKind::Config,
-                        format!("no column `{name}` (it has {})", have.join(", ")),
-                    ));
-                }
-            }
-        }
-        let mask = ProjectionMask::roots(schema, roots);
-        builder = builder.with_projection(mask);
-    }
-    builder
+    project(builder, options.columns.as_deref(), &url)?
         .build()
         .map_err(|e| fail(StorageErrorKind::Corrupt, e.to_string()))
+}
+
+type StreamBuilder = ParquetRecordBatchStreamBuilder<StoreReader>;
+
+/// Reads only the columns `names` (all of them if `None`); a name the file lacks is an
+/// error listing the ones it has.
+fn project(
+    builder: StreamBuilder,
+    names: Option<&[String]>,
+    url: &str,
+) -> Result<StreamBuilder, StorageError> {
+    let Some(names) = names else {
+        return Ok(builder);
+    };
+    let schema = builder.parquet_schema();
+    let fields = schema.root_schema().get_fields();
+    let mut roots = Vec::with_capacity(names.len());
+    for name in names {
+        match fields.iter().position(|f| f.name() == name) {
+            Some(i) => roots.push(i),
+            None => {
+                let have: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+                return Err(StorageError::new(
+                    StorageErrorKind::Config,
+                    format!(
+                        "parquet file {url}: no column `{name}` (it has {})",
+                        have.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let mask = ProjectionMask::roots(schema, roots);
+    Ok(builder.with_projection(mask))
+}
+
+/// Parquet files as shards of rows, for a [`ShardSampler`](super::ShardSampler): each
+/// sample is one row, as a one-row [`RecordBatch`] (a slice of a larger one, no copy).
+/// Build the dataset's index with [`index_files`]; a run of rows is read from the row
+/// groups that hold it, only the named columns. [`ShardSampler::bytes_read`]
+/// (super::ShardSampler::bytes_read) counts nothing for Parquet: the store's counters have
+/// the bytes fetched.
+#[derive(Debug, Clone)]
+pub struct ParquetRows {
+    columns: Option<Vec<String>>,
+}
+
+impl ParquetRows {
+    /// Every column.
+    pub fn new() -> Self {
+        Self { columns: None }
+    }
+
+    /// Only these columns.
+    pub fn columns<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.columns = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+impl Default for ParquetRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Rows are read from their row groups this many at a time, then handed out one by one.
+const ROW_BATCH: usize = 1024;
+
+impl ShardFormat for ParquetRows {
+    type Sample = RecordBatch;
+
+    fn read(
+        &self,
+        store: &Store,
+        shard: &IndexedShard,
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<RecordBatch, StorageError>> {
+        let path = store.path(shard.name());
+        let url: Arc<str> = store.url_of(&path).into();
+        let reader = StoreReader {
+            store: store.clone(),
+            path,
+            size: shard.bytes(),
+        };
+        let columns = self.columns.clone();
+        let corrupt = {
+            let url = url.clone();
+            move |e: ParquetError| {
+                StorageError::new(
+                    StorageErrorKind::Corrupt,
+                    format!("parquet file {url}: {e}"),
+                )
+                .with_source(e)
+            }
+        };
+        futures::stream::once(open_rows(reader, columns, range, url))
+            .map_ok(move |batches| batches.map_err(corrupt.clone()))
+            .try_flatten()
+            .flat_map(|batch| {
+                let rows: Vec<Result<RecordBatch, StorageError>> = match batch {
+                    Ok(b) => (0..b.num_rows()).map(|i| Ok(b.slice(i, 1))).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(rows)
+            })
+            .boxed()
+    }
+
+    fn bytes(_: &RecordBatch) -> u64 {
+        0
+    }
+}
+
+/// A stream of rows `range` of a file: the row groups that hold them, the rows outside
+/// skipped.
+async fn open_rows(
+    reader: StoreReader,
+    columns: Option<Vec<String>>,
+    range: Range<u64>,
+    url: Arc<str>,
+) -> Result<ParquetRecordBatchStream<StoreReader>, StorageError> {
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| {
+            StorageError::new(
+                kind_of(&e),
+                format!("parquet file {url}: cannot read its footer: {e}"),
+            )
+        })?;
+    let mut groups = Vec::new();
+    let mut first_row = None;
+    let mut at = 0u64;
+    for (g, group) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+        if at < range.end && at + rows > range.start {
+            groups.push(g);
+            first_row.get_or_insert(at);
+        }
+        at += rows;
+    }
+    let first_row = first_row.unwrap_or(range.start);
+    let skip = usize::try_from(range.start.saturating_sub(first_row)).unwrap_or(usize::MAX);
+    let take = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(take)]);
+    let builder = builder
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .with_batch_size(ROW_BATCH);
+    project(builder, columns.as_deref(), &url)?
+        .build()
+        .map_err(|e| {
+            StorageError::new(
+                StorageErrorKind::Corrupt,
+                format!("parquet file {url}: {e}"),
+            )
+        })
+}
+
+/// The index of the Parquet files below `store`'s root that `filter` keeps: each file's
+/// row count, from its footer (one ranged read per file, `concurrency` at a time).
+pub async fn index_files(
+    store: &Store,
+    filter: &Filter,
+    concurrency: usize,
+) -> Result<ShardIndex, StorageError> {
+    let objects = store.list(filter).await?;
+    let root = store.prefix().as_ref().len();
+    let shards: Vec<IndexedShard> = futures::stream::iter(objects)
+        .map(|object| async move {
+            let url = store.url_of(&object.path);
+            let name = object.path.as_ref()[root..]
+                .trim_start_matches('/')
+                .to_owned();
+            let mut reader = StoreReader {
+                store: store.clone(),
+                path: object.path,
+                size: object.size,
+            };
+            let metadata = reader.get_metadata(None).await.map_err(|e| {
+                StorageError::new(
+                    kind_of(&e),
+                    format!("parquet file {url}: cannot read its footer: {e}"),
+                )
+            })?;
+            let rows = u64::try_from(metadata.file_metadata().num_rows()).map_err(|_| {
+                StorageError::new(
+                    StorageErrorKind::Corrupt,
+                    format!("parquet file {url}: a negative row count"),
+                )
+            })?;
+            IndexedShard::rows(name, object.size, rows)
+        })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    ShardIndex::new(shards)
 }
 
 /// A Parquet file read by ranges through a [`Store`], so that its reads are retried and

@@ -230,3 +230,128 @@ mod fuzz {
         }
     }
 }
+
+mod sharded {
+    //! Parquet files as shards of rows: equal blocks, exact resume, another world size.
+
+    use std::collections::BTreeMap;
+
+    use super::{parquet_file, store_with};
+    use crate::distributed::{Rank, Split};
+    use crate::storage::parquet::{index_files, ParquetRows};
+    use crate::storage::{block_on, Filter, ShardSampler, ShardState};
+    use crate::{Order, Pipeline, PipelineBuilder, ResumeState};
+    use arrow_array::{Int64Array, RecordBatch, StringArray};
+
+    /// Row `(file, id)` as one number, checking its caption on the way.
+    fn row(
+        file_of: fn(i64) -> i64,
+    ) -> impl Fn(Result<RecordBatch, crate::storage::StorageError>) -> Result<i64, String> {
+        move |batch| {
+            let b = batch.map_err(|e| e.to_string())?;
+            assert_eq!(b.num_rows(), 1);
+            let id = b
+                .column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
+            let caption = b
+                .column_by_name("caption")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_owned();
+            assert_eq!(caption, format!("caption {id}"));
+            assert!(
+                b.column_by_name("score").is_none(),
+                "only the named columns"
+            );
+            Ok(file_of(id) + id)
+        }
+    }
+
+    fn build(s: &ShardSampler<ParquetRows>, state: Option<ResumeState>) -> Pipeline<i64> {
+        PipelineBuilder::new()
+            .continuous_source(s.epochs())
+            .try_pipe(row(|_| 0))
+            .concurrency(3)
+            .order(Order::Input)
+            .sink()
+            .resume_from(state)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn rows_of_parquet_files_resume_exactly_and_split_equally() {
+        let store = store_with(&[
+            ("t/a.parquet", parquet_file(250)),
+            ("t/b.parquet", parquet_file(130)),
+            ("t/c.parquet", parquet_file(321)),
+        ]);
+        let index = std::sync::Arc::new(
+            block_on(index_files(&store, &Filter::suffix(".parquet"), 2)).unwrap(),
+        );
+        assert_eq!(index.samples(), 701);
+        let rows = ParquetRows::new().columns(["id", "caption"]);
+        let sampler = |r, w| {
+            ShardSampler::with_format(
+                &store,
+                index.clone(),
+                Rank::new(r, w).unwrap(),
+                rows.clone(),
+            )
+            .seed(4)
+            .shuffle_buffer(50)
+            .split(Split::Even)
+        };
+        // One rank, stopped in the middle of a row group and resumed: the same sequence.
+        let s = sampler(0, 1);
+        let mut p = build(&s, None);
+        let full: Vec<i64> = p.epoch().map(|x| x.unwrap()).collect();
+        assert_eq!(full.len(), 701);
+        for stop in [1, 77, 400] {
+            let mut p = build(&s, None);
+            let mut got: Vec<i64> = p.epoch().take(stop).map(|x| x.unwrap()).collect();
+            let state = ShardState::new(&s, p.resume_state().unwrap());
+            drop(p);
+            let json = serde_json::to_string(&state).unwrap();
+            let resumed = serde_json::from_str::<ShardState>(&json)
+                .unwrap()
+                .resume(&s)
+                .unwrap();
+            let mut p = build(&resumed.sampler, Some(resumed.pipeline));
+            got.extend(p.epoch().map(|x| x.unwrap()));
+            assert_eq!(got, full, "stop {stop}");
+        }
+        // Two ranks stopped, three finish the epoch: every row of the epoch once.
+        let mut seen: BTreeMap<(u64, i64), u32> = BTreeMap::new();
+        let mut states = Vec::new();
+        for r in 0..2 {
+            let s = sampler(r, 2);
+            let mut p = build(&s, None);
+            for x in p.epoch().take(60 + r as usize * 30) {
+                *seen.entry((0, x.unwrap())).or_default() += 1;
+            }
+            states.push(ShardState::new(&s, p.resume_state().unwrap()));
+        }
+        for r in 0..3 {
+            let resumed = ShardState::resume_all(&states, &sampler(r, 3)).unwrap();
+            let mut p = build(&resumed.sampler, Some(resumed.pipeline));
+            for x in p.epoch() {
+                *seen.entry((0, x.unwrap())).or_default() += 1;
+            }
+        }
+        let mut expected: BTreeMap<(u64, i64), u32> = BTreeMap::new();
+        for n in [250, 130, 321] {
+            for id in 0..n {
+                *expected.entry((0, id)).or_default() += 1;
+            }
+        }
+        assert_eq!(seen, expected, "every row of the epoch exactly once");
+    }
+}

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `sizes` are the samples' lengths in bytes (all their members' headers and data), in the
-//! order of the archive, from `first`, the offset of the first sample's first header.
+//! order of the archive, from `first`, the offset of the first sample's first header. A
+//! file of rows (Parquet) has `"rows": N` instead: its samples are its rows, found through
+//! its own footer.
 
 use std::ops::Range;
 
@@ -41,12 +43,14 @@ pub struct ShardIndex {
     samples: u64,
 }
 
-/// One shard of a [`ShardIndex`].
+/// One shard of a [`ShardIndex`]: a tar shard with the byte offset of each sample, or a
+/// file of rows (Parquet) with its row count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedShard {
     name: String,
     bytes: u64,
-    /// The first header of each sample, then the end of the last one.
+    samples: u64,
+    /// Tar: the first header of each sample, then the end of the last one. Rows: empty.
     offsets: Vec<u64>,
 }
 
@@ -64,7 +68,21 @@ impl IndexedShard {
         let shard = Self {
             name: name.into(),
             bytes,
+            samples: offsets.len() as u64 - 1,
             offsets,
+        };
+        shard.check()?;
+        Ok(shard)
+    }
+
+    /// A file of `rows` rows (a Parquet file), named `name` (relative to the dataset's
+    /// root), of `bytes` bytes: its samples are its rows.
+    pub fn rows(name: impl Into<String>, bytes: u64, rows: u64) -> Result<Self, StorageError> {
+        let shard = Self {
+            name: name.into(),
+            bytes,
+            samples: rows,
+            offsets: Vec::new(),
         };
         shard.check()?;
         Ok(shard)
@@ -80,13 +98,17 @@ impl IndexedShard {
         self.bytes
     }
 
-    /// Its samples.
+    /// Its samples (a file of rows: its rows).
     pub fn samples(&self) -> u64 {
-        self.offsets.len() as u64 - 1
+        self.samples
     }
 
-    /// The bytes of samples `samples` (a range of them, in the archive's order).
+    /// The bytes of samples `samples` (a range of them, in the archive's order); the whole
+    /// file for a file of rows.
     pub fn byte_range(&self, samples: Range<u64>) -> Range<u64> {
+        if self.offsets.is_empty() {
+            return 0..self.bytes;
+        }
         self.offsets[samples.start as usize]..self.offsets[samples.end as usize]
     }
 
@@ -123,14 +145,21 @@ struct IndexFile {
 struct ShardEntry {
     name: String,
     bytes: u64,
+    /// A file of rows: its row count (and no `first`, `sizes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rows: Option<u64>,
+    #[serde(default)]
     first: u64,
+    #[serde(default)]
     sizes: Vec<u64>,
 }
 
 impl ShardIndex {
     /// An index of `shards`, in the order given (the dataset's order).
     pub fn new(shards: Vec<IndexedShard>) -> Result<Self, StorageError> {
-        let samples = shards.iter().map(IndexedShard::samples).sum::<u64>();
+        let samples = shards
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.samples()));
         if samples > MAX_SAMPLES {
             return Err(StorageError::new(
                 StorageErrorKind::Corrupt,
@@ -223,6 +252,15 @@ impl ShardIndex {
             .shards
             .into_iter()
             .map(|entry| {
+                if let Some(rows) = entry.rows {
+                    if !entry.sizes.is_empty() {
+                        return Err(corrupt(format!(
+                            "shard `{}` has both `rows` and `sizes`",
+                            entry.name
+                        )));
+                    }
+                    return IndexedShard::rows(entry.name, entry.bytes, rows);
+                }
                 let mut starts = Vec::with_capacity(entry.sizes.len());
                 let mut at = entry.first;
                 for size in entry.sizes {
@@ -247,7 +285,8 @@ impl ShardIndex {
                 .map(|s| ShardEntry {
                     name: s.name.clone(),
                     bytes: s.bytes,
-                    first: s.offsets[0],
+                    rows: s.offsets.is_empty().then_some(s.samples),
+                    first: s.offsets.first().copied().unwrap_or(0),
                     sizes: s.offsets.windows(2).map(|w| w[1] - w[0]).collect(),
                 })
                 .collect(),
@@ -275,6 +314,7 @@ impl ShardIndex {
                 h = mix64(h ^ u64::from(b));
             }
             h = mix64(h ^ shard.bytes);
+            h = mix64(h ^ shard.samples);
             for &offset in &shard.offsets {
                 h = mix64(h ^ offset);
             }
@@ -292,9 +332,10 @@ mod tests {
         let index = ShardIndex::new(vec![
             IndexedShard::new("a.tar", 10_240, vec![0, 1536, 4096], 8192).unwrap(),
             IndexedShard::new("b/c.tar", 2048, vec![0], 1024).unwrap(),
+            IndexedShard::rows("d.parquet", 5000, 300).unwrap(),
         ])
         .unwrap();
-        assert_eq!(index.samples(), 4);
+        assert_eq!(index.samples(), 304);
         let back = ShardIndex::from_json(&index.to_json()).unwrap();
         assert_eq!(back, index);
         assert_eq!(back.fingerprint(), index.fingerprint());
@@ -317,6 +358,14 @@ mod tests {
                 "overflow",
             ),
             (r#"{"version":2,"shards":[]}"#, "version"),
+            (
+                r#"{"version":1,"shards":[{"name":"a.parquet","bytes":9,"rows":18446744073709551615},{"name":"b.parquet","bytes":9,"rows":9}]}"#,
+                "over the limit",
+            ),
+            (
+                r#"{"version":1,"shards":[{"name":"a.parquet","bytes":9,"rows":3,"sizes":[1]}]}"#,
+                "both",
+            ),
             (r#"{"shards":7}"#, "not a shard index"),
         ] {
             let e = ShardIndex::from_json(bad.as_bytes()).unwrap_err();

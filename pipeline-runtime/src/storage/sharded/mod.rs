@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+mod format;
 mod index;
 mod order;
 mod plan;
@@ -47,6 +48,7 @@ mod reader;
 mod sampler;
 mod state;
 
+pub use format::{ShardFormat, WebDataset};
 pub use index::{IndexedShard, ShardIndex, INDEX_FILE};
 pub use plan::ShardPlan;
 pub use reader::EpochSamples;

@@ -13,37 +13,37 @@ use std::sync::atomic::Ordering;
 
 use futures::stream::StreamExt;
 
+use super::format::{ShardFormat, WebDataset};
 use super::order::BufferOrder;
 use super::plan::{Left, ReadMap};
 use super::sampler::ShardSampler;
 use crate::storage::error::{StorageError, StorageErrorKind};
-use crate::storage::webdataset::{read_shard_range, Sample};
 
 /// One rank's samples of one epoch; see [`ShardSampler::epoch`]. An exact-size iterator
 /// whose `nth` reads nothing.
-pub struct EpochSamples {
-    sampler: ShardSampler,
+pub struct EpochSamples<F: ShardFormat = WebDataset> {
+    sampler: ShardSampler<F>,
     epoch: u64,
     len: u64,
     /// Built at the first sample, so that an epoch a resumed pipeline passes over costs
     /// nothing.
-    state: Option<Box<Reading>>,
+    state: Option<Box<Reading<F>>>,
 }
 
-struct Reading {
+struct Reading<F: ShardFormat> {
     map: ReadMap,
     order: BufferOrder,
     /// What a resumed pipeline still owes of this epoch (`None`: everything).
     left: Option<Left>,
     /// Samples read and not handed out yet (they are in the shuffle buffer).
-    read: HashMap<u64, Result<Sample, StorageError>>,
+    read: HashMap<u64, Result<F::Sample, StorageError>>,
     /// Every reading position below it was read or passed over as not owed.
     cursor: u64,
     /// The open ranged read: the reading position of its next sample, and where it ends.
-    stream: Option<OpenRead>,
+    stream: Option<OpenRead<F::Sample>>,
     /// The next run's read, started when the current one started, so that its first bytes
     /// are on their way before they are needed.
-    next_run: Option<OpenRead>,
+    next_run: Option<OpenRead<F::Sample>>,
     /// Shards that failed for good, with the error, so that their later samples fail at
     /// once instead of each re-reading the damage.
     failed: HashMap<u32, StorageError>,
@@ -52,14 +52,14 @@ struct Reading {
 
 /// A ranged read running on the reading runtime, ahead of the consumer by at most
 /// [`READ_AHEAD`] samples; dropping it stops the read.
-struct OpenRead {
+struct OpenRead<S> {
     next: u64,
     end: u64,
-    samples: tokio::sync::mpsc::Receiver<Result<Sample, StorageError>>,
+    samples: tokio::sync::mpsc::Receiver<Result<S, StorageError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for OpenRead {
+impl<S> Drop for OpenRead<S> {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -69,8 +69,8 @@ impl Drop for OpenRead {
 /// the current one and the next run's).
 const READ_AHEAD: usize = 32;
 
-impl EpochSamples {
-    pub(crate) fn new(sampler: ShardSampler, epoch: u64) -> Self {
+impl<F: ShardFormat> EpochSamples<F> {
+    pub(crate) fn new(sampler: ShardSampler<F>, epoch: u64) -> Self {
         let len = sampler.epoch_len(epoch);
         Self {
             sampler,
@@ -85,7 +85,7 @@ impl EpochSamples {
         self.epoch
     }
 
-    fn reading(&mut self) -> Result<&mut Reading, StorageError> {
+    fn reading(&mut self) -> Result<&mut Reading<F>, StorageError> {
         if self.state.is_none() {
             let plan = &self.sampler.plan;
             // One thread of its own, so that reads go on while the pipeline works.
@@ -116,7 +116,7 @@ impl EpochSamples {
     }
 }
 
-impl Reading {
+impl<F: ShardFormat> Reading<F> {
     /// Whether reading position `pos` (at or past the order's) must be read: it is in the
     /// buffer, or not yet in it, and the resumed pipeline owes it.
     fn owed(&self, pos: u64) -> bool {
@@ -125,7 +125,7 @@ impl Reading {
     }
 
     /// The sample at reading position `pos`, which the order has just handed out.
-    fn sample(&mut self, sampler: &ShardSampler, pos: u64) -> Result<Sample, StorageError> {
+    fn sample(&mut self, sampler: &ShardSampler<F>, pos: u64) -> Result<F::Sample, StorageError> {
         if let Some(sample) = self.read.remove(&pos) {
             return sample;
         }
@@ -170,7 +170,7 @@ impl Reading {
 
     /// Opens a ranged read of reading positions `from..end` (one run's), or takes it from
     /// the read started ahead; then starts the next run's read if it will be needed.
-    fn open(&mut self, sampler: &ShardSampler, from: u64, end: u64) {
+    fn open(&mut self, sampler: &ShardSampler<F>, from: u64, end: u64) {
         self.stream = match self.next_run.take() {
             Some(ahead) if ahead.next == from && ahead.end == end => Some(ahead),
             _ => Some(self.spawn_read(sampler, from, end)),
@@ -183,20 +183,20 @@ impl Reading {
         }
     }
 
-    fn spawn_read(&self, sampler: &ShardSampler, from: u64, end: u64) -> OpenRead {
+    fn spawn_read(&self, sampler: &ShardSampler<F>, from: u64, end: u64) -> OpenRead<F::Sample> {
         let (run_index, within) = self.map.run_of(from);
         let run = self.map.run(run_index);
         let shard = &sampler.index.shards()[run.shard as usize];
         let first = run.start + within;
-        let bytes = shard.byte_range(first..first + (end - from));
         let counter = sampler.bytes_read.clone();
-        let path = sampler.store.path(shard.name());
-        let mut samples = read_shard_range(&sampler.store, path, bytes, first).boxed();
+        let mut samples = sampler
+            .format
+            .read(&sampler.store, shard, first..first + (end - from));
         let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
         let task = self.runtime.spawn(async move {
             while let Some(sample) = samples.next().await {
                 if let Ok(s) = &sample {
-                    counter.fetch_add(s.byte_len() as u64, Ordering::Relaxed);
+                    counter.fetch_add(F::bytes(s), Ordering::Relaxed);
                 }
                 if tx.send(sample).await.is_err() {
                     return;
@@ -212,7 +212,7 @@ impl Reading {
     }
 
     /// The open read's next sample, checked against the index.
-    fn read_next(&mut self, sampler: &ShardSampler) -> Result<Sample, StorageError> {
+    fn read_next(&mut self, sampler: &ShardSampler<F>) -> Result<F::Sample, StorageError> {
         let open = self.stream.as_mut().expect("a read is open");
         let pos = open.next;
         open.next += 1;
@@ -221,24 +221,17 @@ impl Reading {
             return Err(StorageError::new(e.kind(), e.message()));
         }
         let shard = &sampler.index.shards()[shard_no as usize];
-        let expected_at = shard.byte_range(sample_no..sample_no + 1).start;
-        let got = open.samples.blocking_recv();
-        let result = match got {
-            Some(Ok(sample)) if sample.offset == expected_at => Ok(sample),
-            Some(Ok(sample)) => Err(StorageError::new(
-                StorageErrorKind::Corrupt,
-                format!(
-                    "shard {} has a sample at byte {} where its index says sample {sample_no} \
-                     starts at byte {expected_at}: the shard changed since it was indexed",
-                    sample.shard, sample.offset
-                ),
-            )),
+        let result = match open.samples.blocking_recv() {
+            Some(Ok(sample)) => sampler
+                .format
+                .check(&sampler.store, shard, sample_no, &sample)
+                .map(|()| sample),
             Some(Err(e)) => Err(e),
             None => Err(StorageError::new(
                 StorageErrorKind::Corrupt,
                 format!(
-                    "shard {} ends before sample {sample_no} (byte {expected_at}) that its \
-                     index lists: the shard changed since it was indexed",
+                    "shard {} ends before sample {sample_no} that its index lists: the \
+                     shard changed since it was indexed",
                     sampler.store.url_of(&sampler.store.path(shard.name()))
                 ),
             )),
@@ -254,8 +247,8 @@ impl Reading {
     }
 }
 
-impl Iterator for EpochSamples {
-    type Item = Result<Sample, StorageError>;
+impl<F: ShardFormat> Iterator for EpochSamples<F> {
+    type Item = Result<F::Sample, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let sampler = self.sampler.clone();
@@ -304,9 +297,9 @@ impl Iterator for EpochSamples {
     }
 }
 
-impl ExactSizeIterator for EpochSamples {}
+impl<F: ShardFormat> ExactSizeIterator for EpochSamples<F> {}
 
-impl std::fmt::Debug for EpochSamples {
+impl<F: ShardFormat> std::fmt::Debug for EpochSamples<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EpochSamples")
             .field("epoch", &self.epoch)

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::format::{ShardFormat, WebDataset};
 use super::index::ShardIndex;
 use super::plan::{Left, ShardPlan};
 use super::reader::EpochSamples;
@@ -21,12 +22,15 @@ use crate::storage::store::Store;
 /// `(seed, epoch, rank)`. The guide's chapter "Reading from storage" has the rules.
 ///
 /// As a source: `continuous_source(sampler.epochs())`; each item is one sample
-/// (`Result<Sample, StorageError>`: a sample that cannot be read is an error in its place,
-/// so that every position of the epoch is accounted for). With
+/// (`Result<F::Sample, StorageError>`: a sample that cannot be read is an error in its
+/// place, so that every position of the epoch is accounted for). `F` is the kind of shard:
+/// [`WebDataset`] tar shards by default, or Parquet files of rows
+/// (`storage::parquet::ParquetRows`, feature `parquet`). With
 /// [`SinkBuilder::resume_from`](crate::SinkBuilder::resume_from), a pipeline resumes
 /// exactly, reading only the samples it still owes (see [`ShardState`](super::ShardState)).
 #[derive(Clone)]
-pub struct ShardSampler {
+pub struct ShardSampler<F: ShardFormat = WebDataset> {
+    pub(crate) format: F,
     pub(crate) index: Arc<ShardIndex>,
     pub(crate) store: Store,
     pub(crate) plan: ShardPlan,
@@ -44,7 +48,7 @@ pub(crate) struct Resumed {
     pub(crate) pending: Vec<u64>,
 }
 
-impl std::fmt::Debug for ShardSampler {
+impl<F: ShardFormat> std::fmt::Debug for ShardSampler<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardSampler")
             .field("store", &self.store.url())
@@ -55,11 +59,24 @@ impl std::fmt::Debug for ShardSampler {
 }
 
 impl ShardSampler {
-    /// Rank `rank`'s share of the dataset `index` describes, in `store` (the dataset's
+    /// Rank `rank`'s share of the WebDataset `index` describes, in `store` (the dataset's
     /// root): seed 0, shards shuffled, no sample shuffle buffer, `Split::DropRemainder`.
     pub fn new(store: &Store, index: impl Into<Arc<ShardIndex>>, rank: Rank) -> Self {
+        Self::with_format(store, index, rank, WebDataset)
+    }
+}
+
+impl<F: ShardFormat> ShardSampler<F> {
+    /// [`new`](ShardSampler::new) for shards of another kind.
+    pub fn with_format(
+        store: &Store,
+        index: impl Into<Arc<ShardIndex>>,
+        rank: Rank,
+        format: F,
+    ) -> Self {
         let index = index.into();
         Self {
+            format,
             plan: ShardPlan {
                 dataset: index.fingerprint(),
                 samples: index.samples(),
@@ -124,13 +141,13 @@ impl ShardSampler {
     }
 
     /// This rank's samples of `epoch`, in order.
-    pub fn epoch(&self, epoch: u64) -> EpochSamples {
+    pub fn epoch(&self, epoch: u64) -> EpochSamples<F> {
         EpochSamples::new(self.clone(), epoch)
     }
 
     /// Every epoch from [`first_epoch`](Self::first_epoch) on, for `continuous_source`: each
     /// `into_iter` of it (or of a clone: they share one counter) gives the next epoch.
-    pub fn epochs(&self) -> ShardEpochs {
+    pub fn epochs(&self) -> ShardEpochs<F> {
         ShardEpochs {
             sampler: self.clone(),
             next: Arc::new(AtomicU64::new(self.first_epoch())),
@@ -183,16 +200,16 @@ impl ShardSampler {
 
 /// A new epoch at each pass; see [`ShardSampler::epochs`].
 #[derive(Debug, Clone)]
-pub struct ShardEpochs {
-    sampler: ShardSampler,
+pub struct ShardEpochs<F: ShardFormat = WebDataset> {
+    sampler: ShardSampler<F>,
     next: Arc<AtomicU64>,
 }
 
-impl IntoIterator for ShardEpochs {
-    type Item = <EpochSamples as Iterator>::Item;
-    type IntoIter = EpochSamples;
+impl<F: ShardFormat> IntoIterator for ShardEpochs<F> {
+    type Item = <EpochSamples<F> as Iterator>::Item;
+    type IntoIter = EpochSamples<F>;
 
-    fn into_iter(self) -> EpochSamples {
+    fn into_iter(self) -> EpochSamples<F> {
         let epoch = self.next.fetch_add(1, Ordering::Relaxed);
         self.sampler.epoch(epoch)
     }

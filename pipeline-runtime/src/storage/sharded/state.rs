@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::{ShardFormat, WebDataset};
 use super::plan::{ReadMap, Resplit, SampleRun, ShardPlan};
 use super::sampler::ShardSampler;
 use crate::distributed::StateError;
@@ -30,15 +31,15 @@ pub struct ShardState {
 /// Where a resumed rank starts: the sampler to read (its epochs from
 /// [`epoch`](Self::epoch) on) and the state its pipeline resumes from.
 #[derive(Debug, Clone)]
-pub struct ShardResume {
+pub struct ShardResume<F: ShardFormat = WebDataset> {
     /// For the pipeline's source: `continuous_source(resume.sampler.epochs())`. It reads
     /// only the samples the state still owes.
-    pub sampler: ShardSampler,
+    pub sampler: ShardSampler<F>,
     /// For [`SinkBuilder::resume_from`](crate::SinkBuilder::resume_from).
     pub pipeline: ResumeState,
 }
 
-impl ShardResume {
+impl<F: ShardFormat> ShardResume<F> {
     /// The epoch the resumed pipeline is in first.
     pub fn epoch(&self) -> u64 {
         self.sampler.first_epoch() + self.pipeline.epoch()
@@ -48,7 +49,7 @@ impl ShardResume {
 impl ShardState {
     /// The state of a rank reading `sampler` (through `sampler.epochs()`) whose pipeline is
     /// at `pipeline`.
-    pub fn new(sampler: &ShardSampler, pipeline: ResumeState) -> Self {
+    pub fn new<F: ShardFormat>(sampler: &ShardSampler<F>, pipeline: ResumeState) -> Self {
         Self {
             version: VERSION,
             sampler: sampler.plan().clone(),
@@ -74,7 +75,10 @@ impl ShardState {
     /// Resumes this rank from its own state; `fresh` is the sampler this run would read
     /// without a state (its dataset, seed, shuffles, split, world and rank must be the
     /// state's).
-    pub fn resume(&self, fresh: &ShardSampler) -> Result<ShardResume, StateError> {
+    pub fn resume<F: ShardFormat>(
+        &self,
+        fresh: &ShardSampler<F>,
+    ) -> Result<ShardResume<F>, StateError> {
         self.check(fresh)?;
         let plan = fresh.plan();
         if self.sampler.world_size != plan.world_size {
@@ -106,10 +110,10 @@ impl ShardState {
     /// rank still owed of its epoch (in flight, in its shuffle buffer, not yet read) are
     /// listed in old-rank order and split across the new ranks by the fresh sampler's
     /// split, as an epoch's sequence is; later epochs are split the new way.
-    pub fn resume_all(
+    pub fn resume_all<F: ShardFormat>(
         states: &[ShardState],
-        fresh: &ShardSampler,
-    ) -> Result<ShardResume, StateError> {
+        fresh: &ShardSampler<F>,
+    ) -> Result<ShardResume<F>, StateError> {
         let plan = fresh.plan();
         let Some(first) = states.first() else {
             return Err(StateError::new("no state given"));
@@ -188,7 +192,7 @@ impl ShardState {
         })
     }
 
-    fn check(&self, fresh: &ShardSampler) -> Result<(), StateError> {
+    fn check<F: ShardFormat>(&self, fresh: &ShardSampler<F>) -> Result<(), StateError> {
         if self.version != VERSION {
             return Err(StateError::new(format!(
                 "the state has version {}, this build reads version {VERSION}",
