@@ -205,9 +205,9 @@ fn project(
 /// Parquet files as shards of rows, for a [`ShardSampler`](super::ShardSampler): each
 /// sample is one row, as a one-row [`RecordBatch`] (a slice of a larger one, no copy).
 /// Build the dataset's index with [`index_files`]; a run of rows is read from the row
-/// groups that hold it, only the named columns. [`ShardSampler::bytes_read`]
-/// (super::ShardSampler::bytes_read) counts nothing for Parquet: the store's counters have
-/// the bytes fetched.
+/// groups that hold it, only the named columns.
+/// [`ShardSampler::bytes_read`](super::ShardSampler::bytes_read) counts nothing for
+/// Parquet: the store's counters have the bytes fetched.
 #[derive(Debug, Clone)]
 pub struct ParquetRows {
     columns: Option<Vec<String>>,
