@@ -33,7 +33,22 @@ fn shards(args: &[&str], env: &[(String, String)]) -> Output {
         "shards {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_no_secret(env, &out);
     out
+}
+
+/// Credentials given in the environment never show in what a run prints.
+fn assert_no_secret(env: &[(String, String)], out: &Output) {
+    for (name, value) in env {
+        if name.contains("SECRET") {
+            for text in [&out.stdout, &out.stderr] {
+                assert!(
+                    !String::from_utf8_lossy(text).contains(value.as_str()),
+                    "{name} shows in the output"
+                );
+            }
+        }
+    }
 }
 
 fn write(dataset: &str, env: &[(String, String)]) {
@@ -320,4 +335,31 @@ fn s3_shards_on_a_real_s3_server_keep_the_contract() {
     .collect();
     let dir = temp("s3");
     contract("s3://shards/dataset", dir.path(), &env);
+    // Nor in the saved states, nor in the error of a run against a missing bucket.
+    for entry in std::fs::read_dir(dir.path().join("states")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains(SECRET_KEY), "a state shows the secret");
+    }
+    let failed = Command::new(BIN)
+        .args([
+            "read",
+            "--shards",
+            "s3://no-such-bucket/x",
+            "--batch-size",
+            "4",
+            "--out",
+        ])
+        .arg(dir.path().join("o"))
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE")
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("no-such-bucket"),
+        "the error names the URL: {}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert_no_secret(&env, &failed);
 }

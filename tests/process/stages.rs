@@ -18,6 +18,7 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests![
     process_shapes_mean_what_thread_shapes_mean,
     calls_run_in_parallel_workers,
     every_fault_fails_only_its_item,
+    a_worker_writing_garbage_on_its_pipe_fails_its_item_and_is_replaced,
     a_pool_serves_several_stages_and_pipelines,
     aggregate_then_collate_a_batch_in_a_worker,
     process_stage_in_the_macro,
@@ -75,6 +76,32 @@ fn fault(x: u64) -> u64 {
         _ => {}
     }
     x
+}
+
+/// Item 3 writes garbage on the worker's reply pipe (the protocol's own descriptor, found as
+/// the write-only pipe among the worker's descriptors) before answering: a worker whose
+/// memory a bug scribbled over. Returns the input and the process that computed it.
+fn garble(x: u64) -> (u64, u32) {
+    if x == 3 {
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let is_pipe = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("pipe:"));
+            // SAFETY: fcntl and write on a descriptor of this process, with a valid buffer.
+            unsafe {
+                if fd > 2
+                    && is_pipe
+                    && libc::fcntl(fd, libc::F_GETFL) & libc::O_ACCMODE == libc::O_WRONLY
+                {
+                    let junk = [0xffu8; 4096];
+                    libc::write(fd, junk.as_ptr().cast(), junk.len());
+                }
+            }
+        }
+    }
+    (x, std::process::id())
 }
 
 /// Sums each buffer of a batch: the "combined" pattern's decode-and-collate step.
@@ -142,6 +169,7 @@ process_fn!(
     square_where,
     rendezvous,
     fault,
+    garble,
     collate,
     slow_identity,
     hang_on_one,
@@ -270,6 +298,46 @@ fn calls_run_in_parallel_workers() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(error.is_none(), "{error:?}");
     assert_eq!(met, vec![true, true], "both calls were in flight at once");
+}
+
+fn a_worker_writing_garbage_on_its_pipe_fails_its_item_and_is_replaced() {
+    let workers = pool(1);
+    let p = PipelineBuilder::new()
+        .source(0..8u64)
+        .process_pipe(garble)
+        .executor(&workers)
+        .sink()
+        .max_failures(MaxFailures::Count(1))
+        .build()
+        .unwrap();
+    let mut items = Vec::new();
+    let mut error = None;
+    for r in p {
+        match r {
+            Ok(item) => items.push(item),
+            Err(e) => error = Some(e),
+        }
+    }
+    assert!(
+        error.is_none(),
+        "one failure is within the budget: {error:?}"
+    );
+    let xs: Vec<u64> = items.iter().map(|&(x, _)| x).collect();
+    assert_eq!(xs, [0, 1, 2, 4, 5, 6, 7], "only the garbled item fails");
+    let before: Vec<u32> = items
+        .iter()
+        .filter(|(x, _)| *x < 3)
+        .map(|&(_, pid)| pid)
+        .collect();
+    let after: Vec<u32> = items
+        .iter()
+        .filter(|(x, _)| *x > 3)
+        .map(|&(_, pid)| pid)
+        .collect();
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "the worker that wrote garbage was replaced: {before:?} then {after:?}"
+    );
 }
 
 fn every_fault_fails_only_its_item() {

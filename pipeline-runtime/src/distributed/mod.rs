@@ -42,6 +42,7 @@ mod state;
 
 pub use permutation::Permutation;
 pub use rank::{local_rank, Rank, RankError, LAUNCHER_VAR};
+#[cfg(feature = "storage")]
 pub(crate) use rng::mix64;
 pub use rng::{rng_for, ItemKey, Rng};
 pub use sampler::{EpochIter, Epochs, Plan, Sampler};
