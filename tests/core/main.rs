@@ -10,6 +10,7 @@ mod epochs;
 mod executors;
 mod failures;
 mod hooks;
+mod ledger;
 mod lifecycle;
 mod order;
 mod resume;

@@ -23,6 +23,7 @@ use crate::failure::{BuildError, ItemError};
 use crate::hook::TaskOutcome;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::aggregate::AggregateOptions;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -180,9 +181,7 @@ where
             Ok(key) => key,
             Err(panic) => {
                 self.ctx.task_ended(0, ticks, TaskOutcome::Panicked);
-                if let Some(ledger) = &self.ctx.ledger {
-                    ledger.resolve(tag);
-                }
+                self.ctx.resolve(tag, Outcome::Failed);
                 return self
                     .ctx
                     .on_failure(ItemError::panic(&self.ctx.name, panic.as_ref()));
@@ -225,7 +224,7 @@ where
             }
             if self.drop_last {
                 if let Some(ledger) = &self.ctx.ledger {
-                    ledger.resolve_all(&bucket.members);
+                    ledger.resolve_all(&bucket.members, Outcome::Filtered);
                 }
             } else if !self.send(bucket.items, bucket.members).await {
                 return false;

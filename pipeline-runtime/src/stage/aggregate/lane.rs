@@ -13,6 +13,7 @@ use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::pipe::lane::item_error;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -155,7 +156,7 @@ where
     /// The items taken since the last output are gone without an output: resolved.
     fn drop_members(&mut self) {
         if let Some(ledger) = &self.ctx.ledger {
-            ledger.resolve_all(&self.members);
+            ledger.resolve_all(&self.members, Outcome::Filtered);
             self.members.clear();
         }
     }
