@@ -4,8 +4,9 @@
 //!
 //! Each item goes to the bucket of its key; a bucket that reaches `size` items goes out as a
 //! batch. At the end of each epoch (and of the stream) every bucket that never filled is
-//! flushed, in the order the buckets were first seen (or dropped, with `drop_last`), so no
-//! batch spans two epochs. One lane, so batches are formed in arrival order. Memory holds at
+//! flushed, in the order of their oldest items (or dropped, with `drop_last`), so no batch
+//! spans two epochs; a resumed run, which sees again only the items that were pending, so
+//! flushes in the same order. One lane, so batches are formed in arrival order. Memory holds at
 //! most `size - 1` items per distinct key: a key function with unbounded distinct values
 //! (a raw length rather than a bucket of lengths) holds that many partial buckets.
 //!
@@ -106,6 +107,7 @@ where
             drop_last: opts.drop_last,
             buckets: Vec::new(),
             by_key: HashMap::new(),
+            arrived: 0,
         };
         l.spawn_lane(lane.run());
         Ok(out_rx)
@@ -116,6 +118,8 @@ where
 struct Bucket<T> {
     items: Vec<T>,
     members: Vec<Tag>,
+    /// When its oldest item arrived (the lane's count of items then).
+    oldest: u64,
 }
 
 struct BucketLane<T, K, F> {
@@ -127,9 +131,11 @@ struct BucketLane<T, K, F> {
     key: F,
     size: usize,
     drop_last: bool,
-    /// In the order their keys were first seen this epoch (the order of the flush).
+    /// In the order their keys were first seen this epoch.
     buckets: Vec<Bucket<T>>,
     by_key: HashMap<K, usize>,
+    /// Items taken so far.
+    arrived: u64,
 }
 
 impl<T, K, F> BucketLane<T, K, F>
@@ -198,10 +204,15 @@ where
             self.buckets.push(Bucket {
                 items: Vec::new(),
                 members: Vec::new(),
+                oldest: 0,
             });
         }
         let tracked = self.ctx.ledger.is_some();
         let bucket = &mut self.buckets[index];
+        if bucket.items.is_empty() {
+            bucket.oldest = self.arrived;
+        }
+        self.arrived += 1;
         bucket.items.push(item);
         if tracked {
             bucket.members.push(tag);
@@ -218,7 +229,9 @@ where
     /// batch spans two epochs. False to stop.
     async fn flush(&mut self) -> bool {
         self.by_key.clear();
-        for bucket in std::mem::take(&mut self.buckets) {
+        let mut buckets = std::mem::take(&mut self.buckets);
+        buckets.sort_by_key(|bucket| bucket.oldest);
+        for bucket in buckets {
             if bucket.items.is_empty() {
                 continue;
             }
