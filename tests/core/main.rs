@@ -14,6 +14,7 @@ mod ledger;
 mod lifecycle;
 mod order;
 mod resume;
+mod resume_check;
 mod run_report;
 mod stages;
 mod stats;

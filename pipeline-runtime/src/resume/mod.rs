@@ -17,6 +17,7 @@
 //! frontier that was resolved, so it delivers exactly what the consumer had not received.
 
 pub(crate) mod accounts;
+pub mod check;
 pub(crate) mod ledger;
 pub(crate) mod numbering;
 
