@@ -198,7 +198,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 if let Some(ledger) = &self.ledger {
                     ledger.resolve(*tag, Outcome::Delivered);
                 } else if let (Some(cursor), Some(accounts)) = (&mut self.cursor, &self.accounts) {
-                    cursor.delivered(accounts, tag.raw());
+                    cursor.delivered(accounts, *tag);
                 }
                 Ok(())
             }
@@ -616,10 +616,14 @@ fn accounts_cover(shape: &str) -> bool {
         .any(|s| shape.contains(s))
 }
 
-/// Whether every stage after the source is a one-to-one `pipe`: then each message is one
-/// position, and the accounts need no token ledger.
+/// Whether every stage after the source is a one-to-one `pipe` or an `aggregate`: then
+/// each position travels in one message, and the accounts need no token ledger.
 fn one_to_one(shape: &str) -> bool {
-    shape.split(" -> ").skip(1).all(|word| word == "pipe")
+    let aggregate = |word: &str| word.starts_with("aggregate(") || word == "aggregate_with";
+    shape
+        .split(" -> ")
+        .skip(1)
+        .all(|word| word == "pipe" || aggregate(word))
 }
 
 /// Stops every part of a pipeline and joins its threads for up to `timeout`; a thread still
@@ -865,7 +869,11 @@ mod tests {
     /// and returns the error the rest of the run ends with.
     fn stray_resolution<T: Send + 'static>(mut pipeline: Pipeline<T>, stray: Outcome) -> String {
         assert!(pipeline.next().is_some_and(|r| r.is_ok()));
-        pipeline.accounts.as_ref().unwrap().dropped(0, stray);
+        pipeline
+            .accounts
+            .as_ref()
+            .unwrap()
+            .dropped(crate::resume::Tag::pos(0), stray);
         let error = pipeline.find_map(Result::err).expect("a mismatch");
         assert!(matches!(
             error.first().kind(),

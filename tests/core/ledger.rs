@@ -83,6 +83,30 @@ fn one_to_many_stages_and_batches_count_source_positions() {
 }
 
 #[test]
+fn batches_that_fail_or_are_dropped_count_their_members_without_tracking() {
+    // Batches of 10 over 0..103: those starting at a multiple of 20 fail after the
+    // aggregate, the last 3 items are dropped (`drop_last`).
+    let mut pipeline = PipelineBuilder::new()
+        .source(0..103u32)
+        .pipe(|x| x)
+        .aggregate(10)
+        .drop_last(true)
+        .try_pipe(|batch: Vec<u32>| match batch[0] % 20 {
+            0 => Err("fails"),
+            _ => Ok(batch),
+        })
+        .sink()
+        .stats(false)
+        .build()
+        .unwrap();
+    let delivered: usize = pipeline.by_ref().map(|b| b.unwrap().len()).sum();
+    let account = &pipeline.accounts()[0];
+    assert_eq!(delivered, 50);
+    assert_eq!(counts(account), [103, 50, 50, 3, 0], "{account}");
+    assert!(account.ended && account.balanced());
+}
+
+#[test]
 fn each_epoch_of_a_continuous_source_has_its_account() {
     let mut pipeline = PipelineBuilder::new()
         .continuous_source(0..10u32)

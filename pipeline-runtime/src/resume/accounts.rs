@@ -2,10 +2,12 @@
 //! delivered, failed and filtered, and an order-independent checksum of each set, so that an
 //! epoch's end can check that every item came out exactly once.
 //!
-//! Two ways feed them. A pipeline whose stages are all one-to-one `pipe`s carries one
-//! message per position, so each message's resolution is its position's: the source and
-//! the consumer count directly, with plain loads and stores (one writer each), which keeps
-//! the cost per item to a few nanoseconds. Any other pipeline has the token
+//! Two ways feed them. A pipeline of one-to-one `pipe`s and `aggregate`s carries each
+//! position in exactly one message (an item, or a batch standing for its members), so a
+//! message's resolution is its positions': the source and the consumer count directly, with
+//! plain loads and stores (one writer each), and a batch's members are summed by the
+//! aggregate stage into a [`BatchAccount`] that the consumer settles with one lock per batch; the
+//! cost per item is a few nanoseconds. Any other pipeline has the token
 //! [`Ledger`](super::ledger::Ledger), which tells the accounts when a position's last token
 //! goes and what became of it; it calls in under its own lock, so a snapshot it takes is
 //! consistent with its open positions.
@@ -15,11 +17,13 @@
 //! chance), whatever the order, and a position delivered twice while another is lost
 //! changes the sum even though the counts agree.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::Tag;
 use crate::sync::lock;
 
 /// What became of a message: the best outcome over a position's messages is the position's.
@@ -36,8 +40,10 @@ pub(crate) enum Outcome {
     Delivered,
 }
 
-/// A count of positions and the checksum of the set.
+/// A count of positions and the checksum of the set. On a cache line of its own: the
+/// source writes `sourced` and the consumer `delivered` for every item.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Tally {
     n: AtomicU64,
     sum: AtomicU64,
@@ -57,10 +63,20 @@ impl Tally {
         );
     }
 
-    /// Adds `hash`, for a tally several stage lanes write.
-    fn add(&self, hash: u64) {
-        self.n.fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(hash, Ordering::Relaxed);
+    /// Adds `n` positions whose hashes sum to `sum`, for a tally several stage lanes write.
+    fn add(&self, n: u64, sum: u64) {
+        self.n.fetch_add(n, Ordering::Relaxed);
+        self.sum.fetch_add(sum, Ordering::Relaxed);
+    }
+
+    /// Adds `n` positions whose hashes sum to `sum`, one writer at a time.
+    fn add_many_one_writer(&self, n: u64, sum: u64) {
+        self.n
+            .store(self.n.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.sum.store(
+            self.sum.load(Ordering::Relaxed).wrapping_add(sum),
+            Ordering::Relaxed,
+        );
     }
 
     fn get(&self) -> (u64, u64) {
@@ -103,6 +119,28 @@ struct Slot {
     closed: bool,
 }
 
+/// The members of a batch (without a token ledger): their count, checksum and epoch.
+#[derive(Debug, Default)]
+pub(crate) struct BatchAccount {
+    n: u64,
+    sum: u64,
+    counts: Option<Arc<Counts>>,
+}
+
+impl BatchAccount {
+    /// One more member, at `pos`.
+    #[inline]
+    pub(crate) fn add(&mut self, cursor: &mut Cursor, accounts: &Accounts, pos: u64) {
+        let (counts, hash) = cursor.locate(accounts, pos);
+        self.n += 1;
+        self.sum = self.sum.wrapping_add(hash);
+        if self.counts.is_none() {
+            // No batch spans two epochs: its first member's is every member's.
+            self.counts = Some(counts.clone());
+        }
+    }
+}
+
 /// The accounts of one pipeline (one rank).
 #[derive(Debug)]
 pub(crate) struct Accounts {
@@ -111,6 +149,9 @@ pub(crate) struct Accounts {
     /// The first position of the newest epoch: the consumer's cursor compares with it to
     /// notice a new epoch without taking the lock.
     newest_first: AtomicU64,
+    /// Batches sent on and not yet settled, by the key of their tag (no token ledger).
+    batches: Mutex<HashMap<u64, BatchAccount>>,
+    next_batch: AtomicU64,
 }
 
 /// Epochs kept after they close, for `stats()`.
@@ -153,6 +194,8 @@ impl Accounts {
         Self {
             slots: Mutex::new(slots),
             newest_first: AtomicU64::new(newest_first),
+            batches: Mutex::new(HashMap::new()),
+            next_batch: AtomicU64::new(0),
         }
     }
 
@@ -206,13 +249,53 @@ impl Accounts {
         }
     }
 
-    /// A stage lane failed or filtered `pos` (one-to-one pipelines: several lanes write).
-    pub(crate) fn dropped(&self, pos: u64, outcome: Outcome) {
-        let (first, _, counts) = self.find(pos);
-        let hash = mix(pos - first);
+    /// A stage lane failed or filtered the message tagged `tag`, a position or a batch
+    /// (no token ledger: several lanes write).
+    pub(crate) fn dropped(&self, tag: Tag, outcome: Outcome) {
+        let (n, sum, counts) = if tag.is_group() {
+            let Some(batch) = lock(&self.batches).remove(&tag.raw()) else {
+                return;
+            };
+            let Some(counts) = batch.counts else {
+                return;
+            };
+            (batch.n, batch.sum, counts)
+        } else {
+            let pos = tag.raw();
+            let (first, _, counts) = self.find(pos);
+            (1, mix(pos - first), counts)
+        };
         match outcome {
-            Outcome::Failed => counts.failed.add(hash),
-            _ => counts.filtered.add(hash),
+            Outcome::Failed => counts.failed.add(n, sum),
+            _ => counts.filtered.add(n, sum),
+        }
+    }
+
+    /// The members of `batch` left the pipeline without an output (`drop_last`, an
+    /// aggregator that kept nothing of them).
+    pub(crate) fn batch_filtered(&self, batch: BatchAccount) {
+        if let Some(counts) = batch.counts {
+            counts.filtered.add(batch.n, batch.sum);
+        }
+    }
+
+    /// The tag of an output standing for `batch`, settled when it is delivered or dropped.
+    pub(crate) fn batch_sent(&self, batch: BatchAccount) -> Tag {
+        let tag = Tag::group(self.next_batch.fetch_add(1, Ordering::Relaxed));
+        lock(&self.batches).insert(tag.raw(), batch);
+        tag
+    }
+
+    /// The consumer received the batch tagged `tag`.
+    fn batch_delivered(&self, tag: Tag) {
+        let batch = lock(&self.batches).remove(&tag.raw());
+        if let Some(BatchAccount {
+            n,
+            sum,
+            counts: Some(counts),
+        }) = batch
+        {
+            counts.delivered.add_many_one_writer(n, sum);
         }
     }
 
@@ -299,16 +382,27 @@ impl Cursor {
         Self { first, end, counts }
     }
 
-    /// The consumer received position `pos` (one-to-one pipelines).
+    /// The tallies of `pos`'s epoch, and `pos`'s hash.
     #[inline]
-    pub(crate) fn delivered(&mut self, accounts: &Accounts, pos: u64) {
+    fn locate(&mut self, accounts: &Accounts, pos: u64) -> (&Arc<Counts>, u64) {
         // An open end while the source has begun a later epoch: learn where this one ends.
         let newer =
             self.end == u64::MAX && accounts.newest_first.load(Ordering::Relaxed) > self.first;
         if pos < self.first || pos >= self.end || newer {
             (self.first, self.end, self.counts) = accounts.find(pos);
         }
-        self.counts.delivered.add_one_writer(mix(pos - self.first));
+        (&self.counts, mix(pos - self.first))
+    }
+
+    /// The consumer received the message tagged `tag`: a position, or a batch (no token
+    /// ledger).
+    #[inline]
+    pub(crate) fn delivered(&mut self, accounts: &Accounts, tag: Tag) {
+        if tag.is_group() {
+            return accounts.batch_delivered(tag);
+        }
+        let (counts, hash) = self.locate(accounts, tag.raw());
+        counts.delivered.add_one_writer(hash);
     }
 }
 
@@ -493,12 +587,12 @@ mod tests {
         }
         let mut cursor = Cursor::new(&accounts);
         for p in [0, 2, 3] {
-            cursor.delivered(&accounts, p);
+            cursor.delivered(&accounts, Tag::pos(p));
         }
-        accounts.dropped(1, Outcome::Failed);
+        accounts.dropped(Tag::pos(1), Outcome::Failed);
         let open = &accounts.snapshot()[0];
         assert_eq!((open.in_flight, open.balanced()), (1, true));
-        accounts.dropped(4, Outcome::Filtered);
+        accounts.dropped(Tag::pos(4), Outcome::Filtered);
         assert_eq!(accounts.close(0), Ok(()));
     }
 
@@ -510,8 +604,8 @@ mod tests {
             Accounts::sourced(&counts, 0, p);
         }
         let mut cursor = Cursor::new(&accounts);
-        cursor.delivered(&accounts, 0);
-        cursor.delivered(&accounts, 1);
+        cursor.delivered(&accounts, Tag::pos(0));
+        cursor.delivered(&accounts, Tag::pos(1));
         let lost = accounts.close(0).unwrap_err();
         assert!(lost.to_string().contains("1 sourced but never"), "{lost}");
 
@@ -522,7 +616,7 @@ mod tests {
         }
         let mut cursor = Cursor::new(&accounts);
         for p in [0, 1, 1] {
-            cursor.delivered(&accounts, p);
+            cursor.delivered(&accounts, Tag::pos(p));
         }
         let swapped = accounts.close(0).unwrap_err();
         assert!(
@@ -547,7 +641,7 @@ mod tests {
         let third = accounts.epoch_started(5, 6);
         Accounts::sourced(&third, 6, 6);
         for p in 0..7 {
-            cursor.delivered(&accounts, p);
+            cursor.delivered(&accounts, Tag::pos(p));
         }
         assert_eq!(accounts.close(3), Ok(()));
         assert_eq!(accounts.close(4), Ok(()));
@@ -565,8 +659,8 @@ mod tests {
         Accounts::sourced(&c, 0, 0);
         Accounts::sourced(&c, 0, 1);
         let mut cur = Cursor::new(&again);
-        cur.delivered(&again, 0);
-        cur.delivered(&again, 1);
+        cur.delivered(&again, Tag::pos(0));
+        cur.delivered(&again, Tag::pos(1));
         assert_eq!(
             again.snapshot()[0].checksum,
             accounts.snapshot()[1].checksum

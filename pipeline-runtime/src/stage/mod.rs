@@ -110,8 +110,8 @@ impl StageCtx {
         if let Some(ledger) = &self.ledger {
             ledger.resolve(tag, outcome);
         } else if let Some(accounts) = &self.accounts {
-            // One message per position here (no ledger): the position is resolved.
-            accounts.dropped(tag.raw(), outcome);
+            // Each position in one message here (no ledger): its positions are resolved.
+            accounts.dropped(tag, outcome);
         }
     }
 
