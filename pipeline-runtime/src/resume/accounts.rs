@@ -17,7 +17,7 @@
 //! chance), whatever the order, and a position delivered twice while another is lost
 //! changes the sum even though the counts agree.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -147,12 +147,18 @@ pub(crate) struct Accounts {
     /// Every epoch the source began (or a resumed state carried), oldest first.
     slots: Mutex<Vec<Slot>>,
     /// The first position of the newest epoch: the consumer's cursor compares with it to
-    /// notice a new epoch without taking the lock.
-    newest_first: AtomicU64,
-    /// Batches sent on and not yet settled, by the key of their tag (no token ledger).
-    batches: Mutex<HashMap<u64, BatchAccount>>,
-    next_batch: AtomicU64,
+    /// notice a new epoch without taking the lock. Read for every item, so on a cache line
+    /// apart from the locks that other threads take.
+    newest_first: Padded<AtomicU64>,
+    /// Batches sent on and not yet settled, by the key of their tag (no token ledger), and
+    /// the key of the next.
+    batches: Mutex<(u64, BTreeMap<u64, BatchAccount>)>,
 }
+
+/// A value on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded<T>(T);
 
 /// Epochs kept after they close, for `stats()`.
 const CLOSED_KEPT: usize = 16;
@@ -193,9 +199,8 @@ impl Accounts {
         let newest_first = slots.last().map_or(0, |s| s.first);
         Self {
             slots: Mutex::new(slots),
-            newest_first: AtomicU64::new(newest_first),
-            batches: Mutex::new(HashMap::new()),
-            next_batch: AtomicU64::new(0),
+            newest_first: Padded(AtomicU64::new(newest_first)),
+            batches: Mutex::new((0, BTreeMap::new())),
         }
     }
 
@@ -213,7 +218,7 @@ impl Accounts {
             counts: counts.clone(),
             closed: false,
         });
-        self.newest_first.store(first, Ordering::Relaxed);
+        self.newest_first.0.store(first, Ordering::Relaxed);
         counts
     }
 
@@ -253,7 +258,7 @@ impl Accounts {
     /// (no token ledger: several lanes write).
     pub(crate) fn dropped(&self, tag: Tag, outcome: Outcome) {
         let (n, sum, counts) = if tag.is_group() {
-            let Some(batch) = lock(&self.batches).remove(&tag.raw()) else {
+            let Some(batch) = lock(&self.batches).1.remove(&tag.raw()) else {
                 return;
             };
             let Some(counts) = batch.counts else {
@@ -281,14 +286,16 @@ impl Accounts {
 
     /// The tag of an output standing for `batch`, settled when it is delivered or dropped.
     pub(crate) fn batch_sent(&self, batch: BatchAccount) -> Tag {
-        let tag = Tag::group(self.next_batch.fetch_add(1, Ordering::Relaxed));
-        lock(&self.batches).insert(tag.raw(), batch);
+        let mut batches = lock(&self.batches);
+        let tag = Tag::group(batches.0);
+        batches.0 += 1;
+        batches.1.insert(tag.raw(), batch);
         tag
     }
 
     /// The consumer received the batch tagged `tag`.
     fn batch_delivered(&self, tag: Tag) {
-        let batch = lock(&self.batches).remove(&tag.raw());
+        let batch = lock(&self.batches).1.remove(&tag.raw());
         if let Some(BatchAccount {
             n,
             sum,
@@ -387,7 +394,7 @@ impl Cursor {
     fn locate(&mut self, accounts: &Accounts, pos: u64) -> (&Arc<Counts>, u64) {
         // An open end while the source has begun a later epoch: learn where this one ends.
         let newer =
-            self.end == u64::MAX && accounts.newest_first.load(Ordering::Relaxed) > self.first;
+            self.end == u64::MAX && accounts.newest_first.0.load(Ordering::Relaxed) > self.first;
         if pos < self.first || pos >= self.end || newer {
             (self.first, self.end, self.counts) = accounts.find(pos);
         }
