@@ -45,6 +45,18 @@ struct Inner {
     collect: bool,
     /// The accounts' tallies of the newest epoch, and its first position.
     newest: Option<(u64, std::sync::Arc<Counts>)>,
+    /// The state this run resumed from: until the source is back at its frontier, a
+    /// snapshot keeps what it knew beyond (its pending positions there; the rest resolved).
+    resumed: Option<Resumed>,
+}
+
+/// What a resumed run's state knew: its frontier and pending positions (counted from the
+/// start of the run), and whether its accounts counted those as sourced already.
+#[derive(Debug)]
+struct Resumed {
+    frontier: u64,
+    pending: Vec<u64>,
+    sourced_before: bool,
 }
 
 impl Ledger {
@@ -60,10 +72,24 @@ impl Ledger {
                 resolved: Vec::new(),
                 collect: false,
                 newest: None,
+                resumed: None,
             }),
             memory: None,
             accounts: None,
         }
+    }
+
+    /// The run resumes from `state` (whose epoch is this ledger's first pass).
+    pub(crate) fn resuming(mut self, state: &ResumeState) -> Self {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .resumed = Some(Resumed {
+            frontier: state.frontier(),
+            pending: state.pending().to_vec(),
+            sourced_before: !state.accounts().is_empty(),
+        });
+        self
     }
 
     /// Positions taken and resolved are counted in `accounts`.
@@ -101,7 +127,12 @@ impl Ledger {
         let mut inner = lock(&self.inner);
         inner.open.insert(pos, (1, Outcome::Passed));
         inner.frontier = pos + 1;
-        if let Some((first, counts)) = &inner.newest {
+        // A pending position taken again was counted by the run that took it first.
+        let again = inner
+            .resumed
+            .as_ref()
+            .is_some_and(|r| r.sourced_before && pos < r.frontier);
+        if let (Some((first, counts)), false) = (&inner.newest, again) {
             Accounts::sourced(counts, *first, pos);
         }
     }
@@ -173,15 +204,31 @@ impl Ledger {
     /// frontier and open positions counted from that pass's start.
     pub(crate) fn snapshot(&self, shape: &str) -> ResumeState {
         let inner = lock(&self.inner);
-        let lowest = inner.lowest();
+        // Behind the resumed state's frontier, what it knew beyond ours still holds: its
+        // pending positions there are still to deliver, the others were resolved.
+        let (frontier, beyond) = match &inner.resumed {
+            Some(r) if r.frontier > inner.frontier => {
+                let from = r.pending.partition_point(|&p| p < inner.frontier);
+                (r.frontier, &r.pending[from..])
+            }
+            _ => (inner.frontier, &[][..]),
+        };
+        let lowest = inner
+            .lowest()
+            .min(beyond.first().copied().unwrap_or(u64::MAX));
         let &(pass, first) = inner
             .passes
             .iter()
             .rev()
             .find(|&&(_, first)| first <= lowest)
             .unwrap_or(&inner.passes[0]);
-        let pending = inner.open.keys().map(|&p| p - first).collect();
-        let state = ResumeState::new(shape.to_owned(), pass, inner.frontier - first, pending);
+        let pending = inner
+            .open
+            .keys()
+            .chain(beyond)
+            .map(|&p| p - first)
+            .collect();
+        let state = ResumeState::new(shape.to_owned(), pass, frontier - first, pending);
         match &self.accounts {
             // Under the ledger's lock: consistent with the pending positions.
             Some(accounts) => state.with_accounts(accounts.carried(pass, first)),
@@ -253,6 +300,23 @@ mod tests {
         ledger.resolve(Tag::pos(1), Outcome::Delivered);
         let state = ledger.snapshot("s");
         assert_eq!((state.frontier(), state.pending()), (4, &[3][..]));
+    }
+
+    #[test]
+    fn a_resumed_ledger_behind_its_states_frontier_keeps_what_the_state_knew_beyond() {
+        let state = ResumeState::new("s".into(), 0, 10, vec![2, 5, 8]);
+        let ledger = Ledger::new(0).resuming(&state);
+        ledger.taken(2);
+        ledger.taken(5);
+        ledger.resolve(Tag::pos(2), Outcome::Delivered);
+        let again = ledger.snapshot("s");
+        // 6, 7 and 9 were resolved before the first stop: they stay so.
+        assert_eq!((again.frontier(), again.pending()), (10, &[5, 8][..]));
+        for p in [8, 10] {
+            ledger.taken(p);
+        }
+        let later = ledger.snapshot("s");
+        assert_eq!((later.frontier(), later.pending()), (11, &[5, 8, 10][..]));
     }
 
     #[test]
