@@ -318,7 +318,8 @@ impl Accounts {
             .filter(|s| s.epoch >= epoch)
             .map(|s| EpochAccountState {
                 epoch: s.epoch,
-                first: s.first - base,
+                // (A carried epoch not begun again may hold a stranger's value.)
+                first: s.first.saturating_sub(base),
                 sourced: s.counts.sourced.get(),
                 delivered: s.counts.delivered.get(),
                 failed: s.counts.failed.get(),
@@ -556,7 +557,9 @@ impl EpochAccountState {
                     a.epoch, a.sourced.0
                 ));
             }
-            open += a.sourced.0 - resolved;
+            open = open
+                .checked_add(a.sourced.0 - resolved)
+                .ok_or("its accounts overflow")?;
             open_sum = open_sum.wrapping_add(a.sourced.1.wrapping_sub(a.resolved().1));
         }
         if open != pending.len() as u64 {
@@ -696,6 +699,22 @@ mod tests {
             err.contains("sourced 4 item(s) but its frontier is 5"),
             "{err}"
         );
+
+        // Counts a stranger made up are an error, never an overflow.
+        let mut huge = carried.clone();
+        huge[0].sourced.0 = u64::MAX;
+        huge[0].delivered.0 = u64::MAX;
+        huge[0].failed.0 = 2;
+        let err = EpochAccountState::check_all(&huge, 0, 4, &[1, 3]).unwrap_err();
+        assert!(err.contains("overflow"), "{err}");
+        let mut two = carried.clone();
+        two.push(EpochAccountState {
+            epoch: 1,
+            first: 4,
+            sourced: (u64::MAX, 0),
+            ..carried[0].clone()
+        });
+        assert!(EpochAccountState::check_all(&two, 0, 4, &[1, 3]).is_err());
 
         // Resumed: the pending positions, taken again, were sourced already (the ledger does
         // not count them again); once resolved, the epoch balances.
