@@ -25,7 +25,10 @@
 //! `EPOCH K1 K2 ...` (the `cls` numbers of the batch's samples), checks every sample's
 //! `bin` bytes, and prints one JSON line at the end: `rank`, `world_size`, `sourced`,
 //! `delivered`, `failed`, `filtered`, `in_flight` (sourced but not delivered when it stopped
-//! early), `bytes_read` (bytes of shard data received), `batches`, `stopped`.
+//! early), `balanced` (every epoch's ledger account balances), `bytes_read` (bytes of shard
+//! data received), `batches`, `stopped`. The counts are the pipeline's ledger's, summed over
+//! the epochs the run reads (a run resumed on the same number of ranks carries its state's
+//! counts of the epoch it resumes in).
 //!
 //! * `--stop-after-batches K --state-out FILE`: after the `K`-th batch this process
 //!   receives, write the rank's state (JSON) to `FILE` and exit.
@@ -45,6 +48,7 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 
 use pipeline_runtime::distributed::{Rank, Rng, Split};
+use pipeline_runtime::stats::EpochAccount;
 use pipeline_runtime::storage::webdataset::Sample;
 use pipeline_runtime::storage::{
     block_on, Filter, IndexedShard, ShardIndex, ShardResume, ShardSampler, ShardState,
@@ -421,7 +425,6 @@ pub fn read_rank(a: &ReadArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut file = BufWriter::new(file);
     let mut batches = 0u64;
-    let mut delivered = 0u64;
     let mut stopped = false;
     'epochs: for epoch in first_epoch..a.epochs {
         for batch in pipeline.epoch() {
@@ -432,7 +435,6 @@ pub fn read_rank(a: &ReadArgs) -> Result<(), String> {
             }
             writeln!(file, "{line}").map_err(|e| format!("{}: {e}", path.display()))?;
             batches += 1;
-            delivered += batch.len() as u64;
             if Some(batches) == a.stop_after_batches {
                 let state = pipeline.resume_state().expect("tracking is on");
                 let state = ShardState::new(&sampler, state);
@@ -445,15 +447,25 @@ pub fn read_rank(a: &ReadArgs) -> Result<(), String> {
     }
     file.flush()
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let stats = pipeline.stats();
-    let sourced = stats.stages.first().map_or(0, |source| source.outputs);
-    let failed: u64 = stats.stages.iter().map(|s| s.failures).sum();
-    let filtered = 0u64;
-    let in_flight = sourced.saturating_sub(delivered + failed + filtered);
+    // The ledger's accounts of the epochs the job reads (the source may have begun the
+    // next); a stopped pipeline keeps its items in flight.
+    pipeline.stop().map_err(|e| e.to_string())?;
+    let mut accounts = pipeline.accounts();
+    // (The pipeline counts epochs from the sampler's first, after a re-split.)
+    accounts.retain(|account| sampler.first_epoch() + account.epoch < a.epochs);
+    let sum = |count: fn(&EpochAccount) -> u64| accounts.iter().map(count).sum::<u64>();
+    let (sourced, delivered, failed, filtered, in_flight) = (
+        sum(|a| a.sourced),
+        sum(|a| a.delivered),
+        sum(|a| a.failed),
+        sum(|a| a.filtered),
+        sum(|a| a.in_flight),
+    );
+    let balanced = accounts.iter().all(EpochAccount::balanced);
     println!(
         "{{\"rank\":{},\"world_size\":{},\"sourced\":{sourced},\"delivered\":{delivered},\
          \"failed\":{failed},\"filtered\":{filtered},\"in_flight\":{in_flight},\
-         \"bytes_read\":{},\"batches\":{batches},\"stopped\":{stopped}}}",
+         \"balanced\":{balanced},\"bytes_read\":{},\"batches\":{batches},\"stopped\":{stopped}}}",
         rank.rank,
         rank.world_size,
         sampler.bytes_read()

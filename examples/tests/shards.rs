@@ -133,15 +133,29 @@ fn balanced(counts: &[BTreeMap<String, serde_json::Value>]) {
         );
         assert_eq!(get("failed"), 0, "{c:?}");
         assert!(get("bytes_read") > 0, "{c:?}");
+        assert_eq!(c["balanced"], true, "the ledger balances: {c:?}");
     }
+}
+
+/// The samples in the ranks' lines.
+fn samples(lines: &[Vec<(u64, Vec<u64>)>]) -> u64 {
+    lines.iter().flatten().map(|(_, c)| c.len() as u64).sum()
 }
 
 fn contract(dataset: &str, dir: &Path, env: &[(String, String)]) {
     write(dataset, env);
     // Straight through on 4 ranks: disjoint, equal, all but the 2 dropped.
     let full_dir = dir.join("full");
-    balanced(&read(dataset, &full_dir, 4, &[], env));
+    let counts = read(dataset, &full_dir, 4, &[], env);
+    balanced(&counts);
     let full = lines(&full_dir, 4);
+    let total = |key: &str| counts.iter().map(|c| c[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        total("delivered"),
+        samples(&full),
+        "the ledger counts the lines"
+    );
+    assert_eq!(total("in_flight"), 0);
     for epoch in 0..2 {
         let mut seen = BTreeMap::<u64, u32>::new();
         let mut batches = Vec::new();
@@ -179,6 +193,11 @@ fn contract(dataset: &str, dir: &Path, env: &[(String, String)]) {
     );
     balanced(&stopped);
     assert!(stopped.iter().all(|c| c["stopped"] == true));
+    // Each rank stopped after 3 batches of 8, its shuffle buffer and stages still full.
+    for c in &stopped {
+        assert_eq!(c["delivered"], 24, "{c:?}");
+        assert!(c["in_flight"].as_u64().unwrap() > 0, "{c:?}");
+    }
     let own = states.join("rank-{rank}.json").display().to_string();
     balanced(&read(
         dataset,

@@ -198,6 +198,9 @@ pub enum StageFailureKind {
     /// failure budget, or its aggregator): the failure as the worker reported it.
     #[cfg(unix)]
     InWorker(RemoteStageFailure),
+    /// An epoch ended and the ledger's account of it does not balance: items were lost or
+    /// duplicated (a defect of the pipeline or of a resume state, never of the data).
+    LedgerMismatch(crate::stats::EpochAccount),
     /// No stage completed an item for `idle` while items waited, longer than the
     /// [stall limit](crate::SinkBuilder::stall_fatal); this stage held them.
     Stalled {
@@ -259,6 +262,9 @@ impl fmt::Display for StageFailure {
                 write!(f, "aggregator `{}` failed: {e}", self.stage)
             }
             StageFailureKind::Start(e) => write!(f, "cannot start: {e}"),
+            StageFailureKind::LedgerMismatch(account) => {
+                write!(f, "the ledger does not balance at the end of {account}")
+            }
             #[cfg(unix)]
             StageFailureKind::InWorker(r) => write!(f, "in a worker process, {}", r.message()),
             StageFailureKind::Stalled {
@@ -297,6 +303,14 @@ impl PipelineError {
         }])
     }
 
+    /// An epoch's account that does not balance at its end.
+    pub(crate) fn ledger_mismatch(account: crate::stats::EpochAccount) -> Self {
+        Self::new(vec![StageFailure {
+            stage: "ledger".to_owned(),
+            kind: StageFailureKind::LedgerMismatch(account),
+        }])
+    }
+
     /// Every stage that failed, in the order they failed.
     pub fn failures(&self) -> &[StageFailure] {
         &self.failures
@@ -328,7 +342,7 @@ impl StdError for PipelineError {
             StageFailureKind::Start(e) => Some(e),
             #[cfg(unix)]
             StageFailureKind::InWorker(_) => None,
-            StageFailureKind::Stalled { .. } => None,
+            StageFailureKind::Stalled { .. } | StageFailureKind::LedgerMismatch(_) => None,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::failure::{FailureScope, MaxFailures};
 use crate::hook::{HookFactories, StageInfo};
 use crate::memory::MemoryLimit;
 use crate::queue::{bounded, Rx, Tx};
+use crate::resume::accounts::Accounts;
 use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
 use crate::run_state::RunState;
@@ -76,6 +77,8 @@ pub(crate) struct Launch {
     pub(crate) stats: bool,
     pub(crate) hooks: HookFactories,
     pub(crate) ledger: Option<Arc<Ledger>>,
+    /// The ledger's accounts (see [`Accounts`]).
+    pub(crate) accounts: Option<Arc<Accounts>>,
     /// The state the source resumes from (taken by the source's launch).
     pub(crate) resume_from: Option<ResumeState>,
     /// Put before the names of the stages started now (a merge input's, a route branch's).
@@ -101,7 +104,7 @@ impl Launch {
         run: Arc<RunState>,
         settings: &Settings,
         default_pool: ThreadPool,
-        ledger: Option<Arc<Ledger>>,
+        (ledger, accounts): (Option<Arc<Ledger>>, Option<Arc<Accounts>>),
     ) -> Self {
         Self {
             run,
@@ -118,6 +121,7 @@ impl Launch {
             stats: settings.stats,
             hooks: settings.hooks.clone(),
             ledger,
+            accounts,
             resume_from: settings.resume_from.clone(),
             prefix: String::new(),
             unread: None,
@@ -172,7 +176,7 @@ impl Launch {
             observe,
             scope,
             self.run.clone(),
-            self.ledger.clone(),
+            (self.ledger.clone(), self.accounts.clone()),
             lanes,
         ));
         self.stages.push(ctx.clone());

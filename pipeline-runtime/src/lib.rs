@@ -79,6 +79,7 @@
 //! | [`stats`] | statistics of a running pipeline, and their `tracing` target |
 //! | [`tune`] | resizing, autotune, the memory limit, stall detection |
 //! | [`distributed`] | ranks, sharded shuffles, per-item randomness, resume across ranks |
+//! | [`resume_check`] | the resume check: a pipeline run straight and with preemptions, compared |
 //! | [`process`] | worker processes: process stages and process regions (Unix) |
 //! | [`subprocess`] | whole pipelines in a child process (Unix) |
 //! | `storage` | object stores, WebDataset shards, Parquet (feature `storage`) |
@@ -192,6 +193,7 @@ mod __guide {
 pub use builder::{PipelineBuilder, SinkBuilder, StageBuilder};
 pub use failure::{BoxError, MaxFailures, PipelineError};
 pub use pipeline::{Epoch, Pipeline, PipelineStream};
+pub use resume::check as resume_check;
 pub use resume::ResumeState;
 pub use stage::aggregate::Aggregator;
 pub use stage::pipe::Order;

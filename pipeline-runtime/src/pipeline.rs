@@ -17,6 +17,7 @@ use crate::failure::PipelineError;
 use crate::launch::{Launch, LaunchFn, Settings};
 use crate::memory::MemoryLimit;
 use crate::queue::{Msg, Rx};
+use crate::resume::accounts::{Accounts, Cursor, Outcome};
 use crate::resume::ledger::Ledger;
 use crate::resume::ResumeState;
 use crate::run_state::RunState;
@@ -59,8 +60,16 @@ pub struct Pipeline<T> {
     finished: bool,
     /// The stages, one word each (see [`ResumeState::shape`]).
     shape: String,
-    /// Resume tracking's ledger (made when the pipeline starts, if tracking is on).
+    /// The token ledger: with resume tracking, a memory limit, or accounts over stages
+    /// that are not one-to-one.
     ledger: Option<Arc<Ledger>>,
+    /// The ledger's accounts (see [`Accounts`]); absent for structures they do not cover
+    /// yet (merge, batched route, process region).
+    accounts: Option<Arc<Accounts>>,
+    /// The consumer's place in the accounts (accounts without a token ledger).
+    cursor: Option<Cursor>,
+    /// The epoch the consumer is in: the next epoch boundary closes its account.
+    epoch_now: u64,
     /// The consumer's wait and step times (statistics on only).
     consumer: ConsumerClock,
     /// The memory limit of items in flight (`memory_limit`).
@@ -96,15 +105,34 @@ impl<T: Send + 'static> Pipeline<T> {
             .tune
             .memory_limit
             .map(|limit| Arc::new(MemoryLimit::new(limit)));
-        // The memory limit learns from the ledger when an item is resolved.
-        let ledger = (settings.track_resume || memory.is_some()).then(|| {
-            let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
-            let ledger = Ledger::new(epoch);
-            Arc::new(match &memory {
-                Some(memory) => ledger.with_memory_limit(memory.clone()),
-                None => ledger,
-            })
+        let epoch = settings.resume_from.as_ref().map_or(0, ResumeState::epoch);
+        let carried = settings
+            .resume_from
+            .as_ref()
+            .map_or(&[][..], ResumeState::accounts);
+        let accounts = accounts_cover(&shape).then(|| Arc::new(Accounts::new(epoch, carried)));
+        // The memory limit learns from the ledger when an item is resolved; the accounts
+        // need it where a message is not one position.
+        let needs_ledger = settings.track_resume
+            || memory.is_some()
+            || (accounts.is_some() && !one_to_one(&shape));
+        let ledger = needs_ledger.then(|| {
+            let mut ledger = Ledger::new(epoch);
+            if let Some(state) = &settings.resume_from {
+                ledger = ledger.resuming(state);
+            }
+            if let Some(memory) = &memory {
+                ledger = ledger.with_memory_limit(memory.clone());
+            }
+            if let Some(accounts) = &accounts {
+                ledger = ledger.with_accounts(accounts.clone());
+            }
+            Arc::new(ledger)
         });
+        let cursor = match (&ledger, &accounts) {
+            (None, Some(accounts)) => Some(Cursor::new(accounts)),
+            _ => None,
+        };
         Self {
             state: State::Built { launch, buffer },
             run: Arc::new(RunState::default()),
@@ -116,6 +144,9 @@ impl<T: Send + 'static> Pipeline<T> {
             consumer: ConsumerClock::default(),
             shape,
             ledger,
+            accounts,
+            cursor,
+            epoch_now: epoch,
             memory,
             supervised: None,
             supervisor: None,
@@ -161,11 +192,40 @@ impl<T: Send + 'static> Pipeline<T> {
         self.ledger.as_ref().map_or(0, |l| l.resolved())
     }
 
-    /// The item at the consumer: its tag's token goes back to the ledger.
+    /// A message at the consumer: an item's tag goes back to the ledger as delivered; an
+    /// epoch boundary closes the epoch's account, which must balance.
     #[inline]
-    fn delivered(&self, msg: &Msg<T>) {
-        if let (Some(ledger), Msg::Item(_, tag)) = (&self.ledger, msg) {
-            ledger.resolve(*tag);
+    fn delivered(&mut self, msg: &Msg<T>) -> Result<(), PipelineError> {
+        match msg {
+            Msg::Item(_, tag) => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.resolve(*tag, Outcome::Delivered);
+                } else if let (Some(cursor), Some(accounts)) = (&mut self.cursor, &self.accounts) {
+                    cursor.delivered(accounts, *tag);
+                }
+                Ok(())
+            }
+            Msg::EpochEnd => self.close_epoch(),
+        }
+    }
+
+    /// The consumer reached the end of its epoch: checks the epoch's account. A mismatch
+    /// stops the pipeline and is its error.
+    fn close_epoch(&mut self) -> Result<(), PipelineError> {
+        let epoch = self.epoch_now;
+        self.epoch_now += 1;
+        let Some(accounts) = &self.accounts else {
+            return Ok(());
+        };
+        match accounts.close(epoch) {
+            Ok(()) => Ok(()),
+            Err(account) => {
+                tracing::error!("the ledger does not balance: {account}");
+                self.run.request_stop();
+                self.finished = true;
+                self.report_final();
+                Err(PipelineError::ledger_mismatch(account))
+            }
         }
     }
 
@@ -192,7 +252,7 @@ impl<T: Send + 'static> Pipeline<T> {
             self.run.clone(),
             &self.settings,
             default_pool.clone(),
-            self.ledger.clone(),
+            (self.ledger.clone(), self.accounts.clone()),
         );
         l.memory = self.memory.clone();
         if let Some(memory) = self.memory.clone() {
@@ -322,9 +382,17 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// Called when the output queue is closed and empty: the failure, if any, once.
     fn end_of_stream(&mut self) -> Option<PipelineError> {
+        let error = self.run.take_error();
+        // A source that ends without an epoch boundary (one pass) ends its epoch here;
+        // a failure or a stop leaves items unresolved, with nothing to check.
+        let ended = error.is_none() && !self.run.stop_requested();
+        let mismatch = match ended {
+            true => self.close_epoch().err(),
+            false => None,
+        };
         self.finished = true;
         self.report_final();
-        self.run.take_error()
+        error.or(mismatch)
     }
 
     /// The next item, waiting at most `timeout`. To wait as long as it takes, use the
@@ -398,10 +466,10 @@ impl<T: Send + 'static> Pipeline<T> {
         };
         match received {
             None => Err(GetError::Timeout),
-            Some(Ok(msg)) => {
-                self.delivered(&msg);
-                Ok(Some(msg))
-            }
+            Some(Ok(msg)) => match self.delivered(&msg) {
+                Ok(()) => Ok(Some(msg)),
+                Err(mismatch) => Err(GetError::Failed(mismatch)),
+            },
             Some(Err(_closed)) => match self.end_of_stream() {
                 Some(error) => Err(GetError::Failed(error)),
                 None => Ok(None),
@@ -429,7 +497,17 @@ impl<T: Send + 'static> Pipeline<T> {
             stats.pool_threads = s.pool.num_threads();
         }
         stats.memory = self.memory.as_ref().map(|b| b.stats());
+        stats.accounts = self.accounts();
         stats
+    }
+
+    /// The ledger's accounts, one per epoch (the open ones and the last few ended), oldest
+    /// first: empty for a pipeline whose structure they do not cover yet (a merge, a
+    /// batched route, a process region). Also in [`stats`](Self::stats).
+    pub fn accounts(&self) -> Vec<crate::stats::EpochAccount> {
+        self.accounts
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.snapshot())
     }
 
     /// The statistics over time, recorded by the statistics thread while the pipeline runs
@@ -507,7 +585,12 @@ impl<T> Pipeline<T> {
         }
         self.final_reported = true;
         self.stats.mark_ended();
-        report::log(&self.stats.snapshot(), "final");
+        let mut stats = self.stats.snapshot();
+        stats.accounts = self
+            .accounts
+            .as_ref()
+            .map_or_else(Vec::new, |a| a.snapshot());
+        report::log(&stats, "final");
     }
 }
 
@@ -526,6 +609,24 @@ impl<T> Drop for Pipeline<T> {
         }
         self.report_final();
     }
+}
+
+/// Whether the accounts cover a pipeline of this shape: every structure but those whose
+/// items the ledger cannot follow yet (issue 27, item 4).
+fn accounts_cover(shape: &str) -> bool {
+    !["merge(", "route batched", "process region"]
+        .iter()
+        .any(|s| shape.contains(s))
+}
+
+/// Whether every stage after the source is a one-to-one `pipe` or an `aggregate`: then
+/// each position travels in one message, and the accounts need no token ledger.
+fn one_to_one(shape: &str) -> bool {
+    let aggregate = |word: &str| word.starts_with("aggregate(") || word == "aggregate_with";
+    shape
+        .split(" -> ")
+        .skip(1)
+        .all(|word| word == "pipe" || aggregate(word))
 }
 
 /// Stops every part of a pipeline and joins its threads for up to `timeout`; a thread still
@@ -648,14 +749,17 @@ impl<T: Send + 'static> Pipeline<T> {
                     self.consumer_waits();
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Msg::Item(item, tag))) => {
-                    if let Some(ledger) = &self.ledger {
-                        ledger.resolve(tag);
+                Poll::Ready(Some(msg)) => {
+                    if let Err(mismatch) = self.delivered(&msg) {
+                        self.consumer_takes(false);
+                        return Poll::Ready(Some(Err(mismatch)));
                     }
+                    let Msg::Item(item, _) = msg else {
+                        continue; // an epoch boundary
+                    };
                     self.consumer_takes(true);
                     return Poll::Ready(Some(Ok(item)));
                 }
-                Poll::Ready(Some(Msg::EpochEnd)) => continue,
                 Poll::Ready(None) => {
                     self.consumer_takes(false);
                     return Poll::Ready(self.end_of_stream().map(Err));
@@ -754,5 +858,45 @@ impl StdError for GetError {
             GetError::Failed(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pipeline;
+    use crate::error::StageFailureKind;
+    use crate::resume::accounts::Outcome;
+    use crate::PipelineBuilder;
+
+    /// Reads one item, feeds the accounts one stray resolution (as an engine defect would),
+    /// and returns the error the rest of the run ends with.
+    fn stray_resolution<T: Send + 'static>(mut pipeline: Pipeline<T>, stray: Outcome) -> String {
+        assert!(pipeline.next().is_some_and(|r| r.is_ok()));
+        pipeline
+            .accounts
+            .as_ref()
+            .unwrap()
+            .dropped(crate::resume::Tag::pos(0), stray);
+        let error = pipeline.find_map(Result::err).expect("a mismatch");
+        assert!(matches!(
+            error.first().kind(),
+            StageFailureKind::LedgerMismatch(_)
+        ));
+        error.to_string()
+    }
+
+    #[test]
+    fn an_epoch_that_does_not_balance_ends_the_pipeline_with_the_counts() {
+        let one_to_one = PipelineBuilder::new().source(0..100u64).pipe(|x| x);
+        let message = stray_resolution(one_to_one.sink().build().unwrap(), Outcome::Failed);
+        assert!(message.contains("sourced 100"), "{message}");
+        assert!(
+            message.contains("1 more resolved than sourced"),
+            "{message}"
+        );
+        let batched = PipelineBuilder::new().source(0..100u64).aggregate(10);
+        let message = stray_resolution(batched.sink().build().unwrap(), Outcome::Filtered);
+        assert!(message.contains("filtered 1"), "{message}");
+        assert!(message.contains("duplicated"), "{message}");
     }
 }

@@ -245,3 +245,45 @@ fn without_tracking_there_is_no_state() {
     let p = PipelineBuilder::new().source(0..3).sink().build().unwrap();
     assert!(p.resume_state().is_none());
 }
+
+/// A state taken from a resumed pipeline before it has come back to the old frontier keeps
+/// what the old state knew beyond it: items delivered out of order before the first stop
+/// are not delivered again after the second (the "second resume within an epoch" defect).
+#[test]
+fn a_second_stop_before_the_old_frontier_keeps_what_was_delivered_beyond_it() {
+    let build = |state: Option<ResumeState>, concurrency: usize, pause: fn(u32) -> u64| {
+        PipelineBuilder::new()
+            .source(0..60u32)
+            .pipe(move |x| {
+                std::thread::sleep(Duration::from_millis(pause(x)));
+                x
+            })
+            .concurrency(concurrency)
+            .order(Order::Completion)
+            .sink()
+            .buffer(1)
+            .queue_capacity(1)
+            .num_threads(4)
+            .resume_from(state)
+            .build()
+            .unwrap()
+    };
+    // 10, 20 and 30 hold three lanes while the fourth delivers the items between them.
+    let mut first = build(None, 4, |x| if x % 10 == 0 && x > 0 { 1000 } else { 0 });
+    let mut got: Vec<u32> = first.by_ref().take(33).map(Result::unwrap).collect();
+    let state = first.resume_state().unwrap();
+    drop(first);
+    assert!(state.pending().starts_with(&[10, 20, 30]), "{state:?}");
+    // One slow lane: its source stops behind 30, below the first run's frontier.
+    let mut second = build(Some(state.clone()), 1, |_| 100);
+    second.start().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let again = second.resume_state().unwrap();
+    drop(second);
+    // Its source took 10, 20 and 30 at most: the items the first run delivered after 30 are
+    // known from the first state only (before the fix, they came again).
+    assert_eq!(again.frontier(), state.frontier(), "{again:?}");
+    got.extend(build(Some(again), 4, |_| 0).map(Result::unwrap));
+    got.sort_unstable();
+    assert_eq!(got, (0..60).collect::<Vec<_>>(), "each item once");
+}

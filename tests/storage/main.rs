@@ -4,3 +4,4 @@
 //! against a real server on the loopback interface, in `examples/tests/s3.rs`.
 
 mod local;
+mod resume_check;

@@ -55,6 +55,9 @@ impl From<&PipelineError> for RemotePipelineError {
                     StageFailureKind::Start(c) => (RemoteFailureKind::Start, vec![c.to_string()]),
                     StageFailureKind::InWorker(r) => (r.kind().clone(), r.causes().to_vec()),
                     StageFailureKind::Stalled { .. } => (RemoteFailureKind::Stalled, Vec::new()),
+                    StageFailureKind::LedgerMismatch(_) => {
+                        (RemoteFailureKind::LedgerMismatch, Vec::new())
+                    }
                 };
                 RemoteStageFailure {
                     stage: f.stage().to_owned(),
@@ -131,4 +134,6 @@ pub enum RemoteFailureKind {
     Start,
     /// The pipeline stalled past its limit.
     Stalled,
+    /// An epoch's ledger account did not balance.
+    LedgerMismatch,
 }

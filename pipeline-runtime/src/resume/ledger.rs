@@ -6,10 +6,14 @@
 //! `aggregate` puts a batch's tokens into a group, itself one token; delivery to the
 //! consumer, a failure or a drop gives a token back. A position with no token left is
 //! resolved and leaves the ledger, so the ledger holds only positions in flight.
+//!
+//! Each token given back says what became of its message ([`Outcome`]); a position keeps
+//! the best outcome of its tokens, and tells the [`Accounts`] once resolved.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::accounts::{Accounts, Counts, Outcome};
 use super::{ResumeState, Tag};
 use crate::memory::MemoryLimit;
 use crate::sync::lock;
@@ -19,12 +23,15 @@ pub(crate) struct Ledger {
     inner: Mutex<Inner>,
     /// The memory limit, whose bytes a position gives back once resolved.
     memory: Option<std::sync::Arc<MemoryLimit>>,
+    /// Told of every position taken and resolved, under the lock.
+    accounts: Option<std::sync::Arc<Accounts>>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    /// Tokens of each position taken by the source and not yet resolved.
-    open: BTreeMap<u64, u32>,
+    /// Tokens of each position taken by the source and not yet resolved, and the best
+    /// outcome of those given back.
+    open: BTreeMap<u64, (u32, Outcome)>,
     /// Tokens of each live group (by its tag), and the tags it stands for.
     groups: HashMap<u64, (u32, Vec<Tag>)>,
     next_group: u64,
@@ -36,6 +43,20 @@ struct Inner {
     /// Positions resolved by the current call (memory limit only).
     resolved: Vec<u64>,
     collect: bool,
+    /// The accounts' tallies of the newest epoch, and its first position.
+    newest: Option<(u64, std::sync::Arc<Counts>)>,
+    /// The state this run resumed from: until the source is back at its frontier, a
+    /// snapshot keeps what it knew beyond (its pending positions there; the rest resolved).
+    resumed: Option<Resumed>,
+}
+
+/// What a resumed run's state knew: its frontier and pending positions (counted from the
+/// start of the run), and whether its accounts counted those as sourced already.
+#[derive(Debug)]
+struct Resumed {
+    frontier: u64,
+    pending: Vec<u64>,
+    sourced_before: bool,
 }
 
 impl Ledger {
@@ -50,9 +71,36 @@ impl Ledger {
                 passes: VecDeque::from([(epoch, 0)]),
                 resolved: Vec::new(),
                 collect: false,
+                newest: None,
+                resumed: None,
             }),
             memory: None,
+            accounts: None,
         }
+    }
+
+    /// The run resumes from `state` (whose epoch is this ledger's first pass).
+    pub(crate) fn resuming(mut self, state: &ResumeState) -> Self {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .resumed = Some(Resumed {
+            frontier: state.frontier(),
+            pending: state.pending().to_vec(),
+            sourced_before: !state.accounts().is_empty(),
+        });
+        self
+    }
+
+    /// Positions taken and resolved are counted in `accounts`.
+    pub(crate) fn with_accounts(mut self, accounts: std::sync::Arc<Accounts>) -> Self {
+        {
+            let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+            let epoch = inner.passes[0].0;
+            inner.newest = Some((0, accounts.epoch_started(epoch, 0)));
+        }
+        self.accounts = Some(accounts);
+        self
     }
 
     /// Resolved positions give their bytes back to `memory`.
@@ -77,13 +125,27 @@ impl Ledger {
     /// The source took position `pos` (its positions ascend) and is about to send it.
     pub(crate) fn taken(&self, pos: u64) {
         let mut inner = lock(&self.inner);
-        inner.open.insert(pos, 1);
+        inner.open.insert(pos, (1, Outcome::Passed));
         inner.frontier = pos + 1;
+        // A pending position taken again was counted by the run that took it first.
+        let again = inner
+            .resumed
+            .as_ref()
+            .is_some_and(|r| r.sourced_before && pos < r.frontier);
+        if let (Some((first, counts)), false) = (&inner.newest, again) {
+            Accounts::sourced(counts, *first, pos);
+        }
     }
 
-    /// The source begins pass `pass` at position `first`.
+    /// The source begins pass `pass` at position `first` (its first pass too).
     pub(crate) fn pass_started(&self, pass: u64, first: u64) {
         let mut inner = lock(&self.inner);
+        if let Some(accounts) = &self.accounts {
+            inner.newest = Some((first, accounts.epoch_started(pass, first)));
+        }
+        if inner.passes.back().is_some_and(|&(p, _)| p == pass) {
+            return; // the first pass, known from the start
+        }
         inner.passes.push_back((pass, first));
         let lowest = inner.lowest();
         while inner.passes.len() > 1 && inner.passes[1].1 <= lowest {
@@ -98,7 +160,7 @@ impl Ledger {
             if let Some(group) = inner.groups.get_mut(&tag.raw()) {
                 group.0 += 1;
             }
-        } else if let Some(tokens) = inner.open.get_mut(&tag.raw()) {
+        } else if let Some((tokens, _)) = inner.open.get_mut(&tag.raw()) {
             *tokens += 1;
         }
     }
@@ -113,18 +175,19 @@ impl Ledger {
         tag
     }
 
-    /// A message carrying `tag` was delivered, failed or dropped: gives its token back.
-    pub(crate) fn resolve(&self, tag: Tag) {
+    /// A message carrying `tag` was delivered, failed or dropped (`outcome`): gives its
+    /// token back.
+    pub(crate) fn resolve(&self, tag: Tag, outcome: Outcome) {
         let mut inner = lock(&self.inner);
-        inner.release(tag);
+        inner.release(tag, outcome, self.accounts.as_deref());
         self.give_back(inner);
     }
 
     /// Gives back one token of each of `tags`.
-    pub(crate) fn resolve_all(&self, tags: &[Tag]) {
+    pub(crate) fn resolve_all(&self, tags: &[Tag], outcome: Outcome) {
         let mut inner = lock(&self.inner);
         for &tag in tags {
-            inner.release(tag);
+            inner.release(tag, outcome, self.accounts.as_deref());
         }
         self.give_back(inner);
     }
@@ -141,15 +204,36 @@ impl Ledger {
     /// frontier and open positions counted from that pass's start.
     pub(crate) fn snapshot(&self, shape: &str) -> ResumeState {
         let inner = lock(&self.inner);
-        let lowest = inner.lowest();
+        // Behind the resumed state's frontier, what it knew beyond ours still holds: its
+        // pending positions there are still to deliver, the others were resolved.
+        let (frontier, beyond) = match &inner.resumed {
+            Some(r) if r.frontier > inner.frontier => {
+                let from = r.pending.partition_point(|&p| p < inner.frontier);
+                (r.frontier, &r.pending[from..])
+            }
+            _ => (inner.frontier, &[][..]),
+        };
+        let lowest = inner
+            .lowest()
+            .min(beyond.first().copied().unwrap_or(u64::MAX));
         let &(pass, first) = inner
             .passes
             .iter()
             .rev()
             .find(|&&(_, first)| first <= lowest)
             .unwrap_or(&inner.passes[0]);
-        let pending = inner.open.keys().map(|&p| p - first).collect();
-        ResumeState::new(shape.to_owned(), pass, inner.frontier - first, pending)
+        let pending = inner
+            .open
+            .keys()
+            .chain(beyond)
+            .map(|&p| p - first)
+            .collect();
+        let state = ResumeState::new(shape.to_owned(), pass, frontier - first, pending);
+        match &self.accounts {
+            // Under the ledger's lock: consistent with the pending positions.
+            Some(accounts) => state.with_accounts(accounts.carried(pass, first)),
+            None => state,
+        }
     }
 }
 
@@ -158,7 +242,7 @@ impl Inner {
         self.open.keys().next().copied().unwrap_or(self.frontier)
     }
 
-    fn release(&mut self, tag: Tag) {
+    fn release(&mut self, tag: Tag, outcome: Outcome, accounts: Option<&Accounts>) {
         if tag.is_group() {
             let id = tag.raw();
             let Some(group) = self.groups.get_mut(&id) else {
@@ -166,17 +250,23 @@ impl Inner {
             };
             group.0 -= 1;
             if group.0 == 0 {
+                // The group's last message decides for its members (a batch delivered).
                 let (_, members) = self.groups.remove(&id).expect("present");
                 for member in members {
-                    self.release(member);
+                    self.release(member, outcome, accounts);
                 }
             }
-        } else if let Some(tokens) = self.open.get_mut(&tag.raw()) {
+        } else if let Some((tokens, best)) = self.open.get_mut(&tag.raw()) {
             *tokens -= 1;
+            *best = (*best).max(outcome);
             if *tokens == 0 {
+                let best = *best;
                 self.open.remove(&tag.raw());
                 if self.collect {
                     self.resolved.push(tag.raw());
+                }
+                if let Some(accounts) = accounts {
+                    accounts.resolved_one_writer(tag.raw(), best);
                 }
             }
         }
@@ -197,19 +287,36 @@ mod tests {
         for _ in 0..3 {
             ledger.add_token(Tag::pos(1));
         }
-        ledger.resolve(Tag::pos(1));
+        ledger.resolve(Tag::pos(1), Outcome::Passed);
         let batch = ledger.group(vec![Tag::pos(0), Tag::pos(1), Tag::pos(1)]);
-        ledger.resolve(Tag::pos(2)); // failed
+        ledger.resolve(Tag::pos(2), Outcome::Failed);
         assert_eq!(ledger.snapshot("s").pending(), [0, 1, 3]);
-        ledger.resolve(batch);
+        ledger.resolve(batch, Outcome::Delivered);
         assert_eq!(
             ledger.snapshot("s").pending(),
             [1, 3],
             "one output of 1 still out"
         );
-        ledger.resolve(Tag::pos(1));
+        ledger.resolve(Tag::pos(1), Outcome::Delivered);
         let state = ledger.snapshot("s");
         assert_eq!((state.frontier(), state.pending()), (4, &[3][..]));
+    }
+
+    #[test]
+    fn a_resumed_ledger_behind_its_states_frontier_keeps_what_the_state_knew_beyond() {
+        let state = ResumeState::new("s".into(), 0, 10, vec![2, 5, 8]);
+        let ledger = Ledger::new(0).resuming(&state);
+        ledger.taken(2);
+        ledger.taken(5);
+        ledger.resolve(Tag::pos(2), Outcome::Delivered);
+        let again = ledger.snapshot("s");
+        // 6, 7 and 9 were resolved before the first stop: they stay so.
+        assert_eq!((again.frontier(), again.pending()), (10, &[5, 8][..]));
+        for p in [8, 10] {
+            ledger.taken(p);
+        }
+        let later = ledger.snapshot("s");
+        assert_eq!((later.frontier(), later.pending()), (11, &[5, 8, 10][..]));
     }
 
     #[test]
@@ -222,13 +329,13 @@ mod tests {
         ledger.taken(10);
         ledger.taken(11);
         for p in 0..9 {
-            ledger.resolve(Tag::pos(p));
+            ledger.resolve(Tag::pos(p), Outcome::Delivered);
         }
         let state = ledger.snapshot("s");
         assert_eq!(state.epoch(), 5);
         assert_eq!((state.frontier(), state.pending()), (12, &[9, 10, 11][..]));
-        ledger.resolve(Tag::pos(9));
-        ledger.resolve(Tag::pos(11));
+        ledger.resolve(Tag::pos(9), Outcome::Delivered);
+        ledger.resolve(Tag::pos(11), Outcome::Delivered);
         let state = ledger.snapshot("s");
         assert_eq!(state.epoch(), 6);
         assert_eq!((state.frontier(), state.pending()), (2, &[0][..]));

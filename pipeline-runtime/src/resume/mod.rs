@@ -16,6 +16,8 @@
 //! skips, at its source, the epochs before the state's and every position below the
 //! frontier that was resolved, so it delivers exactly what the consumer had not received.
 
+pub(crate) mod accounts;
+pub mod check;
 pub(crate) mod ledger;
 pub(crate) mod numbering;
 
@@ -24,6 +26,7 @@ use std::num::NonZeroU64;
 use serde::{Deserialize, Serialize};
 
 use crate::failure::BuildError;
+use accounts::EpochAccountState;
 
 /// What travels beside an item between stages: a source position, or a group of them (a
 /// batch). Copied with the item; the ledger gives it meaning only when tracking is on.
@@ -87,6 +90,11 @@ pub struct ResumeState {
     /// written as `[start, end)` ranges, since items in flight are mostly consecutive.
     #[serde(with = "ranges")]
     pending: Vec<u64>,
+    /// The ledger's accounts of the open epochs (from `epoch` on), so that an epoch's
+    /// balance is checked across a resume. Absent in a state made elsewhere (then the
+    /// resumed run accounts for its own part only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    accounts: Vec<EpochAccountState>,
 }
 
 /// Ascending positions as the `[start, end)` ranges of their consecutive runs.
@@ -123,7 +131,19 @@ impl ResumeState {
             epoch,
             frontier,
             pending,
+            accounts: Vec::new(),
         }
+    }
+
+    /// The state with the ledger's accounts of its open epochs.
+    pub(crate) fn with_accounts(mut self, accounts: Vec<EpochAccountState>) -> Self {
+        self.accounts = accounts;
+        self
+    }
+
+    /// The ledger's accounts it carries.
+    pub(crate) fn accounts(&self) -> &[EpochAccountState] {
+        &self.accounts
     }
 
     /// The state at the start of `epoch` of a pipeline whose shape is `shape`: resuming
@@ -183,6 +203,8 @@ impl ResumeState {
                  below the frontier)",
             ));
         }
+        EpochAccountState::check_all(&self.accounts, self.epoch, self.frontier, &self.pending)
+            .map_err(|why| BuildError::new(format!("cannot resume: malformed state ({why})")))?;
         Ok(())
     }
 }

@@ -1,7 +1,58 @@
 //! The source's side of resume: numbering the items it takes, and, when resuming, skipping
-//! those the state says were already delivered (or failed, or dropped).
+//! those the state says were already delivered (or failed, or dropped); and telling the
+//! ledger what it took ([`SourceBooks`]).
 
+use std::sync::Arc;
+
+use super::accounts::{Accounts, Counts};
+use super::ledger::Ledger;
 use super::ResumeState;
+
+/// Where a source records the positions it takes: the token ledger (which counts them in
+/// the accounts under its lock), or straight in the accounts (one-to-one pipelines).
+#[derive(Debug)]
+pub(crate) struct SourceBooks {
+    ledger: Option<Arc<Ledger>>,
+    accounts: Option<Arc<Accounts>>,
+    /// The current epoch's first position and tallies (accounts without a ledger).
+    epoch: Option<(u64, Arc<Counts>)>,
+}
+
+impl SourceBooks {
+    /// Books of a source starting at pass `epoch`.
+    pub(crate) fn new(
+        ledger: Option<Arc<Ledger>>,
+        accounts: Option<Arc<Accounts>>,
+        epoch: u64,
+    ) -> Self {
+        let mut books = Self {
+            ledger,
+            accounts,
+            epoch: None,
+        };
+        books.pass_started(epoch, 0);
+        books
+    }
+
+    /// The source begins pass `pass` at position `first`.
+    pub(crate) fn pass_started(&mut self, pass: u64, first: u64) {
+        if let Some(ledger) = &self.ledger {
+            ledger.pass_started(pass, first);
+        } else if let Some(accounts) = &self.accounts {
+            self.epoch = Some((first, accounts.epoch_started(pass, first)));
+        }
+    }
+
+    /// The source took `pos` and is about to send it.
+    #[inline]
+    pub(crate) fn taken(&self, pos: u64) {
+        if let Some(ledger) = &self.ledger {
+            ledger.taken(pos);
+        } else if let Some((first, counts)) = &self.epoch {
+            Accounts::sourced(counts, *first, pos);
+        }
+    }
+}
 
 /// Numbers a source's items across its passes, and says how many to skip before the next
 /// one to send.

@@ -4,8 +4,9 @@
 //!
 //! Each item goes to the bucket of its key; a bucket that reaches `size` items goes out as a
 //! batch. At the end of each epoch (and of the stream) every bucket that never filled is
-//! flushed, in the order the buckets were first seen (or dropped, with `drop_last`), so no
-//! batch spans two epochs. One lane, so batches are formed in arrival order. Memory holds at
+//! flushed, in the order of their oldest items (or dropped, with `drop_last`), so no batch
+//! spans two epochs; a resumed run, which sees again only the items that were pending, so
+//! flushes in the same order. One lane, so batches are formed in arrival order. Memory holds at
 //! most `size - 1` items per distinct key: a key function with unbounded distinct values
 //! (a raw length rather than a bucket of lengths) holds that many partial buckets.
 //!
@@ -23,6 +24,7 @@ use crate::failure::{BuildError, ItemError};
 use crate::hook::TaskOutcome;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::aggregate::AggregateOptions;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -105,6 +107,7 @@ where
             drop_last: opts.drop_last,
             buckets: Vec::new(),
             by_key: HashMap::new(),
+            arrived: 0,
         };
         l.spawn_lane(lane.run());
         Ok(out_rx)
@@ -115,6 +118,8 @@ where
 struct Bucket<T> {
     items: Vec<T>,
     members: Vec<Tag>,
+    /// When its oldest item arrived (the lane's count of items then).
+    oldest: u64,
 }
 
 struct BucketLane<T, K, F> {
@@ -126,9 +131,11 @@ struct BucketLane<T, K, F> {
     key: F,
     size: usize,
     drop_last: bool,
-    /// In the order their keys were first seen this epoch (the order of the flush).
+    /// In the order their keys were first seen this epoch.
     buckets: Vec<Bucket<T>>,
     by_key: HashMap<K, usize>,
+    /// Items taken so far.
+    arrived: u64,
 }
 
 impl<T, K, F> BucketLane<T, K, F>
@@ -180,9 +187,7 @@ where
             Ok(key) => key,
             Err(panic) => {
                 self.ctx.task_ended(0, ticks, TaskOutcome::Panicked);
-                if let Some(ledger) = &self.ctx.ledger {
-                    ledger.resolve(tag);
-                }
+                self.ctx.resolve(tag, Outcome::Failed);
                 return self
                     .ctx
                     .on_failure(ItemError::panic(&self.ctx.name, panic.as_ref()));
@@ -199,10 +204,15 @@ where
             self.buckets.push(Bucket {
                 items: Vec::new(),
                 members: Vec::new(),
+                oldest: 0,
             });
         }
         let tracked = self.ctx.ledger.is_some();
         let bucket = &mut self.buckets[index];
+        if bucket.items.is_empty() {
+            bucket.oldest = self.arrived;
+        }
+        self.arrived += 1;
         bucket.items.push(item);
         if tracked {
             bucket.members.push(tag);
@@ -219,13 +229,15 @@ where
     /// batch spans two epochs. False to stop.
     async fn flush(&mut self) -> bool {
         self.by_key.clear();
-        for bucket in std::mem::take(&mut self.buckets) {
+        let mut buckets = std::mem::take(&mut self.buckets);
+        buckets.sort_by_key(|bucket| bucket.oldest);
+        for bucket in buckets {
             if bucket.items.is_empty() {
                 continue;
             }
             if self.drop_last {
                 if let Some(ledger) = &self.ctx.ledger {
-                    ledger.resolve_all(&bucket.members);
+                    ledger.resolve_all(&bucket.members, Outcome::Filtered);
                 }
             } else if !self.send(bucket.items, bucket.members).await {
                 return false;

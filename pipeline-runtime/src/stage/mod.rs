@@ -26,7 +26,9 @@ use crate::clock;
 use crate::failure::ItemError;
 use crate::failure::{FailureScope, RecentErrors, StageFailureKind};
 use crate::hook::{StageHooks, StageInfo, TaskOutcome};
+use crate::resume::accounts::{Accounts, Outcome};
 use crate::resume::ledger::Ledger;
+use crate::resume::Tag;
 use crate::run_state::RunState;
 use crate::stats::{StageCounters, StageEntry, StageKind, TaskSampler};
 use crate::sync::lock;
@@ -65,6 +67,8 @@ pub(crate) struct StageCtx {
     pub(crate) run: Arc<RunState>,
     /// The pipeline's resume ledger, when resume tracking is on.
     pub(crate) ledger: Option<Arc<Ledger>>,
+    /// The ledger's accounts (absent in structures they do not cover yet).
+    pub(crate) accounts: Option<Arc<Accounts>>,
 }
 
 impl StageCtx {
@@ -73,7 +77,7 @@ impl StageCtx {
         observe: Observe,
         scope: Arc<FailureScope>,
         run: Arc<RunState>,
-        ledger: Option<Arc<Ledger>>,
+        (ledger, accounts): (Option<Arc<Ledger>>, Option<Arc<Accounts>>),
         lanes: LaneSet,
     ) -> Self {
         let span = tracing::debug_span!("stage", stage = %info.name, index = info.index);
@@ -96,6 +100,18 @@ impl StageCtx {
             on_trip: OnceLock::new(),
             run,
             ledger,
+            accounts,
+        }
+    }
+
+    /// A message carrying `tag` ends here without reaching the consumer (`outcome`: failed,
+    /// filtered, or replaced by a one-to-many stage's outputs): the ledger learns of it.
+    pub(crate) fn resolve(&self, tag: Tag, outcome: Outcome) {
+        if let Some(ledger) = &self.ledger {
+            ledger.resolve(tag, outcome);
+        } else if let Some(accounts) = &self.accounts {
+            // Each position in one message here (no ledger): its positions are resolved.
+            accounts.dropped(tag, outcome);
         }
     }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::resume::accounts::EpochAccount;
 pub(crate) use consumer::ConsumerClock;
 pub use consumer::ConsumerStats;
 pub use histogram::DurationStats;
@@ -62,6 +63,10 @@ pub struct PipelineStats {
     pub pool_threads: usize,
     /// The memory limit, when `memory_limit` is set.
     pub memory: Option<crate::tune::MemoryStats>,
+    /// The ledger's accounts, one per epoch, oldest first (see
+    /// [`Pipeline::accounts`](crate::Pipeline::accounts)): kept whether statistics are on
+    /// or off.
+    pub accounts: Vec<EpochAccount>,
 }
 
 impl PipelineStats {
@@ -278,6 +283,7 @@ impl StatsRegistry {
             tuning: Vec::new(),
             pool_threads: 0,
             memory: None,
+            accounts: Vec::new(),
         }
     }
 }

@@ -84,6 +84,21 @@ pub(crate) fn log(stats: &PipelineStats, report: &'static str) {
             q.occupancy * 100.0,
         );
     }
+    for a in &stats.accounts {
+        tracing::info!(
+            target: TARGET,
+            report,
+            epoch = a.epoch,
+            sourced = a.sourced,
+            delivered = a.delivered,
+            failed = a.failed,
+            filtered = a.filtered,
+            in_flight = a.in_flight,
+            checksum = a.checksum,
+            balanced = a.balanced(),
+            "[ledger] {a}"
+        );
+    }
     let c = &stats.consumer;
     if c.items > 0 {
         let verdict = match (stats.consumer_bound(), stats.bottleneck()) {

@@ -320,6 +320,7 @@ mod tests {
             tuning: Vec::new(),
             pool_threads: 0,
             memory: None,
+            accounts: Vec::new(),
         }
     }
 

@@ -82,6 +82,12 @@ impl fmt::Display for PipelineStats {
                 )?;
             }
         }
+        if !self.accounts.is_empty() {
+            writeln!(f)?;
+        }
+        for account in &self.accounts {
+            writeln!(f, "ledger {account}")?;
+        }
         let summary = self.summary_lines();
         if !summary.is_empty() {
             writeln!(f)?;

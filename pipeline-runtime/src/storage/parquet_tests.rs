@@ -354,4 +354,48 @@ mod sharded {
         }
         assert_eq!(seen, expected, "every row of the epoch exactly once");
     }
+
+    /// The resume check over Parquet rows: preemptions at seeded points, on the same world
+    /// size and from 3 ranks to 2.
+    #[test]
+    fn the_resume_check_passes_over_parquet_rows() {
+        use crate::resume_check::{Attempt, Checked, ResumeCheck};
+
+        let store = store_with(&[
+            ("t/a.parquet", parquet_file(90)),
+            ("t/b.parquet", parquet_file(61)),
+        ]);
+        let index = std::sync::Arc::new(
+            block_on(index_files(&store, &Filter::suffix(".parquet"), 2)).unwrap(),
+        );
+        let rows = ParquetRows::new().columns(["id", "caption"]);
+        let job = |attempt: &Attempt<'_, ShardState>| {
+            let fresh =
+                ShardSampler::with_format(&store, index.clone(), attempt.rank, rows.clone())
+                    .seed(8)
+                    .shuffle_buffer(10)
+                    .split(Split::Even);
+            let (sampler, state) = match attempt.states() {
+                None => (fresh, None),
+                Some(states) => {
+                    let resume = ShardState::resume_all(states, &fresh)?;
+                    (resume.sampler, Some(resume.pipeline))
+                }
+            };
+            let pipeline = build(&sampler, state);
+            Ok(Checked::new(pipeline, move |state| {
+                ShardState::new(&sampler, state)
+            }))
+        };
+        for (seed, worlds) in [(0, vec![3]), (1, vec![3]), (2, vec![3, 2]), (3, vec![3, 2])] {
+            let check = ResumeCheck::new()
+                .epochs(2)
+                .preemptions(3)
+                .seed(seed)
+                .world_sizes(worlds);
+            if let Err(e) = check.run(job) {
+                panic!("seed {seed}: {e}");
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::{Accounts, BatchAccount, Cursor, Outcome};
 use crate::resume::Tag;
 use crate::stage::pipe::lane::item_error;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -82,8 +83,48 @@ pub(crate) struct AggregateLane<A, T, O> {
     pub(crate) output: Tx<O>,
     pub(crate) aggregator: A,
     pub(crate) drop_last: bool,
-    /// Tags of the items taken since the last output (resume tracking only).
-    pub(crate) members: Vec<Tag>,
+    /// The items taken since the last output, as the ledger needs them.
+    pub(crate) members: Members,
+}
+
+/// What the items taken since the last output stand for in the ledger: their tags (the
+/// token ledger), their count and checksum (the accounts alone), or nothing.
+pub(crate) enum Members {
+    Untracked,
+    Tags(Vec<Tag>),
+    Counted {
+        accounts: Arc<Accounts>,
+        batch: BatchAccount,
+        cursor: Cursor,
+    },
+}
+
+impl Members {
+    /// The kind `ctx`'s ledger needs.
+    pub(crate) fn for_stage(ctx: &StageCtx) -> Self {
+        match (&ctx.ledger, &ctx.accounts) {
+            (Some(_), _) => Members::Tags(Vec::new()),
+            (None, Some(accounts)) => Members::Counted {
+                accounts: accounts.clone(),
+                batch: BatchAccount::default(),
+                cursor: Cursor::new(accounts),
+            },
+            (None, None) => Members::Untracked,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, tag: Tag) {
+        match self {
+            Members::Untracked => {}
+            Members::Tags(tags) => tags.push(tag),
+            Members::Counted {
+                accounts,
+                batch,
+                cursor,
+            } => batch.add(cursor, accounts, tag.raw()),
+        }
+    }
 }
 
 impl<A, T, O> AggregateLane<A, T, O>
@@ -100,9 +141,7 @@ where
             }
             match self.input.recv().await {
                 Ok(Msg::Item(item, tag)) => {
-                    if self.ctx.ledger.is_some() {
-                        self.members.push(tag);
-                    }
+                    self.members.push(tag);
                     let started = self.ctx.task_started();
                     let span = self.ctx.task_span();
                     let result = span.in_scope(|| {
@@ -154,17 +193,32 @@ where
 
     /// The items taken since the last output are gone without an output: resolved.
     fn drop_members(&mut self) {
-        if let Some(ledger) = &self.ctx.ledger {
-            ledger.resolve_all(&self.members);
-            self.members.clear();
+        match (&mut self.members, &self.ctx.ledger) {
+            (Members::Tags(tags), Some(ledger)) => {
+                ledger.resolve_all(tags, Outcome::Filtered);
+                tags.clear();
+            }
+            (
+                Members::Counted {
+                    accounts, batch, ..
+                },
+                _,
+            ) => accounts.batch_filtered(std::mem::take(batch)),
+            _ => {}
         }
     }
 
     /// The tag of an output: a group of the items taken since the last one.
     fn covered(&mut self) -> Tag {
-        match &self.ctx.ledger {
-            Some(ledger) => ledger.group(std::mem::take(&mut self.members)),
-            None => Tag::NONE,
+        match (&mut self.members, &self.ctx.ledger) {
+            (Members::Tags(tags), Some(ledger)) => ledger.group(std::mem::take(tags)),
+            (
+                Members::Counted {
+                    accounts, batch, ..
+                },
+                _,
+            ) => accounts.batch_sent(std::mem::take(batch)),
+            _ => Tag::NONE,
         }
     }
 

@@ -129,6 +129,7 @@ fn launch_aggregate<T: Send + 'static, A: Aggregator<T>>(
     Box::new(move |l: &mut Launch, out_cap| {
         let rx = prev(l, opts.buffer.unwrap_or(l.queue_capacity))?;
         let (lane, out_rx) = l.one_lane_stage(name, StageKind::Aggregate, out_cap);
+        let members = lane::Members::for_stage(&lane.ctx);
         let lane = AggregateLane {
             _guard: lane.guard,
             ctx: lane.ctx,
@@ -136,7 +137,7 @@ fn launch_aggregate<T: Send + 'static, A: Aggregator<T>>(
             output: lane.output,
             aggregator,
             drop_last: opts.drop_last,
-            members: Vec::new(),
+            members,
         };
         l.spawn_lane(lane.run());
         Ok(out_rx)

@@ -24,6 +24,7 @@ use crate::failure::BoxError;
 use crate::failure::ItemError;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 use crate::stats::TaskSampler;
@@ -260,6 +261,7 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
         let busy = StageCtx::elapsed(started);
         self.ctx.lanes.task_ended(self.index);
         let one_output = matches!(output, Output::One(_));
+        let skipped = matches!(output, Output::Skip);
         if let Some(prev) = turn.as_mut().and_then(|t| t.prev.take()) {
             let _ = prev.await; // a cancelled predecessor also passes the turn on
         }
@@ -275,18 +277,16 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
             }
             Output::Stream(stream) => self.send_stream(stream, tag).await,
         };
-        if !one_output {
+        if !one_output && !self.ctx.run.stop_requested() {
             // Dropped, failed, or every output of a one-to-many input has taken its own token.
             // Not while stopping: a process stage drops what it had in flight then, and a
             // resumed pipeline must recompute it.
-            if let Some(ledger) = self
-                .ctx
-                .ledger
-                .as_ref()
-                .filter(|_| !self.ctx.run.stop_requested())
-            {
-                ledger.resolve(tag);
-            }
+            let outcome = match (&failure, skipped) {
+                (Some(_), _) => Outcome::Failed,
+                (None, true) => Outcome::Filtered,
+                (None, false) => Outcome::Passed,
+            };
+            self.ctx.resolve(tag, outcome);
         }
         drop(turn);
         let outcome = TaskOutcome::of(failure.as_ref());

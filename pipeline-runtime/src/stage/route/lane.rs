@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use crate::failure::ItemError;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::merge::lane::next_available;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -135,9 +136,7 @@ impl<T: Send + 'static> RouterLane<T> {
             }
             Err(message) => {
                 self.ctx.task_ended(0, ticks, TaskOutcome::Failed);
-                if let Some(ledger) = self.ctx.ledger.as_ref() {
-                    ledger.resolve(tag);
-                }
+                self.ctx.resolve(tag, Outcome::Failed);
                 self.ctx
                     .on_failure(ItemError::from_error(&self.ctx.name, message.into()))
             }

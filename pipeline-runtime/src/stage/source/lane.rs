@@ -16,7 +16,7 @@ use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::memory::{Admission, MemoryLimit, SizeFn};
 use crate::queue::{Msg, Tx};
-use crate::resume::numbering::{skip_items, Numbering};
+use crate::resume::numbering::{skip_items, Numbering, SourceBooks};
 use crate::resume::{ResumeState, Tag};
 use crate::stage::{OneLane, StageCtx};
 
@@ -146,9 +146,10 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
         .as_ref()
         .map_or_else(Numbering::fresh, Numbering::resumed);
     let first_pass = resume.as_ref().map_or(0, ResumeState::epoch);
+    let mut books = SourceBooks::new(ctx.ledger.clone(), ctx.accounts.clone(), first_pass);
     match kind {
         SourceKind::Once(pass) => {
-            drain_pass(&ctx, pass, &tx, &mut numbering, admit);
+            drain_pass(&ctx, pass, &tx, &mut numbering, &books, admit);
         }
         SourceKind::Continuous(mut make_pass) => {
             let mut pass_no = 0u64;
@@ -170,11 +171,9 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
                     continue;
                 }
                 if pass_no > first_pass {
-                    if let Some(ledger) = &ctx.ledger {
-                        ledger.pass_started(pass_no, numbering.next_pos());
-                    }
+                    books.pass_started(pass_no, numbering.next_pos());
                 }
-                if !drain_pass(&ctx, pass, &tx, &mut numbering, admit)
+                if !drain_pass(&ctx, pass, &tx, &mut numbering, &books, admit)
                     || tx.send_blocking(Msg::EpochEnd).is_err()
                 {
                     return;
@@ -192,6 +191,7 @@ fn drain_pass<T>(
     mut pass: Pass<T>,
     tx: &Tx<T>,
     numbering: &mut Numbering,
+    books: &SourceBooks,
     admit: Option<&Admit<T>>,
 ) -> bool {
     loop {
@@ -208,9 +208,7 @@ fn drain_pass<T>(
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
                 let pos = numbering.take();
-                if let Some(ledger) = &ctx.ledger {
-                    ledger.taken(pos);
-                }
+                books.taken(pos);
                 if admit.is_some_and(|a| !a.admit_blocking(ctx, pos, &item)) {
                     return false;
                 }
@@ -272,6 +270,11 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
     let mut numbering = resume
         .as_ref()
         .map_or_else(Numbering::fresh, Numbering::resumed);
+    let books = SourceBooks::new(
+        ctx.ledger.clone(),
+        ctx.accounts.clone(),
+        resume.as_ref().map_or(0, ResumeState::epoch),
+    );
     loop {
         if ctx.run.stop_requested() {
             return;
@@ -280,9 +283,7 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
             Ok(Some(_)) if numbering.to_skip() > 0 => numbering.skipped(1),
             Ok(Some(Ok(item))) => {
                 let pos = numbering.take();
-                if let Some(ledger) = &ctx.ledger {
-                    ledger.taken(pos);
-                }
+                books.taken(pos);
                 if let Some(admit) = &admit {
                     let Ok(bytes) = admit.bytes(&ctx, &item) else {
                         return;

@@ -1,0 +1,280 @@
+//! The resume check over every source and structure that resumes: the plain source, the
+//! continuous source, the distributed sampler (also from 4 ranks to 3), aggregate,
+//! aggregate_by, flat stages and disaggregate, route, failures and filters; and a broken
+//! resume, which it must catch.
+
+use pipeline_runtime::distributed::{DistributedState, Rank, Sampler, Split};
+use pipeline_runtime::executor::ThreadPool;
+use pipeline_runtime::resume_check::{Attempt, CheckError, CheckReport, Checked, ResumeCheck};
+use pipeline_runtime::{Order, PipelineBuilder, ResumeState};
+
+type Built<T, S = ResumeState> = Result<Checked<T, S>, pipeline_runtime::BoxError>;
+
+/// Runs `check` with several seeds, so that stops land in many places.
+fn seeds(
+    check: ResumeCheck,
+    mut run: impl FnMut(ResumeCheck) -> Result<CheckReport, CheckError>,
+) -> CheckReport {
+    let mut last = None;
+    for seed in 0..4 {
+        let report = run(check.clone().seed(seed)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(report.items > 0);
+        last = Some(report);
+    }
+    last.unwrap()
+}
+
+#[test]
+fn a_chain_with_failures_and_filters_resumes_on_other_concurrencies_and_executors() {
+    let pool = ThreadPool::builder().num_threads(3).build().unwrap();
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
+        let stage = PipelineBuilder::new()
+            .source(0..500u32)
+            .try_pipe(|x| match x % 7 {
+                3 => Err(format!("{x} fails")),
+                _ => Ok(x),
+            })
+            .concurrency(1 + attempt.run % 3)
+            .order(Order::Input)
+            .opt_pipe(|x| (x % 5 != 1).then_some(x * 3));
+        // Every other part runs the last stage on a pool of its own.
+        let stage = match attempt.run % 2 {
+            0 => stage.pipe(|x| x + 1).concurrency(2),
+            _ => stage.pipe(|x| x + 1).concurrency(4).executor(&pool),
+        };
+        let pipeline = stage
+            .order(Order::Input)
+            .aggregate(8)
+            .sink()
+            .queue_capacity(3)
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    let report = seeds(ResumeCheck::new().preemptions(4), |c| c.run(build));
+    assert_eq!(report.stops.len(), 4);
+}
+
+#[test]
+fn completion_order_resumes_with_the_same_items() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<u32> {
+        let pipeline = PipelineBuilder::new()
+            .source(0..400u32)
+            .pipe(|x| {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(x % 7) * 20));
+                x
+            })
+            .concurrency(8)
+            .order(Order::Completion)
+            .opt_pipe(|x| (x % 9 != 0).then_some(x))
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    let check = ResumeCheck::new().order(Order::Completion).preemptions(3);
+    seeds(check, |c| c.run(build));
+}
+
+#[test]
+fn a_continuous_source_resumes_across_epochs() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
+        let pipeline = PipelineBuilder::new()
+            .continuous_source(0..37u32)
+            .pipe(|x| x * 2)
+            .concurrency(3)
+            .order(Order::Input)
+            .aggregate(5)
+            .sink()
+            .buffer(1)
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    seeds(ResumeCheck::new().epochs(3).preemptions(5), |c| {
+        c.run(build)
+    });
+}
+
+#[test]
+fn aggregate_by_after_a_filter_resumes_across_epochs() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
+        let pipeline = PipelineBuilder::new()
+            .continuous_source(0..90u32)
+            .opt_pipe(|x| (x % 7 != 2).then_some(x))
+            .concurrency(1 + attempt.run % 3)
+            .order(Order::Input)
+            .aggregate_by(|x: &u32| x % 4, 3)
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    seeds(ResumeCheck::new().epochs(2).preemptions(3), |c| {
+        c.run(build)
+    });
+}
+
+#[test]
+fn a_route_resumes_with_the_same_items() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<u64> {
+        let pipeline = PipelineBuilder::new()
+            .source(0..300u64)
+            .route(|x: &u64| usize::from(x.is_multiple_of(3)))
+            .branch("tens", |b| b.pipe(|x| x * 10).concurrency(2))
+            .branch("odd", |b| b.opt_pipe(|x| (x % 2 == 1).then_some(x + 1)))
+            .join()
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    let check = ResumeCheck::new().order(Order::Completion).preemptions(3);
+    seeds(check, |c| c.run(build));
+}
+
+/// Known gap: a position is resolved once all its outputs are delivered, so outputs of a
+/// one-to-many stage (`flat_pipe`, `disaggregate`) delivered before a stop come again
+/// after it, with the rest of their input's (shard sources avoid it: one sample, one
+/// position). The check must say so; when outputs are tracked one by one, this test
+/// should become a passing check.
+#[test]
+fn a_fan_out_split_by_a_stop_is_reported_as_duplicates() {
+    for fan_out in ["flat_pipe", "disaggregate"] {
+        let build = |attempt: &Attempt<'_, ResumeState>| -> Built<u32> {
+            let source = PipelineBuilder::new().source(0..200u32);
+            let stage = match fan_out {
+                "flat_pipe" => source.flat_pipe(|x| [x * 3, x * 3 + 1, x * 3 + 2]),
+                _ => source.aggregate(3).disaggregate(),
+            };
+            let pipeline = stage
+                .sink()
+                .resume_from(attempt.own_state().cloned())
+                .build()?;
+            Ok(Checked::from(pipeline))
+        };
+        let failures: Vec<String> = (0..4)
+            .filter_map(|seed| ResumeCheck::new().seed(seed).run(build).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(!failures.is_empty(), "{fan_out}: no stop split an input");
+        for f in &failures {
+            assert!(f.contains("rank 0: item "), "{fan_out}: {f}");
+        }
+    }
+}
+
+/// A rank of the distributed sampler (every item each epoch: `Split::Even`).
+fn sampler(rank: Rank) -> Sampler {
+    Sampler::new(203, rank).seed(11).split(Split::Even)
+}
+
+fn sampler_job(attempt: &Attempt<'_, DistributedState>) -> Built<Vec<u64>, DistributedState> {
+    let fresh = sampler(attempt.rank);
+    let (sampler, state) = match attempt.states() {
+        None => (fresh, None),
+        Some(states) => {
+            let resume = DistributedState::resume_all(states, &fresh)?;
+            (resume.sampler, Some(resume.pipeline))
+        }
+    };
+    let pipeline = PipelineBuilder::new()
+        .continuous_source(sampler.epochs())
+        .try_pipe(|key| match key.index % 10 {
+            3 => Err("corrupt"),
+            _ => Ok(key.index),
+        })
+        .concurrency(1 + attempt.run % 4)
+        .order(Order::Input)
+        .aggregate(6)
+        .sink()
+        .resume_from(state)
+        .build()?;
+    Ok(Checked::new(pipeline, move |state| {
+        DistributedState::new(&sampler, state)
+    }))
+}
+
+#[test]
+fn the_distributed_sampler_resumes_on_the_same_world() {
+    let check = ResumeCheck::new().epochs(2).world_sizes([4]).preemptions(3);
+    seeds(check, |c| c.run(sampler_job));
+}
+
+#[test]
+fn the_distributed_sampler_resumes_from_4_ranks_on_3() {
+    // Batches are cut anew on 3 ranks: their elements are compared.
+    let check = ResumeCheck::new()
+        .epochs(2)
+        .world_sizes([4, 3])
+        .preemptions(2);
+    let report = seeds(check, |c| c.run_batches(sampler_job));
+    assert_eq!(report.world_sizes, [4, 3, 3]);
+}
+
+#[test]
+fn a_resume_that_restarts_is_caught_with_the_first_difference() {
+    // The bug of many loaders: the state is taken, and ignored.
+    let error = ResumeCheck::new()
+        .preemptions(1)
+        .seed(3)
+        .run(|_| {
+            let pipeline = PipelineBuilder::new()
+                .source(0..100u32)
+                .pipe(|x| x + 1)
+                .sink()
+                .track_resume(true)
+                .build()?;
+            Ok(Checked::from(pipeline))
+        })
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("rank 0: item "), "{message}");
+    assert!(
+        message.contains("differs: the straight run gave"),
+        "{message}"
+    );
+    assert!(message.contains("preempted after [["), "{message}");
+}
+
+#[test]
+fn a_resume_that_skips_in_flight_items_is_caught() {
+    // A state that forgets what was in flight: those items are lost.
+    let error = ResumeCheck::new()
+        .preemptions(2)
+        .run(|attempt: &Attempt<'_, ResumeState>| {
+            let state = attempt.own_state().map(|s| {
+                let json = serde_json::to_value(s).unwrap();
+                let mut json = json.as_object().unwrap().clone();
+                json.insert("pending".into(), serde_json::json!([]));
+                json.remove("accounts");
+                serde_json::from_value::<ResumeState>(json.into()).unwrap()
+            });
+            let pipeline = PipelineBuilder::new()
+                .source(0..200u32)
+                .pipe(|x| x)
+                .concurrency(4)
+                .sink()
+                .buffer(8)
+                .resume_from(state)
+                .build()?;
+            Ok(Checked::from(pipeline))
+        })
+        .unwrap_err();
+    assert!(error.to_string().contains("rank 0: item"), "{error}");
+}
+
+#[test]
+fn a_pipeline_without_tracking_is_refused_with_a_reason() {
+    let error = ResumeCheck::new()
+        .run(|_| {
+            Ok(Checked::from(
+                PipelineBuilder::new().source(0..3u8).sink().build()?,
+            ))
+        })
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("does not track resume"),
+        "{error}"
+    );
+}
