@@ -96,9 +96,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let of = |loader: BurnLoader| rows.iter().find(|(r, _)| r.loader == loader);
     if let (Some((p, _)), Some((b, _))) = (of(BurnLoader::Pipeline), of(BurnLoader::Burn)) {
         println!(
-            "\nthe pipeline trained {:.2}× as fast as burn's loader with {} workers",
+            "\nthe pipeline trained {:.2}× as fast as burn's loader with {} worker{}",
             p.steps_per_sec() / b.steps_per_sec(),
-            o.workers
+            o.workers,
+            if o.workers == 1 { "" } else { "s" }
         );
     }
     let chance = 1.0 / STRIPE_CLASSES.len() as f64;

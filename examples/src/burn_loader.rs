@@ -104,7 +104,7 @@ impl<O: Send + 'static> PipelineLoader<O> {
     }
 
     /// The same loader making its batches on `device` (as `to_device` does, but typed).
-    pub fn on(self, device: &Device) -> Self {
+    pub fn with_device(self, device: &Device) -> Self {
         let next = self.next_epoch();
         Self::part(
             self.sampler,

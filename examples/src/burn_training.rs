@@ -301,7 +301,8 @@ pub fn train(
     let pipeline = (loader == BurnLoader::Pipeline).then(|| {
         let sampler = Sampler::new(train.len() as u64, Rank::single()).seed(options.seed);
         Arc::new(
-            pipeline_loader(&dataset, batcher, sampler, options.batch_size, options).on(&device),
+            pipeline_loader(&dataset, batcher, sampler, options.batch_size, options)
+                .with_device(&device),
         )
     });
     let batches: Arc<dyn DataLoader<StripesBatch>> = match &pipeline {
@@ -369,7 +370,7 @@ pub fn accuracy(
     let dataset = StripesDataset::new(held_out.to_vec(), options.size, Duration::ZERO);
     let sampler = Sampler::new(held_out.len() as u64, Rank::single()).shuffle(false);
     let batcher = StripesBatcher { size: options.size };
-    let loader = pipeline_loader(&dataset, batcher, sampler, 64, options).on(&device);
+    let loader = pipeline_loader(&dataset, batcher, sampler, 64, options).with_device(&device);
     let (mut right, mut total) = (0i64, 0usize);
     for batch in loader.iter() {
         let batch = batch?;
