@@ -19,7 +19,10 @@
 //!
 //! An epoch left unfinished (its iterator dropped early) is abandoned: its pipeline is
 //! stopped and the next `iter` starts the next epoch with a new one, so no batch of an old
-//! epoch turns up in a new one.
+//! epoch turns up in a new one. One epoch is read at a time: an `iter` while another
+//! epoch's iterator is alive yields an error (a second reader takes a [`slice`]).
+//!
+//! [`slice`]: DataLoader::slice
 //!
 //! Why here and not in `pipeline-runtime`: burn's loader API changes with each minor
 //! release (0.22 dropped the backend type parameter and made items `Result`s), and the
@@ -27,9 +30,10 @@
 //! is this one file, to depend on through this crate or to copy.
 
 use std::iter::{Skip, Take};
+use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::data::dataset::DatasetError;
@@ -52,24 +56,12 @@ pub struct PipelineLoader<O> {
     batch_size: usize,
     device: Device,
     build: Arc<BuildPipeline<O>>,
-    running: Mutex<Running<O>>,
-}
-
-/// The warm pipeline, if any, and the epoch the next `iter` reads.
-struct Running<O> {
-    pipeline: Option<Pipeline<O>>,
-    next_epoch: u64,
-    /// The statistics of the last pipeline dropped (an epoch abandoned or failed).
-    last_stats: Option<PipelineStats>,
-}
-
-impl<O: Send + 'static> Running<O> {
-    /// Stops the pipeline (its statistics kept): the next `iter` builds a new one.
-    fn drop_pipeline(&mut self) -> Option<Pipeline<O>> {
-        let pipeline = self.pipeline.take()?;
-        self.last_stats = Some(pipeline.stats());
-        Some(pipeline)
-    }
+    /// The warm pipeline, locked by the epoch being read.
+    pipeline: Mutex<Option<Pipeline<O>>>,
+    /// The epoch the next `iter` reads.
+    next_epoch: AtomicU64,
+    /// The pipeline's statistics at the end of the last epoch read (or abandoned).
+    stats: Mutex<Option<PipelineStats>>,
 }
 
 impl<O> std::fmt::Debug for PipelineLoader<O> {
@@ -79,6 +71,7 @@ impl<O> std::fmt::Debug for PipelineLoader<O> {
             .field("range", &self.range)
             .field("batch_size", &self.batch_size)
             .field("device", &self.device)
+            .field("next_epoch", &self.next_epoch)
             .finish_non_exhaustive()
     }
 }
@@ -130,11 +123,9 @@ impl<O: Send + 'static> PipelineLoader<O> {
             batch_size,
             device,
             build,
-            running: Mutex::new(Running {
-                pipeline: None,
-                next_epoch,
-                last_stats: None,
-            }),
+            pipeline: Mutex::new(None),
+            next_epoch: AtomicU64::new(next_epoch),
+            stats: Mutex::new(None),
         }
     }
 
@@ -150,32 +141,13 @@ impl<O: Send + 'static> PipelineLoader<O> {
 
     /// The epoch the next [`iter`](DataLoader::iter) reads.
     pub fn next_epoch(&self) -> u64 {
-        self.lock().next_epoch
+        self.next_epoch.load(Ordering::Relaxed)
     }
 
-    /// The statistics of the running pipeline, or of the last one stopped (`None` before
-    /// the first `iter`): the trainer's wait per batch and the bottleneck stage. Waits for
-    /// an epoch being read to end.
+    /// The pipeline's statistics at the end of the last epoch read or abandoned (`None`
+    /// before): the trainer's wait per batch, each stage's busy share, the bottleneck.
     pub fn stats(&self) -> Option<PipelineStats> {
-        let running = self.lock();
-        match &running.pipeline {
-            Some(pipeline) => Some(pipeline.stats()),
-            None => running.last_stats.clone(),
-        }
-    }
-
-    /// Stops the running pipeline; the next `iter` builds a new one. Returns the error the
-    /// pipeline ended with, if any.
-    pub fn stop(&self) -> Result<(), pipeline_runtime::PipelineError> {
-        match self.lock().drop_pipeline() {
-            Some(mut pipeline) => pipeline.stop(),
-            None => Ok(()),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Running<O>> {
-        // A panic while reading an epoch leaves nothing half-updated that matters here.
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.stats).clone()
     }
 
     fn derive(&self, range: Range<u64>, device: Device) -> Arc<dyn DataLoader<O>> {
@@ -190,27 +162,50 @@ impl<O: Send + 'static> PipelineLoader<O> {
     }
 }
 
+/// A panic while an epoch was read leaves nothing half-updated that matters here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl<O: Send + 'static> DataLoader<O> for PipelineLoader<O> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
-        let mut running = self.lock();
-        let mut failed = None;
-        if running.pipeline.is_none() {
+        let total = self.num_items();
+        let fail = |error: DatasetError| -> Box<dyn DataLoaderIterator<O> + 'a> {
+            Box::new(Failed {
+                error: Some(error),
+                total,
+                batches: PhantomData,
+            })
+        };
+        // A second reader of the same loader would take batches of this epoch (or wait
+        // forever on its own thread): it is told so instead.
+        let mut pipeline = match self.pipeline.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return fail(DatasetError::new(std::io::Error::other(format!(
+                    "epoch {} of this loader is being read; drop its iterator first, or \
+                     slice the loader for a second reader",
+                    self.next_epoch()
+                ))))
+            }
+        };
+        if pipeline.is_none() {
             let keys = SliceEpochs {
                 sampler: self.sampler.clone(),
                 range: self.range.clone(),
-                next: Arc::new(AtomicU64::new(running.next_epoch)),
+                next: Arc::new(AtomicU64::new(self.next_epoch())),
             };
             match (self.build)(keys, &self.device) {
-                Ok(pipeline) => running.pipeline = Some(pipeline),
-                Err(e) => failed = Some(DatasetError::new(e)),
+                Ok(built) => *pipeline = Some(built),
+                // The epoch did not start: the next `iter` tries it again.
+                Err(e) => return fail(DatasetError::new(e)),
             }
         }
         Box::new(EpochBatches {
-            running,
-            failed,
+            loader: self,
+            pipeline,
             batches: 0,
-            batch_size: self.batch_size,
-            total: self.num_items(),
             ended: false,
         })
     }
@@ -229,15 +224,11 @@ impl<O: Send + 'static> DataLoader<O> for PipelineLoader<O> {
     }
 }
 
-/// One epoch's batches: holds the loader's lock, so a second `iter` of the same loader
-/// waits for this epoch to end.
+/// One epoch's batches, holding the loader's pipeline until the epoch ends.
 struct EpochBatches<'a, O: Send + 'static> {
-    running: MutexGuard<'a, Running<O>>,
-    /// The pipeline could not be built: yielded once, then the epoch ends.
-    failed: Option<DatasetError>,
+    loader: &'a PipelineLoader<O>,
+    pipeline: MutexGuard<'a, Option<Pipeline<O>>>,
     batches: usize,
-    batch_size: usize,
-    total: usize,
     ended: bool,
 }
 
@@ -245,14 +236,10 @@ impl<O: Send + 'static> Iterator for EpochBatches<'_, O> {
     type Item = Result<O, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.failed.take() {
-            self.ended = true;
-            return Some(Err(e));
-        }
         if self.ended {
             return None;
         }
-        let pipeline = self.running.pipeline.as_mut()?;
+        let pipeline = self.pipeline.as_mut()?;
         match pipeline.epoch().next() {
             Some(Ok(batch)) => {
                 self.batches += 1;
@@ -260,12 +247,11 @@ impl<O: Send + 'static> Iterator for EpochBatches<'_, O> {
             }
             Some(Err(e)) => {
                 // The pipeline has ended with an error: the next epoch gets a new one.
-                self.running.drop_pipeline();
-                self.finish();
+                self.finish(true);
                 Some(Err(DatasetError::new(e)))
             }
             None => {
-                self.finish();
+                self.finish(false);
                 None
             }
         }
@@ -273,10 +259,16 @@ impl<O: Send + 'static> Iterator for EpochBatches<'_, O> {
 }
 
 impl<O: Send + 'static> EpochBatches<'_, O> {
-    fn finish(&mut self) {
-        if !self.ended {
-            self.ended = true;
-            self.running.next_epoch += 1;
+    /// The epoch is over: keep the statistics, count the epoch, and drop the pipeline if
+    /// the next epoch must not use it.
+    fn finish(&mut self, drop_pipeline: bool) {
+        self.ended = true;
+        self.loader.next_epoch.fetch_add(1, Ordering::Relaxed);
+        if let Some(pipeline) = self.pipeline.as_ref() {
+            *lock(&self.loader.stats) = Some(pipeline.stats());
+        }
+        if drop_pipeline {
+            *self.pipeline = None;
         }
     }
 }
@@ -286,19 +278,37 @@ impl<O: Send + 'static> Drop for EpochBatches<'_, O> {
         if !self.ended {
             // Abandoned mid-epoch: the pipeline is loading the rest of this epoch, which
             // the next `iter` must not see. Stop it; the next epoch gets a new one.
-            self.running.drop_pipeline();
-            self.finish();
+            self.finish(true);
         }
     }
 }
 
 impl<O: Send + 'static> DataLoaderIterator<O> for EpochBatches<'_, O> {
     fn progress(&self) -> Progress {
-        Progress::new(
-            (self.batches * self.batch_size).min(self.total),
-            self.total,
-            Some("items".to_owned()),
-        )
+        let total = self.loader.num_items();
+        let done = self.batches.saturating_mul(self.loader.batch_size);
+        Progress::new(done.min(total), total, Some("items".to_owned()))
+    }
+}
+
+/// An epoch that could not start: its one error, then the end.
+struct Failed<O> {
+    error: Option<DatasetError>,
+    total: usize,
+    batches: PhantomData<fn() -> O>,
+}
+
+impl<O> Iterator for Failed<O> {
+    type Item = Result<O, DatasetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.error.take().map(Err)
+    }
+}
+
+impl<O> DataLoaderIterator<O> for Failed<O> {
+    fn progress(&self) -> Progress {
+        Progress::new(0, self.total, Some("items".to_owned()))
     }
 }
 
