@@ -92,6 +92,34 @@ fn slices_are_disjoint_parts_of_the_same_permutation_and_cover_it() {
 }
 
 #[test]
+fn ranks_split_first_then_each_rank_s_devices() {
+    // Two ranks of a launcher, two devices each: four disjoint parts of epoch 0.
+    let mut seen = Vec::new();
+    for rank in 0..2 {
+        let sampler = Sampler::new(41, Rank::new(rank, 2).unwrap()).seed(3);
+        let loader: Arc<dyn DataLoader<Keys>> =
+            Arc::new(PipelineLoader::new(sampler, 4, |keys, _device| {
+                PipelineBuilder::new()
+                    .continuous_source(keys)
+                    .pipe(|k: ItemKey| (k.epoch, k.index))
+                    .aggregate(4)
+                    .sink()
+                    .build()
+            }));
+        // 41 items over two ranks: 20 each, the odd one out dropped this epoch.
+        assert_eq!(loader.num_items(), 20);
+        let device = Device::default();
+        for part in split_dataloader(loader, &[device.clone(), device]) {
+            assert_eq!(part.num_items(), 10);
+            seen.extend(epoch(part.as_ref()).into_iter().map(|(_, i)| i));
+        }
+    }
+    let distinct: HashSet<u64> = seen.iter().copied().collect();
+    assert_eq!((seen.len(), distinct.len()), (40, 40), "disjoint");
+    assert!(distinct.is_subset(&order(41, 0).into_iter().collect()));
+}
+
+#[test]
 fn each_iter_is_the_next_epoch_of_one_warm_pipeline() {
     let builds = Arc::new(AtomicUsize::new(0));
     let loader = key_loader(30, 8, builds.clone());
