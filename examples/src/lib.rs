@@ -6,8 +6,14 @@
 //! loopback interface for the S3 tests and benchmarks ([`s3_server`]).
 //!
 //! With feature `candle`: batches as candle tensors (`candle`) and a small training run on
-//! the pipeline (`training`), for `examples/train.rs`.
+//! the pipeline (`training`), for `examples/train.rs`. With feature `burn`: a pipeline as
+//! burn's `DataLoader` (`burn_loader`) and the same training run on burn
+//! (`burn_training`), for `examples/train_burn.rs`.
 
+#[cfg(feature = "burn")]
+pub mod burn_loader;
+#[cfg(feature = "burn")]
+pub mod burn_training;
 #[cfg(feature = "candle")]
 pub mod candle;
 pub mod distributed;
@@ -30,4 +36,8 @@ pub mod __guide {
     #[cfg(feature = "candle")]
     #[doc = include_str!("../../docs/src/training.md")]
     pub mod training {}
+    /// The section "With burn" of the chapter above, which mdBook includes there.
+    #[cfg(feature = "burn")]
+    #[doc = include_str!("../../docs/src/training-burn.md")]
+    pub mod training_burn {}
 }
