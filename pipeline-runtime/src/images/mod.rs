@@ -73,7 +73,7 @@ pub use crop::CropBox;
 pub use decode::{decode, DECODER};
 pub use header::{probe, Format, Header};
 pub use limits::Limits;
-pub use transform::{ImageTransform, RANDOM_STREAM};
+pub use transform::{resize, ImageTransform, RANDOM_STREAM};
 
 /// An image's bytes, still encoded, with the name its errors give and, for random
 /// augmentation, the item's key.

@@ -376,7 +376,7 @@ fn the_decode_scale_is_the_smallest_that_covers_the_output() {
 fn a_reduced_scale_decode_looks_like_the_full_one() {
     let bytes = jpeg(1600, 1200, |x, y| picture(x * 640 / 1600, y * 480 / 1200));
     let fast = ImageTransform::center_crop(256, 224);
-    let full = fast.clone().full_scale_decode();
+    let full = fast.full_scale_decode();
     let (a, b) = (
         fast.apply(&named(bytes.clone())).unwrap(),
         full.apply(&named(bytes)).unwrap(),

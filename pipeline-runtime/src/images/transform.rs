@@ -38,7 +38,7 @@ enum Geometry {
 /// as Pillow and torchvision's `antialias=True`). With the `turbojpeg` feature, a JPEG is
 /// decoded at 1/2, 1/4 or 1/8 scale when the crop at that scale still has at least the
 /// output's pixels on both sides (turn off with [`full_scale_decode`](Self::full_scale_decode)).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ImageTransform {
     width: u32,
     height: u32,
@@ -193,7 +193,7 @@ impl ImageTransform {
     pub fn stage(
         &self,
     ) -> impl Fn(EncodedImage) -> Result<Image, ImageError> + Clone + Send + Sync + 'static {
-        let this = self.clone();
+        let this = *self;
         move |image: EncodedImage| this.apply(&image)
     }
 
@@ -215,7 +215,7 @@ impl ImageTransform {
             decoded.width,
             decoded.height,
         );
-        let mut out = resize(&decoded, &region, self.width, self.height)?;
+        let mut out = resize_region(&decoded, &region, self.width, self.height)?;
         if flipped {
             flip_horizontally(&mut out);
         }
@@ -242,8 +242,27 @@ thread_local! {
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
 }
 
+/// Resizes a whole decoded image to `width` × `height` with [`ImageTransform`]'s filter: for
+/// a stage of its own after [`decode`](super::decode).
+pub fn resize(image: &Image, width: u32, height: u32) -> Result<Image, String> {
+    if width == 0 || height == 0 {
+        return Err(format!("output size {width}x{height} is empty"));
+    }
+    resize_region(
+        image,
+        &CropBox::full(image.width, image.height),
+        width,
+        height,
+    )
+}
+
 /// Resizes `region` of `source` to `width` × `height` (bilinear, antialiased).
-fn resize(source: &Image, region: &CropBox, width: u32, height: u32) -> Result<Image, String> {
+fn resize_region(
+    source: &Image,
+    region: &CropBox,
+    width: u32,
+    height: u32,
+) -> Result<Image, String> {
     if region.width <= 0.0 || region.height <= 0.0 {
         return Err(format!("empty crop {region:?}"));
     }
