@@ -125,6 +125,7 @@ const IDS: &[&str] = &[
     "W6.x.plain",
     "W6.x.plain.full",
     "W6.x.plain.rrc",
+    "W6.x.bomb",
     "W6.region.p2",
     "W6.stages.p2",
     "W6.threads.c2",
@@ -520,8 +521,55 @@ fn w6_outcome(n: usize, wall: Duration, pixel_sum: u64) -> Outcome {
         extra: vec![
             ("pixel_sum", pixel_sum.to_string()),
             ("decoder", format!("\"{}\"", images::DECODER)),
+            ("peak_rss_mb", w6_peak_rss_mb()),
         ],
     }
+}
+
+fn w6_peak_rss_mb() -> String {
+    cpu::peak_rss_bytes().map_or("null".into(), |b| format!("{:.1}", b as f64 / 1e6))
+}
+
+/// W6.x.bomb: a JPEG of a few hundred bytes whose frame header declares 16,000 × 16,000
+/// pixels (768 MB to decode), read and refused `n` times by the evaluation transform; the
+/// slowest refusal and the process's peak RSS say that nothing large was allocated.
+fn w6_bomb(n: u64) -> Result<Outcome, String> {
+    let mut rgb = vec![0u8; 16 * 16 * 3];
+    rgb.iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = (i * 7) as u8);
+    let mut bomb = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bomb, 90)
+        .encode(&rgb, 16, 16, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    let sof = bomb
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .ok_or("no frame header")?;
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]); // 16000 x 16000
+    let path = std::env::temp_dir().join(format!("pipeline-bomb-{}.jpg", std::process::id()));
+    std::fs::write(&path, &bomb).map_err(|e| e.to_string())?;
+    let eval = ImageTransform::center_crop(256, 224);
+    let t0 = cpu::start();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..n {
+        let t = Instant::now();
+        let refused = images::read(path.clone()).and_then(|file| eval.apply(&file));
+        slowest = slowest.max(t.elapsed());
+        let err = refused.err().ok_or("the bomb was decoded")?;
+        check(err.reason.contains("refused"), "refused by the limits")?;
+    }
+    let wall = t0.elapsed();
+    let _ = std::fs::remove_file(&path);
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![
+            ("file_bytes", bomb.len().to_string()),
+            ("slowest_ms", format!("{:.3}", slowest.as_secs_f64() * 1e3)),
+            ("peak_rss_mb", w6_peak_rss_mb()),
+        ],
+    })
 }
 
 /// W6's transforms: evaluation (shorter side to 256, centre 224), the same decoding every
@@ -655,6 +703,7 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W6.x.plain" => w6_plain(data_dir, W6::Eval),
         "W6.x.plain.full" => w6_plain(data_dir, W6::EvalFull),
         "W6.x.plain.rrc" => w6_plain(data_dir, W6::Rrc),
+        "W6.x.bomb" => w6_bomb(n_or(1_000)),
         "W6.region.p2" => w6r::run(data_dir, n, w6r::Variant::Region),
         "W6.stages.p2" => w6r::run(data_dir, n, w6r::Variant::Stages),
         "W6.threads.c2" => w6r::run(data_dir, n, w6r::Variant::Threads),
