@@ -122,6 +122,7 @@ const IDS: &[&str] = &[
     "W7.x.memcpy.bytes64k",
     "W6.c2",
     "W6.rrc.c2",
+    "W6.c2.budget8",
     "W6.x.plain",
     "W6.x.plain.full",
     "W6.x.plain.rrc",
@@ -634,6 +635,56 @@ fn w6(data_dir: Option<&Path>, kind: W6) -> Result<Outcome, String> {
     Ok(w6_outcome(n, wall, pixel_sum))
 }
 
+/// W6.c2.budget8: W6.c2 under a memory limit of eight batches of 32 decoded images. Each
+/// path is admitted at the most it becomes on its way (the dataset's largest decode, read
+/// from the headers before timing, plus the output), the bound the guide's image chapter
+/// gives for a source of paths.
+fn w6_budget(data_dir: Option<&Path>) -> Result<Outcome, String> {
+    let paths = w6_paths(data_dir, 2)?;
+    let n = paths.len();
+    let mut largest = 0u64;
+    for path in &paths[..n / 2] {
+        let file = images::read(path.clone()).map_err(|e| e.to_string())?;
+        largest = largest.max(images::probe(&file.bytes)?.decoded_bytes);
+    }
+    let output = 224 * 224 * 3;
+    let per_item = (largest + output) as usize;
+    let limit = 8 * 32 * output;
+    let eval = W6::Eval.transform();
+    let t0 = cpu::start();
+    let mut pipeline = PipelineBuilder::new()
+        .source(paths)
+        .item_bytes(move |_: &PathBuf| per_item)
+        .try_pipe(move |path| eval.apply(&images::read(path)?))
+        .concurrency(2)
+        .name("decode")
+        .sink()
+        .buffer(32)
+        .num_threads(2)
+        .memory_limit(limit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (mut count, mut pixel_sum) = (0usize, 0u64);
+    for image in pipeline.by_ref() {
+        w6_consume(&image.map_err(|e| e.to_string())?, &mut pixel_sum)?;
+        count += 1;
+    }
+    let memory = pipeline.stats().memory.ok_or("no memory statistics")?;
+    pipeline.stop().map_err(|e| e.to_string())?;
+    let wall = t0.elapsed();
+    check(count == n, "image count")?;
+    check(
+        memory.peak <= memory.limit,
+        "peak in flight within the limit",
+    )?;
+    let mut o = w6_outcome(n, wall, pixel_sum);
+    o.extra.push(("memory_limit", memory.limit.to_string()));
+    o.extra
+        .push(("peak_inflight_bytes", memory.peak.to_string()));
+    o.extra.push(("item_bytes", per_item.to_string()));
+    Ok(o)
+}
+
 /// W6.x.plain, W6.x.plain.full and W6.x.plain.rrc: the same work in a plain loop on one
 /// thread (the pixel sums match the pipeline's: the crops are drawn from the same keys).
 fn w6_plain(data_dir: Option<&Path>, kind: W6) -> Result<Outcome, String> {
@@ -700,6 +751,7 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
         "W6.c2" => w6(data_dir, W6::Eval),
         "W6.rrc.c2" => w6(data_dir, W6::Rrc),
+        "W6.c2.budget8" => w6_budget(data_dir),
         "W6.x.plain" => w6_plain(data_dir, W6::Eval),
         "W6.x.plain.full" => w6_plain(data_dir, W6::EvalFull),
         "W6.x.plain.rrc" => w6_plain(data_dir, W6::Rrc),

@@ -32,7 +32,7 @@ impl Normalize {
 }
 
 /// `images` images of `height` × `width` × 3 values in one buffer, image after image.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ImageBatch<T> {
     /// Images in the batch (`N`).
     pub images: usize,
@@ -51,6 +51,19 @@ impl<T> ImageBatch<T> {
     pub fn image(&self, i: usize) -> &[T] {
         let slot = 3 * self.height as usize * self.width as usize;
         &self.data[i * slot..(i + 1) * slot]
+    }
+}
+
+// The shape, not the values (millions of them).
+impl<T> std::fmt::Debug for ImageBatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageBatch")
+            .field("images", &self.images)
+            .field("height", &self.height)
+            .field("width", &self.width)
+            .field("layout", &self.layout)
+            .field("data", &format_args!("[{} values]", self.data.len()))
+            .finish()
     }
 }
 

@@ -111,7 +111,7 @@ impl ItemBytes for EncodedImage {
 }
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Image {
     /// Width in pixels.
     pub width: u32,
@@ -119,6 +119,17 @@ pub struct Image {
     pub height: u32,
     /// `width * height * 3` bytes.
     pub pixels: Vec<u8>,
+}
+
+// The size, not the pixels: a failed assertion on an image should not print 150,000 numbers.
+impl fmt::Debug for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("pixels", &format_args!("[{} bytes]", self.pixels.len()))
+            .finish()
+    }
 }
 
 impl ItemBytes for Image {

@@ -496,6 +496,18 @@ fn libjpeg_turbo_decodes_at_the_scale_asked() {
     let quarter = super::decode::decode_checked(&bytes, &header, 4).unwrap();
     // Sides rounded up, as TJSCALED.
     assert_eq!((quarter.width, quarter.height), (401, 300));
-    let err = super::decode::decode_checked(&bytes, &header, 3).unwrap_err();
+    // libjpeg-turbo has no 1/3 (the caller then falls back to a full-size zune-jpeg decode).
+    let err = super::turbo::decode(&bytes, &header, 3).expect_err("no 1/3 scale");
     assert!(err.contains("1/3"), "{err}");
+}
+
+#[cfg(feature = "turbojpeg")]
+#[test]
+fn a_file_both_jpeg_decoders_reject_fails_with_both_reasons() {
+    let good = jpeg(64, 64, picture);
+    let err = ImageTransform::center_crop(64, 32)
+        .apply(&named(good[..good.len() / 2].to_vec()))
+        .unwrap_err();
+    assert!(err.reason.contains("libjpeg-turbo: "), "{err}");
+    assert!(err.reason.contains("zune-jpeg fallback: "), "{err}");
 }
