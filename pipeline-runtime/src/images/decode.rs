@@ -1,7 +1,7 @@
 //! From encoded bytes to 8-bit RGB pixels: the header is read and checked against the
 //! limits first, then the format's decoder runs. JPEG: libjpeg-turbo (feature `turbojpeg`,
 //! at a reduced scale when asked) with zune-jpeg as the fallback for what it rejects, or
-//! zune-jpeg alone. PNG: the `png` crate.
+//! zune-jpeg alone. PNG: the `png` crate. WebP: `image-webp`.
 
 use std::io::Cursor;
 
@@ -10,9 +10,9 @@ use super::{EncodedImage, Image, ImageError, Limits};
 
 /// The decoders this build uses, for reports.
 pub const DECODER: &str = if cfg!(feature = "turbojpeg") {
-    "libjpeg-turbo (zune-jpeg fallback), png; fast_image_resize bilinear"
+    "libjpeg-turbo (zune-jpeg fallback), png, image-webp; fast_image_resize bilinear"
 } else {
-    "zune-jpeg, png; fast_image_resize bilinear"
+    "zune-jpeg, png, image-webp; fast_image_resize bilinear"
 };
 
 /// Decodes a whole image at full scale under `limits`.
@@ -33,6 +33,7 @@ pub(crate) fn decode_checked(
     match header.format {
         Format::Jpeg => jpeg(bytes, header, denominator),
         Format::Png => png(bytes, header),
+        Format::WebP => webp(bytes, header),
     }
 }
 
@@ -135,6 +136,41 @@ fn png(bytes: &[u8], header: &Header) -> Result<Image, String> {
                 }
             })
             .collect(),
+    };
+    Ok(Image {
+        width,
+        height,
+        pixels,
+    })
+}
+
+/// A WebP (its first frame, if animated) as 8-bit RGB; alpha is dropped.
+fn webp(bytes: &[u8], header: &Header) -> Result<Image, String> {
+    let mut decoder = image_webp::WebPDecoder::new(Cursor::new(bytes))
+        .map_err(|e| format!("corrupt WebP: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    // Our parser read the first chunk; the decoder may read the canvas elsewhere.
+    if (width, height) != (header.width, header.height) {
+        return Err(format!(
+            "corrupt WebP: {width}x{height} to decode, {}x{} declared",
+            header.width, header.height
+        ));
+    }
+    decoder.set_memory_limit(usize::try_from(header.decoded_bytes).unwrap_or(usize::MAX));
+    let size = decoder
+        .output_buffer_size()
+        .ok_or("corrupt WebP: image too large for memory")?;
+    let mut buffer = vec![0u8; size];
+    decoder
+        .read_image(&mut buffer)
+        .map_err(|e| format!("corrupt WebP: {e}"))?;
+    let pixels = if decoder.has_alpha() {
+        buffer
+            .chunks_exact(4)
+            .flat_map(|px| [px[0], px[1], px[2]])
+            .collect()
+    } else {
+        buffer
     };
     Ok(Image {
         width,

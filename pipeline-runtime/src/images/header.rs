@@ -1,7 +1,7 @@
 //! What an image declares before any pixel is decoded: format and dimensions, read by a
-//! small parser of our own (JPEG markers up to the frame header, PNG's IHDR) that allocates
-//! nothing and reads only within the bytes given, so the limits are checked before any
-//! decoder is created.
+//! small parser of our own (JPEG markers up to the frame header, PNG's IHDR, WebP's first
+//! chunk) that allocates nothing and reads only within the bytes given, so the limits are
+//! checked before any decoder is created.
 
 /// An image file format this module decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +10,8 @@ pub enum Format {
     Jpeg,
     /// PNG.
     Png,
+    /// WebP, lossy or lossless (the first frame of an animation).
+    WebP,
 }
 
 /// What an image's header declares.
@@ -45,10 +47,12 @@ pub fn probe(bytes: &[u8]) -> Result<Header, String> {
         jpeg(bytes)
     } else if bytes.starts_with(&PNG_SIGNATURE) {
         png(bytes)
+    } else if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        webp(bytes)
     } else {
         let start: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         Err(format!(
-            "not a JPEG or PNG file (starts with {})",
+            "not a JPEG, PNG or WebP file (starts with {})",
             start.join(" ")
         ))
     }
@@ -147,6 +151,57 @@ fn png(bytes: &[u8]) -> Result<Header, String> {
         format: Format::Png,
         width,
         height,
-        decoded_bytes: pixels * 4 + pixels * 3,
+        // PNG's sides are 31 bits: this can pass u64 (saturated, then refused by the limits).
+        decoded_bytes: pixels.saturating_mul(4 + 3),
+    })
+}
+
+/// Reads WebP's first chunk: a lossy frame (VP8), a lossless one (VP8L), or the extended
+/// header (VP8X) with the canvas size.
+fn webp(bytes: &[u8]) -> Result<Header, String> {
+    let truncated = || "truncated WebP: ends inside its first chunk".to_string();
+    let chunk = bytes.get(12..16).ok_or_else(truncated)?;
+    let data = |at: usize, len: usize| bytes.get(20 + at..20 + at + len).ok_or_else(truncated);
+    let le = |b: &[u8]| b.iter().rev().fold(0u32, |v, &x| (v << 8) | u32::from(x));
+    let (width, height) = match chunk {
+        b"VP8 " => {
+            // A 3-byte frame tag, the start code, then 14-bit width and height.
+            let frame = data(0, 10)?;
+            if frame[3..6] != [0x9D, 0x01, 0x2A] {
+                return Err("corrupt WebP: no VP8 start code".into());
+            }
+            (le(&frame[6..8]) & 0x3FFF, le(&frame[8..10]) & 0x3FFF)
+        }
+        b"VP8L" => {
+            // A signature byte, then width - 1 and height - 1 in 14 bits each.
+            let header = data(0, 5)?;
+            if header[0] != 0x2F {
+                return Err("corrupt WebP: no VP8L signature".into());
+            }
+            let bits = le(&header[1..5]);
+            ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        }
+        b"VP8X" => {
+            // Flags and reserved bytes, then canvas width - 1 and height - 1 in 24 bits each.
+            let header = data(0, 10)?;
+            (le(&header[4..7]) + 1, le(&header[7..10]) + 1)
+        }
+        other => {
+            return Err(format!(
+                "corrupt WebP: first chunk {:?}",
+                String::from_utf8_lossy(other)
+            ))
+        }
+    };
+    if width == 0 || height == 0 {
+        return Err(format!("corrupt WebP: size {width}x{height}"));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    // The decoder's RGBA output, a lossless frame's ARGB words beside it, then our RGB.
+    Ok(Header {
+        format: Format::WebP,
+        width,
+        height,
+        decoded_bytes: pixels * (4 + 4 + 3),
     })
 }

@@ -1,4 +1,4 @@
-//! Images as stage functions (feature `images`): decode JPEG and PNG under limits, crop and
+//! Images as stage functions (feature `images`): decode JPEG, PNG and WebP under limits, crop and
 //! augment deterministically per item, and collate a batch into one contiguous buffer.
 //!
 //! ```text
@@ -9,7 +9,7 @@
 //! - **Decoding** ([`decode`]): JPEG with zune-jpeg (pure Rust) or, with the `turbojpeg`
 //!   feature, the system's libjpeg-turbo, which can decode at 1/2, 1/4 or 1/8 scale; zune-jpeg
 //!   is then the fallback for a file libjpeg-turbo rejects. PNG with the `png` crate (any
-//!   bit depth and colour type, as 8-bit RGB). Every failure is an [`ImageError`] naming the
+//!   bit depth and colour type, as 8-bit RGB), WebP with `image-webp`. Every failure is an [`ImageError`] naming the
 //!   image and the reason, so a stage fails that item only.
 //! - **Limits** ([`Limits`]): the dimensions are read from the header by our own small parser,
 //!   and an image over `max_pixels` or `max_bytes` is refused before any decoder is created,

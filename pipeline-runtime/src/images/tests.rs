@@ -42,6 +42,15 @@ fn png_raw(
 }
 
 /// A smooth colourful picture, so that crops of different places differ.
+/// A lossless WebP of `width` × `height` from its samples.
+fn webp(width: u32, height: u32, color: image_webp::ColorType, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    image_webp::WebPEncoder::new(&mut out)
+        .encode(data, width, height, color)
+        .unwrap();
+    out
+}
+
 fn picture(x: u32, y: u32) -> [u8; 3] {
     [
         (x * 255 / 639) as u8,
@@ -132,11 +141,44 @@ fn pngs_of_every_colour_type_and_depth_decode_to_rgb() {
 }
 
 #[test]
+fn webps_decode_to_rgb_and_a_huge_one_is_refused() {
+    use image_webp::ColorType;
+    let rgb: Vec<u8> = (0..5 * 3 * 3).map(|i| (i * 5) as u8).collect();
+    let image = decode(
+        &named(webp(5, 3, ColorType::Rgb8, &rgb)),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!((image.width, image.height, &image.pixels), (5, 3, &rgb));
+    let rgba = [10, 20, 30, 40].repeat(6);
+    let image = decode(
+        &named(webp(3, 2, ColorType::Rgba8, &rgba)),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(image.pixels, [10, 20, 30].repeat(6), "alpha dropped");
+    // The lossless header rewritten to declare 16384 x 16384 (14 bits of width - 1 and
+    // height - 1 after the signature byte).
+    let mut bomb = webp(4, 4, ColorType::Rgb8, &[7; 48]);
+    assert_eq!(&bomb[12..16], b"VP8L");
+    bomb[21..25].copy_from_slice(&(0x3FFF_u32 | (0x3FFF << 14)).to_le_bytes());
+    let image = named(bomb);
+    let (result, allocated) = crate::fuzz::allocated_during(|| decode(&image, &Limits::default()));
+    let err = result.unwrap_err();
+    assert!(err.reason.contains("refused: 16384x16384"), "{err}");
+    assert!(allocated < 64 << 10, "{allocated} bytes allocated");
+}
+
+#[test]
 fn a_bad_file_fails_naming_the_file_and_the_reason() {
     let good = jpeg(32, 32, picture);
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "empty file"),
-        (b"GIF89a....".to_vec(), "not a JPEG or PNG"),
+        (b"GIF89a....".to_vec(), "not a JPEG, PNG or WebP"),
+        (
+            webp(4, 4, image_webp::ColorType::Rgb8, &[5; 48])[..24].to_vec(),
+            "WebP",
+        ),
         (good[..good.len() / 2].to_vec(), "JPEG"),
         (good[..20].to_vec(), "JPEG"),
         (
@@ -181,6 +223,10 @@ fn a_png_header_declaring_a_huge_image_is_refused() {
     // IHDR's width and height; the chunk's CRC is not checked before the limits.
     bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let err = decode(&named(bytes.clone()), &Limits::default()).unwrap_err();
+    assert!(err.reason.contains("refused"), "{err}");
+    // Sides so large that the bytes to decode pass u64 (found by the fuzzing below).
+    bytes[16..24].copy_from_slice(&[0xFF; 8]);
     let err = decode(&named(bytes), &Limits::default()).unwrap_err();
     assert!(err.reason.contains("refused"), "{err}");
 }
@@ -474,8 +520,9 @@ fn mangled_files_fail_or_decode_but_never_panic() {
     use proptest::prelude::*;
     let seed = jpeg(40, 30, picture);
     let png = png_raw(5, 4, png::ColorType::Rgb, png::BitDepth::Eight, &[9; 60]);
-    proptest!(crate::fuzz::config(256), |(which in 0..2usize, cut in 0usize..2000, flips in proptest::collection::vec((0usize..2000, any::<u8>()), 0..8))| {
-        let mut bytes = if which == 0 { seed.clone() } else { png.clone() };
+    let webp = webp(5, 4, image_webp::ColorType::Rgb8, &[9; 60]);
+    proptest!(crate::fuzz::config(256), |(which in 0..3usize, cut in 0usize..2000, flips in proptest::collection::vec((0usize..2000, any::<u8>()), 0..8))| {
+        let mut bytes = [&seed, &png, &webp][which].clone();
         for (at, v) in flips {
             let at = at % bytes.len();
             bytes[at] = v;
