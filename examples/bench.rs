@@ -11,7 +11,7 @@
 //! process's user + system CPU time over the same span (see `bench/cpu.rs`) per source item.
 //! Every run checks its own output and exits non-zero when it is wrong.
 //!
-//! W6 (JPEG decode + resize) reads `--data-dir` (default `bench-data/jpeg`), written by
+//! W6 (JPEG decode + crop + resize, `pipeline_runtime::images`) reads `--data-dir` (default `bench-data/jpeg`), written by
 //! `--id W6.x.write_data` (or by the Python generator SPDL's side of the comparison used,
 //! `gen_jpeg_dataset.py`); build with `--features turbojpeg` for the libjpeg-turbo decoder.
 //! W4's process stages and W7's subprocesses run this binary again, which
@@ -23,7 +23,8 @@ use std::process::ExitCode;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use pipeline_examples::images;
+use pipeline_runtime::distributed::ItemKey;
+use pipeline_runtime::images::{self, ImageTransform};
 use pipeline_runtime::{Pipeline, PipelineBuilder, SinkBuilder};
 
 #[path = "bench/cpu.rs"]
@@ -120,7 +121,12 @@ const IDS: &[&str] = &[
     "W7.x.rpis.pipe.bytes64k",
     "W7.x.memcpy.bytes64k",
     "W6.c2",
+    "W6.rrc.c2",
+    "W6.c2.budget8",
     "W6.x.plain",
+    "W6.x.plain.full",
+    "W6.x.plain.rrc",
+    "W6.x.bomb",
     "W6.region.p2",
     "W6.stages.p2",
     "W6.threads.c2",
@@ -500,7 +506,7 @@ fn w6_paths(data_dir: Option<&Path>, repeat: usize) -> Result<Vec<PathBuf>, Stri
 }
 
 /// What W6 checks per image (shape) and in total (sum of all pixel values).
-fn w6_consume(image: &images::RgbImage, pixel_sum: &mut u64) -> Result<(), String> {
+fn w6_consume(image: &images::Image, pixel_sum: &mut u64) -> Result<(), String> {
     check(
         image.width == 224 && image.height == 224 && image.pixels.len() == 224 * 224 * 3,
         "224x224 RGB output",
@@ -516,20 +522,101 @@ fn w6_outcome(n: usize, wall: Duration, pixel_sum: u64) -> Outcome {
         extra: vec![
             ("pixel_sum", pixel_sum.to_string()),
             ("decoder", format!("\"{}\"", images::DECODER)),
+            ("peak_rss_mb", w6_peak_rss_mb()),
         ],
     }
 }
 
-/// W6.c2: read + decode + resize to 224x224 RGB in one stage, concurrency 2 on 2 threads,
-/// sink 32 (SPDL's `pipe(op, concurrency=2)`, `build(num_threads=2)`).
-fn w6(data_dir: Option<&Path>) -> Result<Outcome, String> {
+fn w6_peak_rss_mb() -> String {
+    cpu::peak_rss_bytes().map_or("null".into(), |b| format!("{:.1}", b as f64 / 1e6))
+}
+
+/// W6.x.bomb: a JPEG of a few hundred bytes whose frame header declares 16,000 × 16,000
+/// pixels (768 MB to decode), read and refused `n` times by the evaluation transform; the
+/// slowest refusal and the process's peak RSS say that nothing large was allocated.
+fn w6_bomb(n: u64) -> Result<Outcome, String> {
+    let mut rgb = vec![0u8; 16 * 16 * 3];
+    rgb.iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = (i * 7) as u8);
+    let mut bomb = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bomb, 90)
+        .encode(&rgb, 16, 16, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    let sof = bomb
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .ok_or("no frame header")?;
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]); // 16000 x 16000
+    let path = std::env::temp_dir().join(format!("pipeline-bomb-{}.jpg", std::process::id()));
+    std::fs::write(&path, &bomb).map_err(|e| e.to_string())?;
+    let eval = ImageTransform::center_crop(256, 224);
+    let t0 = cpu::start();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..n {
+        let t = Instant::now();
+        let refused = images::read(path.clone()).and_then(|file| eval.apply(&file));
+        slowest = slowest.max(t.elapsed());
+        let err = refused.err().ok_or("the bomb was decoded")?;
+        check(err.reason.contains("refused"), "refused by the limits")?;
+    }
+    let wall = t0.elapsed();
+    let _ = std::fs::remove_file(&path);
+    Ok(Outcome {
+        n_items: n,
+        wall,
+        extra: vec![
+            ("file_bytes", bomb.len().to_string()),
+            ("slowest_ms", format!("{:.3}", slowest.as_secs_f64() * 1e3)),
+            ("peak_rss_mb", w6_peak_rss_mb()),
+        ],
+    })
+}
+
+/// W6's transforms: evaluation (shorter side to 256, centre 224), the same decoding every
+/// pixel at full scale (the reference for what the crop and reduced-scale decoding save), and
+/// training (RandomResizedCrop 224 + horizontal flip).
+#[derive(Clone, Copy)]
+enum W6 {
+    Eval,
+    EvalFull,
+    Rrc,
+}
+
+impl W6 {
+    fn transform(self) -> ImageTransform {
+        match self {
+            W6::Eval => ImageTransform::center_crop(256, 224),
+            W6::EvalFull => ImageTransform::center_crop(256, 224).full_scale_decode(),
+            W6::Rrc => ImageTransform::random_resized_crop(224),
+        }
+    }
+}
+
+/// Item `i`'s key: the random crop and flip are drawn from it.
+fn w6_key(i: usize) -> ItemKey {
+    ItemKey {
+        seed: 6,
+        epoch: 0,
+        index: i as u64,
+    }
+}
+
+/// W6.c2 and W6.rrc.c2: read + decode + crop + resize to 224x224 RGB `u8` in one stage,
+/// concurrency 2 on 2 threads, sink 32 (SPDL's `pipe(op, concurrency=2)`,
+/// `build(num_threads=2)`).
+fn w6(data_dir: Option<&Path>, kind: W6) -> Result<Outcome, String> {
     let paths = w6_paths(data_dir, 2)?;
     let n = paths.len();
-    images::load(&paths[0], 224, 224).map_err(|e| e.to_string())?; // library init, untimed
+    let transform = kind.transform();
+    let first = images::read(paths[0].clone()).map_err(|e| e.to_string())?;
+    transform // library init, untimed
+        .apply(&first.with_key(w6_key(0)))
+        .map_err(|e| e.to_string())?;
     let t0 = cpu::start();
     let mut pipeline = PipelineBuilder::new()
-        .source(paths)
-        .try_pipe(|path: PathBuf| images::load(&path, 224, 224))
+        .source(paths.into_iter().enumerate().map(|(i, p)| (w6_key(i), p)))
+        .try_pipe(move |item| transform.apply(&images::read_keyed(item)?))
         .concurrency(2)
         .name("decode")
         .sink()
@@ -548,15 +635,70 @@ fn w6(data_dir: Option<&Path>) -> Result<Outcome, String> {
     Ok(w6_outcome(n, wall, pixel_sum))
 }
 
-/// W6.x.plain: the same decode + resize in a plain loop on one thread.
-fn w6_plain(data_dir: Option<&Path>) -> Result<Outcome, String> {
+/// W6.c2.budget8: W6.c2 under a memory limit of eight batches of 32 decoded images. Each
+/// path is admitted at the most it becomes on its way (the dataset's largest decode, read
+/// from the headers before timing, plus the output), the bound the guide's image chapter
+/// gives for a source of paths.
+fn w6_budget(data_dir: Option<&Path>) -> Result<Outcome, String> {
     let paths = w6_paths(data_dir, 2)?;
-    images::load(&paths[0], 224, 224).map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
+    let n = paths.len();
+    let mut largest = 0u64;
+    for path in &paths[..n / 2] {
+        let file = images::read(path.clone()).map_err(|e| e.to_string())?;
+        largest = largest.max(images::probe(&file.bytes)?.decoded_bytes);
+    }
+    let output = 224 * 224 * 3;
+    let per_item = (largest + output) as usize;
+    let limit = 8 * 32 * output;
+    let eval = W6::Eval.transform();
+    let t0 = cpu::start();
+    let mut pipeline = PipelineBuilder::new()
+        .source(paths)
+        .item_bytes(move |_: &PathBuf| per_item)
+        .try_pipe(move |path| eval.apply(&images::read(path)?))
+        .concurrency(2)
+        .name("decode")
+        .sink()
+        .buffer(32)
+        .num_threads(2)
+        .memory_limit(limit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (mut count, mut pixel_sum) = (0usize, 0u64);
+    for image in pipeline.by_ref() {
+        w6_consume(&image.map_err(|e| e.to_string())?, &mut pixel_sum)?;
+        count += 1;
+    }
+    let memory = pipeline.stats().memory.ok_or("no memory statistics")?;
+    pipeline.stop().map_err(|e| e.to_string())?;
+    let wall = t0.elapsed();
+    check(count == n, "image count")?;
+    check(
+        memory.peak <= memory.limit,
+        "peak in flight within the limit",
+    )?;
+    let mut o = w6_outcome(n, wall, pixel_sum);
+    o.extra.push(("memory_limit", memory.limit.to_string()));
+    o.extra
+        .push(("peak_inflight_bytes", memory.peak.to_string()));
+    o.extra.push(("item_bytes", per_item.to_string()));
+    Ok(o)
+}
+
+/// W6.x.plain, W6.x.plain.full and W6.x.plain.rrc: the same work in a plain loop on one
+/// thread (the pixel sums match the pipeline's: the crops are drawn from the same keys).
+fn w6_plain(data_dir: Option<&Path>, kind: W6) -> Result<Outcome, String> {
+    let paths = w6_paths(data_dir, 2)?;
+    let transform = kind.transform();
+    let load = |i: usize, path: &PathBuf| {
+        let file = images::read_keyed((w6_key(i), path.clone())).map_err(|e| e.to_string())?;
+        transform.apply(&file).map_err(|e| e.to_string())
+    };
+    load(0, &paths[0])?;
+    let t0 = cpu::start();
     let mut pixel_sum = 0u64;
-    for path in &paths {
-        let image = images::load(path, 224, 224).map_err(|e| e.to_string())?;
-        w6_consume(&image, &mut pixel_sum)?;
+    for (i, path) in paths.iter().enumerate() {
+        w6_consume(&load(i, path)?, &mut pixel_sum)?;
     }
     let wall = t0.elapsed();
     Ok(w6_outcome(paths.len(), wall, pixel_sum))
@@ -607,8 +749,13 @@ fn run(id: &str, n: Option<u64>, data_dir: Option<&Path>) -> Result<Outcome, Str
         "W7.x.memcpy.bytes64k" => w7::memcpy(n_or(20_000), w7::BYTES_SIZE),
         other if other.starts_with("W7.x.iis.") => w7::sweep(other, n)
             .unwrap_or_else(|| Err(format!("bad sweep id `{other}` (W7.x.iis.shm.65536)"))),
-        "W6.c2" => w6(data_dir),
-        "W6.x.plain" => w6_plain(data_dir),
+        "W6.c2" => w6(data_dir, W6::Eval),
+        "W6.rrc.c2" => w6(data_dir, W6::Rrc),
+        "W6.c2.budget8" => w6_budget(data_dir),
+        "W6.x.plain" => w6_plain(data_dir, W6::Eval),
+        "W6.x.plain.full" => w6_plain(data_dir, W6::EvalFull),
+        "W6.x.plain.rrc" => w6_plain(data_dir, W6::Rrc),
+        "W6.x.bomb" => w6_bomb(n_or(1_000)),
         "W6.region.p2" => w6r::run(data_dir, n, w6r::Variant::Region),
         "W6.stages.p2" => w6r::run(data_dir, n, w6r::Variant::Stages),
         "W6.threads.c2" => w6r::run(data_dir, n, w6r::Variant::Threads),

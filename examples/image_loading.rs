@@ -6,8 +6,8 @@
 //! ```
 //!
 //! ```text
-//! source(files) → read (8 at a time) → decode + resize to 224×224 (C at a time)
-//!   → normalise to f32 CHW (C at a time) → aggregate(batch) → collate → sink
+//! source(files) → read (8 at a time) → decode + resize the shorter side to 256 + centre crop
+//!   224×224 (C at a time) → aggregate(batch) → collate to normalised f32 CHW → sink
 //! ```
 //!
 //! With no `DIR` it writes a small deterministic dataset of JPEGs of varied sizes into a
@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use pipeline_examples::datasets::write_jpeg_dataset;
 use pipeline_examples::image_pipeline::{
     image_stages, shard_image_stages, LoaderOptions, TensorBatch,
 };
-use pipeline_examples::images;
 use pipeline_examples::progress::Progress;
 use pipeline_examples::scratch::TempDir;
 use pipeline_examples::shards::write_image_shards;
@@ -67,7 +67,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         None => {
             generated = TempDir::new(&format!("pipeline-images-{}", std::process::id()))?;
             let t = Instant::now();
-            images::write_jpeg_dataset(generated.path(), args.images)?;
+            write_jpeg_dataset(generated.path(), args.images)?;
             println!(
                 "wrote {} JPEG files to {} in {:.1} s",
                 args.images,
@@ -101,7 +101,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         files.len(),
         args.epochs,
         dir.display(),
-        images::DECODER
+        pipeline_runtime::images::DECODER
     );
 
     let options = LoaderOptions {
@@ -127,7 +127,7 @@ fn run_from_shards(args: &Args, url: &str) -> Result<(), Box<dyn Error>> {
         "loading {per_epoch} shards × {} epoch(s) from {} with {}",
         args.epochs,
         store.url(),
-        images::DECODER
+        pipeline_runtime::images::DECODER
     );
     let options = LoaderOptions {
         batch_size: args.batch_size,

@@ -6,8 +6,8 @@
 //! ```
 //!
 //! ```text
-//! source(shuffled files) → read (4) → decode + resize to 32×32 (2) → normalise (2)
-//!   → aggregate(32) → collate → sink → Tensor::from_vec → forward, loss, AdamW step
+//! source(shuffled files) → read (4) → decode + resize to 32×32 (2)
+//!   → aggregate(32) → collate (normalised f32 CHW) → sink → Tensor::from_vec → forward, loss, AdamW step
 //! ```
 //!
 //! It writes a labelled dataset into a temporary directory, holds a fifth of it out, trains
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use pipeline_examples::images::{self, STRIPE_CLASSES};
+use pipeline_examples::datasets::{self, STRIPE_CLASSES};
 use pipeline_examples::progress::print_stats;
 use pipeline_examples::scratch::TempDir;
 use pipeline_examples::training::{accuracy, train, Loader, TrainOptions, TrainReport};
@@ -42,7 +42,7 @@ struct Args {
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let dir = TempDir::new(&format!("pipeline-train-{}", std::process::id()))?;
     let t = Instant::now();
-    let mut files = images::write_stripes_dataset(dir.path(), args.images)?;
+    let mut files = datasets::write_stripes_dataset(dir.path(), args.images)?;
     // Every fifth image is held out (the labels go round the classes, so both splits are
     // balanced).
     let held_out: Vec<(PathBuf, u32)> = files.iter().skip(4).step_by(5).cloned().collect();
@@ -65,8 +65,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         "{} steps of {} images at {}×{}, decode concurrency {}, {} pipeline threads{}",
         o.steps,
         o.loader.batch_size,
-        o.loader.size,
-        o.loader.size,
+        o.loader.transform.output_size().0,
+        o.loader.transform.output_size().1,
         o.loader.decode_concurrency,
         o.threads,
         if o.loader.decode_delay.is_zero() {

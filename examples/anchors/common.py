@@ -6,7 +6,8 @@ img_00000.jpg..img_00499.jpg of the data directory (640x480, q90, 4:2:0, written
 driver's `--id W6.x.write_data` or by the SPDL side's gen_jpeg_dataset.py), sorted, repeated
 REPEAT times (default 2: 1000 images). Every file is read once before timing so that the page cache is warm, and the decoder
 is called once (untimed). Each image: Pillow full-size decode, convert("RGB"), bilinear resize
-to 224x224, np.asarray -> (224, 224, 3) uint8.
+to 224x224, np.asarray -> (224, 224, 3) uint8; or, with `--transform eval` or `rrc`,
+torchvision's evaluation or training transform in place of the resize (see set_transform).
 
 Timing window: t0 just before the loader (and its iterator, which starts the workers) is
 made; t1 after the last item is consumed AND the iterator is deleted, so that the workers are
@@ -35,10 +36,34 @@ import numpy as np
 from PIL import Image
 
 
+# The per-image transform, set once by the script (`--transform`) before the workers fork:
+# "resize" (the whole image to 224x224, SPDL's PIL variant; the default), "eval"
+# (torchvision's Resize(256) + CenterCrop(224), what the Rust driver's W6.c2 does) or "rrc"
+# (torchvision's RandomResizedCrop(224) + RandomHorizontalFlip(), W6.rrc.c2; torch's global
+# generator draws the crops), on the Pillow image.
+TRANSFORM = "resize"
+_TORCHVISION = None
+
+
+def set_transform(name: str) -> None:
+    global TRANSFORM, _TORCHVISION
+    TRANSFORM = name
+    if name in ("eval", "rrc"):
+        from torchvision import transforms
+
+        if name == "eval":
+            _TORCHVISION = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
+        else:
+            _TORCHVISION = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()])
+
+
 def pil_decode(path: str) -> np.ndarray:
     with Image.open(path) as im:
         rgb = im.convert("RGB")
-    out = rgb.resize((224, 224), resample=Image.Resampling.BILINEAR)
+    if _TORCHVISION is not None:
+        out = _TORCHVISION(rgb)
+    else:
+        out = rgb.resize((224, 224), resample=Image.Resampling.BILINEAR)
     return np.asarray(out)
 
 

@@ -15,7 +15,9 @@ build to after stop, see examples/bench.rs).
     python examples/anchors/run.py --data-dir bench-data/jpeg --rounds 3 \
         --ours target/release/examples/bench [--ours-turbo /path/to/bench-built-with-turbojpeg]
 
-PYTHON (default: this interpreter) must have torch, pillow, numpy and grain installed.
+PYTHON (default: this interpreter) must have torch, pillow, numpy and grain installed (and
+torchvision). Every configuration does the same transform: `--transform eval` (the default,
+ours W6.c2) or `--transform rrc` (ours W6.rrc.c2).
 """
 
 from __future__ import annotations
@@ -114,12 +116,17 @@ def main() -> None:
     ap.add_argument("--ours", default="target/release/examples/bench")
     ap.add_argument("--ours-turbo", default=None, help="the driver built with --features turbojpeg")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--transform", choices=["eval", "rrc"], default="eval",
+                    help="eval: Resize(256) + CenterCrop(224) everywhere (ours: W6.c2); "
+                    "rrc: RandomResizedCrop 224 + flip (ours: W6.rrc.c2)")
     args = ap.parse_args()
     d = ["--data-dir", args.data_dir]
     py = args.python
-    configs = [("ours W6.c2 (default decoder)", [args.ours, "--id", "W6.c2", *d])]
+    ours = "W6.rrc.c2" if args.transform == "rrc" else "W6.c2"
+    configs = [(f"ours {ours} (default decoder)", [args.ours, "--id", ours, *d])]
     if args.ours_turbo:
-        configs.append(("ours W6.c2 (turbojpeg)", [args.ours_turbo, "--id", "W6.c2", *d]))
+        configs.append((f"ours {ours} (turbojpeg)", [args.ours_turbo, "--id", ours, *d]))
+    d += ["--transform", args.transform]
     configs += [
         ("torch DataLoader, batch_size=None", [py, f"{HERE}/w6_torch_dataloader.py", *d]),
         ("torch DataLoader, batch_size=32", [py, f"{HERE}/w6_torch_dataloader.py", "--batch-size", "32", *d]),

@@ -19,7 +19,7 @@ from importlib.metadata import version
 import grain
 import grain.python as gp
 
-from common import emit, pil_decode, run, w6_paths
+from common import emit, pil_decode, run, set_transform, w6_paths
 
 
 class Decode(gp.MapTransform):
@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--api", choices=["dataloader", "dataset"], default="dataloader")
+    ap.add_argument("--transform", choices=["resize", "eval", "rrc"], default="resize")
     args = ap.parse_args()
+    set_transform(args.transform)
     paths = w6_paths(args.data_dir, args.repeat)
 
     if args.api == "dataloader":

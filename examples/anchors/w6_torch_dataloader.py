@@ -17,7 +17,7 @@ import argparse
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import emit, pil_decode, run, w6_paths
+from common import emit, pil_decode, run, set_transform, w6_paths
 
 
 class PathDataset(Dataset):
@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=0, help="0: batch_size=None")
+    ap.add_argument("--transform", choices=["resize", "eval", "rrc"], default="resize")
     args = ap.parse_args()
+    set_transform(args.transform)
     paths = w6_paths(args.data_dir, args.repeat)
     batch_size = args.batch_size or None
     result = run(

@@ -44,3 +44,21 @@ pub(crate) fn used_since(fallback: Option<Duration>) -> Option<f64> {
         .or(fallback)?;
     Some(process_cpu()?.saturating_sub(mark).as_secs_f64())
 }
+
+/// The process's peak resident set so far, in bytes (`ru_maxrss`; `None` off Unix).
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `usage` is a valid out-pointer for one `rusage`.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: getrusage succeeded, so it filled the struct.
+        let usage = unsafe { usage.assume_init() };
+        // Kilobytes on Linux.
+        Some(usage.ru_maxrss as u64 * 1024)
+    }
+    #[cfg(not(unix))]
+    None
+}

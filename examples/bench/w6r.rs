@@ -17,7 +17,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pipeline_examples::images;
+use pipeline_examples::datasets;
+use pipeline_runtime::images::{self, EncodedImage, Limits};
 use pipeline_runtime::process::ProcessPool;
 use pipeline_runtime::{process_fn, process_region, PipelineBuilder, StageBuilder};
 use serde::{Deserialize, Serialize};
@@ -57,7 +58,8 @@ fn read(path: PathBuf) -> Result<Encoded, String> {
 }
 
 fn decode(file: Encoded) -> Result<Image, String> {
-    let image = images::decode_full(&file.0)?;
+    let image = images::decode(&EncodedImage::new("image", file.0), &Limits::default())
+        .map_err(|e| e.to_string())?;
     Ok(Image {
         width: image.width,
         height: image.height,
@@ -66,12 +68,12 @@ fn decode(file: Encoded) -> Result<Image, String> {
 }
 
 fn resize(image: Image) -> Result<Image, String> {
-    let full = images::RgbImage {
+    let full = images::Image {
         width: image.width,
         height: image.height,
         pixels: image.pixels,
     };
-    let small = images::resize_bilinear(&full, SIDE, SIDE)?;
+    let small = images::resize(&full, SIDE, SIDE)?;
     Ok(Image {
         width: small.width,
         height: small.height,
@@ -125,7 +127,7 @@ fn files(data_dir: Option<&Path>) -> Result<(Vec<PathBuf>, String), String> {
     let tmp = std::env::temp_dir().join("pipeline-w6r-jpeg");
     let mut generated = listed(&tmp);
     if generated.len() != GENERATED {
-        generated = images::write_jpeg_dataset(&tmp, GENERATED).map_err(|e| e.to_string())?;
+        generated = datasets::write_jpeg_dataset(&tmp, GENERATED).map_err(|e| e.to_string())?;
     }
     Ok((
         generated,

@@ -15,8 +15,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use pipeline_examples::datasets;
 use pipeline_examples::image_pipeline::{image_stages, shard_image_stages, LoaderOptions};
-use pipeline_examples::images;
 use pipeline_examples::scratch::TempDir;
 use pipeline_examples::shards::write_image_shards;
 use pipeline_runtime::storage::{block_on, webdataset, Filter, Store, TarWriter};
@@ -37,7 +37,7 @@ fn options() -> LoaderOptions {
 fn dataset(n: u64) -> Result<(TempDir, Vec<PathBuf>), String> {
     let dir =
         TempDir::new(&format!("pipeline-w9-{}", std::process::id())).map_err(|e| e.to_string())?;
-    let files = images::write_jpeg_dataset(&dir.path().join("files"), n as usize)
+    let files = datasets::write_jpeg_dataset(&dir.path().join("files"), n as usize)
         .map_err(|e| e.to_string())?;
     Ok((dir, files))
 }

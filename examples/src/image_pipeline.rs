@@ -2,29 +2,32 @@
 //! `examples/train.rs` and their tests:
 //!
 //! ```text
-//! source(paths) → read → decode + resize → normalise (f32 CHW) → aggregate(batch) → collate
-//! source(shards) → samples (WebDataset) → decode + resize → ...          (the same from here)
+//! source(paths) → read → decode + crop + resize → aggregate(batch) → collate (f32 CHW, normalised)
+//! source(shards) → samples (WebDataset) → decode + crop + resize → ...   (the same from here)
 //! ```
 //!
-//! The caller adds what follows (a device transfer, the sink) and the failure budget. A file
-//! that cannot be read or decoded fails only its own item, with an error naming the file.
-//! [`labelled_image_stages`] is the same with a label carried beside each image, for
-//! training.
+//! Decoding, cropping and the batch are `pipeline_runtime::images` (feature `images`); this
+//! module only arranges them. The caller adds what follows (a device transfer, the sink) and
+//! the failure budget. A file that cannot be read or decoded, or that is over the decode
+//! limits, fails only its own item, with an error naming the file. [`labelled_image_stages`]
+//! is the same with a label carried beside each image, for training.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pipeline_runtime::images::{
+    self, collate_f32, EncodedImage, Image, ImageError, ImageTransform, Layout, Normalize,
+};
 use pipeline_runtime::storage::webdataset::{self, Sample};
 use pipeline_runtime::storage::{Object, Store};
 use pipeline_runtime::{PipelineBuilder, StageBuilder};
 
-use crate::images::{self, EncodedImage, ImageError, RgbImage};
-
 /// The knobs of [`image_stages`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoaderOptions {
-    /// Output height and width in pixels (square).
-    pub size: u32,
+    /// From a file to a square RGB image (its output size is the batch's image size).
+    /// Default: the evaluation transform, shorter side to 256 and the centre 224 × 224.
+    pub transform: ImageTransform,
     /// Images per batch (the last batch of the source may be smaller).
     pub batch_size: usize,
     /// Files read at once (I/O bound: more than the cores helps on slow storage).
@@ -40,7 +43,7 @@ impl Default for LoaderOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            size: 224,
+            transform: ImageTransform::center_crop(256, 224),
             batch_size: 32,
             read_concurrency: 8,
             decode_concurrency: cores,
@@ -61,6 +64,25 @@ pub struct TensorBatch {
     pub data: Vec<f32>,
 }
 
+impl TensorBatch {
+    /// Normalises (ImageNet statistics) and collates square images into one CHW batch, each
+    /// image written once into its slot.
+    pub fn collate(images: &[Image]) -> Result<Self, ImageError> {
+        let batch = collate_f32(images, Layout::Chw, &Normalize::IMAGENET)?;
+        if batch.width != batch.height {
+            return Err(ImageError {
+                name: "batch".into(),
+                reason: format!("images of {}x{} are not square", batch.width, batch.height),
+            });
+        }
+        Ok(Self {
+            images: batch.images,
+            size: batch.height,
+            data: batch.data,
+        })
+    }
+}
+
 /// A batch of images and their labels, in the same order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledBatch {
@@ -76,12 +98,9 @@ where
     I: IntoIterator<Item = PathBuf>,
     I::IntoIter: Send + 'static,
 {
-    let size = options.size;
     let read = read_stage(paths.into_iter().map(|p| (p, ())), options);
     decode_stages(read, options)
-        .pipe(move |tensors: Vec<((), Vec<f32>)>| {
-            collate(tensors.into_iter().map(|(_, t)| t).collect(), size)
-        })
+        .try_pipe(|batch: Vec<((), Image)>| collate_untagged(batch))
         .name("collate")
 }
 
@@ -92,14 +111,13 @@ where
     I: IntoIterator<Item = (PathBuf, u32)>,
     I::IntoIter: Send + 'static,
 {
-    let size = options.size;
     decode_stages(read_stage(items, options), options)
-        .pipe(move |batch: Vec<(u32, Vec<f32>)>| {
-            let (labels, tensors) = batch.into_iter().unzip();
-            LabelledBatch {
-                images: collate(tensors, size),
+        .try_pipe(|batch: Vec<(u32, Image)>| {
+            let (labels, images): (Vec<u32>, Vec<Image>) = batch.into_iter().unzip();
+            Ok::<_, ImageError>(LabelledBatch {
+                images: TensorBatch::collate(&images)?,
                 labels,
-            }
+            })
         })
         .name("collate")
 }
@@ -111,7 +129,6 @@ pub fn shard_image_stages(
     shards: Vec<Object>,
     options: LoaderOptions,
 ) -> StageBuilder<TensorBatch> {
-    let size = options.size;
     let samples = PipelineBuilder::new()
         .source(shards)
         .async_try_flat_pipe(webdataset::samples(store))
@@ -120,21 +137,21 @@ pub fn shard_image_stages(
         .try_pipe(|sample: Sample| sample_image(sample).map(|image| ((), image)))
         .name("jpg");
     decode_stages(samples, options)
-        .pipe(move |tensors: Vec<((), Vec<f32>)>| {
-            collate(tensors.into_iter().map(|(_, t)| t).collect(), size)
-        })
+        .try_pipe(|batch: Vec<((), Image)>| collate_untagged(batch))
         .name("collate")
+}
+
+fn collate_untagged(batch: Vec<((), Image)>) -> Result<TensorBatch, ImageError> {
+    let images: Vec<Image> = batch.into_iter().map(|(_, image)| image).collect();
+    TensorBatch::collate(&images)
 }
 
 /// A sample's `jpg` field, named `<shard URL>#<key>` in errors.
 pub fn sample_image(sample: Sample) -> Result<EncodedImage, String> {
-    let path = PathBuf::from(format!("{}#{}", sample.shard, sample.key));
+    let name = format!("{}#{}", sample.shard, sample.key);
     match sample.get("jpg") {
-        Some(jpg) => Ok(EncodedImage {
-            path,
-            bytes: jpg.to_vec(),
-        }),
-        None => Err(format!("{}: sample has no `jpg` field", path.display())),
+        Some(jpg) => Ok(EncodedImage::new(name, jpg.to_vec())),
+        None => Err(format!("{name}: sample has no `jpg` field")),
     }
 }
 
@@ -152,38 +169,27 @@ where
         .name("read")
 }
 
-/// Decoding onwards: decode + resize, normalise, batch (collating is the caller's), a tag
-/// `L` carried beside each image.
+/// Decoding onwards: decode + crop + resize, batch (collating is the caller's), a tag `L`
+/// carried beside each image.
 fn decode_stages<L: Send + 'static>(
     encoded: StageBuilder<(L, EncodedImage)>,
     options: LoaderOptions,
-) -> StageBuilder<Vec<(L, Vec<f32>)>> {
+) -> StageBuilder<Vec<(L, Image)>> {
     let LoaderOptions {
-        size, decode_delay, ..
+        transform,
+        decode_delay,
+        ..
     } = options;
     encoded
         .try_pipe(
-            move |(tag, file): (L, EncodedImage)| -> Result<(L, RgbImage), ImageError> {
+            move |(tag, file): (L, EncodedImage)| -> Result<(L, Image), ImageError> {
                 if !decode_delay.is_zero() {
                     std::thread::sleep(decode_delay);
                 }
-                Ok((tag, images::decode(&file, size, size)?))
+                Ok((tag, transform.apply(&file)?))
             },
         )
         .concurrency(options.decode_concurrency)
         .name("decode+resize")
-        .pipe(|(tag, image): (L, RgbImage)| (tag, images::to_normalised_chw(&image)))
-        .concurrency(options.decode_concurrency)
-        .name("normalise")
         .aggregate(options.batch_size)
-}
-
-/// Concatenates per-image tensors into one batch tensor.
-pub fn collate(tensors: Vec<Vec<f32>>, size: u32) -> TensorBatch {
-    let images = tensors.len();
-    let mut data = Vec::with_capacity(images * 3 * size as usize * size as usize);
-    for t in &tensors {
-        data.extend_from_slice(t);
-    }
-    TensorBatch { images, size, data }
 }

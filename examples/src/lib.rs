@@ -1,7 +1,8 @@
 //! Shared code of the example programs (`examples/*.rs`), the benchmark driver and their
 //! tests: a progress bar that follows a running pipeline ([`progress`]), `tracing` set up with
-//! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages ([`images`],
-//! [`image_pipeline`]), generated data and temporary directories ([`scratch`]), one rank
+//! an optional Chrome/Perfetto trace file ([`trace`]), the image-loading stages
+//! ([`image_pipeline`], over `pipeline_runtime::images`), generated JPEG datasets
+//! ([`datasets`]), generated data and temporary directories ([`scratch`]), one rank
 //! of a multi-process training job ([`distributed`]), and a real S3-compatible server on the
 //! loopback interface for the S3 tests and benchmarks ([`s3_server`]).
 //!
@@ -16,9 +17,9 @@ pub mod burn_loader;
 pub mod burn_training;
 #[cfg(feature = "candle")]
 pub mod candle;
+pub mod datasets;
 pub mod distributed;
 pub mod image_pipeline;
-pub mod images;
 pub mod progress;
 pub mod s3_server;
 pub mod scratch;

@@ -1,6 +1,6 @@
 //! A small training run on the image pipeline (feature `candle`), shared by
 //! `examples/train.rs` and its test: a convolutional classifier learns the direction of the
-//! stripes in [`write_stripes_dataset`](crate::images::write_stripes_dataset)'s images,
+//! stripes in [`write_stripes_dataset`](crate::datasets::write_stripes_dataset)'s images,
 //! on the CPU, fed either by the pipeline or by a plain loop that loads each batch itself
 //! before the step (the data loader without workers), so the two can be compared.
 
@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{conv2d, linear, AdamW, Conv2d, Conv2dConfig, Linear, Optimizer, ParamsAdamW};
 use candle_nn::{VarBuilder, VarMap};
+use pipeline_runtime::images::{self, ImageError, ImageTransform};
 use pipeline_runtime::stats::PipelineStats;
 use pipeline_runtime::Pipeline;
 
-use crate::image_pipeline::{collate, labelled_image_stages, LabelledBatch, LoaderOptions};
-use crate::images;
+use crate::datasets::STRIPE_CLASSES;
+use crate::image_pipeline::{labelled_image_stages, LabelledBatch, LoaderOptions, TensorBatch};
 use crate::scratch::XorShift;
 
 /// The network: two 3×3 convolutions with ReLU and 2×2 max-pooling, then one linear layer.
@@ -92,7 +93,8 @@ impl Default for TrainOptions {
         Self {
             steps: 300,
             loader: LoaderOptions {
-                size: 32,
+                // The whole picture: a flip would turn one diagonal class into the other.
+                transform: ImageTransform::resize(32, 32),
                 batch_size: 32,
                 read_concurrency: 4,
                 decode_concurrency: 2,
@@ -176,8 +178,8 @@ pub fn train(
 ) -> Result<(Classifier, TrainReport), Box<dyn std::error::Error>> {
     let device = Device::Cpu;
     let vars = VarMap::new();
-    let size = options.loader.size;
-    let model = Classifier::new(&vars, size, images::STRIPE_CLASSES.len(), &device)?;
+    let (size, _) = options.loader.transform.output_size();
+    let model = Classifier::new(&vars, size, STRIPE_CLASSES.len(), &device)?;
     let mut optimiser = AdamW::new(
         vars.all_vars(),
         ParamsAdamW {
@@ -245,23 +247,22 @@ pub fn train(
     ))
 }
 
-/// One batch loaded on the calling thread: read, decode and resize, normalise, collate.
+/// One batch loaded on the calling thread: read, decode and resize, collate.
 fn load_inline(
     items: &mut impl Iterator<Item = (PathBuf, u32)>,
     options: &LoaderOptions,
-) -> Result<LabelledBatch, images::ImageError> {
-    let mut tensors = Vec::with_capacity(options.batch_size);
+) -> Result<LabelledBatch, ImageError> {
+    let mut decoded = Vec::with_capacity(options.batch_size);
     let mut labels = Vec::with_capacity(options.batch_size);
     for (path, label) in items.take(options.batch_size) {
         if !options.decode_delay.is_zero() {
             std::thread::sleep(options.decode_delay);
         }
-        let image = images::load(&path, options.size, options.size)?;
-        tensors.push(images::to_normalised_chw(&image));
+        decoded.push(options.transform.apply(&images::read(path)?)?);
         labels.push(label);
     }
     Ok(LabelledBatch {
-        images: collate(tensors, options.size),
+        images: TensorBatch::collate(&decoded)?,
         labels,
     })
 }

@@ -1,14 +1,13 @@
-//! The image module and the image-loading pipeline: sizes, accuracy of the reduced-scale
-//! decode, normalisation, and bad files failing only their own item.
+//! The image-loading pipeline of the examples over `pipeline_runtime::images`: every
+//! generated size comes out at the batch's size, and bad files fail only their own item.
+//! (The decoder, the crops and the limits are tested in the runtime crate.)
 
 use std::path::{Path, PathBuf};
 
+use pipeline_examples::datasets::write_jpeg_dataset;
 use pipeline_examples::image_pipeline::{image_stages, LoaderOptions};
-use pipeline_examples::images::{
-    self, decode_full, decode_resize, resize_bilinear, to_normalised_chw, write_jpeg_dataset,
-    RgbImage, IMAGENET_MEAN, IMAGENET_STD,
-};
 use pipeline_examples::scratch::TempDir;
+use pipeline_runtime::images::{self, ImageTransform};
 use pipeline_runtime::MaxFailures;
 
 /// A fresh temporary directory for one test, removed on drop.
@@ -21,11 +20,12 @@ fn every_generated_size_decodes_to_the_target_size() {
     let dir = temp_dir("sizes");
     let paths = write_jpeg_dataset(dir.path(), 6).unwrap();
     let mut source_sizes = Vec::new();
+    let eval = LoaderOptions::default().transform;
     for path in &paths {
-        let bytes = std::fs::read(path).unwrap();
-        let full = decode_full(&bytes).unwrap();
-        source_sizes.push((full.width, full.height));
-        let out = decode_resize(&bytes, 224, 224).unwrap();
+        let file = images::read(path.clone()).unwrap();
+        let header = images::probe(&file.bytes).unwrap();
+        source_sizes.push((header.width, header.height));
+        let out = eval.apply(&file).unwrap();
         assert_eq!((out.width, out.height), (224, 224), "{}", path.display());
         assert_eq!(out.pixels.len(), 224 * 224 * 3);
     }
@@ -33,80 +33,6 @@ fn every_generated_size_decodes_to_the_target_size() {
     assert!(source_sizes.contains(&(1024, 768)));
     assert!(source_sizes.iter().any(|&(w, h)| w < 224 && h < 224));
     assert!(source_sizes.iter().any(|&(w, h)| h > w));
-}
-
-/// The fast path (a reduced DCT scale with the `turbojpeg` feature) must give the same
-/// picture as a full decode followed by the bilinear resize, within a small tolerance.
-#[test]
-fn fast_decode_matches_full_decode_then_resize() {
-    let dir = temp_dir("accuracy");
-    let paths = write_jpeg_dataset(dir.path(), 12).unwrap();
-    for path in &paths {
-        let bytes = std::fs::read(path).unwrap();
-        let fast = decode_resize(&bytes, 224, 224).unwrap();
-        let reference = resize_bilinear(&decode_full(&bytes).unwrap(), 224, 224).unwrap();
-        let diffs: Vec<u8> = fast
-            .pixels
-            .iter()
-            .zip(&reference.pixels)
-            .map(|(a, b)| a.abs_diff(*b))
-            .collect();
-        let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
-        let large = diffs.iter().filter(|&&d| d > 32).count() as f64 / diffs.len() as f64;
-        assert!(mean < 3.0, "{}: mean |diff| {mean:.2}", path.display());
-        assert!(
-            large < 0.01,
-            "{}: {:.2}% of values off by > 32",
-            path.display(),
-            large * 100.0
-        );
-    }
-}
-
-#[test]
-fn resize_keeps_a_flat_colour_and_preserves_a_gradient_direction() {
-    let flat = RgbImage {
-        width: 400,
-        height: 300,
-        pixels: [10u8, 120, 250].repeat(400 * 300),
-    };
-    let out = resize_bilinear(&flat, 224, 224).unwrap();
-    assert!(out.pixels.chunks_exact(3).all(|p| p == [10, 120, 250]));
-
-    let ramp = RgbImage {
-        width: 256,
-        height: 8,
-        pixels: (0..8)
-            .flat_map(|_| (0..256u32).flat_map(|x| [x as u8; 3]))
-            .collect(),
-    };
-    let out = resize_bilinear(&ramp, 64, 4).unwrap();
-    let row: Vec<u8> = out.pixels[..64 * 3].iter().step_by(3).copied().collect();
-    assert!(row.windows(2).all(|w| w[0] < w[1]), "{row:?}");
-}
-
-#[test]
-fn normalised_tensor_is_chw_with_imagenet_statistics() {
-    // Two pixels: pure red, then mid grey.
-    let image = RgbImage {
-        width: 2,
-        height: 1,
-        pixels: vec![255, 0, 0, 128, 128, 128],
-    };
-    let t = to_normalised_chw(&image);
-    assert_eq!(t.len(), 6);
-    let expect = |v: f32, c: usize| (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-    let want = [
-        expect(255.0, 0),
-        expect(128.0, 0),
-        expect(0.0, 1),
-        expect(128.0, 1),
-        expect(0.0, 2),
-        expect(128.0, 2),
-    ];
-    for (got, want) in t.iter().zip(want) {
-        assert!((got - want).abs() < 1e-5, "{t:?} vs {want}");
-    }
 }
 
 #[test]
@@ -128,7 +54,12 @@ fn write_bad_files(dir: &Path, good: &Path) -> Vec<PathBuf> {
     let jpeg = std::fs::read(good).unwrap();
     let mut garbage_after_header = jpeg[..2].to_vec();
     garbage_after_header.extend((0..4000u32).map(|i| (i * 31 % 251) as u8));
+    // A decompression bomb: the good file's frame header rewritten to declare 16000x16000.
+    let mut bomb = jpeg.clone();
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]);
     let bad = [
+        ("bomb.jpg", bomb),
         (
             "notes.jpg",
             b"these are not the pixels you are looking for".to_vec(),
@@ -153,7 +84,10 @@ fn bad_files_are_errors_naming_the_file() {
     let mut bad = write_bad_files(dir.path(), &good[0]);
     bad.push(dir.path().join("missing.jpg"));
     for path in &bad {
-        let err = images::load(path, 224, 224).expect_err("a bad file must not decode");
+        let eval = ImageTransform::center_crop(256, 224);
+        let err = images::read(path.clone())
+            .and_then(|file| eval.apply(&file))
+            .expect_err("a bad file must not decode");
         let message = err.to_string();
         assert!(
             message.starts_with(&path.display().to_string()),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pipeline_examples::images::{write_stripes_dataset, STRIPE_CLASSES};
+use pipeline_examples::datasets::{write_stripes_dataset, STRIPE_CLASSES};
 use pipeline_examples::scratch::TempDir;
 use pipeline_examples::training::{accuracy, shuffled_epochs, train, Loader, TrainOptions};
 

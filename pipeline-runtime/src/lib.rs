@@ -83,6 +83,7 @@
 //! | [`process`] | worker processes: process stages and process regions (Unix) |
 //! | [`subprocess`] | whole pipelines in a child process (Unix) |
 //! | `storage` | object stores, WebDataset shards, Parquet (feature `storage`) |
+//! | `images` | decode, crop and augment images under limits, batches (feature `images`) |
 //! | `cuda` | batches to a CUDA device (feature `cuda`) |
 //!
 //! The guide in `docs/` has a chapter per concept: stages and their shapes, the macro,
@@ -110,6 +111,9 @@ mod failure;
 #[cfg(test)]
 mod fuzz;
 pub mod hook;
+#[cfg(feature = "images")]
+#[cfg_attr(docsrs, doc(cfg(feature = "images")))]
+pub mod images;
 mod launch;
 mod memory;
 mod pipeline;

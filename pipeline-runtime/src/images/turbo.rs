@@ -1,16 +1,14 @@
-//! libjpeg-turbo's TurboJPEG API (the 2.x functions, present in 2.0 and later), linked from
-//! the system library (`libturbojpeg0-dev` on Debian).
-//!
-//! Only what decoding needs: read the header, pick the DCT scaling factor, decompress to RGB.
-//! TurboJPEG reports errors through return codes (no `longjmp` across Rust frames).
+//! libjpeg-turbo's TurboJPEG API (the 2.x functions, in 2.0 and later), linked from the
+//! system library (`libturbojpeg0-dev` on Debian): decompress to RGB at a DCT scaling
+//! factor. Errors come back as return codes (no `longjmp` across Rust frames).
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void, CStr};
 
-use super::RgbImage;
+use super::header::Header;
+use super::Image;
 
 const TJPF_RGB: c_int = 0;
-const MAX_SIDE: c_int = 16_384;
 
 #[link(name = "turbojpeg")]
 extern "C" {
@@ -39,7 +37,7 @@ extern "C" {
     fn tjDestroy(handle: *mut c_void) -> c_int;
 }
 
-/// One decompressor per thread: a handle is cheap to keep and not safe to share.
+/// A decompressor: cheap to keep, not safe to share, so one per thread.
 struct Handle(*mut c_void);
 
 impl Handle {
@@ -47,7 +45,7 @@ impl Handle {
         // SAFETY: no arguments; a null return is checked below.
         let raw = unsafe { tjInitDecompress() };
         if raw.is_null() {
-            return Err("libjpeg-turbo: cannot create a decompressor".into());
+            return Err("cannot create a decompressor".into());
         }
         Ok(Self(raw))
     }
@@ -71,15 +69,14 @@ thread_local! {
     static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
 }
 
-/// Decodes `jpeg` at the smallest DCT scale (1, 1/2, 1/4 or 1/8) whose image is still at
-/// least `min_width` × `min_height` (or at full size, when the source is smaller).
-pub(super) fn decode_at_least(
-    jpeg: &[u8],
-    min_width: u32,
-    min_height: u32,
-) -> Result<RgbImage, String> {
-    super::check_signature(jpeg)?;
+/// Decodes `jpeg`, whose header (our parser's) passed the limits, at `1 / denominator` of
+/// its size (1, 2, 4 or 8; sides rounded up, as libjpeg-turbo's `TJSCALED`).
+pub(super) fn decode(jpeg: &[u8], header: &Header, denominator: u32) -> Result<Image, String> {
     let size = c_ulong::try_from(jpeg.len()).map_err(|_| "file too large")?;
+    let denominator = match denominator {
+        1 | 2 | 4 | 8 => denominator as c_int,
+        other => return Err(format!("no DCT scale 1/{other}")),
+    };
     HANDLE.with_borrow_mut(|slot| {
         if slot.is_none() {
             *slot = Some(Handle::new()?);
@@ -102,27 +99,20 @@ pub(super) fn decode_at_least(
         if rc != 0 {
             return Err(format!("corrupt JPEG header: {}", handle.last_error()));
         }
-        if width <= 0 || height <= 0 {
-            return Err(format!("corrupt JPEG header: size {width}x{height}"));
-        }
-        // The same cap as zune-jpeg's default (16384 a side): a corrupt or hostile header
-        // must not make us allocate gigabytes.
-        if width > MAX_SIDE || height > MAX_SIDE {
+        // The limits were checked on our parser's reading; libjpeg-turbo must agree with it,
+        // or what it allocates was never checked.
+        if (width, height) != (header.width as c_int, header.height as c_int) {
             return Err(format!(
-                "image too large: {width}x{height} (limit {MAX_SIDE} a side)"
+                "corrupt JPEG: frame header says {width}x{height}, first frame header said \
+                 {}x{}",
+                header.width, header.height
             ));
         }
-        let denom = [8, 4, 2]
-            .into_iter()
-            .find(|&d| {
-                scaled(width, d) >= min_width as c_int && scaled(height, d) >= min_height as c_int
-            })
-            .unwrap_or(1);
-        let (w, h) = (scaled(width, denom), scaled(height, denom));
+        let scaled = |side: c_int| (side + denominator - 1) / denominator;
+        let (w, h) = (scaled(width), scaled(height));
         let mut pixels = vec![0u8; w as usize * h as usize * 3];
-        // SAFETY: `pixels` holds `h` rows of `3 * w` bytes, the pitch we pass; given
-        // `w` × `h` equal to the size of a supported scaling factor, the library writes
-        // exactly that image.
+        // SAFETY: `pixels` holds `h` rows of `3 * w` bytes, the pitch we pass; for `w` × `h`
+        // equal to the size at a supported scaling factor, the library writes exactly that.
         let rc = unsafe {
             tjDecompress2(
                 handle.0,
@@ -136,20 +126,15 @@ pub(super) fn decode_at_least(
                 0,
             )
         };
-        // Any non-zero code fails the image, warnings included ("premature end of data"
-        // is a warning to libjpeg-turbo, but it means a truncated file here).
+        // Any non-zero code fails the image, warnings included: "premature end of data" is
+        // a warning to libjpeg-turbo, but a truncated file here.
         if rc != 0 {
             return Err(format!("corrupt JPEG: {}", handle.last_error()));
         }
-        Ok(RgbImage {
+        Ok(Image {
             width: w as u32,
             height: h as u32,
             pixels,
         })
     })
-}
-
-/// `dimension / denom`, rounded up, as libjpeg-turbo's `TJSCALED` computes it.
-fn scaled(dimension: c_int, denom: c_int) -> c_int {
-    (dimension + denom - 1) / denom
 }
