@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pipeline_examples::burn_training::{accuracy, train, BurnLoader, BurnOptions, BurnReport};
-use pipeline_examples::images::{self, STRIPE_CLASSES};
+use pipeline_examples::datasets::{self, STRIPE_CLASSES};
 use pipeline_examples::progress::print_stats;
 use pipeline_examples::scratch::TempDir;
 
@@ -41,7 +41,7 @@ struct Args {
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let dir = TempDir::new(&format!("pipeline-train-burn-{}", std::process::id()))?;
     let t = Instant::now();
-    let files = images::write_stripes_dataset(dir.path(), args.images)?;
+    let files = datasets::write_stripes_dataset(dir.path(), args.images)?;
     // Every fifth image is held out (the labels go round the classes: both splits balanced).
     let (held_out, train_files): (Vec<_>, Vec<_>) =
         files.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);

@@ -27,16 +27,17 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use pipeline_runtime::distributed::{ItemKey, Rank, Sampler};
+use pipeline_runtime::images::{self, collate_f32, ImageTransform, Layout, Normalize};
 use pipeline_runtime::stats::PipelineStats;
 use pipeline_runtime::PipelineBuilder;
 
 use crate::burn_loader::PipelineLoader;
-use crate::images::{self, STRIPE_CLASSES};
+use crate::datasets::STRIPE_CLASSES;
 
 /// One decoded image: `3 × size × size` normalised values (CHW) and its label.
 #[derive(Debug, Clone)]
 pub struct StripeImage {
-    /// The pixels, as [`images::to_normalised_chw`] lays them out.
+    /// The pixels, normalised with ImageNet's statistics, channel after channel (CHW).
     pub pixels: Vec<f32>,
     /// The class, an index into [`STRIPE_CLASSES`].
     pub label: u32,
@@ -85,9 +86,13 @@ impl Dataset<StripeImage> for StripesDataset {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
-        let image = images::load(path, self.size, self.size).map_err(DatasetError::new)?;
+        let image = ImageTransform::resize(self.size, self.size)
+            .apply(&images::read(path.clone()).map_err(DatasetError::new)?)
+            .map_err(DatasetError::new)?;
+        let one =
+            collate_f32(&[image], Layout::Chw, &Normalize::IMAGENET).map_err(DatasetError::new)?;
         Ok(StripeImage {
-            pixels: images::to_normalised_chw(&image),
+            pixels: one.data,
             label: *label,
         })
     }

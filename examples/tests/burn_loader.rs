@@ -14,7 +14,7 @@ use burn::data::dataloader::DataLoader;
 use burn::prelude::*;
 use pipeline_examples::burn_loader::PipelineLoader;
 use pipeline_examples::burn_training::{accuracy, train, BurnLoader, BurnOptions};
-use pipeline_examples::images::{write_stripes_dataset, STRIPE_CLASSES};
+use pipeline_examples::datasets::{write_stripes_dataset, STRIPE_CLASSES};
 use pipeline_examples::scratch::TempDir;
 use pipeline_runtime::distributed::{ItemKey, Rank, Sampler};
 use pipeline_runtime::PipelineBuilder;

@@ -589,7 +589,8 @@ mod cloud {
 /// Credentials given as options never show: not in the `Debug` of the store or its options,
 /// not in the errors of a failing request (`Display`, `Debug`, their sources), not in the
 /// counters.
-#[cfg(all(test, feature = "s3"))]
+#[cfg(feature = "s3")]
+#[cfg(test)]
 mod secret_tests {
     use std::error::Error as _;
     use std::time::Duration;

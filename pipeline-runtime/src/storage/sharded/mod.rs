@@ -51,8 +51,8 @@ mod state;
 pub use format::{ShardFormat, WebDataset};
 pub use index::{IndexedShard, ShardIndex, INDEX_FILE};
 pub use plan::ShardPlan;
-pub use reader::EpochSamples;
-pub use sampler::{ShardEpochs, ShardSampler};
+pub use reader::{EpochSamples, ShardEpochs};
+pub use sampler::ShardSampler;
 pub use state::{ShardResume, ShardState};
 
 #[cfg(test)]

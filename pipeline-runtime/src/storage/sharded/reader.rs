@@ -9,7 +9,8 @@
 //! so, unread; the pipeline never takes it (its source skips what the state resolved).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use futures::stream::StreamExt;
 
@@ -18,6 +19,40 @@ use super::order::BufferOrder;
 use super::plan::{Left, ReadMap};
 use super::sampler::ShardSampler;
 use crate::storage::error::{StorageError, StorageErrorKind};
+
+// The reading side of a sampler: its epochs are read here (the sampler itself only plans).
+impl<F: ShardFormat> ShardSampler<F> {
+    /// This rank's samples of `epoch`, in order.
+    pub fn epoch(&self, epoch: u64) -> EpochSamples<F> {
+        EpochSamples::new(self.clone(), epoch)
+    }
+
+    /// Every epoch from [`first_epoch`](Self::first_epoch) on, for `continuous_source`: each
+    /// `into_iter` of it (or of a clone: they share one counter) gives the next epoch.
+    pub fn epochs(&self) -> ShardEpochs<F> {
+        ShardEpochs {
+            sampler: self.clone(),
+            next: Arc::new(AtomicU64::new(self.first_epoch())),
+        }
+    }
+}
+
+/// A new epoch at each pass; see [`ShardSampler::epochs`].
+#[derive(Debug, Clone)]
+pub struct ShardEpochs<F: ShardFormat = WebDataset> {
+    sampler: ShardSampler<F>,
+    next: Arc<AtomicU64>,
+}
+
+impl<F: ShardFormat> IntoIterator for ShardEpochs<F> {
+    type Item = <EpochSamples<F> as Iterator>::Item;
+    type IntoIter = EpochSamples<F>;
+
+    fn into_iter(self) -> EpochSamples<F> {
+        let epoch = self.next.fetch_add(1, Ordering::Relaxed);
+        self.sampler.epoch(epoch)
+    }
+}
 
 /// One rank's samples of one epoch; see [`ShardSampler::epoch`]. An exact-size iterator
 /// whose `nth` reads nothing.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::format::{ShardFormat, WebDataset};
 use super::index::ShardIndex;
 use super::plan::{Left, ShardPlan};
-use super::reader::EpochSamples;
 use crate::distributed::{Rank, Split};
 use crate::resume::ResumeState;
 use crate::storage::store::Store;
@@ -140,20 +139,6 @@ impl<F: ShardFormat> ShardSampler<F> {
         self.plan.epoch_len(&self.index, epoch)
     }
 
-    /// This rank's samples of `epoch`, in order.
-    pub fn epoch(&self, epoch: u64) -> EpochSamples<F> {
-        EpochSamples::new(self.clone(), epoch)
-    }
-
-    /// Every epoch from [`first_epoch`](Self::first_epoch) on, for `continuous_source`: each
-    /// `into_iter` of it (or of a clone: they share one counter) gives the next epoch.
-    pub fn epochs(&self) -> ShardEpochs<F> {
-        ShardEpochs {
-            sampler: self.clone(),
-            next: Arc::new(AtomicU64::new(self.first_epoch())),
-        }
-    }
-
     /// Bytes of shard data this sampler and its clones have received.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
@@ -195,22 +180,5 @@ impl<F: ShardFormat> ShardSampler<F> {
             self.plan
                 .left(&self.index, epoch, resumed.frontier - offset, &pending),
         )
-    }
-}
-
-/// A new epoch at each pass; see [`ShardSampler::epochs`].
-#[derive(Debug, Clone)]
-pub struct ShardEpochs<F: ShardFormat = WebDataset> {
-    sampler: ShardSampler<F>,
-    next: Arc<AtomicU64>,
-}
-
-impl<F: ShardFormat> IntoIterator for ShardEpochs<F> {
-    type Item = <EpochSamples<F> as Iterator>::Item;
-    type IntoIter = EpochSamples<F>;
-
-    fn into_iter(self) -> EpochSamples<F> {
-        let epoch = self.next.fetch_add(1, Ordering::Relaxed);
-        self.sampler.epoch(epoch)
     }
 }
