@@ -53,6 +53,8 @@
 mod batch;
 mod crop;
 mod decode;
+#[cfg(feature = "cuda")]
+mod device;
 mod header;
 mod limits;
 mod transform;
@@ -71,6 +73,8 @@ use crate::memory::ItemBytes;
 pub use batch::{collate_f32, collate_u8, ImageBatch, Layout, Normalize};
 pub use crop::CropBox;
 pub use decode::{decode, DECODER};
+#[cfg(feature = "cuda")]
+pub use device::DeviceImages;
 pub use header::{probe, Format, Header};
 pub use limits::Limits;
 pub use transform::{resize, ImageTransform, RANDOM_STREAM};
