@@ -42,15 +42,8 @@ struct Args {
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let dir = TempDir::new(&format!("pipeline-train-{}", std::process::id()))?;
     let t = Instant::now();
-    let mut files = datasets::write_stripes_dataset(dir.path(), args.images)?;
-    // Every fifth image is held out (the labels go round the classes, so both splits are
-    // balanced).
-    let held_out: Vec<(PathBuf, u32)> = files.iter().skip(4).step_by(5).cloned().collect();
-    let mut index = 0;
-    files.retain(|_| {
-        index += 1;
-        index % 5 != 0
-    });
+    let files = datasets::write_stripes_dataset(dir.path(), args.images)?;
+    let (files, held_out) = datasets::hold_out_every_fifth(files);
     println!(
         "wrote {} labelled JPEGs ({} classes: {}) in {:.1} s; training on {}, holding out {}",
         args.images,

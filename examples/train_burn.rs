@@ -22,7 +22,6 @@
 //! the same dataset and batcher, with W workers, and print both side by side).
 
 use std::error::Error;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -42,13 +41,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let dir = TempDir::new(&format!("pipeline-train-burn-{}", std::process::id()))?;
     let t = Instant::now();
     let files = datasets::write_stripes_dataset(dir.path(), args.images)?;
-    // Every fifth image is held out (the labels go round the classes: both splits balanced).
-    let (held_out, train_files): (Vec<_>, Vec<_>) =
-        files.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);
-    let strip = |v: Vec<(usize, (PathBuf, u32))>| -> Vec<(PathBuf, u32)> {
-        v.into_iter().map(|(_, f)| f).collect()
-    };
-    let (held_out, train_files) = (strip(held_out), strip(train_files));
+    let (train_files, held_out) = datasets::hold_out_every_fifth(files);
     println!(
         "wrote {} labelled JPEGs ({} classes) in {:.1} s; training on {}, holding out {}",
         args.images,

@@ -107,6 +107,23 @@ fn synthesize(seed: u64, width: u32, height: u32) -> Vec<u8> {
 /// The classes of [`write_stripes_dataset`]: the direction of an image's stripes.
 pub const STRIPE_CLASSES: [&str; 4] = ["horizontal", "vertical", "diagonal \\", "diagonal /"];
 
+/// Labelled files: each path with its class.
+pub type Labelled = Vec<(PathBuf, u32)>;
+
+/// Files of [`write_stripes_dataset`] split into (training, held out): every fifth is held
+/// out. Labels go round the classes, so both parts are balanced.
+pub fn hold_out_every_fifth(files: Labelled) -> (Labelled, Labelled) {
+    let (mut train, mut held_out) = (Vec::new(), Vec::new());
+    for (i, file) in files.into_iter().enumerate() {
+        if i % 5 == 4 {
+            held_out.push(file);
+        } else {
+            train.push(file);
+        }
+    }
+    (train, held_out)
+}
+
 /// Sizes cycled through by the stripes generator: small, square and not.
 const STRIPE_SIZES: [(u32, u32); 3] = [(64, 64), (80, 60), (60, 80)];
 

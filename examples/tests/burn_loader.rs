@@ -14,7 +14,7 @@ use burn::data::dataloader::DataLoader;
 use burn::prelude::*;
 use pipeline_examples::burn_loader::PipelineLoader;
 use pipeline_examples::burn_training::{accuracy, train, BurnLoader, BurnOptions};
-use pipeline_examples::datasets::{write_stripes_dataset, STRIPE_CLASSES};
+use pipeline_examples::datasets::{hold_out_every_fifth, write_stripes_dataset, STRIPE_CLASSES};
 use pipeline_examples::scratch::TempDir;
 use pipeline_runtime::distributed::{ItemKey, Rank, Sampler};
 use pipeline_runtime::PipelineBuilder;
@@ -265,10 +265,7 @@ type Split = (Vec<(PathBuf, u32)>, Vec<(PathBuf, u32)>);
 fn dataset(tag: &str, n: usize) -> (TempDir, Split) {
     let dir = TempDir::new(&format!("pipeline-burn-{tag}-{}", std::process::id())).unwrap();
     let files = write_stripes_dataset(dir.path(), n).unwrap();
-    let (held_out, train): (Vec<_>, Vec<_>) =
-        files.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);
-    let strip = |v: Vec<(usize, (PathBuf, u32))>| v.into_iter().map(|(_, f)| f).collect();
-    (dir, (strip(train), strip(held_out)))
+    (dir, hold_out_every_fifth(files))
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pipeline_examples::datasets::{write_stripes_dataset, STRIPE_CLASSES};
+use pipeline_examples::datasets::{hold_out_every_fifth, write_stripes_dataset, STRIPE_CLASSES};
 use pipeline_examples::scratch::TempDir;
 use pipeline_examples::training::{accuracy, shuffled_epochs, train, Loader, TrainOptions};
 
@@ -15,10 +15,7 @@ type Split = (Vec<(PathBuf, u32)>, Vec<(PathBuf, u32)>);
 fn dataset(tag: &str, n: usize) -> (TempDir, Split) {
     let dir = TempDir::new(&format!("pipeline-train-{tag}-{}", std::process::id())).unwrap();
     let files = write_stripes_dataset(dir.path(), n).unwrap();
-    let (held_out, train): (Vec<_>, Vec<_>) =
-        files.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);
-    let strip = |v: Vec<(usize, (PathBuf, u32))>| v.into_iter().map(|(_, f)| f).collect();
-    (dir, (strip(train), strip(held_out)))
+    (dir, hold_out_every_fifth(files))
 }
 
 #[test]
