@@ -209,6 +209,55 @@ fn the_memory_budget_is_never_exceeded() {
     assert_eq!(memory.in_flight, 0, "everything given back");
 }
 
+/// A blob of `id` (sized for the memory budget), from `ids`.
+fn blobs(ids: std::ops::Range<u64>) -> impl Iterator<Item = Blob> {
+    ids.map(|id| Blob {
+        bytes: 500 + (id as usize * 37) % 2000,
+        id,
+    })
+}
+
+/// Runs a structured pipeline under a memory budget: every item comes out once, the peak
+/// stays under the budget, it binds, and everything is given back at the end.
+fn budget_through(name: &str, limit: u64, n: u64, p: pipeline_runtime::Pipeline<Vec<Blob>>) {
+    let mut p = p;
+    let mut ids: Vec<u64> = p.by_ref().flat_map(|b| b.unwrap()).map(|b| b.id).collect();
+    ids.sort_unstable();
+    assert!(ids.iter().copied().eq(0..n), "{name}: every item once");
+    let memory = p.stats().memory.expect("a budget is set");
+    assert!(
+        memory.peak <= limit,
+        "{name}: peak {} over {limit}",
+        memory.peak
+    );
+    assert!(memory.peak > limit / 2, "{name}: unused: {}", memory.peak);
+    assert_eq!(memory.in_flight, 0, "{name}: everything given back");
+}
+
+async fn slowly(v: Vec<Blob>) -> Vec<Blob> {
+    tokio::time::sleep(Duration::from_micros(300)).await;
+    v
+}
+
+#[test]
+fn the_memory_budget_holds_through_a_batched_route() {
+    const LIMIT: u64 = 12_000;
+    let n = 300;
+    let p = PipelineBuilder::new()
+        .source(blobs(0..n))
+        .reported_bytes()
+        .aggregate(3)
+        .route_batched(|b: &Blob| (b.id % 2) as usize)
+        .branch("slow", |b| b.async_pipe(slowly).concurrency(32))
+        .branch("fast", |b| b.pipe(|v: Vec<Blob>| v))
+        .join()
+        .sink()
+        .memory_limit(LIMIT)
+        .build()
+        .unwrap();
+    budget_through("batched route", LIMIT, n, p);
+}
+
 #[test]
 fn an_item_larger_than_the_budget_is_a_clear_error() {
     let mut p = PipelineBuilder::new()

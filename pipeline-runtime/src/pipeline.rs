@@ -64,7 +64,7 @@ pub struct Pipeline<T> {
     /// that are not one-to-one.
     ledger: Option<Arc<Ledger>>,
     /// The ledger's accounts (see [`Accounts`]); absent for structures they do not cover
-    /// yet (merge, batched route, process region).
+    /// yet (merge, process region).
     accounts: Option<Arc<Accounts>>,
     /// The consumer's place in the accounts (accounts without a token ledger).
     cursor: Option<Cursor>,
@@ -503,7 +503,7 @@ impl<T: Send + 'static> Pipeline<T> {
 
     /// The ledger's accounts, one per epoch (the open ones and the last few ended), oldest
     /// first: empty for a pipeline whose structure they do not cover yet (a merge, a
-    /// batched route, a process region). Also in [`stats`](Self::stats).
+    /// process region). Also in [`stats`](Self::stats).
     pub fn accounts(&self) -> Vec<crate::stats::EpochAccount> {
         self.accounts
             .as_ref()
@@ -614,7 +614,7 @@ impl<T> Drop for Pipeline<T> {
 /// Whether the accounts cover a pipeline of this shape: every structure but those whose
 /// items the ledger cannot follow yet (issue 27, item 4).
 fn accounts_cover(shape: &str) -> bool {
-    !["merge(", "route batched", "process region"]
+    !["merge(", "process region"]
         .iter()
         .any(|s| shape.contains(s))
 }

@@ -1,7 +1,7 @@
 //! The resume check over every source and structure that resumes: the plain source, the
 //! continuous source, the distributed sampler (also from 4 ranks to 3), aggregate,
-//! aggregate_by, flat stages and disaggregate, route, failures and filters; and a broken
-//! resume, which it must catch.
+//! aggregate_by, flat stages and disaggregate, route (per item and batched), failures and
+//! filters; and a broken resume, which it must catch.
 
 use pipeline_runtime::distributed::{DistributedState, Rank, Sampler, Split};
 use pipeline_runtime::executor::ThreadPool;
@@ -130,6 +130,36 @@ fn a_route_resumes_with_the_same_items() {
         Ok(Checked::from(pipeline))
     };
     let check = ResumeCheck::new().order(Order::Completion).preemptions(3);
+    seeds(check, |c| c.run(build));
+}
+
+#[test]
+fn a_batched_route_resumes_with_the_same_batches_across_epochs() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u64>> {
+        let pipeline = PipelineBuilder::new()
+            .continuous_source(0..120u64)
+            .opt_pipe(|x| (x % 11 != 4).then_some(x))
+            .aggregate(5)
+            .route_batched(|x: &u64| usize::from(x.is_multiple_of(3)))
+            .branch("tens", |b| {
+                b.pipe(|v: Vec<u64>| v.into_iter().map(|x| x * 10).collect())
+                    .concurrency(1 + attempt.run % 3)
+            })
+            // A sub-batch dropped here takes its whole batch with it.
+            .branch("odd", |b| {
+                b.opt_pipe(|v: Vec<u64>| (v[0] % 7 != 1).then_some(v))
+                    .concurrency(2)
+            })
+            .join()
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    let check = ResumeCheck::new()
+        .order(Order::Completion)
+        .epochs(2)
+        .preemptions(4);
     seeds(check, |c| c.run(build));
 }
 

@@ -7,8 +7,8 @@
 //! consumer, a failure or a drop gives a token back. A position with no token left is
 //! resolved and leaves the ledger, so the ledger holds only positions in flight.
 //!
-//! Each token given back says what became of its message ([`Outcome`]); a position keeps
-//! the best outcome of its tokens, and tells the [`Accounts`] once resolved.
+//! Each token given back says what became of its message ([`Outcome`]); a position (and a
+//! group) keeps the best outcome of its tokens, and tells the [`Accounts`] once resolved.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -32,8 +32,9 @@ struct Inner {
     /// Tokens of each position taken by the source and not yet resolved, and the best
     /// outcome of those given back.
     open: BTreeMap<u64, (u32, Outcome)>,
-    /// Tokens of each live group (by its tag), and the tags it stands for.
-    groups: HashMap<u64, (u32, Vec<Tag>)>,
+    /// Tokens of each live group (by its tag), the best outcome of those given back, and
+    /// the tags it stands for.
+    groups: HashMap<u64, (u32, Outcome, Vec<Tag>)>,
     next_group: u64,
     /// The position the source numbers next: every position below it was taken.
     frontier: u64,
@@ -171,7 +172,9 @@ impl Ledger {
         let id = inner.next_group;
         inner.next_group += 1;
         let tag = Tag::group(id);
-        inner.groups.insert(tag.raw(), (1, members));
+        inner
+            .groups
+            .insert(tag.raw(), (1, Outcome::Passed, members));
         tag
     }
 
@@ -249,11 +252,12 @@ impl Inner {
                 return;
             };
             group.0 -= 1;
+            group.1 = group.1.max(outcome);
             if group.0 == 0 {
-                // The group's last message decides for its members (a batch delivered).
-                let (_, members) = self.groups.remove(&id).expect("present");
+                // Its best outcome is its members' (a batch delivered), as for a position.
+                let (_, best, members) = self.groups.remove(&id).expect("present");
                 for member in members {
-                    self.release(member, outcome, accounts);
+                    self.release(member, best, accounts);
                 }
             }
         } else if let Some((tokens, best)) = self.open.get_mut(&tag.raw()) {

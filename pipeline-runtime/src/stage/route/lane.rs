@@ -21,6 +21,7 @@ use crate::failure::ItemError;
 use crate::hook::TaskOutcome;
 use crate::queue::{Msg, Rx, Tx};
 use crate::resume::accounts::Outcome;
+use crate::resume::ledger::Ledger;
 use crate::resume::Tag;
 use crate::stage::merge::lane::next_available;
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
@@ -50,6 +51,10 @@ pub(crate) struct Reassembly {
     /// A branch returned a sub-batch of the wrong length: the batch is dropped once the rest
     /// is back.
     broken: bool,
+    /// Sub-batches back at the join, each holding a token of the batch's group (ledger on).
+    held: u32,
+    /// The tag the whole batch goes out with.
+    out: Tag,
 }
 
 /// What a router lane does with one item: which branch gets what.
@@ -62,8 +67,9 @@ pub(crate) enum Split<T> {
     Nothing,
 }
 
-/// Splits one input; an `Err` fails the item (a panicking router, a branch out of range).
-pub(crate) type Splitter<T> = Box<dyn FnMut(T) -> Result<Split<T>, String> + Send + Sync>;
+/// Splits one input (with its tag); an `Err` fails the item (a panicking router, a branch
+/// out of range).
+pub(crate) type Splitter<T> = Box<dyn FnMut(T, Tag) -> Result<Split<T>, String> + Send + Sync>;
 
 pub(crate) struct RouterLane<T> {
     /// First, so that it drops first (see `Lane::_guard`).
@@ -114,7 +120,7 @@ impl<T: Send + 'static> RouterLane<T> {
     async fn route(&mut self, item: T, tag: Tag) -> bool {
         let started = self.ctx.task_started();
         let split = &mut self.split;
-        let result = catch_unwind(AssertUnwindSafe(|| split(item))).unwrap_or_else(|panic| {
+        let result = catch_unwind(AssertUnwindSafe(|| split(item, tag))).unwrap_or_else(|panic| {
             Err(ItemError::panic(&self.ctx.name, panic.as_ref()).to_string())
         });
         let ticks = StageCtx::elapsed(started);
@@ -130,7 +136,10 @@ impl<T: Send + 'static> RouterLane<T> {
                         }
                         sent
                     }
-                    Split::Nothing => true,
+                    Split::Nothing => {
+                        self.ctx.resolve(tag, Outcome::Filtered);
+                        true
+                    }
                 };
                 sent && self.ctx.on_success()
             }
@@ -157,7 +166,7 @@ impl<T: Send + 'static> RouterLane<T> {
 
 /// The splitter of a per-item route.
 pub(crate) fn per_item<T: Send + 'static>(router: Router<T>, branches: Vec<String>) -> Splitter<T> {
-    Box::new(move |item| {
+    Box::new(move |item, _| {
         let branch = router(&item);
         if branch < branches.len() {
             Ok(Split::One(branch, item))
@@ -178,14 +187,19 @@ fn out_of_range(branch: usize, branches: &[String]) -> String {
 }
 
 /// The splitter of a batched route: the elements of each batch by branch, with where they go
-/// back recorded in `pending` under the batch's number.
+/// back recorded in `pending` under the key of the sub-batches' tag.
+///
+/// With a ledger, the sub-batches carry a group standing for the batch's tag, one token
+/// each: a branch that fails or drops one gives its share back, and the join's output
+/// carries the group on. Without, they carry the batch's number.
 pub(crate) fn batched<E: Send + 'static>(
     router: Router<E>,
     branches: Vec<String>,
     pending: Pending,
+    ledger: Option<Arc<Ledger>>,
 ) -> Splitter<Vec<E>> {
     let mut next = 0u64;
-    Box::new(move |batch: Vec<E>| {
+    Box::new(move |batch: Vec<E>, tag: Tag| {
         let n = branches.len();
         let len = batch.len();
         let mut parts: Vec<Vec<E>> = (0..n).map(|_| Vec::new()).collect();
@@ -201,19 +215,32 @@ pub(crate) fn batched<E: Send + 'static>(
         if len == 0 {
             return Ok(Split::Nothing);
         }
-        let number = next;
-        next += 1;
         let missing = parts.iter().filter(|p| !p.is_empty()).count();
+        let (key, out) = match &ledger {
+            Some(ledger) => {
+                let group = ledger.group(vec![tag]);
+                for _ in 1..missing {
+                    ledger.add_token(group);
+                }
+                (group, group)
+            }
+            None => {
+                next += 1;
+                (Tag::pos(next - 1), Tag::NONE)
+            }
+        };
         let mut table = lock(&pending);
         let epoch = table.epoch;
         table.batches.insert(
-            number,
+            key.raw(),
             Reassembly {
                 epoch,
                 len,
                 positions,
                 missing,
                 broken: false,
+                held: 0,
+                out,
             },
         );
         drop(table);
@@ -222,7 +249,7 @@ pub(crate) fn batched<E: Send + 'static>(
             .enumerate()
             .filter(|(_, p)| !p.is_empty())
             .collect();
-        Ok(Split::Many(parts, Tag::pos(number)))
+        Ok(Split::Many(parts, key))
     })
 }
 
@@ -298,12 +325,14 @@ impl<V: Send + 'static> BatchJoinLane<V> {
             let mut table = lock(&self.pending);
             let Some(entry) = table.batches.get_mut(&number) else {
                 drop(table);
+                self.give_back(tag, 1, Outcome::Failed);
                 return self.fail(format!(
                     "branch `{}` returned a sub-batch that belongs to no batch in flight: in \
                      batched mode a branch must return one sub-batch per sub-batch it is given",
                     self.names[branch]
                 ));
             };
+            entry.held += 1;
             let expected = entry.positions[branch].len();
             let back = self
                 .back
@@ -321,23 +350,21 @@ impl<V: Send + 'static> BatchJoinLane<V> {
                 None
             };
             drop(table);
+            if let Some(entry) = entry.as_ref().filter(|e| e.broken) {
+                // Dropped: every token its sub-batches hold goes back as failed.
+                self.back.remove(&number);
+                self.give_back(tag, entry.held, Outcome::Failed);
+            }
             if wrong && !was_broken {
-                let keep_going = self.fail(format!(
+                return self.fail(format!(
                     "branch `{}` returned a sub-batch of another length than the {expected} \
                      elements it was given: in batched mode a branch must return one element \
                      per element (the batch is dropped)",
                     self.names[branch]
                 ));
-                if done {
-                    self.back.remove(&number);
-                }
-                return keep_going;
             }
             match entry {
-                Some(entry) if entry.broken => {
-                    self.back.remove(&number);
-                    return true;
-                }
+                Some(entry) if entry.broken => return true,
                 entry => entry,
             }
         };
@@ -356,11 +383,22 @@ impl<V: Send + 'static> BatchJoinLane<V> {
         let batch: Vec<V> = slots.into_iter().flatten().collect();
         self.ctx
             .task_ended(0, StageCtx::elapsed(started), TaskOutcome::Succeeded);
-        if self.output.send(Msg::Item(batch, Tag::NONE)).await.is_err() {
+        // The batch carries one of its sub-batches' tokens on; the others go back.
+        self.give_back(tag, entry.held - 1, Outcome::Passed);
+        if self.output.send(Msg::Item(batch, entry.out)).await.is_err() {
             return false;
         }
         self.ctx.counters.lane(0).record_outputs(1);
         true
+    }
+
+    /// Gives `n` tokens of `tag` back to the ledger, if there is one.
+    fn give_back(&self, tag: Tag, n: u32, outcome: Outcome) {
+        if let Some(ledger) = &self.ctx.ledger {
+            for _ in 0..n {
+                ledger.resolve(tag, outcome);
+            }
+        }
     }
 
     /// Counts a failed sub-batch (a task of the join) against the budget.
@@ -370,22 +408,37 @@ impl<V: Send + 'static> BatchJoinLane<V> {
             .on_failure(ItemError::from_error(&self.ctx.name, message.into()))
     }
 
-    /// Drops the batches of epoch `epoch` and before (all with `None`) still pending.
+    /// Drops the batches of epoch `epoch` and before (all with `None`) still pending; their
+    /// sub-batches' tokens go back unless the pipeline is stopping (then they are in flight
+    /// for a resume state).
     fn drop_pending(&mut self, epoch: Option<u64>) {
         let mut table = lock(&self.pending);
-        let before = table.batches.len();
-        table
+        let lost: Vec<u64> = table
             .batches
-            .retain(|_, entry| epoch.is_some_and(|e| entry.epoch > e));
-        let lost = before - table.batches.len();
-        let kept: Vec<u64> = table.batches.keys().copied().collect();
+            .iter()
+            .filter(|(_, entry)| epoch.is_none_or(|e| entry.epoch <= e))
+            .map(|(&key, _)| key)
+            .collect();
+        let lost: Vec<Reassembly> = lost
+            .iter()
+            .filter_map(|key| table.batches.remove(key))
+            .collect();
         drop(table);
-        self.back.retain(|number, _| kept.contains(number));
-        if lost > 0 {
+        let stopping = self.ctx.should_stop();
+        for entry in &lost {
+            if !stopping {
+                self.give_back(entry.out, entry.held, Outcome::Filtered);
+            }
+        }
+        let pending = lock(&self.pending);
+        self.back.retain(|key, _| pending.batches.contains_key(key));
+        drop(pending);
+        if !lost.is_empty() {
             tracing::warn!(
                 stage = %self.ctx.name,
-                "{lost} batches lost a sub-batch in a branch (it failed or was dropped) and \
-                 are dropped"
+                "{} batches lost a sub-batch in a branch (it failed or was dropped) and \
+                 are dropped",
+                lost.len()
             );
         }
     }

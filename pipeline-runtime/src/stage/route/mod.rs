@@ -21,6 +21,7 @@ use crate::builder::{Chain, StageBuilder};
 use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
 use crate::queue::{Rx, Tx};
+use crate::resume::ledger::Ledger;
 use crate::stage::merge::lane::MergeLane;
 use crate::stage::merge::{MergePolicy, OnEnd};
 use crate::stage::OneLane;
@@ -117,7 +118,8 @@ impl<E: Send + 'static> StageBuilder<Vec<E>> {
     /// the sub-batch of its elements (`Vec<E>`) and must return one element per element
     /// (`Vec<V>`), and the join puts every batch back together in its elements' order. A
     /// branch that fails or drops a sub-batch loses its whole batch. Empty batches are not
-    /// passed on. Not with resume tracking yet.
+    /// passed on. Resume tracking and the memory budget follow each batch through its
+    /// branches: it is resolved once its whole batch is delivered (or dropped).
     pub fn route_batched<R>(self, router: R) -> BatchedRoute<E>
     where
         R: Fn(&E) -> usize + Send + Sync + 'static,
@@ -255,7 +257,7 @@ impl<E: Send + 'static, V: Send + 'static> BatchedBranches<E, V> {
             self.prev,
             self.branches,
             self.chains,
-            move |_| batched(router, split_names, for_router),
+            move |ledger| batched(router, split_names, for_router, ledger),
             Some(pending.clone()),
             move |l: &mut Launch, join: OneLane<Vec<V>>, inputs| {
                 let lane = BatchJoinLane {
@@ -286,7 +288,7 @@ fn route_stage<T, U, S, J>(
 where
     T: Send + 'static,
     U: Send + 'static,
-    S: FnOnce(()) -> Splitter<T> + Send + 'static,
+    S: FnOnce(Option<Arc<Ledger>>) -> Splitter<T> + Send + 'static,
     J: FnOnce(&mut Launch, OneLane<U>, Vec<Rx<U>>) + Send + 'static,
 {
     let index = prev.chain.stage_count;
@@ -312,13 +314,6 @@ where
             ));
             let name = format!("route#{index}");
             let launch: LaunchFn<U> = Box::new(move |l: &mut Launch, out_cap| {
-                if batched.is_some() && l.ledger.is_some() {
-                    return Err(BuildError::new(format!(
-                        "{name}: resume tracking and the memory budget (which counts items \
-                     through the same ledger) do not cover a batched route yet; turn \
-                     `track_resume`/`resume_from` and `memory_limit` off for this pipeline"
-                    )));
-                }
                 let rx = prev(l, l.queue_capacity)?;
                 let router = l.stage(name.clone(), StageKind::Route, 1, l.pipeline_scope.clone());
                 let capacity = l.queue_capacity;
@@ -348,7 +343,7 @@ where
                     ctx: router.clone(),
                     input: rx,
                     branches: txs,
-                    split: splitter(()),
+                    split: splitter(l.ledger.clone()),
                     on_epoch: batched,
                 };
                 let (join_lane, out_rx) =
