@@ -259,6 +259,31 @@ fn the_memory_budget_holds_through_a_batched_route() {
 }
 
 #[test]
+fn the_memory_budget_holds_through_a_merge() {
+    const LIMIT: u64 = 12_000;
+    let n = 300;
+    // Each input numbers its own positions from 0: the budget must keep them apart.
+    let input = |ids: std::ops::Range<u64>| {
+        PipelineBuilder::new()
+            .source(blobs(ids))
+            .reported_bytes()
+            .async_pipe(|b: Blob| async move {
+                tokio::time::sleep(Duration::from_micros(300)).await;
+                b
+            })
+            .concurrency(32)
+    };
+    let p = PipelineBuilder::new()
+        .merge([input(0..100), input(100..n)])
+        .aggregate(2)
+        .sink()
+        .memory_limit(LIMIT)
+        .build()
+        .unwrap();
+    budget_through("merge", LIMIT, n, p);
+}
+
+#[test]
 fn an_item_larger_than_the_budget_is_a_clear_error() {
     let mut p = PipelineBuilder::new()
         .source(vec![vec![0u8; 10], vec![0u8; 100], vec![0u8; 10]])

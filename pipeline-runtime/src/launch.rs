@@ -14,7 +14,7 @@ use crate::memory::MemoryLimit;
 use crate::queue::{bounded, Rx, Tx};
 use crate::resume::accounts::Accounts;
 use crate::resume::ledger::Ledger;
-use crate::resume::ResumeState;
+use crate::resume::{source_key, ResumeState, MAX_SOURCES};
 use crate::run_state::RunState;
 use crate::stage::lanes::{LaneSet, DEFAULT_MAX_LANES};
 use crate::stage::{Observe, OneLane, StageCtx};
@@ -79,8 +79,15 @@ pub(crate) struct Launch {
     pub(crate) ledger: Option<Arc<Ledger>>,
     /// The ledger's accounts (see [`Accounts`]).
     pub(crate) accounts: Option<Arc<Accounts>>,
-    /// The state the source resumes from (taken by the source's launch).
+    /// The state the sources resume from (each takes its part; see
+    /// [`next_source`](Self::next_source)).
     pub(crate) resume_from: Option<ResumeState>,
+    /// Resume tracking is on.
+    pub(crate) track_resume: bool,
+    /// Sources started so far: each numbers its positions in a key space of its own.
+    pub(crate) sources: usize,
+    /// Merges started so far.
+    pub(crate) merges: usize,
     /// Put before the names of the stages started now (a merge input's, a route branch's).
     pub(crate) prefix: String,
     /// The queue made last whose reader is not known yet: the next stage made reads it.
@@ -123,12 +130,51 @@ impl Launch {
             ledger,
             accounts,
             resume_from: settings.resume_from.clone(),
+            track_resume: settings.track_resume,
+            sources: 0,
+            merges: 0,
             prefix: String::new(),
             unread: None,
             supervised: settings.tune.supervised(),
             autotune: settings.tune.autotune,
             resizers: Vec::new(),
             memory: None,
+        }
+    }
+
+    /// A source starts: the first key of its positions, and the state it resumes from.
+    pub(crate) fn next_source(&mut self) -> Result<(u64, Option<ResumeState>), BuildError> {
+        let index = self.sources;
+        if self.ledger.is_some() && index >= MAX_SOURCES {
+            return Err(BuildError::new(format!(
+                "resume tracking and the memory budget follow at most {MAX_SOURCES} sources \
+                 in a pipeline"
+            )));
+        }
+        self.sources += 1;
+        let state = match &self.resume_from {
+            Some(state) => Some(state.source_state(index)?),
+            None => None,
+        };
+        let Some(ledger) = &self.ledger else {
+            return Ok((0, state));
+        };
+        let pass = state.as_ref().map_or(0, ResumeState::epoch);
+        ledger.add_source(index, pass, state.as_ref());
+        Ok((source_key(index, 0), state))
+    }
+
+    /// Every source has started: a state of several must have had as many.
+    pub(crate) fn check_sources(&self) -> Result<(), BuildError> {
+        match &self.resume_from {
+            Some(state) if state.source_count() > 0 && state.source_count() != self.sources => {
+                Err(BuildError::new(format!(
+                    "cannot resume: the state has {} source(s) but this pipeline has {}",
+                    state.source_count(),
+                    self.sources
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -258,7 +258,7 @@ impl<T: Send + 'static> Pipeline<T> {
         if let Some(memory) = self.memory.clone() {
             self.run.on_stop(Box::new(move || memory.close()));
         }
-        match launch(&mut l, buffer) {
+        match launch(&mut l, buffer).and_then(|rx| l.check_sources().map(|()| rx)) {
             Ok(mut output) => {
                 output.set_consumer();
                 let stages = l.stages.iter().map(|s| s.stats_entry()).collect();

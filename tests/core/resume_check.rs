@@ -1,12 +1,13 @@
 //! The resume check over every source and structure that resumes: the plain source, the
 //! continuous source, the distributed sampler (also from 4 ranks to 3), aggregate,
-//! aggregate_by, flat stages and disaggregate, route (per item and batched), failures and
-//! filters; and a broken resume, which it must catch.
+//! aggregate_by, flat stages and disaggregate, route (per item and batched), merge (each
+//! policy and end rule), failures and filters; and a broken resume, which it must catch.
 
 use pipeline_runtime::distributed::{DistributedState, Rank, Sampler, Split};
 use pipeline_runtime::executor::ThreadPool;
 use pipeline_runtime::resume_check::{Attempt, CheckError, CheckReport, Checked, ResumeCheck};
-use pipeline_runtime::{Order, PipelineBuilder, ResumeState};
+use pipeline_runtime::structure::{MergePolicy, OnEnd};
+use pipeline_runtime::{Order, PipelineBuilder, ResumeState, StageBuilder};
 
 type Built<T, S = ResumeState> = Result<Checked<T, S>, pipeline_runtime::BoxError>;
 
@@ -160,6 +161,115 @@ fn a_batched_route_resumes_with_the_same_batches_across_epochs() {
         .order(Order::Completion)
         .epochs(2)
         .preemptions(4);
+    seeds(check, |c| c.run(build));
+}
+
+/// A merge input: `n` items from `base`, through a stage of `lanes` lanes and a filter.
+fn mixed(base: u32, n: u32, lanes: usize) -> StageBuilder<u32> {
+    PipelineBuilder::new()
+        .source(base..base + n)
+        .pipe(|x| x)
+        .concurrency(lanes)
+        .order(Order::Input)
+        .opt_pipe(|x| (x % 13 != 5).then_some(x))
+}
+
+#[test]
+fn a_weighted_merge_resumes_with_the_same_draws() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
+        let pipeline = PipelineBuilder::new()
+            .merge([
+                mixed(0, 300, 1 + attempt.run % 3),
+                mixed(1000, 120, 2),
+                mixed(2000, 200, 1),
+            ])
+            .policy(MergePolicy::weighted([3.0, 1.0, 2.0], 17))
+            .try_pipe(|x| match x % 17 {
+                3 => Err(format!("{x} fails")),
+                _ => Ok(x + 1),
+            })
+            .concurrency(1 + attempt.run % 4)
+            .order(Order::Input)
+            .aggregate(4)
+            .sink()
+            .queue_capacity(3)
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    seeds(ResumeCheck::new().preemptions(4), |c| c.run(build));
+}
+
+#[test]
+fn a_merge_of_continuous_inputs_resumes_across_epochs_under_each_end_rule() {
+    for (weighted, on_end) in [
+        (false, OnEnd::Continue),
+        (true, OnEnd::Restart),
+        (false, OnEnd::Stop),
+        (true, OnEnd::Continue),
+    ] {
+        let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
+            let a = PipelineBuilder::new()
+                .continuous_source(0..23u32)
+                .pipe(|x| x * 2)
+                .concurrency(1 + attempt.run % 2)
+                .order(Order::Input);
+            let b = PipelineBuilder::new()
+                .continuous_source(100..140u32)
+                .opt_pipe(|x| (x % 6 != 1).then_some(x));
+            let policy = match weighted {
+                true => MergePolicy::weighted([1.0, 2.0], 5),
+                false => MergePolicy::round_robin(),
+            };
+            let pipeline = PipelineBuilder::new()
+                .merge([a, b])
+                .policy(policy)
+                .on_end(on_end)
+                .pipe(|x| x + 1)
+                .concurrency(2)
+                .order(Order::Input)
+                .aggregate(3)
+                .sink()
+                .buffer(1)
+                .resume_from(attempt.own_state().cloned())
+                .build()?;
+            Ok(Checked::from(pipeline))
+        };
+        let check = ResumeCheck::new().epochs(3).preemptions(5);
+        for seed in 0..4 {
+            let report =
+                check.clone().seed(seed).run(build).unwrap_or_else(|e| {
+                    panic!("{on_end:?}, weighted {weighted}, seed {seed}: {e}")
+                });
+            assert!(report.items > 0);
+        }
+    }
+}
+
+#[test]
+fn an_as_available_merge_of_chains_resumes_with_the_same_items() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<u32> {
+        let slow = PipelineBuilder::new()
+            .source(0..200u32)
+            .pipe(|x| {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(x % 5) * 30));
+                x
+            })
+            .concurrency(4)
+            .order(Order::Completion);
+        let batched = PipelineBuilder::new()
+            .source(1000..1150u32)
+            .aggregate(3)
+            .pipe(|v: Vec<u32>| v.iter().sum::<u32>());
+        let pipeline = PipelineBuilder::new()
+            .merge([slow, batched, mixed(5000, 80, 1 + attempt.run % 2)])
+            .opt_pipe(|x| (x % 10 != 7).then_some(x))
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    let check = ResumeCheck::new().order(Order::Completion).preemptions(3);
     seeds(check, |c| c.run(build));
 }
 

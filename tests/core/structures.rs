@@ -320,24 +320,39 @@ fn merge_definition_errors() {
         misplaced.contains("`policy` is not an option"),
         "{misplaced}"
     );
-    let mut resume = PipelineBuilder::new()
-        .merge([input(0..2, 1)])
+    // Resume tracking covers merges, but not a custom chooser's state, nor a merge inside a
+    // merge's input; both fail to start, saying so.
+    let mut custom = PipelineBuilder::new()
+        .merge([input(0..2, 1), input(0..2, 2)])
+        .policy(MergePolicy::custom(|_: &[bool]| Some(0)))
         .sink()
         .track_resume(true)
         .build()
         .unwrap();
-    let error = resume.start().unwrap_err().to_string();
-    assert!(error.contains("resume tracking"), "{error}");
-    // A memory limit counts items through the same ledger: its error names `memory_limit`.
-    let sized = || PipelineBuilder::new().source(0..2u32).item_bytes(|_| 4);
-    let mut budget = PipelineBuilder::new()
-        .merge([sized(), sized()])
+    let error = custom.start().unwrap_err().to_string();
+    assert!(
+        error.contains("resume tracking does not cover a custom policy"),
+        "{error}"
+    );
+    let inner = PipelineBuilder::new().merge([input(0..2, 1), input(0..2, 2)]);
+    let mut nested = PipelineBuilder::new()
+        .merge([inner, input(0..2, 3)])
         .sink()
-        .memory_limit(1024)
+        .track_resume(true)
         .build()
         .unwrap();
-    let error = budget.start().unwrap_err().to_string();
-    assert!(error.contains("memory_limit"), "{error}");
+    let error = nested.start().unwrap_err().to_string();
+    assert!(error.contains("a merge inside a merge's input"), "{error}");
+    // Without tracking, both run.
+    let inner = PipelineBuilder::new().merge([input(0..2, 1), input(0..2, 2)]);
+    let got = collect_ok(
+        PipelineBuilder::new()
+            .merge([inner, input(0..2, 3)])
+            .sink()
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(sorted(got), [1000, 1001, 2000, 2001, 3000, 3001]);
 }
 
 fn routed(x: &u32) -> usize {

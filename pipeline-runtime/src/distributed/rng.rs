@@ -67,6 +67,17 @@ impl Rng {
         Self { s }
     }
 
+    /// Its state, for a resume state to carry.
+    pub(crate) fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// The generator whose state is `s` (from [`state`](Self::state)); `None` for the
+    /// all-zero state, which xoshiro cannot leave (a state made up by hand).
+    pub(crate) fn from_state(s: [u64; 4]) -> Option<Self> {
+        (s != [0; 4]).then_some(Self { s })
+    }
+
     /// A generator for the stream of numbers named by `parts` (a seed, an epoch, ...): the
     /// same parts in the same order give the same numbers (shard and sample shuffles).
     #[cfg_attr(not(feature = "storage"), allow(dead_code))]

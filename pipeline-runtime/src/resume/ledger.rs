@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::accounts::{Accounts, Counts, Outcome};
-use super::{ResumeState, Tag};
+use super::merge::{MergeBook, MergeCursor};
+use super::{source_key, ResumeState, SourceCursor, Tag, SOURCE_SPAN};
 use crate::memory::MemoryLimit;
 use crate::sync::lock;
 
@@ -36,23 +37,45 @@ struct Inner {
     /// the tags it stands for.
     groups: HashMap<u64, (u32, Outcome, Vec<Tag>)>,
     next_group: u64,
-    /// The position the source numbers next: every position below it was taken.
-    frontier: u64,
-    /// (pass, first position) of the passes the source began, oldest first; only those at
-    /// or after the pass of the lowest open position are kept.
-    passes: VecDeque<(u64, u64)>,
+    /// Each source's numbering (one, unless a merge has several inputs), by source index.
+    lines: Vec<Line>,
     /// Positions resolved by the current call (memory limit only).
     resolved: Vec<u64>,
     collect: bool,
     /// The accounts' tallies of the newest epoch, and its first position.
     newest: Option<(u64, std::sync::Arc<Counts>)>,
+    /// The merge's record (resume tracking through a merge).
+    merge: Option<MergeBook>,
+}
+
+/// One source's positions, as keys (its positions plus its `base`; see [`source_key`]).
+#[derive(Debug)]
+struct Line {
+    base: u64,
+    /// The key the source numbers next: every key below it (from `base`) was taken.
+    frontier: u64,
+    /// (pass, first key) of the passes the source began, oldest first; only those at or
+    /// after the pass of the lowest open position are kept.
+    passes: VecDeque<(u64, u64)>,
     /// The state this run resumed from: until the source is back at its frontier, a
     /// snapshot keeps what it knew beyond (its pending positions there; the rest resolved).
     resumed: Option<Resumed>,
 }
 
-/// What a resumed run's state knew: its frontier and pending positions (counted from the
-/// start of the run), and whether its accounts counted those as sourced already.
+impl Line {
+    fn new(index: usize, pass: u64) -> Self {
+        let base = source_key(index, 0);
+        Self {
+            base,
+            frontier: base,
+            passes: VecDeque::from([(pass, base)]),
+            resumed: None,
+        }
+    }
+}
+
+/// What a resumed run's state knew: its frontier and pending positions (as keys, counted
+/// from the start of the run), and whether its accounts counted those as sourced already.
 #[derive(Debug)]
 struct Resumed {
     frontier: u64,
@@ -68,12 +91,11 @@ impl Ledger {
                 open: BTreeMap::new(),
                 groups: HashMap::new(),
                 next_group: 0,
-                frontier: 0,
-                passes: VecDeque::from([(epoch, 0)]),
+                lines: vec![Line::new(0, epoch)],
                 resolved: Vec::new(),
                 collect: false,
                 newest: None,
-                resumed: None,
+                merge: None,
             }),
             memory: None,
             accounts: None,
@@ -85,6 +107,7 @@ impl Ledger {
         self.inner
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
+            .lines[0]
             .resumed = Some(Resumed {
             frontier: state.frontier(),
             pending: state.pending().to_vec(),
@@ -97,7 +120,7 @@ impl Ledger {
     pub(crate) fn with_accounts(mut self, accounts: std::sync::Arc<Accounts>) -> Self {
         {
             let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-            let epoch = inner.passes[0].0;
+            let epoch = inner.lines[0].passes[0].0;
             inner.newest = Some((0, accounts.epoch_started(epoch, 0)));
         }
         self.accounts = Some(accounts);
@@ -109,6 +132,60 @@ impl Ledger {
         self.memory = Some(memory);
         lock(&self.inner).collect = true;
         self
+    }
+
+    /// Source `index` (the next one; 0 is known from the start) starts at pass `pass`,
+    /// resuming from `cursor` if given.
+    pub(crate) fn add_source(&self, index: usize, pass: u64, cursor: Option<&ResumeState>) {
+        let mut inner = lock(&self.inner);
+        if index >= inner.lines.len() {
+            inner.lines.push(Line::new(index, pass));
+        }
+        let line = &mut inner.lines[index];
+        if line.passes.len() == 1 && line.passes[0].0 != pass {
+            line.passes[0].0 = pass;
+        }
+        if let Some(c) = cursor {
+            let base = line.base;
+            let sourced_before = line.resumed.as_ref().is_some_and(|r| r.sourced_before);
+            line.resumed = Some(Resumed {
+                frontier: base + c.frontier(),
+                pending: c.pending().iter().map(|&p| base + p).collect(),
+                sourced_before,
+            });
+        }
+    }
+
+    /// A merge records its state here (resume tracking through a merge).
+    pub(crate) fn merge_started(&self, book: MergeBook) {
+        lock(&self.inner).merge = Some(book);
+    }
+
+    /// The merge sends on an item of `input` carrying `tag`, after which its state is
+    /// `cursor` (`again`: an item of the resumed state taken again). Returns the tag to send
+    /// it with: a group standing for `tag`, so that the merge knows when it is resolved.
+    pub(crate) fn merge_took(
+        &self,
+        input: u32,
+        tag: Tag,
+        cursor: &MergeCursor,
+        again: bool,
+    ) -> Tag {
+        let mut inner = lock(&self.inner);
+        let group = inner.new_group(vec![tag]);
+        let Inner { merge, groups, .. } = &mut *inner;
+        if let Some(book) = merge {
+            book.took(input, group, cursor, again);
+            book.prune(|g| groups.contains_key(&g.raw()));
+        }
+        group
+    }
+
+    /// The merge's state changed without an item (`epoch_end`: it ends a merged epoch).
+    pub(crate) fn merge_moved(&self, cursor: &MergeCursor, epoch_end: bool) {
+        if let Some(book) = &mut lock(&self.inner).merge {
+            book.moved(cursor, epoch_end);
+        }
     }
 
     /// Hands the positions resolved under `inner` to the memory, after the ledger's lock.
@@ -123,13 +200,14 @@ impl Ledger {
         }
     }
 
-    /// The source took position `pos` (its positions ascend) and is about to send it.
+    /// A source took the position of key `pos` (its keys ascend) and is about to send it.
     pub(crate) fn taken(&self, pos: u64) {
         let mut inner = lock(&self.inner);
         inner.open.insert(pos, (1, Outcome::Passed));
-        inner.frontier = pos + 1;
+        let line = inner.line(pos);
+        line.frontier = pos + 1;
         // A pending position taken again was counted by the run that took it first.
-        let again = inner
+        let again = line
             .resumed
             .as_ref()
             .is_some_and(|r| r.sourced_before && pos < r.frontier);
@@ -138,19 +216,21 @@ impl Ledger {
         }
     }
 
-    /// The source begins pass `pass` at position `first` (its first pass too).
+    /// A source begins pass `pass` at key `first` (its first pass too).
     pub(crate) fn pass_started(&self, pass: u64, first: u64) {
         let mut inner = lock(&self.inner);
         if let Some(accounts) = &self.accounts {
             inner.newest = Some((first, accounts.epoch_started(pass, first)));
         }
-        if inner.passes.back().is_some_and(|&(p, _)| p == pass) {
+        let line = inner.line(first);
+        if line.passes.back().is_some_and(|&(p, _)| p == pass) {
             return; // the first pass, known from the start
         }
-        inner.passes.push_back((pass, first));
-        let lowest = inner.lowest();
-        while inner.passes.len() > 1 && inner.passes[1].1 <= lowest {
-            inner.passes.pop_front();
+        line.passes.push_back((pass, first));
+        let lowest = inner.lowest(line_index(first));
+        let line = inner.line(first);
+        while line.passes.len() > 1 && line.passes[1].1 <= lowest {
+            line.passes.pop_front();
         }
     }
 
@@ -169,13 +249,7 @@ impl Ledger {
     /// Puts `members` (one token each) into a new group holding one token; returns its tag.
     pub(crate) fn group(&self, members: Vec<Tag>) -> Tag {
         let mut inner = lock(&self.inner);
-        let id = inner.next_group;
-        inner.next_group += 1;
-        let tag = Tag::group(id);
-        inner
-            .groups
-            .insert(tag.raw(), (1, Outcome::Passed, members));
-        tag
+        inner.new_group(members)
     }
 
     /// A message carrying `tag` was delivered, failed or dropped (`outcome`): gives its
@@ -200,49 +274,94 @@ impl Ledger {
     #[cfg(unix)]
     pub(crate) fn resolved(&self) -> u64 {
         let inner = lock(&self.inner);
-        inner.frontier - inner.open.len() as u64
+        let taken: u64 = inner.lines.iter().map(|l| l.frontier - l.base).sum();
+        taken - inner.open.len() as u64
     }
 
-    /// The state: the pass of the lowest open position (or of the frontier), and the
-    /// frontier and open positions counted from that pass's start.
+    /// The state: for each source, the pass of its lowest open position (or of its
+    /// frontier), and its frontier and open positions counted from that pass's start; and
+    /// the merge's, if there is one.
     pub(crate) fn snapshot(&self, shape: &str) -> ResumeState {
-        let inner = lock(&self.inner);
-        // Behind the resumed state's frontier, what it knew beyond ours still holds: its
-        // pending positions there are still to deliver, the others were resolved.
-        let (frontier, beyond) = match &inner.resumed {
-            Some(r) if r.frontier > inner.frontier => {
-                let from = r.pending.partition_point(|&p| p < inner.frontier);
-                (r.frontier, &r.pending[from..])
-            }
-            _ => (inner.frontier, &[][..]),
-        };
-        let lowest = inner
-            .lowest()
-            .min(beyond.first().copied().unwrap_or(u64::MAX));
-        let &(pass, first) = inner
-            .passes
-            .iter()
-            .rev()
-            .find(|&&(_, first)| first <= lowest)
-            .unwrap_or(&inner.passes[0]);
-        let pending = inner
-            .open
-            .keys()
-            .chain(beyond)
-            .map(|&p| p - first)
-            .collect();
-        let state = ResumeState::new(shape.to_owned(), pass, frontier - first, pending);
+        let mut inner = lock(&self.inner);
+        let cursors: Vec<(SourceCursor, u64)> =
+            (0..inner.lines.len()).map(|i| inner.cursor(i)).collect();
+        let Inner { merge, groups, .. } = &mut *inner;
+        if let Some(book) = merge {
+            let live = |g: Tag| groups.contains_key(&g.raw());
+            book.prune(live);
+            let (epoch, state) = book.state(live);
+            let sources = cursors.into_iter().map(|(c, _)| c).collect();
+            return ResumeState::merged(shape.to_owned(), epoch, sources, state);
+        }
+        let (c, first) = cursors.into_iter().next().expect("source 0 is known");
+        let state = ResumeState::new(shape.to_owned(), c.epoch, c.frontier, c.positions());
         match &self.accounts {
             // Under the ledger's lock: consistent with the pending positions.
-            Some(accounts) => state.with_accounts(accounts.carried(pass, first)),
+            Some(accounts) => state.with_accounts(accounts.carried(c.epoch, first)),
             None => state,
         }
     }
 }
 
+/// The index of the source whose key `key` is.
+fn line_index(key: u64) -> usize {
+    (key / SOURCE_SPAN) as usize
+}
+
 impl Inner {
-    fn lowest(&self) -> u64 {
-        self.open.keys().next().copied().unwrap_or(self.frontier)
+    /// The lowest open key of source `index`, or its frontier.
+    fn lowest(&self, index: usize) -> u64 {
+        let line = &self.lines[index];
+        self.open
+            .range(line.base..line.base + SOURCE_SPAN)
+            .next()
+            .map_or(line.frontier, |(&k, _)| k)
+    }
+
+    /// The line of the source of key `key`.
+    fn line(&mut self, key: u64) -> &mut Line {
+        let index = line_index(key).min(self.lines.len() - 1);
+        &mut self.lines[index]
+    }
+
+    fn new_group(&mut self, members: Vec<Tag>) -> Tag {
+        let id = self.next_group;
+        self.next_group += 1;
+        let tag = Tag::group(id);
+        self.groups.insert(tag.raw(), (1, Outcome::Passed, members));
+        tag
+    }
+
+    /// Source `index`'s cursor (positions counted from the start of its pass), and the key
+    /// that pass starts at.
+    fn cursor(&self, index: usize) -> (SourceCursor, u64) {
+        let line = &self.lines[index];
+        // Behind the resumed state's frontier, what it knew beyond ours still holds: its
+        // pending positions there are still to deliver, the others were resolved.
+        let (frontier, beyond) = match &line.resumed {
+            Some(r) if r.frontier > line.frontier => {
+                let from = r.pending.partition_point(|&p| p < line.frontier);
+                (r.frontier, &r.pending[from..])
+            }
+            _ => (line.frontier, &[][..]),
+        };
+        let lowest = self
+            .lowest(index)
+            .min(beyond.first().copied().unwrap_or(u64::MAX));
+        let &(pass, first) = line
+            .passes
+            .iter()
+            .rev()
+            .find(|&&(_, first)| first <= lowest)
+            .unwrap_or(&line.passes[0]);
+        let pending: Vec<u64> = self
+            .open
+            .range(line.base..line.base + SOURCE_SPAN)
+            .map(|(k, _)| k)
+            .chain(beyond)
+            .map(|&p| p - first)
+            .collect();
+        (SourceCursor::new(pass, frontier - first, &pending), first)
     }
 
     fn release(&mut self, tag: Tag, outcome: Outcome, accounts: Option<&Accounts>) {

@@ -19,6 +19,7 @@
 pub(crate) mod accounts;
 pub mod check;
 pub(crate) mod ledger;
+pub(crate) mod merge;
 pub(crate) mod numbering;
 
 use std::num::NonZeroU64;
@@ -27,6 +28,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::failure::BuildError;
 use accounts::EpochAccountState;
+use merge::MergeState;
+
+/// Keys of one source: source `i` numbers its positions from `i * SOURCE_SPAN`, so that the
+/// inputs of a merge, each numbering its own, share one ledger (and one memory limit).
+pub(crate) const SOURCE_SPAN: u64 = 1 << 54;
+
+/// The most sources a tracked pipeline may have (the keys stay below 2^62).
+pub(crate) const MAX_SOURCES: usize = 256;
+
+/// The ledger's key of position `pos` of source `index`.
+#[inline]
+pub(crate) fn source_key(index: usize, pos: u64) -> u64 {
+    index as u64 * SOURCE_SPAN + pos
+}
 
 /// What travels beside an item between stages: a source position, or a group of them (a
 /// batch). Copied with the item; the ledger gives it meaning only when tracking is on.
@@ -95,6 +110,66 @@ pub struct ResumeState {
     /// resumed run accounts for its own part only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     accounts: Vec<EpochAccountState>,
+    /// Through a merge: each source's place, in the order the sources start (then `epoch`
+    /// is the merged epoch, and `frontier` and `pending` are unused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceCursor>,
+    /// Through a merge: the merge's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    merge: Option<MergeState>,
+}
+
+/// One source's place: its pass, and from that pass's start its frontier and the positions
+/// below it still to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SourceCursor {
+    pub(crate) epoch: u64,
+    pub(crate) frontier: u64,
+    /// `[start, end)` runs, expanded only once checked (a made-up state cannot make them
+    /// allocate without bound).
+    pending: Vec<[u64; 2]>,
+}
+
+impl SourceCursor {
+    /// The cursor of ascending `pending` positions.
+    pub(crate) fn new(epoch: u64, frontier: u64, pending: &[u64]) -> Self {
+        let mut runs: Vec<[u64; 2]> = Vec::new();
+        for &p in pending {
+            match runs.last_mut() {
+                Some(run) if run[1] == p => run[1] = p + 1,
+                _ => runs.push([p, p + 1]),
+            }
+        }
+        Self {
+            epoch,
+            frontier,
+            pending: runs,
+        }
+    }
+
+    /// Checks its runs; returns how many positions they hold.
+    fn check(&self) -> Result<u64, String> {
+        let mut end = 0;
+        let mut n = 0u64;
+        for (i, &[a, b]) in self.pending.iter().enumerate() {
+            if a >= b || (i > 0 && a < end) {
+                return Err("pending runs must be ascending and not empty".into());
+            }
+            end = b;
+            n += b - a;
+        }
+        if end > self.frontier || self.frontier >= SOURCE_SPAN {
+            return Err(format!(
+                "pending positions must be below the frontier ({}), itself below 2^54",
+                self.frontier
+            ));
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn positions(&self) -> Vec<u64> {
+        self.pending.iter().flat_map(|&[a, b]| a..b).collect()
+    }
 }
 
 /// Ascending positions as the `[start, end)` ranges of their consecutive runs.
@@ -132,7 +207,59 @@ impl ResumeState {
             frontier,
             pending,
             accounts: Vec::new(),
+            sources: Vec::new(),
+            merge: None,
         }
+    }
+
+    /// The state of a pipeline with a merge: `epoch` is the merged epoch.
+    pub(crate) fn merged(
+        shape: String,
+        epoch: u64,
+        sources: Vec<SourceCursor>,
+        merge: MergeState,
+    ) -> Self {
+        Self {
+            sources,
+            merge: Some(merge),
+            ..Self::new(shape, epoch, 0, Vec::new())
+        }
+    }
+
+    /// The state of source `index` (in the order the sources start), as a state of its
+    /// own; an error if the state has no place for it.
+    pub(crate) fn source_state(&self, index: usize) -> Result<ResumeState, BuildError> {
+        let cursor = if self.sources.is_empty() {
+            // A state of one source (or made by `start_of_epoch`): every other source starts
+            // the state's epoch afresh.
+            match index {
+                0 => return Ok(self.clone()),
+                _ => SourceCursor::new(self.epoch, 0, &[]),
+            }
+        } else {
+            self.sources.get(index).cloned().ok_or_else(|| {
+                BuildError::new(format!(
+                    "cannot resume: the state has {} source(s) but this pipeline has more",
+                    self.sources.len()
+                ))
+            })?
+        };
+        Ok(Self::new(
+            self.shape.clone(),
+            cursor.epoch,
+            cursor.frontier,
+            cursor.positions(),
+        ))
+    }
+
+    /// How many sources' places it holds (0: one source, in its own fields).
+    pub(crate) fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// The merge's place, if it was taken through a merge.
+    pub(crate) fn merge(&self) -> Option<&MergeState> {
+        self.merge.as_ref()
     }
 
     /// The state with the ledger's accounts of its open epochs.
@@ -205,6 +332,34 @@ impl ResumeState {
         }
         EpochAccountState::check_all(&self.accounts, self.epoch, self.frontier, &self.pending)
             .map_err(|why| BuildError::new(format!("cannot resume: malformed state ({why})")))?;
+        let malformed =
+            |why: String| BuildError::new(format!("cannot resume: malformed state ({why})"));
+        if self.sources.len() > MAX_SOURCES {
+            return Err(malformed(format!("{} sources", self.sources.len())));
+        }
+        let mut total = self.pending.len() as u64;
+        for (i, source) in self.sources.iter().enumerate() {
+            total += source
+                .check()
+                .map_err(|why| malformed(format!("source {i}: {why}")))?;
+            if total > 1 << 24 {
+                return Err(malformed("too many pending positions".into()));
+            }
+            if source.epoch > 0 && !continuous {
+                return Err(malformed(format!(
+                    "source {i} is in epoch {} but the sources are not continuous",
+                    source.epoch
+                )));
+            }
+        }
+        if let Some(merge) = &self.merge {
+            merge.check(self.epoch).map_err(malformed)?;
+            if self.sources.is_empty() || self.frontier > 0 || !self.pending.is_empty() {
+                return Err(malformed(
+                    "a merge's state keeps its positions per source".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }

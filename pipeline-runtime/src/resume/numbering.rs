@@ -16,19 +16,24 @@ pub(crate) struct SourceBooks {
     accounts: Option<Arc<Accounts>>,
     /// The current epoch's first position and tallies (accounts without a ledger).
     epoch: Option<(u64, Arc<Counts>)>,
+    /// The ledger's key of the source's position 0 (see
+    /// [`source_key`](super::source_key)).
+    base: u64,
 }
 
 impl SourceBooks {
-    /// Books of a source starting at pass `epoch`.
+    /// Books of a source starting at pass `epoch`, whose keys start at `base`.
     pub(crate) fn new(
         ledger: Option<Arc<Ledger>>,
         accounts: Option<Arc<Accounts>>,
         epoch: u64,
+        base: u64,
     ) -> Self {
         let mut books = Self {
             ledger,
             accounts,
             epoch: None,
+            base,
         };
         books.pass_started(epoch, 0);
         books
@@ -37,20 +42,22 @@ impl SourceBooks {
     /// The source begins pass `pass` at position `first`.
     pub(crate) fn pass_started(&mut self, pass: u64, first: u64) {
         if let Some(ledger) = &self.ledger {
-            ledger.pass_started(pass, first);
+            ledger.pass_started(pass, self.base + first);
         } else if let Some(accounts) = &self.accounts {
             self.epoch = Some((first, accounts.epoch_started(pass, first)));
         }
     }
 
-    /// The source took `pos` and is about to send it.
+    /// The source took `pos` and is about to send it: returns its key (its tag's).
     #[inline]
-    pub(crate) fn taken(&self, pos: u64) {
+    pub(crate) fn taken(&self, pos: u64) -> u64 {
+        let key = self.base + pos;
         if let Some(ledger) = &self.ledger {
-            ledger.taken(pos);
+            ledger.taken(key);
         } else if let Some((first, counts)) = &self.epoch {
             Accounts::sourced(counts, *first, pos);
         }
+        key
     }
 }
 

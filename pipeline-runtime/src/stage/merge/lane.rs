@@ -9,6 +9,13 @@
 //! Epochs: with continuous inputs, an input's epoch boundary is the end of its pass, and the
 //! merged stream is continuous too; a merged epoch ends when the `OnEnd` rule says the merge
 //! would end (see [`OnEnd`]). The weighted policy draws from a generator per merged epoch.
+//!
+//! Resume tracking: the lane's state ([`MergeCursor`]) goes to the ledger with every message
+//! it takes, and each item it sends on carries a group of its tag, so that the ledger knows
+//! which merged items are still in flight (see [`crate::resume::merge`]). A resumed lane
+//! first takes those again from their inputs, in order, then goes on from the state.
+
+use std::collections::VecDeque;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +30,7 @@ use crate::failure::ItemError;
 use crate::failure::StageFailureKind;
 use crate::hook::TaskOutcome;
 use crate::queue::{Closed, Msg, Rx, Tx};
+use crate::resume::merge::{InputCursor, InputStatus, MergeCursor};
 use crate::stage::{LaneGuard, LaneTurns, StageCtx};
 
 /// What a merge does when one of its inputs ends (its queue closes or, with continuous
@@ -155,21 +163,41 @@ enum Pick {
 }
 
 impl Pick {
-    fn new(policy: Policy) -> Self {
+    /// The policy's picker, at `cursor`'s place.
+    fn new(policy: Policy, cursor: &MergeCursor) -> Self {
+        let n = cursor.inputs.len().max(1);
         match policy {
-            Policy::AsAvailable => Pick::AsAvailable { start: 0, run: 0 },
-            Policy::RoundRobin => Pick::RoundRobin { next: 0 },
+            Policy::AsAvailable => Pick::AsAvailable {
+                start: cursor.next % n,
+                run: 0,
+            },
+            Policy::RoundRobin => Pick::RoundRobin {
+                next: cursor.next % n,
+            },
             Policy::Weighted {
                 weights,
                 seed,
                 rank,
             } => Pick::Weighted {
-                rng: epoch_rng(seed, rank, 0),
+                rng: cursor
+                    .rng
+                    .and_then(Rng::from_state)
+                    .unwrap_or_else(|| epoch_rng(seed, rank, cursor.epoch)),
                 weights,
                 seed,
                 rank,
             },
             Policy::Custom(chooser) => Pick::Custom(chooser),
+        }
+    }
+
+    /// Writes its place into `cursor`.
+    fn save(&self, cursor: &mut MergeCursor) {
+        match self {
+            Pick::AsAvailable { start, .. } => cursor.next = *start,
+            Pick::RoundRobin { next } => cursor.next = *next,
+            Pick::Weighted { rng, .. } => cursor.rng = Some(rng.state()),
+            Pick::Custom(_) => {}
         }
     }
 
@@ -215,14 +243,6 @@ fn draw(weights: &[f64], open: &[bool], rng: &mut Rng) -> Option<usize> {
     last
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Open,
-    /// Its pass ended and it waits for the merged epoch to end (`OnEnd::Continue`).
-    Paused,
-    Closed,
-}
-
 /// Takes the next message from whichever open input has one, starting at `start`:
 /// `(input, message)`, `Err(input)` when that input closed.
 pub(crate) async fn next_available<T>(
@@ -260,10 +280,51 @@ pub(crate) struct MergeLane<T> {
     pub(crate) output: Tx<T>,
     pub(crate) policy: MergePolicy,
     pub(crate) on_end: OnEnd,
+    /// Resume tracking: where the lane starts, and what it takes again first.
+    pub(crate) resume: Option<MergeResume>,
+}
+
+/// Where a tracked merge starts (see the [module docs](self)).
+pub(crate) struct MergeResume {
+    pub(crate) cursor: MergeCursor,
+    /// The inputs of the merged items to take again first, in order (`None`: an epoch end).
+    pub(crate) replay: VecDeque<Option<u32>>,
+    /// Per input: epoch ends its source sends again that the merge had read already.
+    pub(crate) absorb: Vec<u64>,
+    /// Per input: epoch ends the merge had not read but its source, resumed past them, will
+    /// not send.
+    pub(crate) owed: Vec<u64>,
+}
+
+impl MergeResume {
+    /// A merge of inputs whose sources start at `passes`, in merged epoch `epoch`.
+    pub(crate) fn fresh(epoch: u64, passes: &[u64]) -> Self {
+        let inputs = passes
+            .iter()
+            .map(|&pass| InputCursor {
+                status: InputStatus::Open,
+                ended: false,
+                pass,
+            })
+            .collect();
+        Self {
+            cursor: MergeCursor {
+                epoch,
+                rng: None,
+                next: 0,
+                inputs,
+            },
+            replay: VecDeque::new(),
+            absorb: vec![0; passes.len()],
+            owed: vec![0; passes.len()],
+        }
+    }
 }
 
 /// What the lane does after one message.
 enum Step {
+    /// An item went on (its state went with it to the ledger).
+    Sent,
     Go,
     EpochEnd,
     End,
@@ -272,31 +333,88 @@ enum Step {
 impl<T: Send + 'static> MergeLane<T> {
     pub(crate) async fn run(mut self) {
         let n = self.inputs.len();
-        let mut pick = Pick::new(std::mem::take(&mut self.policy).0);
-        let mut state = vec![State::Open; n];
+        let tracked = self.resume.is_some();
+        let MergeResume {
+            mut cursor,
+            mut replay,
+            mut absorb,
+            mut owed,
+        } = self
+            .resume
+            .take()
+            .unwrap_or_else(|| MergeResume::fresh(0, &vec![0; n]));
+        let ledger = self.ctx.ledger.clone().filter(|_| tracked);
+        let mut pick = Pick::new(std::mem::take(&mut self.policy).0, &cursor);
+        pick.save(&mut cursor);
         let mut open = vec![true; n];
-        // Inputs whose pass ended in this merged epoch (`OnEnd::Restart`).
-        let mut ended = vec![false; n];
-        let mut epoch = 0u64;
         let mut turns = LaneTurns::default();
-        loop {
+        // The merged items in flight when the state was taken, in their order.
+        let mut replaying = true;
+        while let Some(entry) = replay.pop_front() {
+            if self.ctx.should_stop() {
+                replaying = false;
+                break;
+            }
+            let sent = match entry {
+                None => self.output.send(Msg::EpochEnd).await.is_ok(),
+                Some(i) => match self.recv_from(i as usize, &mut absorb, &mut owed).await {
+                    Ok(Msg::Item(item, tag)) => {
+                        let tag = match &ledger {
+                            Some(ledger) => ledger.merge_took(i, tag, &cursor, true),
+                            None => tag,
+                        };
+                        self.pass_on(item, tag).await
+                    }
+                    _ => {
+                        self.fail(format!(
+                            "cannot resume: input {i} has no item where the resume state has \
+                             one in flight (the state is not this pipeline's, or the input's \
+                             stages do not give the same items again)"
+                        ));
+                        false
+                    }
+                },
+            };
+            if !sent {
+                replaying = false;
+                break;
+            }
+            turns.handled_one().await;
+        }
+        while replaying {
             if self.ctx.should_stop() {
                 break;
             }
-            for (o, s) in open.iter_mut().zip(&state) {
-                *o = *s == State::Open;
+            for (o, c) in open.iter_mut().zip(&cursor.inputs) {
+                *o = c.status == InputStatus::Open;
             }
             if !open.contains(&true) {
-                if state.contains(&State::Paused) && self.end_epoch(&mut state, &mut ended).await {
-                    epoch += 1;
-                    pick.start_epoch(epoch);
+                let paused = cursor
+                    .inputs
+                    .iter()
+                    .any(|c| c.status == InputStatus::Paused);
+                if paused
+                    && self
+                        .end_epoch(&mut cursor, &mut pick, ledger.as_deref())
+                        .await
+                {
                     continue;
                 }
                 break;
             }
             let (i, msg) = match &mut pick {
                 Pick::AsAvailable { start, run } => {
-                    let (i, msg) = next_available(&mut self.inputs, &open, *start).await;
+                    let (i, msg) = match (0..n).find(|&i| open[i] && owed[i] > 0) {
+                        Some(i) => {
+                            owed[i] -= 1;
+                            (i, Ok(Msg::EpochEnd))
+                        }
+                        None => next_available(&mut self.inputs, &open, *start).await,
+                    };
+                    if matches!(msg, Ok(Msg::EpochEnd)) && absorb[i] > 0 {
+                        absorb[i] -= 1;
+                        continue;
+                    }
                     // Up to `AVAILABLE_RUN` items in a row from an input that has them, then
                     // the next look starts after it: fair, and a source whose queue is being
                     // drained is woken once per run rather than once per item.
@@ -339,51 +457,71 @@ impl<T: Send + 'static> MergeLane<T> {
                     };
                     // The policy ended the merge early: stop the inputs (below), end here.
                     let Some(i) = chosen else { break };
-                    (i, self.inputs[i].recv().await)
+                    (i, self.recv_from(i, &mut absorb, &mut owed).await)
                 }
             };
             let step = match msg {
                 Ok(Msg::Item(item, tag)) => {
                     self.ctx.task_ended(0, None, TaskOutcome::Succeeded);
-                    if self.output.send(Msg::Item(item, tag)).await.is_err() {
+                    let tag = match &ledger {
+                        Some(ledger) => {
+                            pick.save(&mut cursor);
+                            ledger.merge_took(i as u32, tag, &cursor, false)
+                        }
+                        None => tag,
+                    };
+                    if !self.pass_on(item, tag).await {
                         break;
                     }
-                    self.ctx.counters.lane(0).record_outputs(1);
-                    Step::Go
+                    Step::Sent
                 }
-                Ok(Msg::EpochEnd) => match self.on_end {
-                    OnEnd::Stop => Step::EpochEnd,
-                    OnEnd::Continue => {
-                        state[i] = State::Paused;
-                        Step::Go
-                    }
-                    OnEnd::Restart => {
-                        ended[i] = true;
-                        let all = (0..n).all(|j| ended[j] || state[j] == State::Closed);
-                        if all {
-                            Step::EpochEnd
-                        } else {
+                Ok(Msg::EpochEnd) => {
+                    let input = &mut cursor.inputs[i];
+                    input.pass += 1;
+                    match self.on_end {
+                        OnEnd::Stop => Step::EpochEnd,
+                        OnEnd::Continue => {
+                            input.status = InputStatus::Paused;
                             Step::Go
                         }
+                        OnEnd::Restart => {
+                            input.ended = true;
+                            let all = cursor
+                                .inputs
+                                .iter()
+                                .all(|c| c.ended || c.status == InputStatus::Closed);
+                            if all {
+                                Step::EpochEnd
+                            } else {
+                                Step::Go
+                            }
+                        }
                     }
-                },
+                }
                 Err(Closed) => match self.on_end {
                     OnEnd::Stop => Step::End,
                     OnEnd::Continue | OnEnd::Restart => {
-                        state[i] = State::Closed;
+                        cursor.inputs[i].status = InputStatus::Closed;
                         Step::Go
                     }
                 },
             };
             match step {
-                Step::Go => {}
+                Step::Sent => {}
+                Step::Go => {
+                    if let Some(ledger) = &ledger {
+                        pick.save(&mut cursor);
+                        ledger.merge_moved(&cursor, false);
+                    }
+                }
                 Step::End => break,
                 Step::EpochEnd => {
-                    if !self.end_epoch(&mut state, &mut ended).await {
+                    if !self
+                        .end_epoch(&mut cursor, &mut pick, ledger.as_deref())
+                        .await
+                    {
                         break;
                     }
-                    epoch += 1;
-                    pick.start_epoch(epoch);
                 }
             }
             turns.handled_one().await;
@@ -395,15 +533,57 @@ impl<T: Send + 'static> MergeLane<T> {
         }
     }
 
+    /// The next message of input `i`: an epoch end it owes first; one it sends again
+    /// dropped.
+    async fn recv_from(
+        &mut self,
+        i: usize,
+        absorb: &mut [u64],
+        owed: &mut [u64],
+    ) -> Result<Msg<T>, Closed> {
+        if owed[i] > 0 {
+            owed[i] -= 1;
+            return Ok(Msg::EpochEnd);
+        }
+        loop {
+            let msg = self.inputs[i].recv().await;
+            if matches!(msg, Ok(Msg::EpochEnd)) && absorb[i] > 0 {
+                absorb[i] -= 1;
+                continue;
+            }
+            return msg;
+        }
+    }
+
+    /// Sends an item on; false if the output is gone.
+    async fn pass_on(&mut self, item: T, tag: crate::resume::Tag) -> bool {
+        if self.output.send(Msg::Item(item, tag)).await.is_err() {
+            return false;
+        }
+        self.ctx.counters.lane(0).record_outputs(1);
+        true
+    }
+
     /// Passes a merged epoch's end on and opens every paused input again. False if the
     /// output is gone.
-    async fn end_epoch(&mut self, state: &mut [State], ended: &mut [bool]) -> bool {
-        for s in state.iter_mut() {
-            if *s == State::Paused {
-                *s = State::Open;
+    async fn end_epoch(
+        &mut self,
+        cursor: &mut MergeCursor,
+        pick: &mut Pick,
+        ledger: Option<&crate::resume::ledger::Ledger>,
+    ) -> bool {
+        for input in &mut cursor.inputs {
+            if input.status == InputStatus::Paused {
+                input.status = InputStatus::Open;
             }
+            input.ended = false;
         }
-        ended.iter_mut().for_each(|e| *e = false);
+        cursor.epoch += 1;
+        pick.start_epoch(cursor.epoch);
+        if let Some(ledger) = ledger {
+            pick.save(cursor);
+            ledger.merge_moved(cursor, true);
+        }
         self.output.send(Msg::EpochEnd).await.is_ok()
     }
 

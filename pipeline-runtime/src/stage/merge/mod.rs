@@ -11,9 +11,10 @@ use crate::builder::open::KindOptions;
 use crate::builder::{Chain, PipelineBuilder, StageBuilder};
 use crate::failure::BuildError;
 use crate::launch::{Launch, LaunchFn};
+use crate::resume::merge::MergeBook;
 use crate::stats::StageKind;
 pub use lane::{MergeChooser, MergePolicy, OnEnd};
-use lane::{MergeLane, Policy};
+use lane::{MergeLane, MergeResume, Policy};
 
 /// The options of a merge.
 #[derive(Debug, Default)]
@@ -51,8 +52,13 @@ impl PipelineBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// Resume tracking ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume)) does
-    /// not cover merges yet: a pipeline with one fails to start with an error saying so.
+    /// Resume tracking ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume)) and
+    /// the memory budget follow items through a merge: each input's source resumes on its
+    /// own, and the merge takes the items it had merged again in the same order, then goes
+    /// on with the same draws (weighted) or turns (round-robin). Not covered: a merge inside
+    /// a merge's input, and (for resume tracking) a [custom](MergePolicy::custom) policy,
+    /// whose chooser's state a resume state cannot carry; those fail to start with an error
+    /// saying so.
     pub fn merge<T: Send + 'static>(
         self,
         inputs: impl IntoIterator<Item = StageBuilder<T>>,
@@ -147,26 +153,43 @@ fn check(opts: &MergeOptions, inputs: usize, chain: &mut Chain) {
 
 fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions) -> LaunchFn<T> {
     Box::new(move |l: &mut Launch, out_cap| {
-        if l.ledger.is_some() {
+        let tracked = l.track_resume && l.ledger.is_some();
+        if tracked && matches!(opts.policy.0, Policy::Custom(_)) {
             return Err(BuildError::new(
-                "merge: resume tracking and the memory budget (which counts items through the \
-                 same ledger) do not cover merges yet (each input numbers its own items); \
-                 turn `track_resume`/`resume_from` and `memory_limit` off for this pipeline",
+                "merge: resume tracking does not cover a custom policy (a resume state cannot \
+                 carry its chooser's state); use as_available, round_robin or weighted, or \
+                 turn `track_resume`/`resume_from` off",
             ));
         }
+        let merges = l.merges;
+        l.merges += 1;
         let name = opts.name.unwrap_or_else(|| "merge".to_owned());
         let capacity = l.queue_capacity;
         let mut rxs = Vec::with_capacity(inputs.len());
+        let mut sources = Vec::with_capacity(inputs.len());
         let outer = l.prefix.clone();
         for (i, input) in inputs.into_iter().enumerate() {
             l.prefix = format!("{outer}{name}[{i}]/");
+            let first = l.sources;
             let started = input(l, capacity);
             l.prefix.clone_from(&outer);
             let mut rx = started?;
+            sources.push((first, l.sources - first));
             l.read_by_structure();
             rx.set_consumer();
             rxs.push(rx);
         }
+        let resume = match tracked {
+            true if l.merges > merges + 1 => {
+                return Err(BuildError::new(format!(
+                    "{name}: resume tracking does not cover a merge inside a merge's input; \
+                     merge all the sources in one merge, or turn `track_resume`/`resume_from` \
+                     off"
+                )))
+            }
+            true => Some(resume_plan(l, &name, &sources)?),
+            false => None,
+        };
         let (lane, out_rx) = l.one_lane_stage(name, StageKind::Merge, out_cap);
         let lane = MergeLane {
             _guard: lane.guard,
@@ -175,8 +198,69 @@ fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions)
             output: lane.output,
             policy: opts.policy,
             on_end: opts.on_end,
+            resume,
         };
         l.spawn_lane(lane.run());
         Ok(out_rx)
     })
 }
+
+/// Where a tracked merge starts, from the state it resumes from (if any), given its inputs'
+/// sources (`(first source index, count)` each); records it in the ledger.
+fn resume_plan(
+    l: &Launch,
+    name: &str,
+    sources: &[(usize, usize)],
+) -> Result<MergeResume, BuildError> {
+    let malformed = |why: String| BuildError::new(format!("cannot resume: {name}: {why}"));
+    // The pass each input's source starts at.
+    let mut passes = Vec::with_capacity(sources.len());
+    for (i, &(first, count)) in sources.iter().enumerate() {
+        if count != 1 {
+            return Err(malformed(format!("input {i} has {count} sources, not one")));
+        }
+        passes.push(match &l.resume_from {
+            Some(state) => state.source_state(first)?.epoch(),
+            None => 0,
+        });
+    }
+    let state = l.resume_from.as_ref();
+    let epoch = state.map_or(0, |s| s.epoch());
+    let mut plan = MergeResume::fresh(epoch, &passes);
+    if let Some(merge) = state.and_then(|s| s.merge()) {
+        if merge.cursor.inputs.len() != sources.len() {
+            return Err(malformed(format!(
+                "the state's merge has {} inputs, this one {}",
+                merge.cursor.inputs.len(),
+                sources.len()
+            )));
+        }
+        plan.cursor = merge.cursor.clone();
+        plan.replay = merge.pending.iter().copied().collect();
+    }
+    for (i, (input, &start)) in plan.cursor.inputs.iter().zip(&passes).enumerate() {
+        // The merge may have read an input's epoch end that its source, resuming at the pass
+        // of its lowest position in flight, sends again; or not yet read one the source is
+        // past. Either way the two are close; a state far apart is not one the merge made.
+        let gap = input.pass.abs_diff(start);
+        if gap > MAX_PASS_GAP {
+            return Err(malformed(format!(
+                "its input {i} was in pass {} but its source resumes in pass {start}",
+                input.pass
+            )));
+        }
+        if input.pass > start {
+            plan.absorb[i] = gap;
+        } else {
+            plan.owed[i] = gap;
+        }
+    }
+    if let Some(ledger) = &l.ledger {
+        let pending: Vec<_> = plan.replay.iter().copied().collect();
+        ledger.merge_started(MergeBook::new(plan.cursor.clone(), epoch, &pending));
+    }
+    Ok(plan)
+}
+
+/// The most passes a merge's input may be ahead of or behind its source in a state.
+const MAX_PASS_GAP: u64 = 64;

@@ -207,6 +207,8 @@ impl<T: Send + 'static, U: Send + 'static> Branches<T, U> {
                         output: join.output,
                         policy: MergePolicy::as_available(),
                         on_end: OnEnd::Continue,
+                        // The branches' items carry their own tags on: nothing to record.
+                        resume: None,
                     };
                     l.spawn_lane(lane.run());
                 }

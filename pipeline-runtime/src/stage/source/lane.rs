@@ -127,11 +127,12 @@ impl<T> Admit<T> {
     }
 }
 
-/// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops.
+/// Runs an iterator source on the calling thread until it ends, fails, or the pipeline stops;
+/// its positions' keys start at `base`.
 pub(crate) fn run_iter_source<T: Send + 'static>(
     lane: OneLane<T>,
     kind: SourceKind<T>,
-    resume: Option<ResumeState>,
+    (base, resume): (u64, Option<ResumeState>),
     admit: Option<Admit<T>>,
 ) {
     let admit = admit.as_ref();
@@ -146,7 +147,7 @@ pub(crate) fn run_iter_source<T: Send + 'static>(
         .as_ref()
         .map_or_else(Numbering::fresh, Numbering::resumed);
     let first_pass = resume.as_ref().map_or(0, ResumeState::epoch);
-    let mut books = SourceBooks::new(ctx.ledger.clone(), ctx.accounts.clone(), first_pass);
+    let mut books = SourceBooks::new(ctx.ledger.clone(), ctx.accounts.clone(), first_pass, base);
     match kind {
         SourceKind::Once(pass) => {
             drain_pass(&ctx, pass, &tx, &mut numbering, &books, admit);
@@ -207,8 +208,7 @@ fn drain_pass<T>(
         }
         match catch_unwind(AssertUnwindSafe(|| pass.next())) {
             Ok(Some(Ok(item))) => {
-                let pos = numbering.take();
-                books.taken(pos);
+                let pos = books.taken(numbering.take());
                 if admit.is_some_and(|a| !a.admit_blocking(ctx, pos, &item)) {
                     return false;
                 }
@@ -257,7 +257,7 @@ fn skip_resolved<T>(
 pub(crate) async fn run_stream_source<T: Send + 'static>(
     lane: OneLane<T>,
     mut stream: BoxStream<'static, Result<T, BoxError>>,
-    resume: Option<ResumeState>,
+    (base, resume): (u64, Option<ResumeState>),
     admit: Option<Admit<T>>,
 ) {
     let OneLane {
@@ -274,6 +274,7 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
         ctx.ledger.clone(),
         ctx.accounts.clone(),
         resume.as_ref().map_or(0, ResumeState::epoch),
+        base,
     );
     loop {
         if ctx.run.stop_requested() {
@@ -282,8 +283,7 @@ pub(crate) async fn run_stream_source<T: Send + 'static>(
         match AssertUnwindSafe(stream.next()).catch_unwind().await {
             Ok(Some(_)) if numbering.to_skip() > 0 => numbering.skipped(1),
             Ok(Some(Ok(item))) => {
-                let pos = numbering.take();
-                books.taken(pos);
+                let pos = books.taken(numbering.take());
                 if let Some(admit) = &admit {
                     let Ok(bytes) = admit.bytes(&ctx, &item) else {
                         return;

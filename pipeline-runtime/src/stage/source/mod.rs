@@ -104,7 +104,7 @@ impl<T: Send + 'static> StageBuilder<T> {
         let make = move |size: Option<SizeFn<T>>| -> LaunchFn<T> {
             Box::new(move |l: &mut Launch, out_cap| {
                 let (lane, rx) = l.one_lane_stage("source".to_owned(), StageKind::Source, out_cap);
-                let resume = l.resume_from.take();
+                let (base, resume) = l.next_source()?;
                 let admit = match (l.memory.clone(), size) {
                     (Some(memory), Some(size)) => Some(Admit { memory, size }),
                     _ => None,
@@ -112,13 +112,13 @@ impl<T: Send + 'static> StageBuilder<T> {
                 match kind {
                     SourceKind::Stream(stream) => {
                         l.runtime()?
-                            .spawn(run_stream_source(lane, stream, resume, admit));
+                            .spawn(run_stream_source(lane, stream, (base, resume), admit));
                     }
                     kind => {
                         let thread = std::thread::Builder::new()
                             .name("pipeline-source".to_owned())
                             .spawn(move || {
-                                run_iter_source(lane, kind, resume, admit);
+                                run_iter_source(lane, kind, (base, resume), admit);
                                 // Lanes this thread's last sends cancelled (see `executor::task`).
                                 crate::executor::drop_deferred();
                             })
