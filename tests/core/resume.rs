@@ -287,3 +287,87 @@ fn a_second_stop_before_the_old_frontier_keeps_what_was_delivered_beyond_it() {
     got.sort_unstable();
     assert_eq!(got, (0..60).collect::<Vec<_>>(), "each item once");
 }
+
+/// A weighted merge of two continuous inputs (its state says where each source and the
+/// merge stand).
+fn two_mixed(state: Option<ResumeState>) -> Result<Pipeline<u32>, String> {
+    let input = |base: u32| {
+        PipelineBuilder::new()
+            .continuous_source(base..base + 20)
+            .pipe(|x| x)
+    };
+    let mut p = PipelineBuilder::new()
+        .merge([input(0), input(100)])
+        .policy(pipeline_runtime::structure::MergePolicy::weighted(
+            [1.0, 2.0],
+            3,
+        ))
+        .sink()
+        .buffer(1)
+        .resume_from(state)
+        .build()
+        .map_err(|e| e.to_string())?;
+    p.start().map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+#[test]
+fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
+    let mut p = two_mixed(None).unwrap();
+    p.by_ref().take(30).for_each(drop);
+    let state = p.resume_state().unwrap();
+    drop(p);
+    let json = serde_json::to_value(&state).unwrap();
+    assert_eq!(json["sources"].as_array().map(Vec::len), Some(2), "{json}");
+    // A state taken without a merge keeps the old form: no per-source fields.
+    let mut plain = batches(40, Order::Input, 2, None);
+    plain.by_ref().take(2).for_each(drop);
+    let plain = serde_json::to_value(plain.resume_state().unwrap()).unwrap();
+    assert!(
+        plain.get("sources").is_none() && plain.get("merge").is_none(),
+        "{plain}"
+    );
+
+    let tampered = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+        let mut json = json.clone();
+        edit(&mut json);
+        let state: ResumeState = match serde_json::from_value(json) {
+            Ok(state) => state,
+            Err(e) => return e.to_string(),
+        };
+        match two_mixed(Some(state)) {
+            Ok(_) => "resumed".to_owned(),
+            Err(e) => e,
+        }
+    };
+    assert_eq!(tampered(&|_| {}), "resumed");
+    let cases: [(&str, &dyn Fn(&mut serde_json::Value)); 7] = [
+        ("the state has 1 source(s) but this pipeline has", &|j| {
+            j["sources"].as_array_mut().unwrap().pop();
+        }),
+        ("merge has 3 inputs", &|j| {
+            let inputs = j["merge"]["cursor"]["inputs"].as_array_mut().unwrap();
+            inputs.push(inputs[0].clone());
+        }),
+        ("item in flight from input 7", &|j| {
+            j["merge"]["pending"] = serde_json::json!([7]);
+        }),
+        ("epoch end(s) in flight", &|j| {
+            j["merge"]["cursor"]["epoch"] = serde_json::json!(40);
+        }),
+        ("too many pending positions", &|j| {
+            j["sources"][0]["pending"] = serde_json::json!([[0, 1u64 << 40]]);
+            j["sources"][0]["frontier"] = serde_json::json!(1u64 << 41);
+        }),
+        ("all zeros", &|j| {
+            j["merge"]["cursor"]["rng"] = serde_json::json!([0, 0, 0, 0]);
+        }),
+        ("but its source resumes in pass", &|j| {
+            j["merge"]["cursor"]["inputs"][1]["pass"] = serde_json::json!(1000);
+        }),
+    ];
+    for (expected, edit) in cases {
+        let error = tampered(edit);
+        assert!(error.contains(expected), "{expected}: {error}");
+    }
+}

@@ -179,3 +179,55 @@ impl MergeBook {
         (self.epoch, state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(epoch: u64) -> MergeCursor {
+        let input = InputCursor {
+            status: InputStatus::Open,
+            ended: false,
+            pass: epoch,
+        };
+        MergeCursor {
+            epoch,
+            rng: None,
+            next: 0,
+            inputs: vec![input; 2],
+        }
+    }
+
+    #[test]
+    fn the_book_keeps_what_is_in_flight_from_the_oldest_on_with_the_epoch_ends_between() {
+        let g = Tag::group;
+        let mut book = MergeBook::new(cursor(3), 3, &[]);
+        book.took(0, g(0), &cursor(3), false);
+        book.took(1, g(1), &cursor(3), false);
+        book.moved(&cursor(4), true);
+        book.took(1, g(2), &cursor(4), false);
+        let live = |t: Tag| t != g(0);
+        book.prune(live);
+        let (epoch, state) = book.state(live);
+        assert_eq!(
+            (epoch, &state.pending[..]),
+            (3, &[Some(1), None, Some(1)][..])
+        );
+        assert_eq!(state.check(epoch), Ok(()));
+        let live = |t: Tag| t == g(2);
+        book.prune(live);
+        let (epoch, state) = book.state(live);
+        assert_eq!((epoch, state.pending), (4, vec![Some(1)]));
+
+        // Resumed: its items in flight are taken again in place, before anything new.
+        let mut again = MergeBook::new(cursor(4), 3, &[Some(1), None, Some(0)]);
+        again.took(1, g(7), &cursor(4), true);
+        again.took(0, g(8), &cursor(4), false);
+        let (epoch, state) = again.state(|t| t != g(7));
+        assert_eq!(
+            (epoch, state.pending),
+            (3, vec![None, Some(0), Some(0)]),
+            "the first item resolved, the second still to take again, then the new one"
+        );
+    }
+}
