@@ -363,7 +363,7 @@ fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
             j["merge"]["cursor"]["rng"] = serde_json::json!([0, 0, 0, 0]);
         }),
         ("but its source resumes in pass", &|j| {
-            j["merge"]["cursor"]["inputs"][1]["pass"] = serde_json::json!(1000);
+            j["merge"]["cursor"]["inputs"][1]["pass"] = serde_json::json!(1u64 << 20);
         }),
     ];
     for (expected, edit) in cases {

@@ -247,8 +247,8 @@ fn a_merge_of_continuous_inputs_resumes_across_epochs_under_each_end_rule() {
 }
 
 #[test]
-fn an_as_available_merge_of_chains_resumes_with_the_same_items() {
-    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<u32> {
+fn an_as_available_merge_of_chains_and_routes_resumes_with_the_same_items() {
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Built<Vec<u32>> {
         let slow = PipelineBuilder::new()
             .source(0..200u32)
             .pipe(|x| {
@@ -261,16 +261,26 @@ fn an_as_available_merge_of_chains_resumes_with_the_same_items() {
             .source(1000..1150u32)
             .aggregate(3)
             .pipe(|v: Vec<u32>| v.iter().sum::<u32>());
+        let routed = mixed(5000, 80, 1 + attempt.run % 2)
+            .route(|x: &u32| (*x % 2) as usize)
+            .branch("even", |b| b.pipe(|x| x + 1).concurrency(2))
+            .branch("odd", |b| b.opt_pipe(|x| (x % 3 != 0).then_some(x)))
+            .join();
         let pipeline = PipelineBuilder::new()
-            .merge([slow, batched, mixed(5000, 80, 1 + attempt.run % 2)])
+            .merge([slow, batched, routed])
             .opt_pipe(|x| (x % 10 != 7).then_some(x))
+            .aggregate(4)
+            .route_batched(|x: &u32| (*x % 2) as usize)
+            .branch("a", |b| b.pipe(|v: Vec<u32>| v).concurrency(2))
+            .branch("b", |b| b)
+            .join()
             .sink()
             .resume_from(attempt.own_state().cloned())
             .build()?;
         Ok(Checked::from(pipeline))
     };
     let check = ResumeCheck::new().order(Order::Completion).preemptions(3);
-    seeds(check, |c| c.run(build));
+    seeds(check, |c| c.run_batches(build));
 }
 
 /// Known gap: a position is resolved once all its outputs are delivered, so outputs of a

@@ -346,7 +346,6 @@ impl<T: Send + 'static> MergeLane<T> {
         let ledger = self.ctx.ledger.clone().filter(|_| tracked);
         let mut pick = Pick::new(std::mem::take(&mut self.policy).0, &cursor);
         pick.save(&mut cursor);
-        let mut open = vec![true; n];
         let mut turns = LaneTurns::default();
         // The merged items in flight when the state was taken, in their order.
         let mut replaying = true;
@@ -381,7 +380,36 @@ impl<T: Send + 'static> MergeLane<T> {
             }
             turns.handled_one().await;
         }
-        while replaying {
+        // After them, the lane goes on from the saved place (unless it must end now).
+        if replaying {
+            self.merge_on(
+                &mut cursor,
+                &mut pick,
+                ledger.as_deref(),
+                (&mut absorb, &mut owed),
+                &mut turns,
+            )
+            .await;
+        }
+        // Whatever ended the merge, its inputs are read no more: closing them ends their
+        // stages (their sends fail) instead of leaving them blocked on a full queue.
+        for input in &self.inputs {
+            input.close();
+        }
+    }
+
+    /// Merges until the end, from `cursor`'s place.
+    async fn merge_on(
+        &mut self,
+        cursor: &mut MergeCursor,
+        pick: &mut Pick,
+        ledger: Option<&crate::resume::ledger::Ledger>,
+        (absorb, owed): (&mut [u64], &mut [u64]),
+        turns: &mut LaneTurns,
+    ) {
+        let n = self.inputs.len();
+        let mut open = vec![true; n];
+        loop {
             if self.ctx.should_stop() {
                 break;
             }
@@ -393,16 +421,12 @@ impl<T: Send + 'static> MergeLane<T> {
                     .inputs
                     .iter()
                     .any(|c| c.status == InputStatus::Paused);
-                if paused
-                    && self
-                        .end_epoch(&mut cursor, &mut pick, ledger.as_deref())
-                        .await
-                {
+                if paused && self.end_epoch(cursor, pick, ledger).await {
                     continue;
                 }
                 break;
             }
-            let (i, msg) = match &mut pick {
+            let (i, msg) = match &mut *pick {
                 Pick::AsAvailable { start, run } => {
                     let (i, msg) = match (0..n).find(|&i| open[i] && owed[i] > 0) {
                         Some(i) => {
@@ -457,7 +481,7 @@ impl<T: Send + 'static> MergeLane<T> {
                     };
                     // The policy ended the merge early: stop the inputs (below), end here.
                     let Some(i) = chosen else { break };
-                    (i, self.recv_from(i, &mut absorb, &mut owed).await)
+                    (i, self.recv_from(i, absorb, owed).await)
                 }
             };
             let step = match msg {
@@ -465,8 +489,8 @@ impl<T: Send + 'static> MergeLane<T> {
                     self.ctx.task_ended(0, None, TaskOutcome::Succeeded);
                     let tag = match &ledger {
                         Some(ledger) => {
-                            pick.save(&mut cursor);
-                            ledger.merge_took(i as u32, tag, &cursor, false)
+                            pick.save(cursor);
+                            ledger.merge_took(i as u32, tag, cursor, false)
                         }
                         None => tag,
                     };
@@ -510,26 +534,18 @@ impl<T: Send + 'static> MergeLane<T> {
                 Step::Sent => {}
                 Step::Go => {
                     if let Some(ledger) = &ledger {
-                        pick.save(&mut cursor);
-                        ledger.merge_moved(&cursor, false);
+                        pick.save(cursor);
+                        ledger.merge_moved(cursor, false);
                     }
                 }
                 Step::End => break,
                 Step::EpochEnd => {
-                    if !self
-                        .end_epoch(&mut cursor, &mut pick, ledger.as_deref())
-                        .await
-                    {
+                    if !self.end_epoch(cursor, pick, ledger).await {
                         break;
                     }
                 }
             }
             turns.handled_one().await;
-        }
-        // Whatever ended the merge, its inputs are read no more: closing them ends their
-        // stages (their sends fail) instead of leaving them blocked on a full queue.
-        for input in &self.inputs {
-            input.close();
         }
     }
 

@@ -241,7 +241,8 @@ fn resume_plan(
     for (i, (input, &start)) in plan.cursor.inputs.iter().zip(&passes).enumerate() {
         // The merge may have read an input's epoch end that its source, resuming at the pass
         // of its lowest position in flight, sends again; or not yet read one the source is
-        // past. Either way the two are close; a state far apart is not one the merge made.
+        // past. The gap is bounded by the passes items in flight span; a made-up one is
+        // bounded so that owed ends cannot make epochs without end.
         let gap = input.pass.abs_diff(start);
         if gap > MAX_PASS_GAP {
             return Err(malformed(format!(
@@ -262,5 +263,6 @@ fn resume_plan(
     Ok(plan)
 }
 
-/// The most passes a merge's input may be ahead of or behind its source in a state.
-const MAX_PASS_GAP: u64 = 64;
+/// The most passes a merge's input may be ahead of or behind its source in a state (far
+/// more than the items a pipeline holds in flight can span, unless passes are empty).
+const MAX_PASS_GAP: u64 = 1 << 16;
