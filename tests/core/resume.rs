@@ -311,6 +311,9 @@ fn two_mixed(state: Option<ResumeState>) -> Result<Pipeline<u32>, String> {
     Ok(p)
 }
 
+/// An edit of a state's JSON.
+type Edit = dyn Fn(&mut serde_json::Value);
+
 #[test]
 fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
     let mut p = two_mixed(None).unwrap();
@@ -328,7 +331,7 @@ fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
         "{plain}"
     );
 
-    let tampered = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+    let tampered = |edit: &Edit| -> String {
         let mut json = json.clone();
         edit(&mut json);
         let state: ResumeState = match serde_json::from_value(json) {
@@ -341,7 +344,7 @@ fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
         }
     };
     assert_eq!(tampered(&|_| {}), "resumed");
-    let cases: [(&str, &dyn Fn(&mut serde_json::Value)); 7] = [
+    let cases: [(&str, &Edit); 7] = [
         ("the state has 1 source(s) but this pipeline has", &|j| {
             j["sources"].as_array_mut().unwrap().pop();
         }),
