@@ -344,7 +344,10 @@ fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
         }
     };
     assert_eq!(tampered(&|_| {}), "resumed");
-    let cases: [(&str, &Edit); 7] = [
+    let cases: [(&str, &Edit); 8] = [
+        ("a frontier of 1152921504606846976 is out of range", &|j| {
+            j["frontier"] = serde_json::json!(1u64 << 60);
+        }),
         ("the state has 1 source(s) but this pipeline has", &|j| {
             j["sources"].as_array_mut().unwrap().pop();
         }),

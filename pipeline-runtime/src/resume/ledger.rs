@@ -135,17 +135,18 @@ impl Ledger {
     }
 
     /// Source `index` (the next one; 0 is known from the start) starts at pass `pass`,
-    /// resuming from `cursor` if given.
-    pub(crate) fn add_source(&self, index: usize, pass: u64, cursor: Option<&ResumeState>) {
+    /// resuming from `state` (its own part of the pipeline's) if given.
+    pub(crate) fn add_source(&self, index: usize, pass: u64, state: Option<&ResumeState>) {
         let mut inner = lock(&self.inner);
-        if index >= inner.lines.len() {
-            inner.lines.push(Line::new(index, pass));
+        while inner.lines.len() <= index {
+            let next = inner.lines.len();
+            inner.lines.push(Line::new(next, pass));
         }
         let line = &mut inner.lines[index];
         if line.passes.len() == 1 && line.passes[0].0 != pass {
             line.passes[0].0 = pass;
         }
-        if let Some(c) = cursor {
+        if let Some(c) = state {
             let base = line.base;
             let sourced_before = line.resumed.as_ref().is_some_and(|r| r.sourced_before);
             line.resumed = Some(Resumed {

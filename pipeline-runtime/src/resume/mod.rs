@@ -334,6 +334,13 @@ impl ResumeState {
             .map_err(|why| BuildError::new(format!("cannot resume: malformed state ({why})")))?;
         let malformed =
             |why: String| BuildError::new(format!("cannot resume: malformed state ({why})"));
+        if self.frontier >= SOURCE_SPAN {
+            // Each source's positions stay below it (see `source_key`).
+            return Err(malformed(format!(
+                "a frontier of {} is out of range",
+                self.frontier
+            )));
+        }
         if self.sources.len() > MAX_SOURCES {
             return Err(malformed(format!("{} sources", self.sources.len())));
         }
