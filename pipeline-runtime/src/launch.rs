@@ -93,6 +93,8 @@ pub(crate) struct Launch {
     pub(crate) resizers: Vec<StageResizer>,
     /// The memory limit of items in flight, when `memory_limit` is set.
     pub(crate) memory: Option<Arc<MemoryLimit>>,
+    /// A one-to-many stage was started on the way to the stage started now.
+    pub(crate) fanned_out: bool,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -100,6 +102,24 @@ pub(crate) type LaunchFn<T> =
     Box<dyn FnOnce(&mut Launch, usize) -> Result<Rx<T>, BuildError> + Send>;
 
 impl Launch {
+    /// A one-to-many stage named `name` starts here. With resume tracking on, one after
+    /// another is refused: the ledger tracks the outputs of an input one by one, not the
+    /// outputs of an output.
+    pub(crate) fn fan_out(&mut self, name: &str) -> Result<(), BuildError> {
+        let tracked = self.ledger.as_ref().is_some_and(|l| l.tracks_outputs());
+        if self.fanned_out && tracked {
+            return Err(BuildError::new(format!(
+                "stage `{name}`: resume tracking follows the outputs of one one-to-many stage \
+                 (`flat_pipe`, `disaggregate`) per path, and this is the second on its path; \
+                 join the two into one stage (a shuffle buffer over a shard's samples: \
+                 give the `ShardSampler` a `shuffle_buffer`, which resumes exactly), or turn \
+                 `track_resume`/`resume_from` off"
+            )));
+        }
+        self.fanned_out = true;
+        Ok(())
+    }
+
     pub(crate) fn new(
         run: Arc<RunState>,
         settings: &Settings,
@@ -129,6 +149,7 @@ impl Launch {
             autotune: settings.tune.autotune,
             resizers: Vec::new(),
             memory: None,
+            fanned_out: false,
         }
     }
 

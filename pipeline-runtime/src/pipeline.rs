@@ -118,6 +118,9 @@ impl<T: Send + 'static> Pipeline<T> {
             || (accounts.is_some() && !one_to_one(&shape));
         let ledger = needs_ledger.then(|| {
             let mut ledger = Ledger::new(epoch);
+            if settings.track_resume {
+                ledger = ledger.tracking_outputs();
+            }
             if let Some(state) = &settings.resume_from {
                 ledger = ledger.resuming(state);
             }

@@ -9,11 +9,16 @@
 //!
 //! Each token given back says what became of its message ([`Outcome`]); a position keeps
 //! the best outcome of its tokens, and tells the [`Accounts`] once resolved.
+//!
+//! With resume tracking on, a one-to-many stage's outputs are not plain tokens of their
+//! input but outputs of their own, so that the state can say which of an input's outputs
+//! were resolved (see [`fanout`](super::fanout)).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::accounts::{Accounts, Counts, Outcome};
+use super::fanout::{FanOutState, IndexSet};
 use super::{ResumeState, Tag};
 use crate::memory::MemoryLimit;
 use crate::sync::lock;
@@ -32,8 +37,11 @@ struct Inner {
     /// Tokens of each position taken by the source and not yet resolved, and the best
     /// outcome of those given back.
     open: BTreeMap<u64, (u32, Outcome)>,
-    /// Tokens of each live group (by its tag), and the tags it stands for.
-    groups: HashMap<u64, (u32, Vec<Tag>)>,
+    /// Tokens of each live group (by its tag), the tags it stands for, and the best outcome
+    /// of the tokens given back.
+    groups: HashMap<u64, (u32, Vec<Tag>, Outcome)>,
+    /// The outputs of one-to-many stages, one by one (resume tracking only).
+    fan_outs: FanOuts,
     next_group: u64,
     /// The position the source numbers next: every position below it was taken.
     frontier: u64,
@@ -48,6 +56,21 @@ struct Inner {
     /// The state this run resumed from: until the source is back at its frontier, a
     /// snapshot keeps what it knew beyond (its pending positions there; the rest resolved).
     resumed: Option<Resumed>,
+}
+
+/// A one-to-many stage's outputs, each its own tag (resume tracking only).
+#[derive(Debug, Default)]
+struct FanOuts {
+    /// Outputs are tracked one by one (resume tracking is on).
+    on: bool,
+    /// Each live output (by its tag's key): its input's tag and its index among the input's
+    /// outputs. Its input holds one token for it.
+    outputs: HashMap<u64, (Tag, u64)>,
+    /// For inputs still open (by their tag's key), the indices of their resolved outputs.
+    done: HashMap<u64, IndexSet>,
+    /// The resumed state's records not yet met again, by their input's first position
+    /// (counted from the run's start).
+    resumed: BTreeMap<u64, FanOutState>,
 }
 
 /// What a resumed run's state knew: its frontier and pending positions (counted from the
@@ -66,6 +89,7 @@ impl Ledger {
             inner: Mutex::new(Inner {
                 open: BTreeMap::new(),
                 groups: HashMap::new(),
+                fan_outs: FanOuts::default(),
                 next_group: 0,
                 frontier: 0,
                 passes: VecDeque::from([(epoch, 0)]),
@@ -79,12 +103,31 @@ impl Ledger {
         }
     }
 
-    /// The run resumes from `state` (whose epoch is this ledger's first pass).
-    pub(crate) fn resuming(mut self, state: &ResumeState) -> Self {
+    /// A one-to-many stage's outputs are tracked one by one (resume tracking is on).
+    pub(crate) fn tracking_outputs(mut self) -> Self {
         self.inner
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .resumed = Some(Resumed {
+            .fan_outs
+            .on = true;
+        self
+    }
+
+    /// Whether outputs are tracked one by one: then a one-to-many stage after another is
+    /// refused (an output's own outputs are not).
+    pub(crate) fn tracks_outputs(&self) -> bool {
+        lock(&self.inner).fan_outs.on
+    }
+
+    /// The run resumes from `state` (whose epoch is this ledger's first pass).
+    pub(crate) fn resuming(mut self, state: &ResumeState) -> Self {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        inner.fan_outs.resumed = state
+            .fan_outs()
+            .iter()
+            .map(|r| (r.input[0], r.clone()))
+            .collect();
+        inner.resumed = Some(Resumed {
             frontier: state.frontier(),
             pending: state.pending().to_vec(),
             sourced_before: !state.accounts().is_empty(),
@@ -125,7 +168,11 @@ impl Ledger {
     /// The source took position `pos` (its positions ascend) and is about to send it.
     pub(crate) fn taken(&self, pos: u64) {
         let mut inner = lock(&self.inner);
-        inner.open.insert(pos, (1, Outcome::Passed));
+        let best = match inner.fan_outs.resumed.is_empty() {
+            true => Outcome::Passed,
+            false => inner.fan_outs.met_again(&[Tag::pos(pos)], Tag::pos(pos)),
+        };
+        inner.open.insert(pos, (1, best));
         inner.frontier = pos + 1;
         // A pending position taken again was counted by the run that took it first.
         let again = inner
@@ -156,13 +203,30 @@ impl Ledger {
     /// One more message carries `tag` (an output of a one-to-many stage).
     pub(crate) fn add_token(&self, tag: Tag) {
         let mut inner = lock(&self.inner);
-        if tag.is_group() {
-            if let Some(group) = inner.groups.get_mut(&tag.raw()) {
-                group.0 += 1;
-            }
-        } else if let Some((tokens, _)) = inner.open.get_mut(&tag.raw()) {
-            *tokens += 1;
-        }
+        inner.add_token(tag);
+    }
+
+    /// The outputs of `input` in a one-to-many stage: `None` unless they are tracked one by
+    /// one; else the indices of those already resolved (before a stop), which the stage
+    /// skips.
+    pub(crate) fn fan_out(&self, input: Tag) -> Option<IndexSet> {
+        let inner = lock(&self.inner);
+        let fan_outs = &inner.fan_outs;
+        fan_outs
+            .on
+            .then(|| fan_outs.done.get(&input.raw()).cloned().unwrap_or_default())
+    }
+
+    /// Output `k` of `input` (of a one-to-many stage) is about to be sent: returns its tag,
+    /// one token, for which `input` holds one of its own.
+    pub(crate) fn output(&self, input: Tag, k: u64) -> Tag {
+        let mut inner = lock(&self.inner);
+        let id = inner.next_group;
+        inner.next_group += 1;
+        let tag = Tag::group(id);
+        inner.fan_outs.outputs.insert(tag.raw(), (input, k));
+        inner.add_token(input);
+        tag
     }
 
     /// Puts `members` (one token each) into a new group holding one token; returns its tag.
@@ -171,7 +235,11 @@ impl Ledger {
         let id = inner.next_group;
         inner.next_group += 1;
         let tag = Tag::group(id);
-        inner.groups.insert(tag.raw(), (1, members));
+        let best = match inner.fan_outs.resumed.is_empty() {
+            true => Outcome::Passed,
+            false => inner.fan_outs.met_again(&members, tag),
+        };
+        inner.groups.insert(tag.raw(), (1, members, best));
         tag
     }
 
@@ -228,7 +296,9 @@ impl Ledger {
             .chain(beyond)
             .map(|&p| p - first)
             .collect();
-        let state = ResumeState::new(shape.to_owned(), pass, frontier - first, pending);
+        let fan_outs = inner.fan_out_states(first);
+        let state = ResumeState::new(shape.to_owned(), pass, frontier - first, pending)
+            .with_fan_outs(fan_outs);
         match &self.accounts {
             // Under the ledger's lock: consistent with the pending positions.
             Some(accounts) => state.with_accounts(accounts.carried(pass, first)),
@@ -242,18 +312,36 @@ impl Inner {
         self.open.keys().next().copied().unwrap_or(self.frontier)
     }
 
+    fn add_token(&mut self, tag: Tag) {
+        if tag.is_group() {
+            if let Some(group) = self.groups.get_mut(&tag.raw()) {
+                group.0 += 1;
+            }
+        } else if let Some((tokens, _)) = self.open.get_mut(&tag.raw()) {
+            *tokens += 1;
+        }
+    }
+
     fn release(&mut self, tag: Tag, outcome: Outcome, accounts: Option<&Accounts>) {
         if tag.is_group() {
             let id = tag.raw();
             let Some(group) = self.groups.get_mut(&id) else {
+                if let Some((input, k)) = self.fan_outs.outputs.remove(&id) {
+                    // An output of a one-to-many stage: done, and its input's token back.
+                    self.fan_outs.done.entry(input.raw()).or_default().insert(k);
+                    self.release(input, outcome, accounts);
+                }
                 return;
             };
             group.0 -= 1;
+            group.2 = group.2.max(outcome);
             if group.0 == 0 {
-                // The group's last message decides for its members (a batch delivered).
-                let (_, members) = self.groups.remove(&id).expect("present");
+                // The best outcome of the group's messages is its members' (a batch
+                // delivered, or one of its fanned-out outputs).
+                let (_, members, best) = self.groups.remove(&id).expect("present");
+                self.fan_outs.input_resolved(id);
                 for member in members {
-                    self.release(member, outcome, accounts);
+                    self.release(member, best, accounts);
                 }
             }
         } else if let Some((tokens, best)) = self.open.get_mut(&tag.raw()) {
@@ -262,6 +350,7 @@ impl Inner {
             if *tokens == 0 {
                 let best = *best;
                 self.open.remove(&tag.raw());
+                self.fan_outs.input_resolved(tag.raw());
                 if self.collect {
                     self.resolved.push(tag.raw());
                 }
@@ -269,6 +358,94 @@ impl Inner {
                     accounts.resolved_one_writer(tag.raw(), best);
                 }
             }
+        }
+    }
+}
+
+impl Inner {
+    /// The records of the inputs with outputs resolved, positions counted from `first`:
+    /// the live ones, and those of the resumed state not met again whose positions are all
+    /// still unresolved.
+    fn fan_out_states(&self, first: u64) -> Vec<FanOutState> {
+        let fan_outs = &self.fan_outs;
+        let mut records: Vec<FanOutState> = Vec::new();
+        for (&key, done) in &fan_outs.done {
+            let (input, outcome) = if key & super::GROUP != 0 {
+                let Some((_, members, best)) = self.groups.get(&key) else {
+                    continue;
+                };
+                // Only a batch of source positions is met again (nested fan-outs are
+                // refused when the pipeline is built).
+                if members.iter().any(|m| m.is_group()) {
+                    continue;
+                }
+                (members.iter().map(|m| m.raw()).collect(), *best)
+            } else {
+                let Some(&(_, best)) = self.open.get(&key) else {
+                    continue;
+                };
+                (vec![key], best)
+            };
+            records.push(FanOutState {
+                input,
+                done: done.clone(),
+                outcome,
+            });
+        }
+        // A record not met again stays while its positions are unresolved and in no live
+        // record (a batch made again of them in another order or grouping is not the
+        // same input: its outputs are redone).
+        let mut live: Vec<u64> = records
+            .iter()
+            .flat_map(|r| r.input.iter().copied())
+            .collect();
+        live.sort_unstable();
+        let unresolved = |p: &u64| {
+            (self.open.contains_key(p) || *p >= self.frontier) && live.binary_search(p).is_err()
+        };
+        records.extend(
+            fan_outs
+                .resumed
+                .values()
+                .filter(|r| r.input.iter().all(unresolved))
+                .cloned(),
+        );
+        for r in &mut records {
+            for p in &mut r.input {
+                *p -= first;
+            }
+        }
+        records.sort_unstable_by_key(|r| r.input[0]);
+        records
+    }
+}
+
+impl FanOuts {
+    /// A message standing for `input` (source positions) is made again, tagged `tag`: if
+    /// the resumed state had outputs of it resolved, they are done for `tag`. Returns the
+    /// best outcome they had.
+    fn met_again(&mut self, input: &[Tag], tag: Tag) -> Outcome {
+        let Some(first) = input.first().filter(|t| !t.is_group()) else {
+            return Outcome::Passed;
+        };
+        let same = |r: &FanOutState| {
+            r.input.len() == input.len() && r.input.iter().zip(input).all(|(&p, t)| p == t.raw())
+        };
+        match self.resumed.get(&first.raw()) {
+            Some(r) if same(r) => {
+                let r = self.resumed.remove(&first.raw()).expect("present");
+                self.done.insert(tag.raw(), r.done);
+                r.outcome
+            }
+            _ => Outcome::Passed,
+        }
+    }
+
+    /// The input keyed `key` is resolved: its outputs' record goes.
+    #[inline]
+    fn input_resolved(&mut self, key: u64) {
+        if !self.done.is_empty() {
+            self.done.remove(&key);
         }
     }
 }
@@ -300,6 +477,69 @@ mod tests {
         ledger.resolve(Tag::pos(1), Outcome::Delivered);
         let state = ledger.snapshot("s");
         assert_eq!((state.frontier(), state.pending()), (4, &[3][..]));
+    }
+
+    #[test]
+    fn resolved_outputs_of_an_input_in_flight_are_skipped_after_a_resume() {
+        let ledger = Ledger::new(0).tracking_outputs();
+        for p in 0..6 {
+            ledger.taken(p);
+        }
+        // Position 1 fans out into three outputs; 0 and 2 are resolved, 1 is in flight.
+        assert_eq!(ledger.fan_out(Tag::pos(1)), Some(IndexSet::default()));
+        let outs: Vec<Tag> = (0..3).map(|k| ledger.output(Tag::pos(1), k)).collect();
+        ledger.resolve(Tag::pos(1), Outcome::Passed);
+        ledger.resolve(outs[0], Outcome::Filtered);
+        ledger.resolve(outs[2], Outcome::Delivered);
+        // A batch of 3, 4, 5 taken apart; its first output delivered.
+        let batch = ledger.group(vec![Tag::pos(3), Tag::pos(4), Tag::pos(5)]);
+        let first = ledger.output(batch, 0);
+        let _second = ledger.output(batch, 1);
+        ledger.resolve(batch, Outcome::Passed);
+        ledger.resolve(first, Outcome::Delivered);
+        for p in [0, 2] {
+            ledger.resolve(Tag::pos(p), Outcome::Delivered);
+        }
+        let state = ledger.snapshot("s");
+        assert_eq!(state.pending(), [1, 3, 4, 5]);
+        let records: Vec<(Vec<u64>, Vec<u64>)> = state
+            .fan_outs()
+            .iter()
+            .map(|r| {
+                (
+                    r.input.clone(),
+                    (0..4).filter(|&k| r.done.contains(k)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(records, [(vec![1], vec![0, 2]), (vec![3, 4, 5], vec![0])]);
+        assert!(state
+            .fan_outs()
+            .iter()
+            .all(|r| r.outcome == Outcome::Delivered));
+        state.check("s", false).unwrap();
+
+        // Resumed: the same inputs skip what was resolved; a stop before they are met
+        // again keeps their records.
+        let again = Ledger::new(0).tracking_outputs().resuming(&state);
+        assert_eq!(again.snapshot("s").fan_outs(), state.fan_outs());
+        again.taken(1);
+        let done = again.fan_out(Tag::pos(1)).unwrap();
+        assert!(done.contains(0) && !done.contains(1) && done.contains(2));
+        for p in [3, 4, 5] {
+            again.taken(p);
+        }
+        // The batch made again in another order is another input: its outputs are redone.
+        let other = again.group(vec![Tag::pos(4), Tag::pos(3), Tag::pos(5)]);
+        assert_eq!(again.fan_out(other), Some(IndexSet::default()));
+        let out = again.output(other, 0);
+        let _in_flight = again.output(other, 1);
+        again.resolve(other, Outcome::Passed);
+        again.resolve(out, Outcome::Delivered);
+        let later = again.snapshot("s");
+        later.check("s", false).unwrap();
+        assert_eq!(later.fan_outs().len(), 2, "{:?}", later.fan_outs());
+        assert_eq!(later.fan_outs()[1].input, [4, 3, 5]);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 pub(crate) mod accounts;
 pub mod check;
+pub(crate) mod fanout;
 pub(crate) mod ledger;
 pub(crate) mod numbering;
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failure::BuildError;
 use accounts::EpochAccountState;
+use fanout::FanOutState;
 
 /// What travels beside an item between stages: a source position, or a group of them (a
 /// batch). Copied with the item; the ledger gives it meaning only when tracking is on.
@@ -95,6 +97,10 @@ pub struct ResumeState {
     /// resumed run accounts for its own part only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     accounts: Vec<EpochAccountState>,
+    /// Pending inputs of one-to-many stages whose outputs were partly resolved, and which:
+    /// the resumed stage skips those (one record per such input, so bounded by `pending`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fan_outs: Vec<FanOutState>,
 }
 
 /// Ascending positions as the `[start, end)` ranges of their consecutive runs.
@@ -132,7 +138,19 @@ impl ResumeState {
             frontier,
             pending,
             accounts: Vec::new(),
+            fan_outs: Vec::new(),
         }
+    }
+
+    /// The state with the partly resolved inputs of its one-to-many stages.
+    pub(crate) fn with_fan_outs(mut self, fan_outs: Vec<FanOutState>) -> Self {
+        self.fan_outs = fan_outs;
+        self
+    }
+
+    /// The partly resolved inputs of its one-to-many stages.
+    pub(crate) fn fan_outs(&self) -> &[FanOutState] {
+        &self.fan_outs
     }
 
     /// The state with the ledger's accounts of its open epochs.
@@ -204,6 +222,7 @@ impl ResumeState {
             ));
         }
         EpochAccountState::check_all(&self.accounts, self.epoch, self.frontier, &self.pending)
+            .and_then(|()| FanOutState::check_all(&self.fan_outs, &self.pending))
             .map_err(|why| BuildError::new(format!("cannot resume: malformed state ({why})")))?;
         Ok(())
     }
