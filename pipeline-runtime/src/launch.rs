@@ -42,6 +42,10 @@ pub(crate) struct Settings {
     pub(crate) track_resume: bool,
     /// The state to resume from: the source skips what it resolved.
     pub(crate) resume_from: Option<ResumeState>,
+    /// The nested pipeline of a process region's worker: its consumer learns which
+    /// positions each output stands for, and its ledger keeps a journal of the resolved
+    /// ones, for the parent's ledger.
+    pub(crate) in_region: bool,
     /// Autotune, memory limit and stall detection.
     pub(crate) tune: TuneSettings,
 }
@@ -59,6 +63,7 @@ impl Default for Settings {
             hooks: HookFactories::default(),
             track_resume: false,
             resume_from: None,
+            in_region: false,
             tune: TuneSettings::default(),
         }
     }

@@ -13,14 +13,22 @@
 //! ([`RegionFn`]) and the macro that registers one.
 //!
 //! The wire, after the stage worker's request naming the region: the parent sends items
-//! (and epoch boundaries) and then an end; the worker answers once that it is ready, then
-//! sends outputs (each with how many inputs it is done with), acknowledgements of the inputs
-//! its nested pipeline took, its boundaries, its stages' counters now and then, and at the
-//! end its last counters (or its pipeline's failure).
+//! (each with an id, and epoch boundaries) and then an end; the worker answers once that it
+//! is ready, then sends outputs (each with how many inputs it is done with and, when the
+//! parent keeps a ledger, the ids of the inputs it stands for), the ids of the inputs it
+//! resolved and how, acknowledgements of the inputs its nested pipeline took, its
+//! boundaries, its stages' counters now and then, and at the end its last counters (or its
+//! pipeline's failure).
+//!
+//! The ids let the parent's ledger (resume tracking, the memory budget, the accounts)
+//! follow its positions through the region: an output holds a token of each input it
+//! stands for, and an input's own token goes when the worker says it is resolved, which it
+//! says after every output of it.
 
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
+use crate::resume::accounts::Outcome;
 use crate::stats::RemoteCounts;
 
 /// The channel a region runs over, as the registry hands it to a region (opaque).
@@ -45,9 +53,13 @@ pub(crate) struct RegionStart {
     pub(crate) queue_capacity: usize,
     /// The chain carries epoch boundaries (a continuous source).
     pub(crate) continuous: bool,
+    /// The parent keeps a ledger: outputs name their inputs, and resolved inputs are
+    /// reported ([`FROM_RESOLVED`]).
+    #[serde(default)]
+    pub(crate) trace: bool,
 }
 
-/// Parent to worker: an input item.
+/// Parent to worker: an input item (after 8 bytes: its id, little endian).
 pub(crate) const TO_ITEM: u8 = 0;
 /// Parent to worker: no more inputs.
 pub(crate) const TO_END: u8 = 1;
@@ -56,7 +68,10 @@ pub(crate) const TO_EPOCH: u8 = 2;
 
 /// Worker to parent: the nested pipeline is built and running.
 pub(crate) const FROM_READY: u8 = 0;
-/// Worker to parent: an output (after 8 bytes: inputs resolved so far, little endian).
+/// Worker to parent: an output (after 8 bytes: inputs resolved so far, little endian; then
+/// the ids of the inputs it stands for, see [`write_ids`], and the inputs resolved since
+/// the last report, see [`write_resolved`]: in the same frame, so that an input whose last
+/// output this is is resolved before the output can reach the consumer).
 pub(crate) const FROM_ITEM: u8 = 1;
 /// Worker to parent: a [`Progress`].
 pub(crate) const FROM_STATS: u8 = 2;
@@ -66,7 +81,8 @@ pub(crate) const FROM_DONE: u8 = 3;
 /// be built (a message); the worker drains the inputs until their end.
 pub(crate) const FROM_FAILED: u8 = 4;
 pub(crate) const FROM_REFUSED: u8 = 5;
-/// Worker to parent: an output that could not be encoded (a message); it fails.
+/// Worker to parent: an output that could not be encoded (its inputs' ids, see
+/// [`write_ids`], then a message); it fails.
 pub(crate) const FROM_LOST: u8 = 6;
 /// Worker to parent: how many inputs its nested pipeline has taken (u64 little endian),
 /// every [`CREDIT_EVERY`] inputs: the parent keeps at most [`WINDOW`] inputs on the way.
@@ -74,6 +90,76 @@ pub(crate) const FROM_TAKEN: u8 = 7;
 /// Worker to parent: its nested pipeline passed an epoch boundary on (every output of the
 /// epoch came before).
 pub(crate) const FROM_EPOCH: u8 = 8;
+/// Worker to parent: inputs resolved in the region (see [`write_resolved`]).
+pub(crate) const FROM_RESOLVED: u8 = 9;
+
+/// Appends resolved inputs to `frame`: their count (4 bytes little endian), then each as
+/// its id (8 bytes little endian) and how it ended for the parent's ledger (one byte, see
+/// [`outcome_byte`]).
+pub(crate) fn write_resolved(frame: &mut Vec<u8>, resolved: &[(u64, u8)]) {
+    frame.extend_from_slice(&(resolved.len() as u32).to_le_bytes());
+    for (id, outcome) in resolved {
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.push(*outcome);
+    }
+}
+
+/// Reads what [`write_resolved`] wrote at the start of `body`; returns the inputs and the
+/// rest. `None` if the frame is cut short or an outcome is unknown.
+pub(crate) fn read_resolved(body: &[u8]) -> Option<(Vec<(u64, Outcome)>, &[u8])> {
+    let (count, rest) = body.split_at_checked(4)?;
+    let n = u32::from_le_bytes(count.try_into().ok()?) as usize;
+    let (entries, rest) = rest.split_at_checked(n.checked_mul(9)?)?;
+    let resolved = entries
+        .chunks_exact(9)
+        .map(|e| {
+            let id = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+            byte_outcome(e[8]).map(|outcome| (id, outcome))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((resolved, rest))
+}
+
+/// Appends `ids` to `frame`: their count (4 bytes little endian), then each in 8 bytes.
+pub(crate) fn write_ids(frame: &mut Vec<u8>, ids: &[u64]) {
+    frame.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        frame.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Reads what [`write_ids`] wrote at the start of `body`; returns the ids and the rest.
+/// `None` if the frame is cut short (a count larger than the frame never allocates).
+pub(crate) fn read_ids(body: &[u8]) -> Option<(Vec<u64>, &[u8])> {
+    let (count, rest) = body.split_at_checked(4)?;
+    let n = u32::from_le_bytes(count.try_into().ok()?) as usize;
+    let (ids, rest) = rest.split_at_checked(n.checked_mul(8)?)?;
+    let ids = ids
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Some((ids, rest))
+}
+
+/// The byte of a region input's end, as the parent's ledger takes it: an input whose
+/// outputs left the region is passed on (its outputs decide), else filtered or failed.
+pub(crate) fn outcome_byte(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Delivered => 0,
+        Outcome::Passed | Outcome::Filtered => 1,
+        Outcome::Failed => 2,
+    }
+}
+
+/// The outcome of [`outcome_byte`]'s byte; `None` for any other byte.
+pub(crate) fn byte_outcome(byte: u8) -> Option<Outcome> {
+    match byte {
+        0 => Some(Outcome::Passed),
+        1 => Some(Outcome::Filtered),
+        2 => Some(Outcome::Failed),
+        _ => None,
+    }
+}
 
 /// Inputs a worker acknowledges at once.
 pub(crate) const CREDIT_EVERY: u64 = 8;
@@ -113,4 +199,48 @@ macro_rules! process_region {
     ($($f:path),+ $(,)?) => {
         $( $crate::__private::register!(region $f); )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_resolved_inputs_read_back_and_a_cut_frame_is_refused() {
+        let mut frame = Vec::new();
+        write_ids(&mut frame, &[3, 9]);
+        write_resolved(&mut frame, &[(9, outcome_byte(Outcome::Failed))]);
+        frame.extend_from_slice(b"rest");
+        let (ids, rest) = read_ids(&frame).unwrap();
+        let (resolved, rest) = read_resolved(rest).unwrap();
+        assert_eq!(
+            (ids, resolved, rest),
+            (vec![3, 9], vec![(9, Outcome::Failed)], &b"rest"[..])
+        );
+        // Cut anywhere inside the counted parts: refused, not read past the end.
+        for cut in 0..frame.len() - 4 {
+            let short = &frame[..cut];
+            assert!(
+                read_ids(short)
+                    .and_then(|(_, r)| read_resolved(r))
+                    .is_none(),
+                "{cut}"
+            );
+        }
+        // A count beyond the frame allocates nothing and is refused.
+        assert!(read_ids(&u32::MAX.to_le_bytes()).is_none());
+        assert!(read_resolved(&u32::MAX.to_le_bytes()).is_none());
+        // An unknown outcome byte.
+        let mut bad = Vec::new();
+        write_resolved(&mut bad, &[(1, 7)]);
+        assert!(read_resolved(&bad).is_none());
+        for outcome in [
+            Outcome::Delivered,
+            Outcome::Passed,
+            Outcome::Filtered,
+            Outcome::Failed,
+        ] {
+            assert!(byte_outcome(outcome_byte(outcome)).is_some());
+        }
+    }
 }

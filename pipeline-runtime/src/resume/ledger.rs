@@ -51,6 +51,9 @@ struct Inner {
     /// Positions resolved by the current call (memory limit only).
     resolved: Vec<u64>,
     collect: bool,
+    /// Positions resolved and their outcomes, kept until taken (a process region's worker
+    /// reports them to its parent).
+    journal: Option<Vec<(u64, Outcome)>>,
     /// The accounts' tallies of the newest epoch, and its first position.
     newest: Option<(u64, std::sync::Arc<Counts>)>,
     /// The state this run resumed from: until the source is back at its frontier, a
@@ -63,9 +66,10 @@ struct Inner {
 struct FanOuts {
     /// Outputs are tracked one by one (resume tracking is on).
     on: bool,
-    /// Each live output (by its tag's key): its input's tag and its index among the input's
-    /// outputs. Its input holds one token for it.
-    outputs: HashMap<u64, (Tag, u64)>,
+    /// Each live output (by its tag's key): its input's tag, its index among the input's
+    /// outputs, and its own tokens (more than one after a process region copies it). Its
+    /// input holds one token for it.
+    outputs: HashMap<u64, (Tag, u64, u32)>,
     /// For inputs still open (by their tag's key), the indices of their resolved outputs.
     done: HashMap<u64, IndexSet>,
     /// The resumed state's records not yet met again, by their input's first position
@@ -95,6 +99,7 @@ impl Ledger {
                 passes: VecDeque::from([(epoch, 0)]),
                 resolved: Vec::new(),
                 collect: false,
+                journal: None,
                 newest: None,
                 resumed: None,
             }),
@@ -224,7 +229,7 @@ impl Ledger {
         let id = inner.next_group;
         inner.next_group += 1;
         let tag = Tag::group(id);
-        inner.fan_outs.outputs.insert(tag.raw(), (input, k));
+        inner.fan_outs.outputs.insert(tag.raw(), (input, k, 1));
         inner.add_token(input);
         tag
     }
@@ -258,6 +263,45 @@ impl Ledger {
             inner.release(tag, outcome, self.accounts.as_deref());
         }
         self.give_back(inner);
+    }
+
+    /// Resolved positions are kept, with their outcomes, until
+    /// [`take_journal`](Self::take_journal) (a process region's worker).
+    #[cfg(unix)]
+    pub(crate) fn journaling(mut self) -> Self {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .journal = Some(Vec::new());
+        self
+    }
+
+    /// The positions resolved since the last call, with their outcomes.
+    #[cfg(unix)]
+    pub(crate) fn take_journal(&self) -> Vec<(u64, Outcome)> {
+        let mut inner = lock(&self.inner);
+        inner
+            .journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Appends to `out` the positions a message tagged `tag` stands for (a batch's members,
+    /// an output's input), once per token it holds of them.
+    #[cfg(unix)]
+    pub(crate) fn sources(&self, tag: Tag, out: &mut Vec<u64>) {
+        let inner = lock(&self.inner);
+        let mut todo = vec![tag];
+        while let Some(tag) = todo.pop() {
+            if !tag.is_group() {
+                out.push(tag.raw());
+            } else if let Some((_, members, _)) = inner.groups.get(&tag.raw()) {
+                todo.extend(members.iter().rev());
+            } else if let Some(&(input, _, _)) = inner.fan_outs.outputs.get(&tag.raw()) {
+                todo.push(input);
+            }
+        }
     }
 
     /// How many positions the source has taken that are resolved (delivered, failed or
@@ -316,6 +360,8 @@ impl Inner {
         if tag.is_group() {
             if let Some(group) = self.groups.get_mut(&tag.raw()) {
                 group.0 += 1;
+            } else if let Some(output) = self.fan_outs.outputs.get_mut(&tag.raw()) {
+                output.2 += 1;
             }
         } else if let Some((tokens, _)) = self.open.get_mut(&tag.raw()) {
             *tokens += 1;
@@ -326,8 +372,14 @@ impl Inner {
         if tag.is_group() {
             let id = tag.raw();
             let Some(group) = self.groups.get_mut(&id) else {
-                if let Some((input, k)) = self.fan_outs.outputs.remove(&id) {
+                let Some((input, k, tokens)) = self.fan_outs.outputs.get_mut(&id) else {
+                    return;
+                };
+                *tokens -= 1;
+                if *tokens == 0 {
                     // An output of a one-to-many stage: done, and its input's token back.
+                    let (input, k) = (*input, *k);
+                    self.fan_outs.outputs.remove(&id);
                     self.fan_outs.done.entry(input.raw()).or_default().insert(k);
                     self.release(input, outcome, accounts);
                 }
@@ -353,6 +405,9 @@ impl Inner {
                 self.fan_outs.input_resolved(tag.raw());
                 if self.collect {
                     self.resolved.push(tag.raw());
+                }
+                if let Some(journal) = &mut self.journal {
+                    journal.push((tag.raw(), best));
                 }
                 if let Some(accounts) = accounts {
                     accounts.resolved_one_writer(tag.raw(), best);

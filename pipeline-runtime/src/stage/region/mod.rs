@@ -99,7 +99,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                 };
                 chain.shape.push("process region".to_owned());
                 match (pool, stages) {
-                    (Some(pool), Some(stages)) => launch_region(
+                    (Some(pool), Some((stages, fans_out))) => launch_region(
                         prev,
                         RegionPlan {
                             key,
@@ -108,6 +108,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                             stages,
                             buffer: opts.buffer,
                             continuous: chain.continuous,
+                            fans_out,
                         },
                     ),
                     // `build()` reports the definition errors; this never runs.
@@ -137,8 +138,9 @@ fn check_region<F>(region: &str) -> Result<(), BuildError> {
     }
 }
 
-/// Builds the region on an empty source and runs it, to check it and learn its stages.
-fn dry_run<T, U, F>(region: &F, name: &str) -> Result<Vec<InnerStage>, BuildError>
+/// Builds the region on an empty source and runs it, to check it and learn its stages and
+/// whether one gives several outputs per input.
+fn dry_run<T, U, F>(region: &F, name: &str) -> Result<(Vec<InnerStage>, bool), BuildError>
 where
     T: Send + 'static,
     U: Send + 'static,
@@ -149,6 +151,10 @@ where
     let mut pipeline = chain.sink().num_threads(1).build().map_err(in_region)?;
     pipeline.start().map_err(in_region)?;
     let stats = pipeline.stats();
+    let fans_out = pipeline
+        .shape()
+        .split(" -> ")
+        .any(|word| word.contains("flat pipe") || word.contains("disaggregate"));
     drop(pipeline);
     let stages: Vec<InnerStage> = stats
         .stages
@@ -165,5 +171,5 @@ where
             "process region `{name}` adds no stages: a region needs at least one"
         )));
     }
-    Ok(stages)
+    Ok((stages, fans_out))
 }
