@@ -46,6 +46,9 @@ pub(crate) struct Settings {
     /// positions each output stands for, and its ledger keeps a journal of the resolved
     /// ones, for the parent's ledger.
     pub(crate) in_region: bool,
+    /// In a region's worker: the parent tracks a one-to-many stage's outputs one by one,
+    /// so this pipeline does too.
+    pub(crate) region_outputs: bool,
     /// Autotune, memory limit and stall detection.
     pub(crate) tune: TuneSettings,
 }
@@ -64,6 +67,7 @@ impl Default for Settings {
             track_resume: false,
             resume_from: None,
             in_region: false,
+            region_outputs: false,
             tune: TuneSettings::default(),
         }
     }

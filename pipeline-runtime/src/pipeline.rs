@@ -78,8 +78,9 @@ pub struct Pipeline<T> {
     supervised: Option<Arc<Supervised>>,
     /// Dropping it ends the supervisor thread (autotune, stall detection).
     supervisor: Option<std::sync::mpsc::Sender<()>>,
-    /// The positions the last item delivered stood for (a process region's worker only).
-    sources: Vec<u64>,
+    /// What the last item delivered stood for (a process region's worker only): positions,
+    /// or output `k` of a position.
+    sources: Vec<(u64, Option<u64>)>,
 }
 
 impl<T> fmt::Debug for Pipeline<T> {
@@ -120,8 +121,8 @@ impl<T: Send + 'static> Pipeline<T> {
             || (accounts.is_some() && !one_to_one(&shape));
         let ledger = needs_ledger.then(|| {
             let mut ledger = Ledger::new(epoch);
-            // A region's worker reports positions to its parent, which tracks outputs.
-            if settings.track_resume && !settings.in_region {
+            // A region's worker tracks outputs when its parent does (see `in_region`).
+            if settings.track_resume && (!settings.in_region || settings.region_outputs) {
                 ledger = ledger.tracking_outputs();
             }
             #[cfg(unix)]
@@ -205,8 +206,14 @@ impl<T: Send + 'static> Pipeline<T> {
     /// The positions the item last read stood for (a region's worker: see
     /// `Settings::in_region`).
     #[cfg(unix)]
-    pub(crate) fn sources(&self) -> &[u64] {
+    pub(crate) fn sources(&self) -> &[(u64, Option<u64>)] {
         &self.sources
+    }
+
+    /// The ledger (a region's worker seeds it with the outputs already resolved).
+    #[cfg(unix)]
+    pub(crate) fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.ledger.clone()
     }
 
     /// The positions resolved since the last call, with their outcomes (a region's worker).

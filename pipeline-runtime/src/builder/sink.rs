@@ -152,10 +152,12 @@ impl<T: Send + 'static> SinkBuilder<T> {
     }
 
     /// The nested pipeline of a process region's worker (see `Settings::in_region`).
+    /// `outputs`: the parent tracks a one-to-many stage's outputs one by one.
     #[cfg(unix)]
-    pub(crate) fn in_region(mut self) -> Self {
+    pub(crate) fn in_region(mut self, outputs: bool) -> Self {
         self.settings.track_resume = true;
         self.settings.in_region = true;
+        self.settings.region_outputs = outputs;
         self
     }
 

@@ -23,14 +23,16 @@ use serde::Serialize;
 
 use super::channel::{decode, encode, FrameReader, FrameWriter};
 use super::region::{
-    outcome_byte, write_ids, write_resolved, Progress, RegionIo, RegionStart, CREDIT_EVERY,
-    FROM_DONE, FROM_EPOCH, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
-    FROM_RESOLVED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM,
+    outcome_byte, read_pairs, write_pairs, write_resolved, Progress, RegionIo, RegionStart,
+    CREDIT_EVERY, FROM_DONE, FROM_EPOCH, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY,
+    FROM_REFUSED, FROM_RESOLVED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM, WHOLE,
 };
 use crate::builder::{PipelineBuilder, StageBuilder};
 use crate::failure::RemotePipelineError;
 use crate::pipeline::{GetError, Pipeline};
 use crate::queue::Msg;
+use crate::resume::fanout::IndexSet;
+use crate::resume::ledger::Ledger;
 use crate::stats::StageCounters;
 use crate::sync::{lock, panic_message};
 use std::collections::HashMap;
@@ -51,6 +53,9 @@ struct Fed {
     /// the nested pipeline (the order its source takes them in); kept only when the parent
     /// traces (see `RegionStart::trace`).
     ids: Option<Mutex<HashMap<u64, u64>>>,
+    /// The nested ledger, told which outputs of an input were resolved before a resume
+    /// (when the parent tracks outputs one by one).
+    seed: Option<Arc<Ledger>>,
 }
 
 impl Fed {
@@ -114,7 +119,7 @@ where
             .queue_capacity(start.queue_capacity)
             .track_resume(true);
         match start.trace {
-            true => sink.in_region(),
+            true => sink.in_region(start.outputs),
             false => sink,
         }
         .build()
@@ -132,7 +137,10 @@ where
     }
     let counters = pipeline.stage_counters();
     writer.send(&[FROM_READY]).map_err(|e| e.to_string())?;
-    let fed = Fed::new(start.trace);
+    let mut fed = Fed::new(start.trace);
+    if start.outputs {
+        fed.seed = pipeline.ledger();
+    }
     let writer = Mutex::new(writer);
     std::thread::scope(|s| {
         let (fed_ref, credit) = (&fed, &writer);
@@ -169,14 +177,22 @@ fn feed<In: DeserializeOwned>(
         match frame.split_first() {
             Some((&TO_ITEM, body)) => {
                 taken += 1;
-                let Some((id, bytes)) = body.split_at_checked(8) else {
-                    break; // not the parent's frame: treat as the end
+                let parts = body.split_at_checked(8).and_then(|(id, rest)| {
+                    let (done, bytes) = read_pairs(rest)?;
+                    let done = IndexSet::from_ranges(done).ok()?;
+                    Some((u64::from_le_bytes(id.try_into().ok()?), done, bytes))
+                });
+                let Some((id, done, bytes)) = parts else {
+                    eprintln!("process region: a malformed input frame; taken as the end");
+                    break;
                 };
-                let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
                 match decode::<In>(bytes) {
                     Ok(item) => {
                         if let Some(ids) = &fed.ids {
                             lock(ids).insert(passed, id);
+                        }
+                        if let Some(ledger) = &fed.seed {
+                            ledger.seed_fan_out(passed, done);
                         }
                         passed += 1;
                         pass_on(Frame::Item(item), &mut items);
@@ -288,10 +304,15 @@ fn send_outputs<Out: Serialize + Send + 'static>(
                 let mut sources = Vec::new();
                 if let Some(ids) = &fed.ids {
                     let ids = lock(ids);
-                    sources.extend(pipeline.sources().iter().filter_map(|p| ids.get(p)));
+                    sources.extend(
+                        pipeline
+                            .sources()
+                            .iter()
+                            .filter_map(|&(p, k)| Some([*ids.get(&p)?, k.unwrap_or(WHOLE)])),
+                    );
                 }
                 let mut header = resolved.to_le_bytes().to_vec();
-                write_ids(&mut header, &sources);
+                write_pairs(&mut header, &sources);
                 match encode(&out) {
                     Ok(bytes) => {
                         // With the output, the inputs it was the last of (and any other
@@ -301,7 +322,7 @@ fn send_outputs<Out: Serialize + Send + 'static>(
                     }
                     Err(e) => {
                         let mut lost = Vec::new();
-                        write_ids(&mut lost, &sources);
+                        write_pairs(&mut lost, &sources);
                         send(&[&[FROM_LOST], &lost, e.to_string().as_bytes()])?;
                         report_resolved(pipeline)?;
                     }

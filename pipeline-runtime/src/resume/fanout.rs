@@ -49,6 +49,20 @@ impl IndexSet {
         self.0.is_empty()
     }
 
+    /// Its `[start, end)` ranges, ascending.
+    #[cfg(unix)]
+    pub(crate) fn ranges(&self) -> &[[u64; 2]] {
+        &self.0
+    }
+
+    /// The set of these ranges; an error if they are not ascending, apart and non-empty.
+    #[cfg(unix)]
+    pub(crate) fn from_ranges(ranges: Vec<[u64; 2]>) -> Result<Self, String> {
+        let set = Self(ranges);
+        set.check()?;
+        Ok(set)
+    }
+
     /// Why the ranges are not ascending, disjoint and non-empty, if they are not.
     fn check(&self) -> Result<(), String> {
         if self.0.iter().any(|[a, b]| a >= b) {

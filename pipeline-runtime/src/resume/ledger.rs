@@ -287,20 +287,33 @@ impl Ledger {
             .unwrap_or_default()
     }
 
-    /// Appends to `out` the positions a message tagged `tag` stands for (a batch's members,
-    /// an output's input), once per token it holds of them.
+    /// Appends to `out` what a message tagged `tag` stands for, once per token it holds:
+    /// positions (a batch's members), and output `k` of a position (`(pos, Some(k))`) for a
+    /// one-to-many stage's output tracked one by one.
     #[cfg(unix)]
-    pub(crate) fn sources(&self, tag: Tag, out: &mut Vec<u64>) {
+    pub(crate) fn sources(&self, tag: Tag, out: &mut Vec<(u64, Option<u64>)>) {
         let inner = lock(&self.inner);
         let mut todo = vec![tag];
         while let Some(tag) = todo.pop() {
             if !tag.is_group() {
-                out.push(tag.raw());
+                out.push((tag.raw(), None));
             } else if let Some((_, members, _)) = inner.groups.get(&tag.raw()) {
                 todo.extend(members.iter().rev());
-            } else if let Some(&(input, _, _)) = inner.fan_outs.outputs.get(&tag.raw()) {
-                todo.push(input);
+            } else if let Some(&(input, k, _)) = inner.fan_outs.outputs.get(&tag.raw()) {
+                match input.is_group() {
+                    false => out.push((input.raw(), Some(k))),
+                    true => todo.push(input),
+                }
             }
+        }
+    }
+
+    /// The outputs `done` of the input at `pos` were resolved before a resume (a region's
+    /// worker learns it from its parent): its one-to-many stage skips them.
+    #[cfg(unix)]
+    pub(crate) fn seed_fan_out(&self, pos: u64, done: IndexSet) {
+        if !done.is_empty() {
+            lock(&self.inner).fan_outs.done.insert(pos, done);
         }
     }
 

@@ -41,7 +41,7 @@ use crate::failure::{RemotePipelineError, StageFailureKind};
 use crate::launch::{Launch, LaunchFn};
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::process::pool::{CallError, Slot};
-use crate::process::region::{read_ids, read_resolved, FROM_RESOLVED};
+use crate::process::region::{read_pairs, read_resolved, write_pairs, FROM_RESOLVED, WHOLE};
 use crate::process::region::{
     Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
     FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
@@ -81,8 +81,19 @@ pub(crate) struct RegionPlan {
     pub(crate) buffer: Option<usize>,
     /// Epoch boundaries come through (a continuous source).
     pub(crate) continuous: bool,
-    /// A stage inside gives several outputs per input (`flat_pipe`, `disaggregate`).
-    pub(crate) fans_out: bool,
+    /// Whether a stage inside gives several outputs per input, and if so whether resume
+    /// tracking can follow them.
+    pub(crate) fan_out: RegionFanOut,
+}
+
+/// The one-to-many stages inside a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegionFanOut {
+    None,
+    /// One `flat_pipe` whose inputs are the region's: tracked one by one like the parent's.
+    Tracked,
+    /// Others (a `disaggregate`, a flat stage after a batch, several): why they are not.
+    Untracked(&'static str),
 }
 
 /// Where each worker stands in the epochs.
@@ -155,17 +166,19 @@ where
 {
     Box::new(move |l: &mut Launch, out_cap| {
         let input = prev(l, plan.buffer.unwrap_or(l.queue_capacity))?;
-        if plan.fans_out {
-            if l.ledger.as_ref().is_some_and(|l| l.tracks_outputs()) {
+        let tracked = l.ledger.as_ref().is_some_and(|l| l.tracks_outputs());
+        match plan.fan_out {
+            RegionFanOut::None => {}
+            RegionFanOut::Untracked(why) if tracked => {
                 return Err(BuildError::new(format!(
-                    "process region `{}`: resume tracking does not follow the outputs of a \
-                     one-to-many stage (`flat_pipe`, `disaggregate`) inside a process region \
-                     one by one; move that stage out of the region (before or after it), or \
-                     turn `track_resume`/`resume_from` off",
+                    "process region `{}`: resume tracking follows the outputs of one \
+                     `flat_pipe` on the region's own inputs, not {why}; move that stage out \
+                     of the region (before or after it), or turn `track_resume`/`resume_from` \
+                     off",
                     plan.name
                 )));
             }
-            l.fan_out(&plan.name)?;
+            _ => l.fan_out(&plan.name)?,
         }
         let workers = plan.pool.num_workers();
         let mut stages = Vec::with_capacity(plan.stages.len());
@@ -209,6 +222,7 @@ where
                 queue_capacity: l.queue_capacity,
                 continuous: plan.continuous,
                 trace: l.ledger.is_some(),
+                outputs: tracked,
             },
             run: l.run.clone(),
             stopping: AtomicBool::new(false),
@@ -459,10 +473,14 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                         drop(item);
                         boundaries_up_to(before, writer)?;
                         let id = books.taken.fetch_add(1, Ordering::AcqRel);
-                        if self.ledger().is_some() {
+                        let mut header = id.to_le_bytes().to_vec();
+                        // Outputs of it resolved before a resume: the worker skips them.
+                        let done = self.ledger().and_then(|ledger| {
                             lock(&books.tags).insert(id, tag);
-                        }
-                        writer.send_parts(&[&[TO_ITEM], &id.to_le_bytes(), &bytes])?;
+                            ledger.fan_out(tag)
+                        });
+                        write_pairs(&mut header, done.as_ref().map_or(&[], |d| d.ranges()));
+                        writer.send_parts(&[&[TO_ITEM], &header, &bytes])?;
                     }
                     Err(e) => {
                         self.fail_item(0, e.into());
@@ -498,7 +516,7 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                         .split_at_checked(8)
                         .ok_or_else(|| invalid("a truncated output"))?;
                     let (ids, rest) =
-                        read_ids(rest).ok_or_else(|| invalid("a truncated output"))?;
+                        read_pairs(rest).ok_or_else(|| invalid("a truncated output"))?;
                     let (resolved, bytes) =
                         read_resolved(rest).ok_or_else(|| invalid("a truncated output"))?;
                     let count: [u8; 8] = count.try_into().expect("8 bytes");
@@ -560,7 +578,8 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                     books.credit(u64::from_le_bytes(count));
                 }
                 FROM_LOST => {
-                    let (ids, why) = read_ids(body).ok_or_else(|| invalid("a truncated report"))?;
+                    let (ids, why) =
+                        read_pairs(body).ok_or_else(|| invalid("a truncated report"))?;
                     let tag = self.output_tag(books, &ids)?;
                     self.stages[last].resolve(tag, Outcome::Failed);
                     self.fail_item(last, String::from_utf8_lossy(why).into_owned().into())
@@ -575,23 +594,37 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
         self.stages[0].ledger.as_ref()
     }
 
-    /// The tag of an output standing for the inputs `ids`: each of them gives it a token
-    /// (one input: its own tag; several: a group of them). `Tag::NONE` without a ledger.
-    fn output_tag(&self, books: &Books, ids: &[u64]) -> std::io::Result<Tag> {
+    /// The tag of an output standing for `sources` (an input's id, and which output of a
+    /// fan-out of it, or `WHOLE`): each input gives it a token, or, for output `k` tracked
+    /// one by one, an output tag of its own (one source: that tag; several: a group of
+    /// them). `Tag::NONE` without a ledger.
+    fn output_tag(&self, books: &Books, sources: &[[u64; 2]]) -> std::io::Result<Tag> {
         let Some(ledger) = self.ledger() else {
             return Ok(Tag::NONE);
         };
         let tags = lock(&books.tags);
-        let members = ids
+        let inputs = sources
             .iter()
-            .map(|id| tags.get(id).copied())
-            .collect::<Option<Vec<Tag>>>()
+            .map(|&[id, k]| tags.get(&id).map(|&tag| (tag, k)))
+            .collect::<Option<Vec<(Tag, u64)>>>()
             .filter(|m| !m.is_empty())
             .ok_or_else(|| invalid("an output that names no input the worker holds"))?;
         drop(tags);
-        for &member in &members {
-            ledger.add_token(member);
-        }
+        let tracked = ledger.tracks_outputs();
+        let members: Vec<Tag> = inputs
+            .into_iter()
+            .map(|(tag, k)| match k {
+                WHOLE => {
+                    ledger.add_token(tag);
+                    tag
+                }
+                k if tracked => ledger.output(tag, k),
+                _ => {
+                    ledger.add_token(tag);
+                    tag
+                }
+            })
+            .collect();
         Ok(match members[..] {
             [one] => one,
             _ => ledger.group(members),
