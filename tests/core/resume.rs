@@ -1,7 +1,6 @@
 //! Exact resume: a pipeline rebuilt from `resume_state()` delivers exactly what the consumer
 //! had not received, with failed and dropped items staying so, in either output order.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

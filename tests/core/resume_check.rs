@@ -146,7 +146,7 @@ fn fan_out_job(fan_out: &str, order: Order, attempt: &Attempt<'_, ResumeState>) 
     };
     // Uneven task times, so that completion order differs from input order.
     let jitter = |x: u32| {
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             std::thread::sleep(std::time::Duration::from_micros(u64::from(x % 5) * 30));
         }
     };

@@ -151,7 +151,7 @@ fn outputs_of(x: u64) -> impl Iterator<Item = u64> {
 fn flat_filter_batch(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
     items
         .flat_pipe(outputs_of)
-        .opt_pipe(|y: u64| (y % 7 != 0).then_some(y))
+        .opt_pipe(|y: u64| (!y.is_multiple_of(7)).then_some(y))
         .aggregate(3)
 }
 

@@ -22,9 +22,10 @@
 //! its tag here under an id; an output that comes back holds a token of each input it
 //! stands for (several, a group: a batch made inside), and an input's own token goes when
 //! the worker reports it resolved. So a position is resolved when the last of the region's
-//! outputs for it is delivered, fails or is dropped downstream, as through any stage. A
-//! one-to-many stage inside a region is refused with resume tracking: its outputs would
-//! need tracking one by one across the process boundary.
+//! outputs for it is delivered, fails or is dropped downstream, as through any stage. With
+//! resume tracking, the outputs of one `flat_pipe` on the region's own inputs are named by
+//! (input, index) and tracked one by one here; the indices resolved before a resume go to
+//! the worker with the input (see `RegionFanOut` for what else is refused).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
