@@ -459,6 +459,24 @@ fn a_region_resumes_exactly_in_input_and_completion_order() {
             assert!(report.items > 0);
         }
     }
+    // Across epochs of a continuous source (each worker flushes its batches at a boundary).
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Result<Checked<Vec<u64>>, BoxError> {
+        let pipeline = PipelineBuilder::new()
+            .continuous_source(0..50u64)
+            .process_region(fail_filter_batch)
+            .executor(pool(2))
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    ResumeCheck::new()
+        .order(Order::Completion)
+        .epochs(3)
+        .preemptions(4)
+        .seed(5)
+        .run_batches(build)
+        .unwrap_or_else(|e| panic!("continuous: {e}"));
     // Stopped after a few batches: what the state leaves pending comes again, and only
     // that, with the accounts balanced at the end.
     let build = |state: Option<ResumeState>| {
