@@ -42,6 +42,13 @@ pub(crate) struct Settings {
     pub(crate) track_resume: bool,
     /// The state to resume from: the source skips what it resolved.
     pub(crate) resume_from: Option<ResumeState>,
+    /// The nested pipeline of a process region's worker: its consumer learns which
+    /// positions each output stands for, and its ledger keeps a journal of the resolved
+    /// ones, for the parent's ledger.
+    pub(crate) in_region: bool,
+    /// In a region's worker: the parent tracks a one-to-many stage's outputs one by one,
+    /// so this pipeline does too.
+    pub(crate) region_outputs: bool,
     /// Autotune, memory limit and stall detection.
     pub(crate) tune: TuneSettings,
 }
@@ -59,6 +66,8 @@ impl Default for Settings {
             hooks: HookFactories::default(),
             track_resume: false,
             resume_from: None,
+            in_region: false,
+            region_outputs: false,
             tune: TuneSettings::default(),
         }
     }
@@ -100,6 +109,8 @@ pub(crate) struct Launch {
     pub(crate) resizers: Vec<StageResizer>,
     /// The memory limit of items in flight, when `memory_limit` is set.
     pub(crate) memory: Option<Arc<MemoryLimit>>,
+    /// A one-to-many stage was started on the way to the stage started now.
+    pub(crate) fanned_out: bool,
 }
 
 /// Starts the stages up to here; takes the capacity of the queue the caller reads from.
@@ -107,6 +118,33 @@ pub(crate) type LaunchFn<T> =
     Box<dyn FnOnce(&mut Launch, usize) -> Result<Rx<T>, BuildError> + Send>;
 
 impl Launch {
+    /// A one-to-many stage named `name` starts here. With resume tracking on, one after
+    /// another is refused: the ledger tracks the outputs of an input one by one, not the
+    /// outputs of an output.
+    pub(crate) fn fan_out(&mut self, name: &str) -> Result<(), BuildError> {
+        let tracked = self.ledger.as_ref().is_some_and(|l| l.tracks_outputs());
+        if self.fanned_out && tracked {
+            return Err(BuildError::new(format!(
+                "stage `{name}`: resume tracking follows the outputs of one one-to-many stage \
+                 (`flat_pipe`, `disaggregate`) per path, and this is the second on its path; \
+                 join the two into one stage (a shuffle buffer over a shard's samples: \
+                 give the `ShardSampler` a `shuffle_buffer`, which resumes exactly), or turn \
+                 `track_resume`/`resume_from` off"
+            )));
+        }
+        if self.merges > 0 && tracked {
+            // A partly resolved input's record names positions of one source only.
+            return Err(BuildError::new(format!(
+                "stage `{name}`: resume tracking does not follow the outputs of a one-to-many \
+                 stage (`flat_pipe`, `disaggregate`) in a pipeline with a merge yet; put the \
+                 fan-out before the pipeline (in each source's items), or turn \
+                 `track_resume`/`resume_from` off"
+            )));
+        }
+        self.fanned_out = true;
+        Ok(())
+    }
+
     pub(crate) fn new(
         run: Arc<RunState>,
         settings: &Settings,
@@ -139,6 +177,7 @@ impl Launch {
             autotune: settings.tune.autotune,
             resizers: Vec::new(),
             memory: None,
+            fanned_out: false,
         }
     }
 

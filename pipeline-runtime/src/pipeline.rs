@@ -64,7 +64,7 @@ pub struct Pipeline<T> {
     /// that are not one-to-one.
     ledger: Option<Arc<Ledger>>,
     /// The ledger's accounts (see [`Accounts`]); absent for structures they do not cover
-    /// yet (merge, process region).
+    /// yet (merge).
     accounts: Option<Arc<Accounts>>,
     /// The consumer's place in the accounts (accounts without a token ledger).
     cursor: Option<Cursor>,
@@ -78,6 +78,9 @@ pub struct Pipeline<T> {
     supervised: Option<Arc<Supervised>>,
     /// Dropping it ends the supervisor thread (autotune, stall detection).
     supervisor: Option<std::sync::mpsc::Sender<()>>,
+    /// What the last item delivered stood for (a process region's worker only): positions,
+    /// or output `k` of a position.
+    sources: Vec<(u64, Option<u64>)>,
 }
 
 impl<T> fmt::Debug for Pipeline<T> {
@@ -118,6 +121,14 @@ impl<T: Send + 'static> Pipeline<T> {
             || (accounts.is_some() && !one_to_one(&shape));
         let ledger = needs_ledger.then(|| {
             let mut ledger = Ledger::new(epoch);
+            // A region's worker tracks outputs when its parent does (see `in_region`).
+            if settings.track_resume && (!settings.in_region || settings.region_outputs) {
+                ledger = ledger.tracking_outputs();
+            }
+            #[cfg(unix)]
+            if settings.in_region {
+                ledger = ledger.journaling();
+            }
             if let Some(state) = &settings.resume_from {
                 ledger = ledger.resuming(state);
             }
@@ -150,6 +161,7 @@ impl<T: Send + 'static> Pipeline<T> {
             memory,
             supervised: None,
             supervisor: None,
+            sources: Vec::new(),
         }
     }
 
@@ -186,6 +198,33 @@ impl<T: Send + 'static> Pipeline<T> {
         }
     }
 
+    /// The stages, one word each (see [`ResumeState::shape`]).
+    pub(crate) fn shape(&self) -> &str {
+        &self.shape
+    }
+
+    /// The positions the item last read stood for (a region's worker: see
+    /// `Settings::in_region`).
+    #[cfg(unix)]
+    pub(crate) fn sources(&self) -> &[(u64, Option<u64>)] {
+        &self.sources
+    }
+
+    /// The ledger (a region's worker seeds it with the outputs already resolved).
+    #[cfg(unix)]
+    pub(crate) fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.ledger.clone()
+    }
+
+    /// The positions resolved since the last call, with their outcomes (a region's worker).
+    #[cfg(unix)]
+    pub(crate) fn take_resolved(&self) -> Vec<(u64, Outcome)> {
+        self.ledger
+            .as_ref()
+            .map(|l| l.take_journal())
+            .unwrap_or_default()
+    }
+
     /// Source positions resolved so far (resume tracking on), else 0.
     #[cfg(unix)]
     pub(crate) fn resolved_inputs(&self) -> u64 {
@@ -199,6 +238,11 @@ impl<T: Send + 'static> Pipeline<T> {
         match msg {
             Msg::Item(_, tag) => {
                 if let Some(ledger) = &self.ledger {
+                    if self.settings.in_region {
+                        self.sources.clear();
+                        #[cfg(unix)]
+                        ledger.sources(*tag, &mut self.sources);
+                    }
                     ledger.resolve(*tag, Outcome::Delivered);
                 } else if let (Some(cursor), Some(accounts)) = (&mut self.cursor, &self.accounts) {
                     cursor.delivered(accounts, *tag);
@@ -614,9 +658,7 @@ impl<T> Drop for Pipeline<T> {
 /// Whether the accounts cover a pipeline of this shape: every structure but those whose
 /// items the ledger cannot follow yet (issue 27, item 4).
 fn accounts_cover(shape: &str) -> bool {
-    !["merge(", "process region"]
-        .iter()
-        .any(|s| shape.contains(s))
+    !["merge("].iter().any(|s| shape.contains(s))
 }
 
 /// Whether every stage after the source is a one-to-one `pipe` or an `aggregate`: then

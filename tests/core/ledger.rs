@@ -219,3 +219,108 @@ fn a_state_whose_accounts_do_not_match_it_is_refused() {
         .unwrap_err();
     assert!(error.to_string().contains("malformed state"), "{error}");
 }
+
+/// 0..120: x fans out into x % 4 outputs (none: filtered), x % 9 == 5 fails after its
+/// first output (so it counts as delivered), outputs divisible by 7 are dropped.
+fn fanned_out(state: Option<ResumeState>) -> Pipeline<Vec<u32>> {
+    PipelineBuilder::new()
+        .source(0..120u32)
+        .try_flat_pipe(|x: u32| {
+            (0..x % 4).map(move |k| match (x % 9, k) {
+                (5, 1) => Err(format!("{x} fails")),
+                _ => Ok(x * 10 + k),
+            })
+        })
+        .concurrency(3)
+        .opt_pipe(|y| (y % 7 != 0).then_some(y))
+        .aggregate(3)
+        .sink()
+        .buffer(1)
+        .queue_capacity(2)
+        .resume_from(state)
+        .build()
+        .unwrap()
+}
+
+/// What each position of `fanned_out` counts as: [delivered, failed, filtered].
+fn fanned_out_expected() -> [u64; 3] {
+    let mut counts = [0; 3];
+    for x in 0..120u32 {
+        let outputs: Vec<Result<u32, ()>> = (0..x % 4)
+            .map(|k| match (x % 9, k) {
+                (5, 1) => Err(()),
+                _ => Ok(x * 10 + k),
+            })
+            .take_while(Result::is_ok)
+            .chain((x % 9 == 5 && x % 4 > 1).then_some(Err(())))
+            .collect();
+        let delivered = outputs.iter().any(|o| o.is_ok_and(|y| y % 7 != 0));
+        let failed = outputs.iter().any(Result::is_err);
+        counts[match (delivered, failed) {
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => 2,
+        }] += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_fan_out_split_by_stops_counts_each_position_once_by_its_best_outcome() {
+    let [delivered, failed, filtered] = fanned_out_expected();
+    let mut whole = fanned_out(None);
+    whole.by_ref().for_each(drop);
+    let straight = whole.accounts()[0].clone();
+    assert_eq!(
+        counts(&straight),
+        [120, delivered, failed, filtered, 0],
+        "{straight}"
+    );
+    assert!(straight.ended && straight.balanced());
+    // Stopped every few batches, each state through JSON: the same account at the end.
+    let mut state = None;
+    let mut received = 0;
+    let last = loop {
+        let mut part = fanned_out(state.take());
+        let got = part.by_ref().take(4).count();
+        received += got;
+        if got < 4 {
+            break part.accounts()[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let json = serde_json::to_string(&part.resume_state().unwrap()).unwrap();
+        state = Some(serde_json::from_str(&json).unwrap());
+    };
+    assert!(last.ended && last.balanced(), "{last}");
+    assert_eq!(counts(&last), counts(&straight), "{last}");
+    assert_eq!(last.checksum, straight.checksum);
+    assert!(received > 10, "{received} batches");
+}
+
+#[test]
+fn a_batch_fanned_out_again_counts_its_members_as_delivered() {
+    // Each batch of 3 is taken apart; its items are delivered after the batch's own message
+    // was given back, or before: either way the members count as delivered, once.
+    let mut pipeline = PipelineBuilder::new()
+        .source(0..99u32)
+        .aggregate(3)
+        .disaggregate()
+        .opt_pipe(|x| (x % 5 != 0).then_some(x))
+        .sink()
+        .track_resume(true)
+        .build()
+        .unwrap();
+    let items = pipeline.by_ref().count() as u64;
+    let account = &pipeline.accounts()[0];
+    // A batch with any item delivered counts all 3 members as delivered (the convention
+    // of one-to-many stages: a position counts once, by its best outcome).
+    let batches_out = (0..33u32)
+        .filter(|b| (0..3).any(|i| (b * 3 + i) % 5 != 0))
+        .count() as u64;
+    assert_eq!(items, (0..99).filter(|x| x % 5 != 0).count() as u64);
+    assert_eq!(
+        counts(account),
+        [99, batches_out * 3, 0, 99 - batches_out * 3, 0]
+    );
+    assert!(account.balanced());
+}

@@ -1,7 +1,6 @@
 //! Exact resume: a pipeline rebuilt from `resume_state()` delivers exactly what the consumer
 //! had not received, with failed and dropped items staying so, in either output order.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,42 +135,155 @@ fn a_continuous_source_resumes_in_the_middle_of_a_later_epoch() {
     assert_eq!(got, epochs);
 }
 
+/// 0..50, input x into outputs (x, 0..x % 4), one lane: a stop lands inside inputs.
+fn fanned(state: Option<ResumeState>) -> Pipeline<(u32, u32)> {
+    PipelineBuilder::new()
+        .source(0..50u32)
+        .flat_pipe(|x| (0..x % 4).map(move |k| (x, k)))
+        .sink()
+        .buffer(1)
+        .queue_capacity(1)
+        .resume_from(state)
+        .build()
+        .unwrap()
+}
+
 #[test]
-fn a_one_to_many_input_is_resolved_once_all_its_outputs_are_delivered() {
-    let build = |state: Option<ResumeState>| {
-        PipelineBuilder::new()
+fn a_one_to_many_input_split_by_a_stop_gives_only_its_remaining_outputs() {
+    let straight: Vec<(u32, u32)> = fanned(None).map(Result::unwrap).collect();
+    for cut in [1, 7, 30, 31, 32] {
+        let mut first = fanned(None);
+        let got: Vec<(u32, u32)> = first.by_ref().take(cut).map(Result::unwrap).collect();
+        let state = first.resume_state().unwrap();
+        drop(first);
+        let json = serde_json::to_string(&state).unwrap();
+        let rest: Vec<(u32, u32)> = fanned(Some(serde_json::from_str(&json).unwrap()))
+            .map(Result::unwrap)
+            .collect();
+        let again: Vec<(u32, u32)> = got.iter().chain(&rest).copied().collect();
+        assert_eq!(again, straight, "stopped after {cut}: {json}");
+    }
+}
+
+/// A state of `fanned` stopped inside an input, as JSON with a `fan_outs` record.
+fn split_state() -> serde_json::Value {
+    for cut in 1..40 {
+        let mut first = fanned(None);
+        let _ = first.by_ref().take(cut).count();
+        let state = serde_json::to_value(first.resume_state().unwrap()).unwrap();
+        if state.get("fan_outs").is_some() {
+            return state;
+        }
+    }
+    panic!("no stop split an input");
+}
+
+#[test]
+fn a_state_with_malformed_fan_out_records_is_refused() {
+    let state = split_state();
+    let record = &state["fan_outs"][0];
+    assert!(
+        record["input"].is_array() && record["done"].is_array(),
+        "{state}"
+    );
+    let tampered = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = state.clone();
+        edit(&mut json["fan_outs"]);
+        json
+    };
+    let refusals = [
+        (
+            tampered(&|f| f[0]["input"] = serde_json::json!([1_000_000])),
+            "is not pending",
+        ),
+        (
+            tampered(&|f| f[0]["done"] = serde_json::json!([[5, 2]])),
+            "empty or reversed",
+        ),
+        (
+            tampered(&|f| f[0]["done"] = serde_json::json!([[0, 4], [2, 6]])),
+            "ascending",
+        ),
+        (
+            tampered(&|f| {
+                let again = f[0].clone();
+                f.as_array_mut().unwrap().push(again);
+            }),
+            // (twice, or more records than pending positions)
+            "fan-out records",
+        ),
+        (
+            tampered(&|f| f[0]["input"] = serde_json::json!([])),
+            "no input",
+        ),
+    ];
+    for (json, why) in refusals {
+        let state: ResumeState = serde_json::from_value(json).unwrap();
+        let error = PipelineBuilder::new()
             .source(0..50u32)
             .flat_pipe(|x| (0..x % 4).map(move |k| (x, k)))
             .sink()
-            .buffer(1)
-            .queue_capacity(1)
             .resume_from(state)
             .build()
-            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("malformed state") && error.contains(why),
+            "{error}"
+        );
+    }
+    // Not even a state: an unknown outcome, an index range of three numbers.
+    for bad in [
+        tampered(&|f| f[0]["outcome"] = "lost".into()),
+        tampered(&|f| f[0]["done"] = serde_json::json!([[0, 1, 2]])),
+    ] {
+        assert!(serde_json::from_value::<ResumeState>(bad).is_err());
+    }
+}
+
+#[test]
+fn a_fan_out_after_a_fan_out_is_refused_with_resume_tracking_only() {
+    let nested = |track: bool, memory: bool| {
+        let source = PipelineBuilder::new().source(0..10u32);
+        let source = if memory {
+            source.item_bytes(|_| 4)
+        } else {
+            source
+        };
+        let sink = source
+            .flat_pipe(|x| [x, x])
+            .aggregate(2)
+            .disaggregate()
+            .sink()
+            .track_resume(track);
+        let sink = if memory {
+            sink.memory_limit(1 << 20)
+        } else {
+            sink
+        };
+        let mut pipeline = sink.build().unwrap();
+        pipeline.start().map(|()| pipeline.by_ref().count())
     };
-    let mut first = build(None);
-    let got: Vec<(u32, u32)> = first.by_ref().take(30).map(Result::unwrap).collect();
-    let state = first.resume_state().unwrap();
-    drop(first);
-    let rest: Vec<(u32, u32)> = build(Some(state)).map(Result::unwrap).collect();
-    // Every input's outputs arrive in full; only the input the consumer was in the middle
-    // of (the last one it saw) may be redone, so only its outputs may come twice.
-    let mut counts: BTreeMap<(u32, u32), usize> = BTreeMap::new();
-    for out in got.iter().chain(&rest) {
-        *counts.entry(*out).or_default() += 1;
-    }
-    let cut = got.last().unwrap().0;
-    for x in 0..50u32 {
-        for k in 0..x % 4 {
-            let n = counts.get(&(x, k)).copied().unwrap_or(0);
-            let most = if x == cut { 2 } else { 1 };
-            assert!((1..=most).contains(&n), "output {k} of {x} seen {n} times");
-        }
-    }
+    let error = nested(true, false).unwrap_err().to_string();
     assert!(
-        rest.iter().all(|o| o.0 >= cut),
-        "nothing before the cut is redone"
+        error.contains("`disaggregate`") && error.contains("second on its path"),
+        "{error}"
     );
+    // The memory budget and the accounts need no output tracking.
+    assert_eq!(nested(false, true).unwrap(), 20);
+    assert_eq!(nested(false, false).unwrap(), 20);
+    // One fan-out on each branch of a route is one per path.
+    let mut routed = PipelineBuilder::new()
+        .source(0..10u32)
+        .route(|x: &u32| (*x % 2) as usize)
+        .branch("a", |b| b.flat_pipe(|x| [x, x]))
+        .branch("b", |b| b.flat_pipe(|x| [x]))
+        .join()
+        .sink()
+        .track_resume(true)
+        .build()
+        .unwrap();
+    assert_eq!(routed.by_ref().count(), 15);
 }
 
 #[test]
@@ -375,5 +487,33 @@ fn a_merge_state_made_up_or_tampered_with_is_refused_with_a_reason() {
     for (expected, edit) in cases {
         let error = tampered(edit);
         assert!(error.contains(expected), "{expected}: {error}");
+    }
+}
+
+#[test]
+fn a_fan_out_in_a_pipeline_with_a_merge_is_refused_with_resume_tracking_only() {
+    let run = |track: bool, after: bool| {
+        let input = |base: u32| {
+            let chain = PipelineBuilder::new().source(base..base + 5);
+            match after {
+                true => chain.pipe(|x| x),
+                false => chain.flat_pipe(|x| [x, x]),
+            }
+        };
+        let merged = PipelineBuilder::new().merge([input(0), input(100)]);
+        let merged = match after {
+            true => merged.flat_pipe(|x| [x, x]),
+            false => merged.pipe(|x| x),
+        };
+        let mut pipeline = merged.sink().track_resume(track).build().unwrap();
+        pipeline.start().map(|()| pipeline.by_ref().count())
+    };
+    for after in [true, false] {
+        let error = run(true, after).unwrap_err().to_string();
+        assert!(
+            error.contains("`flat_pipe`") && error.contains("with a merge"),
+            "{error}"
+        );
+        assert_eq!(run(false, after).unwrap(), 20);
     }
 }

@@ -1,14 +1,17 @@
 //! Process regions: a chain of stages (aggregate included) run as a nested pipeline in each
 //! worker of a pool; outputs against a plain loop, the stages in the parent's statistics,
-//! a crashing worker, stop and drop, and build errors.
+//! a crashing worker, stop and drop, build errors, and the ledger through a region (exact
+//! resume, the memory budget, the accounts).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pipeline_runtime::error::StageFailureKind;
 use pipeline_runtime::process::ProcessPool;
+use pipeline_runtime::resume_check::{Attempt, Checked, ResumeCheck};
 use pipeline_runtime::{
-    pipeline, process_region, MaxFailures, Pipeline, PipelineBuilder, PipelineError, StageBuilder,
+    pipeline, process_region, BoxError, MaxFailures, Order, Pipeline, PipelineBuilder,
+    PipelineError, ResumeState, StageBuilder,
 };
 
 use crate::child_pids;
@@ -24,6 +27,10 @@ pub(crate) const TESTS: &[crate::Test] = crate::tests![
     mistakes_are_build_errors,
     a_region_in_the_macro,
     epochs_pass_through_the_region,
+    a_region_resumes_exactly_in_input_and_completion_order,
+    the_memory_budget_and_the_accounts_count_items_through_a_region,
+    a_region_with_a_flat_stage_resumes_exactly,
+    fan_outs_inside_a_region_that_tracking_cannot_follow_are_refused,
 ];
 
 fn square_slowly(x: u64) -> u64 {
@@ -108,7 +115,62 @@ fn unregistered(items: StageBuilder<u64>) -> StageBuilder<u64> {
     items.pipe(quick)
 }
 
-process_region!(batches, slow_second, crashing, strict, slow);
+fn fail_on_3_mod_7(x: u64) -> Result<u64, String> {
+    match x % 7 {
+        3 => Err(format!("{x} fails")),
+        _ => Ok(x),
+    }
+}
+
+fn keep_not_1_mod_5(x: u64) -> Option<u64> {
+    (x % 5 != 1).then_some(x)
+}
+
+/// Failures, a filter and batches of 3, all inside the region.
+fn fail_filter_batch(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
+    items
+        .try_pipe(fail_on_3_mod_7)
+        .opt_pipe(keep_not_1_mod_5)
+        .aggregate(3)
+}
+
+fn twice(x: u64) -> [u64; 2] {
+    [x, x + 1000]
+}
+
+/// A one-to-many stage inside the region.
+fn fan_out(items: StageBuilder<u64>) -> StageBuilder<u64> {
+    items.flat_pipe(twice)
+}
+
+fn outputs_of(x: u64) -> impl Iterator<Item = u64> {
+    (0..x % 4).map(move |k| x * 10 + k)
+}
+
+/// A flat stage (0 to 3 outputs per input), a filter and batches of 3, inside the region.
+fn flat_filter_batch(items: StageBuilder<u64>) -> StageBuilder<Vec<u64>> {
+    items
+        .flat_pipe(outputs_of)
+        .opt_pipe(|y: u64| (!y.is_multiple_of(7)).then_some(y))
+        .aggregate(3)
+}
+
+/// A batch taken apart inside the region.
+fn batch_apart(items: StageBuilder<u64>) -> StageBuilder<u64> {
+    items.aggregate(2).disaggregate()
+}
+
+process_region!(
+    batches,
+    slow_second,
+    crashing,
+    strict,
+    slow,
+    fail_filter_batch,
+    fan_out,
+    flat_filter_batch,
+    batch_apart
+);
 
 fn pool(n: usize) -> ProcessPool {
     ProcessPool::builder()
@@ -364,18 +426,194 @@ fn mistakes_are_build_errors() {
     let e = build_error(src().process_region(zero_batch).executor(&workers));
     assert!(e.contains("in process region `zero_batch`"), "{e}");
     assert!(e.contains("batch size must be at least 1"), "{e}");
-    let resumed = src()
-        .process_region(slow)
+    assert_eq!(workers.workers_started(), 1);
+}
+
+/// What `fail_filter_batch` delivers of 0..n, item by item.
+fn fail_filter_expected(n: u64) -> Vec<u64> {
+    (0..n).filter(|x| x % 7 != 3 && x % 5 != 1).collect()
+}
+
+fn a_region_resumes_exactly_in_input_and_completion_order() {
+    // One worker keeps input order (its batches are made again the same after a resume);
+    // two give completion order.
+    for (order, workers) in [(Order::Input, 1), (Order::Completion, 2)] {
+        let build = |attempt: &Attempt<'_, ResumeState>| -> Result<Checked<Vec<u64>>, BoxError> {
+            let pipeline = PipelineBuilder::new()
+                .source(0..120u64)
+                .process_region(fail_filter_batch)
+                .executor(pool(workers))
+                .sink()
+                .buffer(2)
+                .resume_from(attempt.own_state().cloned())
+                .build()?;
+            Ok(Checked::from(pipeline))
+        };
+        for seed in 0..2 {
+            let report = ResumeCheck::new()
+                .order(order)
+                .seed(seed)
+                .preemptions(3)
+                .run_batches(build)
+                .unwrap_or_else(|e| panic!("{order:?}, seed {seed}: {e}"));
+            assert!(report.items > 0);
+        }
+    }
+    // Across epochs of a continuous source (each worker flushes its batches at a boundary).
+    let build = |attempt: &Attempt<'_, ResumeState>| -> Result<Checked<Vec<u64>>, BoxError> {
+        let pipeline = PipelineBuilder::new()
+            .continuous_source(0..50u64)
+            .process_region(fail_filter_batch)
+            .executor(pool(2))
+            .sink()
+            .resume_from(attempt.own_state().cloned())
+            .build()?;
+        Ok(Checked::from(pipeline))
+    };
+    ResumeCheck::new()
+        .order(Order::Completion)
+        .epochs(3)
+        .preemptions(4)
+        .seed(5)
+        .run_batches(build)
+        .unwrap_or_else(|e| panic!("continuous: {e}"));
+    // Stopped after a few batches: what the state leaves pending comes again, and only
+    // that, with the accounts balanced at the end.
+    let build = |state: Option<ResumeState>| {
+        PipelineBuilder::new()
+            .source(0..120u64)
+            .process_region(fail_filter_batch)
+            .executor(pool(2))
+            .sink()
+            .buffer(1)
+            .resume_from(state)
+            .build()
+            .unwrap()
+    };
+    let mut first = build(None);
+    let mut got: Vec<u64> = first.by_ref().take(5).flat_map(Result::unwrap).collect();
+    let state = first.resume_state().unwrap();
+    drop(first);
+    assert!(state.frontier() > 0, "{state:?}");
+    let mut rest = build(Some(state));
+    got.extend(rest.by_ref().flat_map(Result::unwrap));
+    got.sort_unstable();
+    assert_eq!(got, fail_filter_expected(120));
+    let account = &rest.accounts()[0];
+    assert!(account.ended && account.balanced(), "{account}");
+    assert_eq!(account.sourced, 120, "{account}");
+    drop(rest);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn the_memory_budget_and_the_accounts_count_items_through_a_region() {
+    // 1 KB per input, 6 KB budget: the source waits for the region's outputs to be
+    // delivered (or filtered, or failed inside) before it sends more.
+    let mut p = PipelineBuilder::new()
+        .source(0..200u64)
+        .item_bytes(|_| 1000)
+        .process_region(fail_filter_batch)
+        .executor(pool(2))
+        .sink()
+        .memory_limit(6000)
+        .build()
+        .unwrap();
+    let (batches, error) = drain(&mut p);
+    assert!(error.is_none(), "{error:?}");
+    let mut items: Vec<u64> = batches.into_iter().flatten().collect();
+    items.sort_unstable();
+    assert_eq!(items, fail_filter_expected(200));
+    let stats = p.stats();
+    let memory = stats.memory.unwrap();
+    assert!(memory.peak <= 6000 && memory.in_flight == 0, "{memory:?}");
+    let account = &stats.accounts[0];
+    let failed = (0..200u64).filter(|x| x % 7 == 3).count() as u64;
+    let filtered = (0..200u64).filter(|x| x % 7 != 3 && x % 5 == 1).count() as u64;
+    assert_eq!(
+        (account.sourced, account.failed, account.filtered),
+        (200, failed, filtered),
+        "{account}"
+    );
+    assert!(account.ended && account.balanced(), "{account}");
+    // A fan-out inside a region is followed by its input's tokens under a budget.
+    let mut p = PipelineBuilder::new()
+        .source(0..100u64)
+        .item_bytes(|_| 1000)
+        .process_region(fan_out)
+        .executor(pool(2))
+        .sink()
+        .memory_limit(4000)
+        .build()
+        .unwrap();
+    let (mut items, error) = drain(&mut p);
+    assert!(error.is_none(), "{error:?}");
+    items.sort_unstable();
+    let mut expected: Vec<u64> = (0..100).flat_map(twice).collect();
+    expected.sort_unstable();
+    assert_eq!(items, expected);
+    assert!(p.stats().memory.unwrap().peak <= 4000);
+    drop(p);
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn a_region_with_a_flat_stage_resumes_exactly() {
+    // Stops fall inside an input's outputs: those delivered before are skipped in the
+    // worker after the resume.
+    for (order, workers) in [(Order::Input, 1), (Order::Completion, 2)] {
+        let build = |attempt: &Attempt<'_, ResumeState>| -> Result<Checked<Vec<u64>>, BoxError> {
+            let pipeline = PipelineBuilder::new()
+                .source(0..100u64)
+                .process_region(flat_filter_batch)
+                .executor(pool(workers))
+                .sink()
+                .buffer(1)
+                .resume_from(attempt.own_state().cloned())
+                .build()?;
+            Ok(Checked::from(pipeline))
+        };
+        for seed in 0..3 {
+            ResumeCheck::new()
+                .order(order)
+                .seed(seed)
+                .preemptions(4)
+                .run_batches(build)
+                .unwrap_or_else(|e| panic!("{order:?}, seed {seed}: {e}"));
+        }
+    }
+    assert!(child_pids().is_empty(), "children left: {:?}", child_pids());
+}
+
+fn fan_outs_inside_a_region_that_tracking_cannot_follow_are_refused() {
+    let workers = pool(1);
+    let start = |track: bool| {
+        let mut p = PipelineBuilder::new()
+            .source(0..4u64)
+            .process_region(batch_apart)
+            .executor(&workers)
+            .sink()
+            .track_resume(track)
+            .build()
+            .unwrap();
+        p.start().map(|()| p.by_ref().count())
+    };
+    let e = start(true).unwrap_err().to_string();
+    assert!(
+        e.contains("process region `batch_apart`") && e.contains("move that stage out"),
+        "{e}"
+    );
+    assert_eq!(start(false).unwrap(), 4);
+    // A flat stage in the region after one before it: two on one path.
+    let mut p = PipelineBuilder::new()
+        .source(0..4u64)
+        .flat_pipe(|x: u64| [x, x])
+        .process_region(fan_out)
         .executor(&workers)
         .sink()
         .track_resume(true)
         .build()
-        .unwrap()
-        .next()
         .unwrap();
-    let e = resumed.unwrap_err().to_string();
-    assert!(e.contains("do not pass through a process region"), "{e}");
-    assert_eq!(workers.workers_started(), 1);
+    let e = p.start().unwrap_err().to_string();
+    assert!(e.contains("second on its path"), "{e}");
 }
 
 fn double(x: u64) -> u64 {

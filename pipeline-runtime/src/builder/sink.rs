@@ -151,6 +151,16 @@ impl<T: Send + 'static> SinkBuilder<T> {
         self
     }
 
+    /// The nested pipeline of a process region's worker (see `Settings::in_region`).
+    /// `outputs`: the parent tracks a one-to-many stage's outputs one by one.
+    #[cfg(unix)]
+    pub(crate) fn in_region(mut self, outputs: bool) -> Self {
+        self.settings.track_resume = true;
+        self.settings.in_region = true;
+        self.settings.region_outputs = outputs;
+        self
+    }
+
     /// Resumes from `state` (taken with [`Pipeline::resume_state`] from a pipeline of the
     /// same shape): the source skips the epochs before the state's and the items the
     /// consumer had received or that failed, so the pipeline delivers exactly the rest.

@@ -6,6 +6,11 @@
 //! After a continuous source, the nested source is continuous too: each of its passes ends
 //! at an epoch boundary from the parent, and the nested pipeline's own boundary (every
 //! output of the epoch is out) goes back to the parent.
+//!
+//! When the parent keeps a ledger, the nested pipeline's positions (the order its source
+//! took the inputs in) are mapped back to the parent's input ids: each output names the
+//! inputs it stands for, and the inputs its ledger resolved are reported after the outputs
+//! that carried them, and before an epoch boundary or the end.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,15 +23,19 @@ use serde::Serialize;
 
 use super::channel::{decode, encode, FrameReader, FrameWriter};
 use super::region::{
-    Progress, RegionIo, RegionStart, CREDIT_EVERY, FROM_DONE, FROM_EPOCH, FROM_FAILED, FROM_ITEM,
-    FROM_LOST, FROM_READY, FROM_REFUSED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM,
+    outcome_byte, read_pairs, write_pairs, write_resolved, Progress, RegionIo, RegionStart,
+    CREDIT_EVERY, FROM_DONE, FROM_EPOCH, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY,
+    FROM_REFUSED, FROM_RESOLVED, FROM_STATS, FROM_TAKEN, TO_EPOCH, TO_ITEM, WHOLE,
 };
 use crate::builder::{PipelineBuilder, StageBuilder};
 use crate::failure::RemotePipelineError;
 use crate::pipeline::{GetError, Pipeline};
 use crate::queue::Msg;
+use crate::resume::fanout::IndexSet;
+use crate::resume::ledger::Ledger;
 use crate::stats::StageCounters;
-use crate::sync::panic_message;
+use crate::sync::{lock, panic_message};
+use std::collections::HashMap;
 
 /// How often a worker sends its counters while it runs.
 const STATS_EVERY: Duration = Duration::from_millis(100);
@@ -40,6 +49,22 @@ struct Fed {
     boundaries: AtomicU64,
     /// The parent's end of inputs has come.
     ended: AtomicBool,
+    /// The parent's id of each input passed on and not yet resolved, by its position in
+    /// the nested pipeline (the order its source takes them in); kept only when the parent
+    /// traces (see `RegionStart::trace`).
+    ids: Option<Mutex<HashMap<u64, u64>>>,
+    /// The nested ledger, told which outputs of an input were resolved before a resume
+    /// (when the parent tracks outputs one by one).
+    seed: Option<Arc<Ledger>>,
+}
+
+impl Fed {
+    fn new(trace: bool) -> Self {
+        Self {
+            ids: trace.then(Mutex::default),
+            ..Self::default()
+        }
+    }
 }
 
 /// What the nested source reads: an input, or an epoch boundary.
@@ -88,12 +113,16 @@ where
         } else {
             PipelineBuilder::new().source(inputs)
         };
-        f(source)
+        let sink = f(source)
             .sink()
             .num_threads(start.num_threads)
             .queue_capacity(start.queue_capacity)
-            .track_resume(true)
-            .build()
+            .track_resume(true);
+        match start.trace {
+            true => sink.in_region(start.outputs),
+            false => sink,
+        }
+        .build()
     }));
     let mut pipeline = match built {
         Ok(Ok(pipeline)) => pipeline,
@@ -108,7 +137,10 @@ where
     }
     let counters = pipeline.stage_counters();
     writer.send(&[FROM_READY]).map_err(|e| e.to_string())?;
-    let fed = Fed::default();
+    let mut fed = Fed::new(start.trace);
+    if start.outputs {
+        fed.seed = pipeline.ledger();
+    }
     let writer = Mutex::new(writer);
     std::thread::scope(|s| {
         let (fed_ref, credit) = (&fed, &writer);
@@ -132,6 +164,8 @@ fn feed<In: DeserializeOwned>(
     credit: Option<&Mutex<&mut FrameWriter>>,
 ) {
     let mut taken = 0u64;
+    // Inputs passed on: the next one's position in the nested pipeline.
+    let mut passed = 0u64;
     let pass_on = |frame: Frame<In>, items: &mut Option<SyncSender<Frame<In>>>| {
         if let Some(tx) = items.as_ref() {
             if tx.send(frame).is_err() {
@@ -141,13 +175,38 @@ fn feed<In: DeserializeOwned>(
     };
     while let Ok(Some(frame)) = reader.recv() {
         match frame.split_first() {
-            Some((&TO_ITEM, bytes)) => {
+            Some((&TO_ITEM, body)) => {
                 taken += 1;
+                let parts = body.split_at_checked(8).and_then(|(id, rest)| {
+                    let (done, bytes) = read_pairs(rest)?;
+                    let done = IndexSet::from_ranges(done).ok()?;
+                    Some((u64::from_le_bytes(id.try_into().ok()?), done, bytes))
+                });
+                let Some((id, done, bytes)) = parts else {
+                    eprintln!("process region: a malformed input frame; taken as the end");
+                    break;
+                };
                 match decode::<In>(bytes) {
-                    Ok(item) => pass_on(Frame::Item(item), &mut items),
+                    Ok(item) => {
+                        if let Some(ids) = &fed.ids {
+                            lock(ids).insert(passed, id);
+                        }
+                        if let Some(ledger) = &fed.seed {
+                            ledger.seed_fan_out(passed, done);
+                        }
+                        passed += 1;
+                        pass_on(Frame::Item(item), &mut items);
+                    }
                     Err(e) => {
                         eprintln!("process region: an input was dropped: {e}");
                         fed.undecodable.fetch_add(1, Ordering::Relaxed);
+                        if let (Some(_), Some(writer)) = (&fed.ids, credit) {
+                            let mut frame = Vec::new();
+                            let failed = outcome_byte(crate::resume::accounts::Outcome::Failed);
+                            write_resolved(&mut frame, &[(id, failed)]);
+                            let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
+                            let _ = writer.send_parts(&[&[FROM_RESOLVED], &frame]);
+                        }
                     }
                 }
             }
@@ -212,16 +271,65 @@ fn send_outputs<Out: Serialize + Send + 'static>(
     };
     let mut last_stats = Instant::now();
     let mut boundaries_out = 0u64;
+    // The inputs resolved since the last report (after every output that carried them),
+    // as their parent's ids.
+    let resolved_ids = |pipeline: &Pipeline<Out>| -> Vec<(u64, u8)> {
+        let Some(ids) = &fed.ids else {
+            return Vec::new();
+        };
+        let resolved = pipeline.take_resolved();
+        let mut ids = lock(ids);
+        resolved
+            .into_iter()
+            .filter_map(|(pos, outcome)| Some((ids.remove(&pos)?, outcome_byte(outcome))))
+            .collect()
+    };
+    let report_resolved = |pipeline: &Pipeline<Out>| {
+        let resolved = resolved_ids(pipeline);
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        let mut frame = Vec::with_capacity(4 + resolved.len() * 9);
+        write_resolved(&mut frame, &resolved);
+        send(&[&[FROM_RESOLVED], &frame])
+    };
+    let done = |pipeline: &Pipeline<Out>| {
+        report_resolved(pipeline)?;
+        done(pipeline)
+    };
     loop {
         match pipeline.next_msg(Some(Instant::now() + STATS_EVERY)) {
             Ok(Some(Msg::Item(out, _))) => {
                 let resolved = pipeline.resolved_inputs() + fed.undecodable.load(Ordering::Relaxed);
+                let mut sources = Vec::new();
+                if let Some(ids) = &fed.ids {
+                    let ids = lock(ids);
+                    sources.extend(
+                        pipeline
+                            .sources()
+                            .iter()
+                            .filter_map(|&(p, k)| Some([*ids.get(&p)?, k.unwrap_or(WHOLE)])),
+                    );
+                }
+                let mut header = resolved.to_le_bytes().to_vec();
+                write_pairs(&mut header, &sources);
                 match encode(&out) {
-                    Ok(bytes) => send(&[&[FROM_ITEM], &resolved.to_le_bytes(), &bytes])?,
-                    Err(e) => send(&[&[FROM_LOST], e.to_string().as_bytes()])?,
+                    Ok(bytes) => {
+                        // With the output, the inputs it was the last of (and any other
+                        // resolved by now).
+                        write_resolved(&mut header, &resolved_ids(pipeline));
+                        send(&[&[FROM_ITEM], &header, &bytes])?
+                    }
+                    Err(e) => {
+                        let mut lost = Vec::new();
+                        write_pairs(&mut lost, &sources);
+                        send(&[&[FROM_LOST], &lost, e.to_string().as_bytes()])?;
+                        report_resolved(pipeline)?;
+                    }
                 }
             }
             Ok(Some(Msg::EpochEnd)) => {
+                report_resolved(pipeline)?;
                 if boundaries_out < fed.boundaries.load(Ordering::Acquire) {
                     // Every output of the epoch is out: say so.
                     boundaries_out += 1;
@@ -232,7 +340,7 @@ fn send_outputs<Out: Serialize + Send + 'static>(
                 }
             }
             Ok(None) | Err(GetError::Finished) => return done(pipeline),
-            Err(GetError::Timeout) => {}
+            Err(GetError::Timeout) => report_resolved(pipeline)?,
             Err(GetError::Failed(e)) => {
                 let remote = encode(&RemotePipelineError::from(&e)).map_err(io)?;
                 return send(&[&[FROM_FAILED], &remote]);

@@ -27,7 +27,8 @@ use super::Tag;
 use crate::sync::lock;
 
 /// What became of a message: the best outcome over a position's messages is the position's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Outcome {
     /// Neither delivered nor dropped: a one-to-many stage's input, replaced by its outputs
     /// (a position none of whose outputs came out counts as filtered).

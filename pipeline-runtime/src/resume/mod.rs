@@ -18,6 +18,7 @@
 
 pub(crate) mod accounts;
 pub mod check;
+pub(crate) mod fanout;
 pub(crate) mod ledger;
 pub(crate) mod merge;
 pub(crate) mod numbering;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failure::BuildError;
 use accounts::EpochAccountState;
+use fanout::FanOutState;
 use merge::MergeState;
 
 /// Keys of one source: source `i` numbers its positions from `i * SOURCE_SPAN`, so that the
@@ -110,6 +112,10 @@ pub struct ResumeState {
     /// resumed run accounts for its own part only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     accounts: Vec<EpochAccountState>,
+    /// Pending inputs of one-to-many stages whose outputs were partly resolved, and which:
+    /// the resumed stage skips those (one record per such input, so bounded by `pending`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fan_outs: Vec<FanOutState>,
     /// Through a merge: each source's place, in the order the sources start (then `epoch`
     /// is the merged epoch, and `frontier` and `pending` are unused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -207,6 +213,7 @@ impl ResumeState {
             frontier,
             pending,
             accounts: Vec::new(),
+            fan_outs: Vec::new(),
             sources: Vec::new(),
             merge: None,
         }
@@ -260,6 +267,17 @@ impl ResumeState {
     /// The merge's place, if it was taken through a merge.
     pub(crate) fn merge(&self) -> Option<&MergeState> {
         self.merge.as_ref()
+    }
+
+    /// The state with the partly resolved inputs of its one-to-many stages.
+    pub(crate) fn with_fan_outs(mut self, fan_outs: Vec<FanOutState>) -> Self {
+        self.fan_outs = fan_outs;
+        self
+    }
+
+    /// The partly resolved inputs of its one-to-many stages.
+    pub(crate) fn fan_outs(&self) -> &[FanOutState] {
+        &self.fan_outs
     }
 
     /// The state with the ledger's accounts of its open epochs.
@@ -331,6 +349,7 @@ impl ResumeState {
             ));
         }
         EpochAccountState::check_all(&self.accounts, self.epoch, self.frontier, &self.pending)
+            .and_then(|()| FanOutState::check_all(&self.fan_outs, &self.pending))
             .map_err(|why| BuildError::new(format!("cannot resume: malformed state ({why})")))?;
         let malformed =
             |why: String| BuildError::new(format!("cannot resume: malformed state ({why})"));

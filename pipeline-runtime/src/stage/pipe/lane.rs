@@ -4,10 +4,12 @@
 //! into a [`Body`] returning an [`Output`], so that one lane loop implements ordering,
 //! epoch barriers, failure accounting and backpressure for all of them.
 //!
-//! Each output carries its input's tag (see `resume`): a one-to-many function's outputs all
-//! carry it. With resume tracking on, a lane gives an input's token back to the ledger when
-//! the input fails or is dropped, and a one-to-many lane takes one token per output and gives
-//! its input's back at the end, so an input is resolved once all its outputs are.
+//! Each output carries its input's tag (see `resume`). With a ledger, a lane gives an
+//! input's token back when the input fails or is dropped, and a one-to-many lane takes one
+//! token of its input per output and gives the input's own back at the end, so an input is
+//! resolved once all its outputs are. With resume tracking on, each output of a one-to-many
+//! input is tagged as output `k` of that input, so that outputs resolved before a stop are
+//! skipped when the input is redone after a resume (see `resume::fanout`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -318,14 +320,27 @@ impl<T: Send + 'static, U: Send + 'static> Lane<T, U> {
         mut stream: BoxStream<'static, Result<U, BoxError>>,
         tag: Tag,
     ) -> (bool, Option<BoxError>) {
+        // Outputs tracked one by one: those resolved before a stop (of a resumed run).
+        let done = self.ctx.ledger.as_ref().and_then(|l| l.fan_out(tag));
+        let mut index = 0u64;
         loop {
             match AssertUnwindSafe(stream.next()).catch_unwind().await {
                 Ok(Some(Ok(value))) => {
-                    if let Some(ledger) = &self.ctx.ledger {
-                        ledger.add_token(tag);
-                    }
-                    if !self.send(value, tag).await {
-                        return (false, None);
+                    let k = index;
+                    index += 1;
+                    let out = match (&self.ctx.ledger, &done) {
+                        (Some(_), Some(done)) if done.contains(k) => None,
+                        (Some(ledger), Some(_)) => Some(ledger.output(tag, k)),
+                        (Some(ledger), None) => {
+                            ledger.add_token(tag);
+                            Some(tag)
+                        }
+                        (None, _) => Some(tag),
+                    };
+                    if let Some(out) = out {
+                        if !self.send(value, out).await {
+                            return (false, None);
+                        }
                     }
                 }
                 Ok(Some(Err(error))) => return (true, Some(error)),

@@ -301,6 +301,9 @@ fn launch_pipe<T: Send + 'static, U: Send + 'static>(
                     l.queue_capacity
                 });
         let rx = prev(l, input_capacity)?;
+        if many {
+            l.fan_out(&name)?;
+        }
         let scope = l.scope(opts.max_failures);
         let ctx = l.resizable_stage(name, kind, (concurrency, planned), scope);
         let (tx, out_rx) = l.queue(&ctx.name, out_cap);

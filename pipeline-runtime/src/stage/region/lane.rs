@@ -17,7 +17,17 @@
 //! with (delivered, failed or dropped inside the region). The slot is refilled with a new
 //! worker and the region goes on there. Stopping kills the workers still running the
 //! region, which ends every thread here.
+//!
+//! With a ledger (resume tracking, the memory budget, the accounts), each input sent keeps
+//! its tag here under an id; an output that comes back holds a token of each input it
+//! stands for (several, a group: a batch made inside), and an input's own token goes when
+//! the worker reports it resolved. So a position is resolved when the last of the region's
+//! outputs for it is delivered, fails or is dropped downstream, as through any stage. With
+//! resume tracking, the outputs of one `flat_pipe` on the region's own inputs are named by
+//! (input, index) and tracked one by one here; the indices resolved before a resume go to
+//! the worker with the input (see `RegionFanOut` for what else is refused).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +42,7 @@ use crate::failure::{RemotePipelineError, StageFailureKind};
 use crate::launch::{Launch, LaunchFn};
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::process::pool::{CallError, Slot};
+use crate::process::region::{read_pairs, read_resolved, write_pairs, FROM_RESOLVED, WHOLE};
 use crate::process::region::{
     Progress, RegionStart, FROM_DONE, FROM_FAILED, FROM_ITEM, FROM_LOST, FROM_READY, FROM_REFUSED,
     FROM_STATS, FROM_TAKEN, TO_END, TO_ITEM, WINDOW,
@@ -40,6 +51,8 @@ use crate::process::region::{FROM_EPOCH, TO_EPOCH};
 use crate::process::stage_worker::request_header;
 use crate::process::ProcessPool;
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
+use crate::resume::ledger::Ledger;
 use crate::resume::Tag;
 use crate::run_state::RunState;
 use crate::stage::StageCtx;
@@ -69,6 +82,19 @@ pub(crate) struct RegionPlan {
     pub(crate) buffer: Option<usize>,
     /// Epoch boundaries come through (a continuous source).
     pub(crate) continuous: bool,
+    /// Whether a stage inside gives several outputs per input, and if so whether resume
+    /// tracking can follow them.
+    pub(crate) fan_out: RegionFanOut,
+}
+
+/// The one-to-many stages inside a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegionFanOut {
+    None,
+    /// One `flat_pipe` whose inputs are the region's: tracked one by one like the parent's.
+    Tracked,
+    /// Others (a `disaggregate`, a flat stage after a batch, several): why they are not.
+    Untracked(&'static str),
 }
 
 /// Where each worker stands in the epochs.
@@ -103,13 +129,15 @@ struct Region<T, U> {
 }
 
 /// Per worker run: inputs sent, inputs the worker's nested pipeline has taken, and inputs
-/// it reported done with.
+/// it reported done with; with a ledger, the tags of the inputs sent and not yet resolved,
+/// by their ids.
 #[derive(Default)]
 struct Books {
     taken: AtomicU64,
     resolved: AtomicU64,
     credited: Mutex<u64>,
     room: Condvar,
+    tags: Mutex<HashMap<u64, Tag>>,
 }
 
 impl Books {
@@ -139,14 +167,19 @@ where
 {
     Box::new(move |l: &mut Launch, out_cap| {
         let input = prev(l, plan.buffer.unwrap_or(l.queue_capacity))?;
-        if l.ledger.is_some() {
-            return Err(BuildError::new(format!(
-                "process region `{}`: resume tracking and the memory budget (which counts \
-                 items through the same ledger) do not pass through a process region; turn \
-                 `track_resume` and `memory_limit` off, or run the region's stages as threads \
-                 or process stages",
-                plan.name
-            )));
+        let tracked = l.ledger.as_ref().is_some_and(|l| l.tracks_outputs());
+        match plan.fan_out {
+            RegionFanOut::None => {}
+            RegionFanOut::Untracked(why) if tracked => {
+                return Err(BuildError::new(format!(
+                    "process region `{}`: resume tracking follows the outputs of one \
+                     `flat_pipe` on the region's own inputs, not {why}; move that stage out \
+                     of the region (before or after it), or turn `track_resume`/`resume_from` \
+                     off",
+                    plan.name
+                )));
+            }
+            _ => l.fan_out(&plan.name)?,
         }
         let workers = plan.pool.num_workers();
         let mut stages = Vec::with_capacity(plan.stages.len());
@@ -189,6 +222,8 @@ where
                 num_threads: l.default_pool.num_threads(),
                 queue_capacity: l.queue_capacity,
                 continuous: plan.continuous,
+                trace: l.ledger.is_some(),
+                outputs: tracked,
             },
             run: l.run.clone(),
             stopping: AtomicBool::new(false),
@@ -279,6 +314,12 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                         .taken
                         .load(Ordering::Acquire)
                         .saturating_sub(books.resolved.load(Ordering::Acquire));
+                    // Their tags fail too, so that their positions are resolved.
+                    if let Some(ledger) = self.ledger() {
+                        for (_, tag) in lock(&books.tags).drain() {
+                            ledger.resolve(tag, Outcome::Failed);
+                        }
+                    }
                     if !self.fail_held(index, held, &how) {
                         break;
                     }
@@ -428,14 +469,24 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
             }
             match self.next_input() {
                 (None, _) | (Some(Ok(Msg::EpochEnd)), _) => continue,
-                (Some(Ok(Msg::Item(item, _))), before) => match encode(&item) {
+                (Some(Ok(Msg::Item(item, tag))), before) => match encode(&item) {
                     Ok(bytes) => {
                         drop(item);
                         boundaries_up_to(before, writer)?;
-                        books.taken.fetch_add(1, Ordering::AcqRel);
-                        writer.send_parts(&[&[TO_ITEM], &bytes])?;
+                        let id = books.taken.fetch_add(1, Ordering::AcqRel);
+                        let mut header = id.to_le_bytes().to_vec();
+                        // Outputs of it resolved before a resume: the worker skips them.
+                        let done = self.ledger().and_then(|ledger| {
+                            lock(&books.tags).insert(id, tag);
+                            ledger.fan_out(tag)
+                        });
+                        write_pairs(&mut header, done.as_ref().map_or(&[], |d| d.ranges()));
+                        writer.send_parts(&[&[TO_ITEM], &header, &bytes])?;
                     }
-                    Err(e) => self.fail_item(0, e.into()),
+                    Err(e) => {
+                        self.fail_item(0, e.into());
+                        self.stages[0].resolve(tag, Outcome::Failed);
+                    }
                 },
                 (Some(Err(_closed)), _) => break,
             }
@@ -462,20 +513,22 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
             };
             match tag {
                 FROM_ITEM => {
-                    let (count, bytes) = body
+                    let (count, rest) = body
                         .split_at_checked(8)
                         .ok_or_else(|| invalid("a truncated output"))?;
+                    let (ids, rest) =
+                        read_pairs(rest).ok_or_else(|| invalid("a truncated output"))?;
+                    let (resolved, bytes) =
+                        read_resolved(rest).ok_or_else(|| invalid("a truncated output"))?;
                     let count: [u8; 8] = count.try_into().expect("8 bytes");
                     books
                         .resolved
                         .store(u64::from_le_bytes(count), Ordering::Release);
                     match decode::<U>(bytes) {
                         Ok(value) if !draining => {
-                            if self
-                                .output
-                                .send_blocking(Msg::Item(value, Tag::NONE))
-                                .is_err()
-                            {
+                            let tag = self.output_tag(books, &ids)?;
+                            self.resolve_inputs(books, resolved)?;
+                            if self.output.send_blocking(Msg::Item(value, tag)).is_err() {
                                 // Nothing reads the output any more: let the worker finish
                                 // what it holds, and drop it.
                                 draining = true;
@@ -483,8 +536,20 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => self.fail_item(last, e.into()),
+                        Err(e) => {
+                            let tag = self.output_tag(books, &ids)?;
+                            self.resolve_inputs(books, resolved)?;
+                            self.stages[last].resolve(tag, Outcome::Failed);
+                            self.fail_item(last, e.into());
+                        }
                     }
+                }
+                FROM_RESOLVED => {
+                    let (resolved, rest) = read_resolved(body)
+                        .filter(|(_, rest)| rest.is_empty())
+                        .ok_or_else(|| invalid("a malformed report of resolved inputs"))?;
+                    debug_assert!(rest.is_empty());
+                    self.resolve_inputs(books, resolved)?;
                 }
                 FROM_STATS | FROM_DONE => {
                     let progress: Progress = decode(body)?;
@@ -514,11 +579,71 @@ impl<T: Serialize + Send + 'static, U: DeserializeOwned + Send + 'static> Region
                     books.credit(u64::from_le_bytes(count));
                 }
                 FROM_LOST => {
-                    self.fail_item(last, String::from_utf8_lossy(body).into_owned().into())
+                    let (ids, why) =
+                        read_pairs(body).ok_or_else(|| invalid("a truncated report"))?;
+                    let tag = self.output_tag(books, &ids)?;
+                    self.stages[last].resolve(tag, Outcome::Failed);
+                    self.fail_item(last, String::from_utf8_lossy(why).into_owned().into())
                 }
                 _ => return Err(invalid("an unknown frame from a process region's worker")),
             }
         }
+    }
+
+    /// The ledger the region's positions are counted in, if any.
+    fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.stages[0].ledger.as_ref()
+    }
+
+    /// The tag of an output standing for `sources` (an input's id, and which output of a
+    /// fan-out of it, or `WHOLE`): each input gives it a token, or, for output `k` tracked
+    /// one by one, an output tag of its own (one source: that tag; several: a group of
+    /// them). `Tag::NONE` without a ledger.
+    fn output_tag(&self, books: &Books, sources: &[[u64; 2]]) -> std::io::Result<Tag> {
+        let Some(ledger) = self.ledger() else {
+            return Ok(Tag::NONE);
+        };
+        let tags = lock(&books.tags);
+        let inputs = sources
+            .iter()
+            .map(|&[id, k]| tags.get(&id).map(|&tag| (tag, k)))
+            .collect::<Option<Vec<(Tag, u64)>>>()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| invalid("an output that names no input the worker holds"))?;
+        drop(tags);
+        let tracked = ledger.tracks_outputs();
+        let members: Vec<Tag> = inputs
+            .into_iter()
+            .map(|(tag, k)| match k {
+                WHOLE => {
+                    ledger.add_token(tag);
+                    tag
+                }
+                k if tracked => ledger.output(tag, k),
+                _ => {
+                    ledger.add_token(tag);
+                    tag
+                }
+            })
+            .collect();
+        Ok(match members[..] {
+            [one] => one,
+            _ => ledger.group(members),
+        })
+    }
+
+    /// The worker resolved these inputs: their own tokens go.
+    fn resolve_inputs(&self, books: &Books, resolved: Vec<(u64, Outcome)>) -> std::io::Result<()> {
+        let Some(ledger) = self.ledger() else {
+            return Ok(());
+        };
+        for (id, outcome) in resolved {
+            let tag = lock(&books.tags)
+                .remove(&id)
+                .ok_or_else(|| invalid("a resolved input the worker does not hold"))?;
+            ledger.resolve(tag, outcome);
+        }
+        Ok(())
     }
 
     /// Adds what a worker's stages did since its last report into the region's stages.

@@ -19,7 +19,7 @@ use crate::launch::LaunchFn;
 use crate::stage::pipe::options::PipeOptions;
 use crate::stage::pipe::Order;
 pub(crate) use lane::InnerStage;
-use lane::{launch_region, RegionPlan};
+use lane::{launch_region, RegionFanOut, RegionPlan};
 
 impl<T: Send + 'static> StageBuilder<T> {
     /// A process region: the stages that `region` adds to a builder of this chain's items
@@ -99,7 +99,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                 };
                 chain.shape.push("process region".to_owned());
                 match (pool, stages) {
-                    (Some(pool), Some(stages)) => launch_region(
+                    (Some(pool), Some((stages, fan_out))) => launch_region(
                         prev,
                         RegionPlan {
                             key,
@@ -108,6 +108,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                             stages,
                             buffer: opts.buffer,
                             continuous: chain.continuous,
+                            fan_out,
                         },
                     ),
                     // `build()` reports the definition errors; this never runs.
@@ -137,8 +138,9 @@ fn check_region<F>(region: &str) -> Result<(), BuildError> {
     }
 }
 
-/// Builds the region on an empty source and runs it, to check it and learn its stages.
-fn dry_run<T, U, F>(region: &F, name: &str) -> Result<Vec<InnerStage>, BuildError>
+/// Builds the region on an empty source and runs it, to check it and learn its stages and
+/// whether one gives several outputs per input.
+fn dry_run<T, U, F>(region: &F, name: &str) -> Result<(Vec<InnerStage>, RegionFanOut), BuildError>
 where
     T: Send + 'static,
     U: Send + 'static,
@@ -149,6 +151,7 @@ where
     let mut pipeline = chain.sink().num_threads(1).build().map_err(in_region)?;
     pipeline.start().map_err(in_region)?;
     let stats = pipeline.stats();
+    let fan_out = region_fan_out(pipeline.shape());
     drop(pipeline);
     let stages: Vec<InnerStage> = stats
         .stages
@@ -165,5 +168,25 @@ where
             "process region `{name}` adds no stages: a region needs at least one"
         )));
     }
-    Ok(stages)
+    Ok((stages, fan_out))
+}
+
+/// What the one-to-many stages in a region's shape (`source -> pipe -> flat pipe -> ...`)
+/// allow: resume tracking follows one `flat pipe` whose inputs are the region's own, each
+/// of its outputs naming its input and index.
+fn region_fan_out(shape: &str) -> RegionFanOut {
+    let many = |w: &str| w.contains("flat pipe") || w.contains("disaggregate");
+    let words: Vec<&str> = shape.split(" -> ").skip(1).collect();
+    let Some(first) = words.iter().position(|w| many(w)) else {
+        return RegionFanOut::None;
+    };
+    if words.iter().filter(|w| many(w)).count() > 1 {
+        RegionFanOut::Untracked("several one-to-many stages")
+    } else if words[first] != "flat pipe" {
+        RegionFanOut::Untracked("a `disaggregate` or a one-to-many stage inside a route")
+    } else if words[..first].iter().any(|w| w.starts_with("aggregate")) {
+        RegionFanOut::Untracked("a one-to-many stage after a batch is made")
+    } else {
+        RegionFanOut::Tracked
+    }
 }

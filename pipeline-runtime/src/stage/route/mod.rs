@@ -322,9 +322,16 @@ where
                 let outer = l.prefix.clone();
                 let mut txs = Vec::with_capacity(branches.len());
                 let mut outs = Vec::with_capacity(branches.len());
+                // Each branch is its own path; after the join, any branch's fan-out is
+                // upstream.
+                let fanned_before = l.fanned_out;
+                let mut fanned = fanned_before;
                 for branch in branches {
                     l.prefix = format!("{outer}{name}[{}]/", branch.name);
+                    l.fanned_out = fanned_before;
                     let started = (branch.launch)(l, capacity);
+                    fanned |= l.fanned_out;
+                    l.fanned_out = fanned;
                     l.prefix.clone_from(&outer);
                     let mut out = started?;
                     l.read_by_structure();
