@@ -121,6 +121,9 @@ mod pipeline;
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod process;
 mod queue;
+#[cfg(all(unix, feature = "remote"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub mod remote;
 mod resume;
 mod run_state;
 mod stage;

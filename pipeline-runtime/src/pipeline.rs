@@ -614,7 +614,7 @@ impl<T> Drop for Pipeline<T> {
 /// Whether the accounts cover a pipeline of this shape: every structure but those whose
 /// items the ledger cannot follow yet (issue 27, item 4).
 fn accounts_cover(shape: &str) -> bool {
-    !["merge(", "route batched", "process region"]
+    !["merge(", "route batched", "process region", "remote region"]
         .iter()
         .any(|s| shape.contains(s))
 }
