@@ -150,7 +150,9 @@ fn serve(args: &[String]) -> Result<(), String> {
     let bound = worker.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {bound}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
-    worker.serve().map_err(|e| format!("the worker failed: {e}"))
+    worker
+        .serve()
+        .map_err(|e| format!("the worker failed: {e}"))
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, String> {
@@ -264,8 +266,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut delivered = 0u64;
     for item in pipeline.epoch() {
         let item = item.map_err(|e| e.to_string())?;
-        writeln!(out, "{} {} {}", item.epoch, item.index, item.value)
-            .map_err(|e| e.to_string())?;
+        writeln!(out, "{} {} {}", item.epoch, item.index, item.value).map_err(|e| e.to_string())?;
         delivered += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -296,9 +297,11 @@ pub fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("run") => run(&args[1..]),
-        _ => Err("usage: remote serve --addr ADDR --token T | remote run --workers ... (see \
+        _ => Err(
+            "usage: remote serve --addr ADDR --token T | remote run --workers ... (see \
                   the top of examples/src/remote.rs)"
-            .to_owned()),
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

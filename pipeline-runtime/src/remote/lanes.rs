@@ -87,7 +87,10 @@ pub(crate) fn run_remote(
         match connect(schedule.clone(), lane, peer, runtime) {
             Err(ConnectError::Refused(why)) => {
                 // Said once: the lane is off for the run.
-                eprintln!("remote region: worker {} refused the trainer: {why}", peer.addr);
+                eprintln!(
+                    "remote region: worker {} refused the trainer: {why}",
+                    peer.addr
+                );
                 schedule.set_alive(lane, false, &format!("{}: {why}", peer.addr));
                 return;
             }

@@ -372,7 +372,9 @@ impl Schedule {
                 let (lane, items) = state.answered.remove(&id).unwrap_or_default();
                 state.undelivered.remove(&id);
                 let counts = &self.lane_counts[lane];
-                counts.items.fetch_add(items.len() as u64, Ordering::Relaxed);
+                counts
+                    .items
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
                 counts.tickets.fetch_add(1, Ordering::Relaxed);
                 self.counts
                     .delivered

@@ -168,7 +168,9 @@ where
             let thread = std::thread::Builder::new()
                 .name(name)
                 .spawn(body)
-                .map_err(|e| BuildError::new(format!("cannot start a remote region thread: {e}")))?;
+                .map_err(|e| {
+                    BuildError::new(format!("cannot start a remote region thread: {e}"))
+                })?;
             l.run.register_thread(thread);
             Ok::<(), BuildError>(())
         };
@@ -234,8 +236,7 @@ fn cut_tickets<T: Serialize>(input: &Rx<T>, schedule: &Schedule, size: usize, ct
     let mut next_position = 0u64;
     let flush = |positions: &mut Vec<u64>, items: &mut Vec<Vec<u8>>, bytes: &mut usize| {
         *bytes = 0;
-        items.is_empty()
-            || schedule.add_ticket(std::mem::take(positions), std::mem::take(items))
+        items.is_empty() || schedule.add_ticket(std::mem::take(positions), std::mem::take(items))
     };
     loop {
         let msg = match input.try_recv() {

@@ -45,9 +45,7 @@ pub(crate) fn schema() -> SchemaRef {
 pub(crate) fn schema_message() -> Result<FlightData, String> {
     let none: [&RecordBatch; 0] = [];
     let mut messages = batches_to_flight_data(&schema(), none).map_err(|e| e.to_string())?;
-    messages
-        .pop()
-        .ok_or_else(|| "no schema message".to_owned())
+    messages.pop().ok_or_else(|| "no schema message".to_owned())
 }
 
 /// Checks the peer's first message: the schema above.
@@ -85,11 +83,10 @@ pub(crate) fn encode_batch(
 
 /// A ticket's number, positions and items from a message (hostile: every field checked).
 pub(crate) fn decode_batch(message: &FlightData) -> Result<(u64, Vec<u64>, Vec<Vec<u8>>), String> {
-    let ticket: [u8; 8] = message
-        .app_metadata
-        .as_ref()
-        .try_into()
-        .map_err(|_| "a batch without its ticket number (8 bytes of app_metadata)".to_owned())?;
+    let ticket: [u8; 8] =
+        message.app_metadata.as_ref().try_into().map_err(|_| {
+            "a batch without its ticket number (8 bytes of app_metadata)".to_owned()
+        })?;
     let batch = flight_data_to_arrow_batch(message, schema(), &HashMap::new())
         .map_err(|e| format!("not a record batch of the schema: {e}"))?;
     let positions = batch
@@ -108,7 +105,10 @@ pub(crate) fn decode_batch(message: &FlightData) -> Result<(u64, Vec<u64>, Vec<V
     Ok((
         u64::from_le_bytes(ticket),
         positions.values().to_vec(),
-        items.iter().map(|i| i.unwrap_or_default().to_vec()).collect(),
+        items
+            .iter()
+            .map(|i| i.unwrap_or_default().to_vec())
+            .collect(),
     ))
 }
 
@@ -137,7 +137,9 @@ mod tests {
 
         let mut no_ticket = message.clone();
         no_ticket.app_metadata = Default::default();
-        assert!(decode_batch(&no_ticket).unwrap_err().contains("ticket number"));
+        assert!(decode_batch(&no_ticket)
+            .unwrap_err()
+            .contains("ticket number"));
         let mut garbage = message;
         garbage.data_header = vec![0xff; 40].into();
         assert!(decode_batch(&garbage).is_err());
