@@ -244,7 +244,7 @@ async fn read_answers(
                 schema_seen = true;
             }
             Ok(Some(message)) => match wire::decode_batch(&message) {
-                Ok((id, _, items)) => schedule.answer(lane, id, items),
+                Ok(rows) => schedule.answer(lane, rows.ticket, rows.items),
                 Err(why) => return format!("a bad answer: {why}"),
             },
             Ok(None) => return "the worker ended the exchange".to_owned(),

@@ -392,3 +392,119 @@ impl Schedule {
         Delivery::Nothing
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(remote: &[bool], input_order: bool) -> Schedule {
+        let lanes = remote.iter().map(|_| Arc::default()).collect();
+        Schedule::new(remote, input_order, Arc::default(), lanes)
+    }
+
+    fn items(n: u8) -> Vec<Vec<u8>> {
+        (0..n).map(|i| vec![i]).collect()
+    }
+
+    fn delivered(s: &Schedule) -> Vec<Vec<u8>> {
+        match s.next_delivery() {
+            Delivery::Items(items) => items,
+            _ => panic!("expected items"),
+        }
+    }
+
+    #[test]
+    fn a_late_answer_is_dropped_and_counted_and_the_first_one_delivered_once() {
+        let s = schedule(&[true, true], false);
+        assert!(s.add_ticket(vec![0, 1], items(2)));
+        s.end_input();
+        let yes = || true;
+        let t = s.take(0, &yes).expect("lane 0 takes it");
+        assert!(s.take(1, &yes).is_none(), "one ticket, taken");
+        // Lane 0 hangs: its ticket goes to lane 1, which answers first.
+        assert!(s.check_hang(0, Duration::ZERO));
+        assert_eq!(s.counts.replayed.load(Ordering::Relaxed), 2);
+        let again = s.take(1, &yes).expect("replayed");
+        assert_eq!(again.id, t.id);
+        assert!(s.take(0, &yes).is_none(), "a suspect lane takes no more");
+        s.answer(1, t.id, items(2));
+        s.answer(0, t.id, items(2));
+        assert_eq!(s.counts.late_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(delivered(&s).len(), 2);
+        assert!(matches!(s.next_delivery(), Delivery::End));
+        assert_eq!(s.lane_counts[1].items.load(Ordering::Relaxed), 2);
+        assert_eq!(s.lane_counts[0].items.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_lost_lane_replays_what_it_held_first() {
+        let s = schedule(&[true, true], false);
+        for i in 0..3 {
+            assert!(s.add_ticket(vec![i], items(1)));
+        }
+        let yes = || true;
+        let a = s.take(0, &yes).unwrap();
+        let b = s.take(0, &yes).unwrap();
+        assert!(
+            s.take(0, &yes).is_none(),
+            "a lane holds WINDOW tickets at most"
+        );
+        s.lane_failed(0);
+        let order: Vec<u64> = (0..3)
+            .map(|_| s.take(1, &yes).map(|t| t.id))
+            .map(Option::unwrap)
+            .take(2)
+            .collect();
+        assert_eq!(order, vec![a.id, b.id], "replayed tickets go first");
+    }
+
+    #[test]
+    fn input_order_waits_for_the_oldest_and_boundaries_close_epochs() {
+        let s = schedule(&[false], true);
+        assert!(s.add_ticket(vec![0], vec![b"a".to_vec()]));
+        s.add_boundary();
+        assert!(s.add_ticket(vec![1], vec![b"b".to_vec()]));
+        s.end_input();
+        let no = || false;
+        let first = s.take(0, &no).unwrap();
+        let second = s.take(0, &no).unwrap();
+        s.answer(0, second.id, vec![b"b".to_vec()]);
+        assert!(
+            matches!(s.next_delivery(), Delivery::Nothing),
+            "the oldest is not in"
+        );
+        s.answer(0, first.id, vec![b"a".to_vec()]);
+        assert_eq!(delivered(&s), vec![b"a".to_vec()]);
+        assert!(matches!(s.next_delivery(), Delivery::Boundary));
+        assert_eq!(delivered(&s), vec![b"b".to_vec()]);
+        assert!(matches!(s.next_delivery(), Delivery::End));
+    }
+
+    #[test]
+    fn a_remote_lane_takes_work_only_in_a_deficit_when_there_are_local_lanes() {
+        let s = schedule(&[false, true], false);
+        assert!(s.add_ticket(vec![0], items(1)));
+        assert!(
+            s.take(1, &|| false).is_none(),
+            "the consumer is not waiting"
+        );
+        assert!(
+            s.take(1, &|| true).is_some(),
+            "the consumer waits, no local lane free"
+        );
+    }
+
+    #[test]
+    fn with_every_worker_gone_and_no_local_lane_the_tier_fails_saying_why() {
+        let s = schedule(&[true, true], false);
+        s.set_alive(0, false, "w0: refused");
+        assert!(matches!(s.next_delivery(), Delivery::Nothing));
+        s.set_alive(1, false, "w1: connection refused");
+        match s.next_delivery() {
+            Delivery::Failed(why) => {
+                assert!(why.contains("w0: refused; w1: connection refused"), "{why}")
+            }
+            _ => panic!("expected a failure"),
+        }
+    }
+}

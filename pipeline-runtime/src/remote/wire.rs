@@ -81,8 +81,16 @@ pub(crate) fn encode_batch(
     Ok(message.with_app_metadata(ticket.to_le_bytes().to_vec()))
 }
 
-/// A ticket's number, positions and items from a message (hostile: every field checked).
-pub(crate) fn decode_batch(message: &FlightData) -> Result<(u64, Vec<u64>, Vec<Vec<u8>>), String> {
+/// A decoded message: a ticket's number, its rows' positions and their items.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Rows {
+    pub(crate) ticket: u64,
+    pub(crate) positions: Vec<u64>,
+    pub(crate) items: Vec<Vec<u8>>,
+}
+
+/// A ticket's rows from a message (hostile: every field checked).
+pub(crate) fn decode_batch(message: &FlightData) -> Result<Rows, String> {
     let ticket: [u8; 8] =
         message.app_metadata.as_ref().try_into().map_err(|_| {
             "a batch without its ticket number (8 bytes of app_metadata)".to_owned()
@@ -102,14 +110,14 @@ pub(crate) fn decode_batch(message: &FlightData) -> Result<(u64, Vec<u64>, Vec<V
     if positions.null_count() > 0 || items.null_count() > 0 {
         return Err("null positions or items".to_owned());
     }
-    Ok((
-        u64::from_le_bytes(ticket),
-        positions.values().to_vec(),
-        items
+    Ok(Rows {
+        ticket: u64::from_le_bytes(ticket),
+        positions: positions.values().to_vec(),
+        items: items
             .iter()
             .map(|i| i.unwrap_or_default().to_vec())
             .collect(),
-    ))
+    })
 }
 
 /// Compares tokens in time that does not depend on where they differ.
@@ -130,8 +138,13 @@ mod tests {
     fn a_batch_round_trips_and_a_bad_one_is_refused() {
         let items = vec![b"a".to_vec(), vec![0u8; 70_000], Vec::new()];
         let message = encode_batch(7, vec![1, 2, 3], &items).unwrap();
-        let (ticket, positions, back) = decode_batch(&message).unwrap();
-        assert_eq!((ticket, positions, back), (7, vec![1, 2, 3], items));
+        let rows = decode_batch(&message).unwrap();
+        let expected = Rows {
+            ticket: 7,
+            positions: vec![1, 2, 3],
+            items,
+        };
+        assert_eq!(rows, expected);
         check_schema(&schema_message().unwrap()).unwrap();
         assert!(check_schema(&message).is_err());
 

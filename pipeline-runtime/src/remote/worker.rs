@@ -174,11 +174,11 @@ impl FlightService for Exchange {
                     .ok_or_else(|| failed("no schema message".into()))?;
                 wire::check_schema(&first).map_err(failed)?;
                 while let Some(message) = inbound.message().await? {
-                    let (id, positions, items) = wire::decode_batch(&message).map_err(failed)?;
+                    let rows = wire::decode_batch(&message).map_err(failed)?;
                     let ticket = runner::Ticket {
-                        id,
-                        positions,
-                        items,
+                        id: rows.ticket,
+                        positions: rows.positions,
+                        items: rows.items,
                     };
                     if !runner.send(Arc::new(ticket)).await {
                         break;
