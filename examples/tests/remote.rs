@@ -101,7 +101,7 @@ fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
     let workers = format!("{},{}", a.addr, b.addr);
     let trainer = Command::new(NODE)
         .args(["run", "--workers", &workers, "--token", "tok"])
-        .args(["--items", "3000", "--epochs", "2", "--local-lanes", "0"])
+        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
         .args([
             "--order",
             "input",
@@ -115,18 +115,19 @@ fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the trainer");
-    // Mid-run: wait until part of the output is written, then kill one worker outright.
+    // Mid-run: wait until the first of the output is written (its first 8 KiB, about 700
+    // of 10,000 lines), then kill one worker outright.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 2000 {
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
         assert!(std::time::Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(5));
     }
     signal(&a, libc::SIGKILL);
     let output = trainer.wait_with_output().expect("the trainer");
     let s = stats(&output);
-    check_exactly_once(&out, 3000, 2, true);
-    assert_eq!(s["delivered"], 6000);
-    assert_eq!(s["remote"], 6000);
+    check_exactly_once(&out, 5000, 2, true);
+    assert_eq!(s["delivered"], 10000);
+    assert_eq!(s["remote"], 10000);
     assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
 }
 

@@ -181,6 +181,9 @@ mod __guide {
     #[cfg(unix)]
     #[doc = include_str!("../../docs/src/process-regions.md")]
     mod process_regions {}
+    #[cfg(all(unix, feature = "remote"))]
+    #[doc = include_str!("../../docs/src/remote.md")]
+    mod remote {}
     #[cfg(unix)]
     #[doc = include_str!("../../docs/src/subprocess.md")]
     mod subprocess {}

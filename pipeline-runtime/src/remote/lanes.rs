@@ -185,6 +185,8 @@ fn connect(
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ConnectError::Refused(format!("bad worker address: {e}")))?
             .connect_timeout(timeout)
+            .initial_stream_window_size(wire::STREAM_WINDOW)
+            .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .tcp_nodelay(true);
         let channel = tokio::time::timeout(timeout, endpoint.connect())
             .await

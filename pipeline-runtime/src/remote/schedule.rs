@@ -215,12 +215,13 @@ impl Schedule {
         if let Some(ticket) = self.try_take(&mut state, lane, deficit) {
             return Some(ticket);
         }
-        let remote = state.lanes[lane].remote;
-        if !remote {
+        // A local lane with room is waiting for work: no deficit while one is.
+        let idle = !state.lanes[lane].remote && state.lanes[lane].held.len() < WINDOW;
+        if idle {
             state.local_waiting += 1;
         }
         state = self.wait(state);
-        if !remote {
+        if idle {
             state.local_waiting -= 1;
         }
         self.try_take(&mut state, lane, deficit)

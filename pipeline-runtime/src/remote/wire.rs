@@ -30,6 +30,10 @@ pub(crate) const THREADS_KEY: &str = "x-pipeline-threads";
 
 /// The largest message either side decodes: bounds what a hostile peer can make us hold.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+/// HTTP/2 flow-control windows, both ways: the 64 KiB default stalls a stream of
+/// large items on every round trip.
+pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 16 << 20;
 /// A ticket closes before its items reach this many bytes (well under [`MAX_MESSAGE`]).
 pub(crate) const MAX_TICKET_BYTES: usize = 16 << 20;
 

@@ -74,6 +74,8 @@ impl Worker {
         self.runtime
             .block_on(
                 tonic::transport::Server::builder()
+                    .initial_stream_window_size(wire::STREAM_WINDOW)
+                    .initial_connection_window_size(wire::CONNECTION_WINDOW)
                     .add_service(service)
                     .serve_with_incoming(incoming),
             )
