@@ -33,6 +33,9 @@ mod stage;
 mod wire;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -189,6 +192,7 @@ pub struct RemoteStats {
 /// One worker's share.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerStats {
+    /// The worker's address, as given.
     pub addr: String,
     /// Outputs delivered that it made.
     pub items: u64,
