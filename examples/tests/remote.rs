@@ -22,8 +22,12 @@ impl Drop for Worker {
 }
 
 fn worker(token: &str) -> Worker {
+    worker_at("127.0.0.1:0", token)
+}
+
+fn worker_at(addr: &str, token: &str) -> Worker {
     let mut child = Command::new(NODE)
-        .args(["serve", "--addr", "127.0.0.1:0", "--token", token])
+        .args(["serve", "--addr", addr, "--token", token])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -127,6 +131,36 @@ fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
     let s = stats(&output);
     check_exactly_once(&out, 5000, 2, true);
     assert_eq!(s["delivered"], 10000);
+    assert_eq!(s["remote"], 10000);
+    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+}
+
+#[test]
+fn a_worker_restarted_mid_run_is_used_again_and_nothing_is_lost() {
+    let first = worker("tok");
+    let addr = first.addr.clone();
+    let out = scratch("restarted.txt");
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &addr, "--token", "tok"])
+        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
+        .args(["--order", "input", "--work-us", "200", "--ticket-size", "16"])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&first, libc::SIGKILL);
+    drop(first);
+    // The only worker, back at the same address: the trainer reconnects to it.
+    let _second = worker_at(&addr, "tok");
+    let output = trainer.wait_with_output().expect("the trainer");
+    let s = stats(&output);
+    check_exactly_once(&out, 5000, 2, true);
     assert_eq!(s["remote"], 10000);
     assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
 }
