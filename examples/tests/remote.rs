@@ -143,7 +143,14 @@ fn a_worker_restarted_mid_run_is_used_again_and_nothing_is_lost() {
     let trainer = Command::new(NODE)
         .args(["run", "--workers", &addr, "--token", "tok"])
         .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
-        .args(["--order", "input", "--work-us", "200", "--ticket-size", "16"])
+        .args([
+            "--order",
+            "input",
+            "--work-us",
+            "200",
+            "--ticket-size",
+            "16",
+        ])
         .args(["--out", out.to_str().expect("utf-8")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -200,6 +207,49 @@ fn a_hung_worker_is_replayed_elsewhere_and_its_late_answers_dropped() {
     check_exactly_once(&out, 2000, 1, false);
     assert_eq!(s["delivered"], 2000);
     assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+}
+
+#[test]
+fn the_only_worker_hung_for_good_ends_the_run_with_a_clear_error_not_a_hang() {
+    let w = worker("tok");
+    let out = scratch("hung-for-good.txt");
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &w.addr, "--token", "tok"])
+        .args(["--items", "5000", "--epochs", "1", "--local-lanes", "0"])
+        .args([
+            "--order",
+            "input",
+            "--work-us",
+            "300",
+            "--ticket-size",
+            "16",
+        ])
+        .args(["--timeout-ms", "300", "--give-up-ms", "500"])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&w, libc::SIGSTOP);
+    let output = trainer.wait_with_output().expect("the trainer");
+    signal(&w, libc::SIGCONT);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no worker can take its tickets"),
+        "{stderr}"
+    );
+    // What was delivered before, once each.
+    let text = std::fs::read_to_string(&out).expect("the out file");
+    let mut seen = HashSet::new();
+    for line in text.lines() {
+        assert!(seen.insert(line.to_owned()), "delivered twice: {line}");
+    }
 }
 
 #[test]

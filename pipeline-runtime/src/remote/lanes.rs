@@ -133,6 +133,7 @@ fn exchange(
     connection: &Connection,
     deficit: &dyn Fn() -> bool,
 ) {
+    let mut suspect_since = None;
     while !schedule.finished() && !connection.broken.load(Ordering::Acquire) {
         if let Some(ticket) = schedule.take(lane, deficit) {
             let message =
@@ -149,6 +150,18 @@ fn exchange(
                 "remote region: worker {} held a ticket past {:?}; replaying it elsewhere",
                 peer.addr, peer.timeout
             );
+            suspect_since = Some(Instant::now());
+        }
+        if !schedule.is_suspect(lane) {
+            suspect_since = None;
+        } else if suspect_since.is_some_and(|since| since.elapsed() > 2 * peer.timeout) {
+            // Still silent: drop the connection, and reconnect (or count it gone) as for
+            // a worker that died. Its late answers, until now, were dropped and counted.
+            eprintln!(
+                "remote region: worker {} is still silent; reconnecting",
+                peer.addr
+            );
+            return;
         }
     }
     if connection.broken.load(Ordering::Acquire) && !schedule.finished() {

@@ -326,6 +326,11 @@ impl Schedule {
         hung
     }
 
+    /// Whether `lane` held a ticket past the timeout and has not answered it yet.
+    pub(crate) fn is_suspect(&self, lane: usize) -> bool {
+        self.state().lanes[lane].suspect
+    }
+
     /// Whether `lane` can work; when no lane can, the tier fails.
     pub(crate) fn set_alive(&self, lane: usize, alive: bool, why: &str) {
         let mut state = self.state();
