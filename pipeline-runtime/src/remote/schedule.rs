@@ -75,7 +75,8 @@ struct State {
 
 /// What the delivering thread does next.
 pub(crate) enum Delivery {
-    Items(Vec<Vec<u8>>),
+    /// A ticket's outputs, and the lane that made them.
+    Items(usize, Vec<Vec<u8>>),
     Boundary,
     End,
     Failed(String),
@@ -386,7 +387,7 @@ impl Schedule {
                     .delivered
                     .fetch_add(items.len() as u64, Ordering::Relaxed);
                 self.moved.notify_all();
-                return Delivery::Items(items);
+                return Delivery::Items(lane, items);
             }
             if state.input_ended && first.is_none() {
                 return Delivery::End;
@@ -414,7 +415,7 @@ mod tests {
 
     fn delivered(s: &Schedule) -> Vec<Vec<u8>> {
         match s.next_delivery() {
-            Delivery::Items(items) => items,
+            Delivery::Items(_, items) => items,
             _ => panic!("expected items"),
         }
     }

@@ -15,6 +15,7 @@ use super::RemoteWorkers;
 use crate::block_on::block_on_until;
 use crate::builder::{fn_name, StageBuilder};
 use crate::failure::{BuildError, ItemError, StageFailureKind};
+use crate::hook::TaskOutcome;
 use crate::launch::{Launch, LaunchFn};
 use crate::process::channel::{decode, encode};
 use crate::process::region::RegionStart;
@@ -309,10 +310,12 @@ fn deliver<T, U: DeserializeOwned + Send + 'static>(
 ) {
     loop {
         match schedule.next_delivery() {
-            Delivery::Items(items) => {
+            Delivery::Items(lane, items) => {
                 for bytes in items {
                     match decode::<U>(&bytes) {
                         Ok(value) => {
+                            // The statistics' lanes are the tier's: local ones, then workers.
+                            ctx.task_ended(lane, None, TaskOutcome::Succeeded);
                             if output.send_blocking(Msg::Item(value, Tag::NONE)).is_err() {
                                 input.close();
                                 return;
