@@ -21,6 +21,7 @@ pub mod datasets;
 pub mod distributed;
 pub mod image_pipeline;
 pub mod progress;
+pub mod remote;
 pub mod s3_server;
 pub mod scratch;
 pub mod shard_job;

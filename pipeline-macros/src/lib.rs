@@ -63,7 +63,8 @@ mod proptests;
 ///   never fills flushed at the end of the epoch (all three take `drop_last`, `name`,
 ///   `buffer`); `disaggregate()`: the items of each batch;
 /// * `process_region(f, executor = pool)`: the stages of a registered region fn, in worker
-///   processes;
+///   processes; `remote_region(f, workers = w)`: the same on remote workers, local lanes
+///   first (the runtime's feature `remote`);
 /// * `route(router, { pattern => stages, .. })`: each item down the branch its key matches;
 /// * `sink(..)`, last, with the pipeline-wide options (`num_threads`, `max_failures`, ..).
 ///

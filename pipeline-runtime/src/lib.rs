@@ -121,6 +121,9 @@ mod pipeline;
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod process;
 mod queue;
+#[cfg(all(unix, feature = "remote"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub mod remote;
 mod resume;
 mod run_state;
 mod stage;
@@ -178,6 +181,9 @@ mod __guide {
     #[cfg(unix)]
     #[doc = include_str!("../../docs/src/process-regions.md")]
     mod process_regions {}
+    #[cfg(all(unix, feature = "remote"))]
+    #[doc = include_str!("../../docs/src/remote.md")]
+    mod remote {}
     #[cfg(unix)]
     #[doc = include_str!("../../docs/src/subprocess.md")]
     mod subprocess {}

@@ -23,6 +23,9 @@ pub use crate::process::stage_worker::{call_process_fn, CallFn};
 #[cfg(unix)]
 pub(crate) use crate::process::worker::WorkerFn;
 pub use crate::stage::merge::{MergePolicy, OnEnd};
+// `remote_region(f, workers = w)`.
+#[cfg(all(unix, feature = "remote"))]
+pub use crate::remote;
 pub use crate::stage::pipe::Order;
 /// The bounds of each pipe shape's function, named by the macro's guards and by the
 /// builder's methods alike.

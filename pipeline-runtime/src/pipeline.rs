@@ -658,7 +658,9 @@ impl<T> Drop for Pipeline<T> {
 /// Whether the accounts cover a pipeline of this shape: every structure but those whose
 /// items the ledger cannot follow yet (issue 27, item 4).
 fn accounts_cover(shape: &str) -> bool {
-    !["merge("].iter().any(|s| shape.contains(s))
+    !["merge(", "remote region"]
+        .iter()
+        .any(|s| shape.contains(s))
 }
 
 /// Whether every stage after the source is a one-to-one `pipe` or an `aggregate`: then

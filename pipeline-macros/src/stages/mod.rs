@@ -9,7 +9,7 @@
 //! one line in the list ([`KINDS`], written with `kinds!`, which also declares the module).
 //!
 //! * `source`, `pipe`, `aggregate`, `aggregate_with`, `aggregate_by`, `disaggregate`,
-//!   `process_region` (`region`), `sink`: the kinds;
+//!   `process_region` (`region`), `remote_region`, `sink`: the kinds;
 //! * `merge`, `route`: the structures, whose arguments hold chains of stages (`structure`
 //!   holds what they share).
 
@@ -37,6 +37,7 @@ kinds! {
     aggregate_by::AGGREGATE_BY,
     disaggregate::DISAGGREGATE,
     region::PROCESS_REGION,
+    remote_region::REMOTE_REGION,
     merge::MERGE,
     route::ROUTE,
     sink::SINK,

@@ -1,0 +1,393 @@
+//! Faults of remote workers on loopback, with real processes (the `remote` example as the
+//! `remote-node` binary): each run must deliver every (epoch, index) exactly once, with the
+//! right value, or fail with a clear error.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const NODE: &str = env!("CARGO_BIN_EXE_remote-node");
+
+struct Worker {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn worker(token: &str) -> Worker {
+    worker_at("127.0.0.1:0", token)
+}
+
+fn worker_at(addr: &str, token: &str) -> Worker {
+    let mut child = Command::new(NODE)
+        .args(["serve", "--addr", addr, "--token", token])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start a worker");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the worker's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+        .to_owned();
+    Worker { child, addr }
+}
+
+fn signal(worker: &Worker, sig: i32) {
+    // SAFETY: a plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(worker.child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill({sig})");
+}
+
+fn run(args: &[&str], out: &std::path::Path) -> Output {
+    Command::new(NODE)
+        .arg("run")
+        .args(args)
+        .args(["--out", out.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run the trainer")
+}
+
+/// The JSON line of a run that succeeded.
+fn stats(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+/// Checks the `--out` file: every (epoch, index) once, with its value; in input order if
+/// asked.
+fn check_exactly_once(out: &std::path::Path, items: u64, epochs: u64, input_order: bool) {
+    let text = std::fs::read_to_string(out).expect("the out file");
+    let mut seen = HashSet::new();
+    let mut last = None;
+    for line in text.lines() {
+        let f: Vec<u64> = line
+            .split(' ')
+            .map(|x| x.parse().expect("a number"))
+            .collect();
+        let (epoch, index, value) = (f[0], f[1], f[2]);
+        assert_eq!(value, (index * 2654435761) % (1 << 32), "line {line}");
+        assert!(seen.insert((epoch, index)), "delivered twice: {line}");
+        if input_order {
+            assert!(last < Some((epoch, index)), "out of order at {line}");
+            last = Some((epoch, index));
+        }
+    }
+    assert_eq!(seen.len() as u64, items * epochs, "items lost");
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("remote-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+#[test]
+fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
+    let (a, b) = (worker("tok"), worker("tok"));
+    let out = scratch("killed.txt");
+    let workers = format!("{},{}", a.addr, b.addr);
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &workers, "--token", "tok"])
+        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
+        .args([
+            "--order",
+            "input",
+            "--work-us",
+            "300",
+            "--ticket-size",
+            "16",
+        ])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    // Mid-run: wait until the first of the output is written (its first 8 KiB, about 700
+    // of 10,000 lines), then kill one worker outright.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&a, libc::SIGKILL);
+    let output = trainer.wait_with_output().expect("the trainer");
+    let s = stats(&output);
+    check_exactly_once(&out, 5000, 2, true);
+    assert_eq!(s["delivered"], 10000);
+    assert_eq!(s["remote"], 10000);
+    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+}
+
+#[test]
+fn a_worker_restarted_mid_run_is_used_again_and_nothing_is_lost() {
+    let first = worker("tok");
+    let addr = first.addr.clone();
+    let out = scratch("restarted.txt");
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &addr, "--token", "tok"])
+        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
+        .args([
+            "--order",
+            "input",
+            "--work-us",
+            "200",
+            "--ticket-size",
+            "16",
+        ])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&first, libc::SIGKILL);
+    drop(first);
+    // The only worker, back at the same address: the trainer reconnects to it.
+    let _second = worker_at(&addr, "tok");
+    let output = trainer.wait_with_output().expect("the trainer");
+    let s = stats(&output);
+    check_exactly_once(&out, 5000, 2, true);
+    assert_eq!(s["remote"], 10000);
+    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+}
+
+#[test]
+fn a_hung_worker_is_replayed_elsewhere_and_its_late_answers_dropped() {
+    let (a, b) = (worker("tok"), worker("tok"));
+    let out = scratch("hung.txt");
+    let workers = format!("{},{}", a.addr, b.addr);
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &workers, "--token", "tok"])
+        .args(["--items", "2000", "--epochs", "1", "--local-lanes", "0"])
+        .args([
+            "--order",
+            "completion",
+            "--work-us",
+            "500",
+            "--ticket-size",
+            "16",
+        ])
+        .args(["--timeout-ms", "500"])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1000 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&a, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&a, libc::SIGCONT);
+    let output = trainer.wait_with_output().expect("the trainer");
+    let s = stats(&output);
+    check_exactly_once(&out, 2000, 1, false);
+    assert_eq!(s["delivered"], 2000);
+    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+}
+
+#[test]
+fn the_only_worker_hung_for_good_ends_the_run_with_a_clear_error_not_a_hang() {
+    let w = worker("tok");
+    let out = scratch("hung-for-good.txt");
+    let trainer = Command::new(NODE)
+        .args(["run", "--workers", &w.addr, "--token", "tok"])
+        .args(["--items", "5000", "--epochs", "1", "--local-lanes", "0"])
+        .args([
+            "--order",
+            "input",
+            "--work-us",
+            "300",
+            "--ticket-size",
+            "16",
+        ])
+        .args(["--timeout-ms", "300", "--give-up-ms", "500"])
+        .args(["--out", out.to_str().expect("utf-8")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the trainer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&w, libc::SIGSTOP);
+    let output = trainer.wait_with_output().expect("the trainer");
+    signal(&w, libc::SIGCONT);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no worker can take its tickets"),
+        "{stderr}"
+    );
+    // What was delivered before, once each.
+    let text = std::fs::read_to_string(&out).expect("the out file");
+    let mut seen = HashSet::new();
+    for line in text.lines() {
+        assert!(seen.insert(line.to_owned()), "delivered twice: {line}");
+    }
+}
+
+#[test]
+fn with_every_worker_gone_local_lanes_finish_and_without_them_the_run_fails() {
+    let gone = {
+        let w = worker("tok");
+        w.addr.clone()
+    }; // killed: nothing listens there now
+    let out = scratch("gone.txt");
+    let common = [
+        "--workers",
+        &gone,
+        "--token",
+        "tok",
+        "--items",
+        "500",
+        "--epochs",
+        "2",
+    ];
+    let tail = [
+        "--order",
+        "input",
+        "--give-up-ms",
+        "300",
+        "--timeout-ms",
+        "300",
+    ];
+    let output = run(
+        &[&common[..], &["--local-lanes", "1"], &tail].concat(),
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 500, 2, true);
+    assert_eq!(s["local"], 1000);
+
+    let output = run(
+        &[&common[..], &["--local-lanes", "0"], &tail].concat(),
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no worker can take its tickets"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&gone), "{stderr}");
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_local_lanes_do_the_work() {
+    let w = worker("right");
+    let out = scratch("token.txt");
+    let args = ["--workers", &w.addr, "--token", "wrong", "--items", "400"];
+    let output = run(
+        &[
+            &args[..],
+            &["--epochs", "1", "--local-lanes", "1", "--order", "input"],
+        ]
+        .concat(),
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 400, 1, true);
+    assert_eq!(s["remote"], 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wrong or missing token"), "{stderr}");
+    assert!(!stderr.contains("right"), "the token leaked: {stderr}");
+
+    let output = run(
+        &[
+            &args[..],
+            &["--epochs", "1", "--local-lanes", "0", "--order", "input"],
+        ]
+        .concat(),
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wrong or missing token"), "{stderr}");
+}
+
+#[test]
+fn a_client_of_another_protocol_version_is_refused_with_both_versions() {
+    let w = worker("tok");
+    let out = scratch("version.txt");
+    let output = run(
+        &[
+            "--workers",
+            &w.addr,
+            "--token",
+            "tok",
+            "--items",
+            "10",
+            "--epochs",
+            "1",
+            "--local-lanes",
+            "0",
+            "--order",
+            "input",
+            "--protocol",
+            "999",
+        ],
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("remote protocol 1"), "{stderr}");
+    assert!(stderr.contains("\"999\""), "{stderr}");
+}
+
+#[test]
+fn local_lanes_and_a_worker_share_the_work_exactly_once() {
+    let w = worker("tok");
+    let out = scratch("shared.txt");
+    let output = run(
+        &[
+            "--workers",
+            &w.addr,
+            "--token",
+            "tok",
+            "--items",
+            "3000",
+            "--epochs",
+            "2",
+            "--local-lanes",
+            "1",
+            "--order",
+            "completion",
+            "--local-work-us",
+            "400",
+            "--ticket-size",
+            "8",
+        ],
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 3000, 2, false);
+    let (local, remote) = (s["local"].as_u64().unwrap(), s["remote"].as_u64().unwrap());
+    assert_eq!(local + remote, 6000, "{s}");
+    assert!(remote > 0, "the throttled local lane took everything: {s}");
+}
