@@ -343,6 +343,49 @@ fn merge_definition_errors() {
         .unwrap();
     let error = nested.start().unwrap_err().to_string();
     assert!(error.contains("a merge inside a merge's input"), "{error}");
+    // The memory budget goes through a merge as available; one that picks its inputs, or
+    // pauses continuous inputs at their pass's end, could deadlock: refused with the reason.
+    let sized = |n: u32| PipelineBuilder::new().source(0..n).item_bytes(|_| 4);
+    let mut picking = PipelineBuilder::new()
+        .merge([sized(2), sized(3)])
+        .policy(MergePolicy::weighted([1.0, 1.0], 1))
+        .sink()
+        .memory_limit(1024)
+        .build()
+        .unwrap();
+    let error = picking.start().unwrap_err().to_string();
+    assert!(error.contains("its policy picks the input"), "{error}");
+    let looped = || {
+        PipelineBuilder::new()
+            .continuous_source(0..2u32)
+            .item_bytes(|_| 4)
+    };
+    let mut paused = PipelineBuilder::new()
+        .merge([looped(), looped()])
+        .sink()
+        .memory_limit(1024)
+        .build()
+        .unwrap();
+    let error = paused.start().unwrap_err().to_string();
+    assert!(error.contains("with continuous inputs"), "{error}");
+    let mut both = PipelineBuilder::new()
+        .merge([sized(2), sized(3)])
+        .sink()
+        .memory_limit(1024)
+        .track_resume(true)
+        .build()
+        .unwrap();
+    let error = both.start().unwrap_err().to_string();
+    assert!(error.contains("with resume tracking"), "{error}");
+    let budgeted = collect_ok(
+        PipelineBuilder::new()
+            .merge([sized(2), sized(3)])
+            .sink()
+            .memory_limit(1024)
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(sorted(budgeted), [0, 0, 1, 1, 2]);
     // Without tracking, both run.
     let inner = PipelineBuilder::new().merge([input(0..2, 1), input(0..2, 2)]);
     let got = collect_ok(

@@ -124,14 +124,16 @@ impl MergeBook {
     }
 
     /// The merge sent on an item of `input`, followed by `group`, after which its state is
-    /// `cursor`; `again`: one of the resumed state's items in flight, taken again.
+    /// `cursor`; `again`: one of the resumed state's items in flight, taken again (it takes
+    /// the place of the first of that input's still to take, in the order they are taken
+    /// again).
     pub(crate) fn took(&mut self, input: u32, group: Tag, cursor: &MergeCursor, again: bool) {
         self.cursor.clone_from(cursor);
         let slot = again
             .then(|| {
                 self.sent
                     .iter_mut()
-                    .find(|s| matches!(s, Sent::Item(_, None)))
+                    .find(|s| matches!(s, Sent::Item(i, None) if *i == input))
             })
             .flatten();
         match slot {

@@ -52,13 +52,16 @@ impl PipelineBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// Resume tracking ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume)) and
-    /// the memory budget follow items through a merge: each input's source resumes on its
-    /// own, and the merge takes the items it had merged again in the same order, then goes
-    /// on with the same draws (weighted) or turns (round-robin). Not covered: a merge inside
-    /// a merge's input, and (for resume tracking) a [custom](MergePolicy::custom) policy,
-    /// whose chooser's state a resume state cannot carry; those fail to start with an error
-    /// saying so.
+    /// Resume tracking ([`SinkBuilder::track_resume`](crate::SinkBuilder::track_resume))
+    /// follows items through a merge: each input's source resumes on its own, and the merge
+    /// takes the items it had merged again in the same order, then goes on with the same
+    /// draws (weighted) or turns (round-robin). Not covered: a merge inside a merge's input,
+    /// and a [custom](MergePolicy::custom) policy, whose chooser's state a resume state
+    /// cannot carry. The memory budget ([`memory_limit`](crate::SinkBuilder::memory_limit))
+    /// goes through a merge as available over one-pass inputs without resume tracking; any
+    /// other merge could deadlock under it (it could wait on an input that cannot admit an
+    /// item while the budget is held by the others'). What is not covered fails to start with
+    /// an error saying so.
     pub fn merge<T: Send + 'static>(
         self,
         inputs: impl IntoIterator<Item = StageBuilder<T>>,
@@ -107,7 +110,7 @@ impl PipelineBuilder {
             MergeOptions::default(),
             move |opts, chain| {
                 check(&opts, launches.len(), chain);
-                launch_merge(launches, opts)
+                launch_merge(launches, opts, chain.continuous)
             },
         )
     }
@@ -151,7 +154,11 @@ fn check(opts: &MergeOptions, inputs: usize, chain: &mut Chain) {
     }
 }
 
-fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions) -> LaunchFn<T> {
+fn launch_merge<T: Send + 'static>(
+    inputs: Vec<LaunchFn<T>>,
+    opts: MergeOptions,
+    continuous: bool,
+) -> LaunchFn<T> {
     Box::new(move |l: &mut Launch, out_cap| {
         let tracked = l.track_resume && l.ledger.is_some();
         if tracked && matches!(opts.policy.0, Policy::Custom(_)) {
@@ -160,6 +167,9 @@ fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions)
                  carry its chooser's state); use as_available, round_robin or weighted, or \
                  turn `track_resume`/`resume_from` off",
             ));
+        }
+        if l.memory.is_some() {
+            budget_deadlock(&opts, continuous, tracked)?;
         }
         let merges = l.merges;
         l.merges += 1;
@@ -203,6 +213,36 @@ fn launch_merge<T: Send + 'static>(inputs: Vec<LaunchFn<T>>, opts: MergeOptions)
         l.spawn_lane(lane.run());
         Ok(out_rx)
     })
+}
+
+/// The memory budget through a merge that reads its inputs in an order of its own, or in
+/// epochs, could hang: the budget can be full of items queued in inputs it does not read
+/// next while the input it waits for cannot admit one. As available over one-pass inputs
+/// (and without resume tracking), it reads whichever input has an item, so the budget always
+/// drains.
+fn budget_deadlock(opts: &MergeOptions, continuous: bool, tracked: bool) -> Result<(), BuildError> {
+    let why = match &opts.policy.0 {
+        _ if tracked => {
+            "with resume tracking, a resumed merge takes its items in flight again in their \
+             order first, waiting on one input while the budget may be held by the others' \
+             (not covered yet: use resume tracking or the budget)"
+        }
+        Policy::AsAvailable if !continuous => return Ok(()),
+        Policy::AsAvailable => {
+            "with continuous inputs it waits at each merged epoch's end (or, resuming, for \
+             the items of the epoch it was in) for some inputs, while the next epoch's items \
+             of the others may hold the budget"
+        }
+        _ => {
+            "its policy picks the input it waits for, while the budget may be held by items \
+             queued in the others"
+        }
+    };
+    Err(BuildError::new(format!(
+        "merge: the memory budget (`memory_limit`) could deadlock through this merge: {why}; \
+         use `MergePolicy::as_available` over one-pass inputs without resume tracking, or no \
+         memory_limit"
+    )))
 }
 
 /// Where a tracked merge starts, from the state it resumes from (if any), given its inputs'
