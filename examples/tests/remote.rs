@@ -391,3 +391,64 @@ fn local_lanes_and_a_worker_share_the_work_exactly_once() {
     assert_eq!(local + remote, 6000, "{s}");
     assert!(remote > 0, "the throttled local lane took everything: {s}");
 }
+
+#[test]
+fn a_worker_killed_mid_run_and_a_resume_deliver_each_index_once() {
+    use pipeline_examples::remote::{hash_region, value_of, Job};
+    use pipeline_runtime::remote::RemoteWorkers;
+    use pipeline_runtime::{PipelineBuilder, ResumeState};
+
+    const N: u64 = 600;
+    let build = |workers: &RemoteWorkers, state: Option<ResumeState>| {
+        let jobs = (0..N).map(|index| Job {
+            epoch: 0,
+            index,
+            // Slow enough that each worker always holds tickets.
+            work_us: 5000,
+            payload_bytes: 0,
+        });
+        PipelineBuilder::new()
+            .source(jobs)
+            .remote_region(hash_region, workers)
+            .sink()
+            .buffer(1)
+            .resume_from(state)
+            .build()
+            .expect("build")
+    };
+    let tier = |addrs: [&str; 2]| {
+        RemoteWorkers::new(addrs, "t")
+            .local_lanes(0)
+            .ticket_size(8)
+            .timeout(Duration::from_secs(3))
+    };
+    let (doomed, survivor) = (worker("t"), worker("t"));
+    let before = tier([&doomed.addr, &survivor.addr]);
+    let mut first = build(&before, None);
+    let mut got: Vec<(u64, u32)> = Vec::new();
+    let take = |pipeline: &mut pipeline_runtime::Pipeline<_>, got: &mut Vec<_>, n: usize| {
+        for item in pipeline.by_ref().take(n) {
+            let h: pipeline_examples::remote::Hashed = item.expect("an item");
+            got.push((h.index, h.value));
+        }
+    };
+    take(&mut first, &mut got, 150);
+    // Killed while it holds tickets: they are replayed on the survivor.
+    signal(&doomed, libc::SIGKILL);
+    while before.stats().replayed == 0 && got.len() < N as usize {
+        take(&mut first, &mut got, 1);
+    }
+    take(&mut first, &mut got, 50);
+    assert!(before.stats().replayed > 0, "{:?}", before.stats());
+    let state = first.resume_state().expect("a state");
+    drop(first);
+    let fresh = worker("t");
+    let mut rest = build(&tier([&fresh.addr, &survivor.addr]), Some(state));
+    take(&mut rest, &mut got, usize::MAX);
+    got.sort_unstable();
+    let expected: Vec<(u64, u32)> = (0..N).map(|i| (i, value_of(i))).collect();
+    assert_eq!(got.len(), expected.len(), "items delivered, over both runs");
+    assert_eq!(got, expected);
+    let account = &rest.accounts()[0];
+    assert!(account.ended && account.balanced(), "{account}");
+}
