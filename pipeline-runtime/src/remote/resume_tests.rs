@@ -124,7 +124,11 @@ fn the_accounts_and_the_memory_budget_count_items_through_a_remote_region() {
         assert_eq!(got, expected(100), "{tier}");
         let account = &pipeline.accounts()[0];
         assert!(account.ended && account.balanced(), "{tier}: {account}");
-        assert_eq!(account.delivered, expected(100).len() as u64, "{tier}: {account}");
+        assert_eq!(
+            account.delivered,
+            expected(100).len() as u64,
+            "{tier}: {account}"
+        );
         assert_eq!(
             account.delivered + account.filtered + account.failed,
             100,
@@ -193,7 +197,12 @@ fn flaky_proxy(target: String, cut_after: usize) -> (String, Arc<AtomicBool>) {
                     let _ = to.shutdown(Shutdown::Both);
                 })
             };
-            pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), limit, false);
+            pipe(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                limit,
+                false,
+            );
             pipe(server, client, limit, n == 0);
         }
     });
@@ -220,7 +229,10 @@ fn a_worker_cut_off_mid_run_and_a_resume_deliver_each_item_once() {
     };
     let mut first = build(&proxy, None);
     let mut got: Vec<u64> = first.by_ref().take(150).map(Result::unwrap).collect();
-    assert!(cut.load(Ordering::SeqCst), "the proxy cut the first connection");
+    assert!(
+        cut.load(Ordering::SeqCst),
+        "the proxy cut the first connection"
+    );
     let state = first.resume_state().unwrap();
     drop(first);
     let mut rest = build(&worker, Some(state));

@@ -189,9 +189,11 @@ fn collect(
             // After the count of inputs resolved: the inputs it stands for and those
             // resolved with it (the ticket's boundary resolves every input here), then
             // the item.
-            FROM_ITEM => match body.get(8..).and_then(read_pairs).and_then(|(ids, rest)| {
-                read_resolved(rest).map(|(_, bytes)| (ids, bytes))
-            }) {
+            FROM_ITEM => match body
+                .get(8..)
+                .and_then(read_pairs)
+                .and_then(|(ids, rest)| read_resolved(rest).map(|(_, bytes)| (ids, bytes)))
+            {
                 Some((ids, bytes)) => {
                     outputs.push(bytes.to_vec());
                     sources.push(match ids[..] {

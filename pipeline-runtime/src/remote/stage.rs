@@ -334,9 +334,7 @@ fn cut_tickets<T: Serialize>(input: &Rx<T>, schedule: &Schedule, size: usize, ct
                     ),
                     Err(e) => fail_item(ctx, tag, e.to_string()),
                 }
-                if (cut.items.len() >= size || cut.bytes >= MAX_TICKET_BYTES)
-                    && !flush(&mut cut)
-                {
+                if (cut.items.len() >= size || cut.bytes >= MAX_TICKET_BYTES) && !flush(&mut cut) {
                     return;
                 }
             }
@@ -375,7 +373,11 @@ fn output_tags(
     };
     let inputs = &answered.tags;
     let valid = |&s: &u64| usize::try_from(s).is_ok_and(|s| s < inputs.len());
-    if let Some(bad) = answered.sources.iter().find(|&&s| s != SEVERAL && !valid(&s)) {
+    if let Some(bad) = answered
+        .sources
+        .iter()
+        .find(|&&s| s != SEVERAL && !valid(&s))
+    {
         return Err(format!(
             "an output names input {bad} of a ticket of {} inputs; are the workers built from \
              the same program as the trainer?",
@@ -389,9 +391,11 @@ fn output_tags(
     for (j, &source) in answered.sources.iter().enumerate() {
         if source == SEVERAL {
             if ledger.tracks_outputs() {
-                return Err("an output of several inputs (a batch made inside the region), \
+                return Err(
+                    "an output of several inputs (a batch made inside the region), \
                             which resume tracking does not follow through a remote region"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             for &tag in inputs {
                 ledger.add_token(tag);
