@@ -116,7 +116,8 @@ fn the_accounts_and_the_memory_budget_count_items_through_a_remote_region() {
             .item_bytes(|_| 8)
             .remote_region(fail_filter_double, &workers)
             .sink()
-            .memory_limit(4000)
+            // Three items in flight, under a ticket's four: tickets close early.
+            .memory_limit(24)
             .build()
             .unwrap();
         let mut got: Vec<u64> = pipeline.by_ref().map(Result::unwrap).collect();
