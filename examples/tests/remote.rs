@@ -50,13 +50,38 @@ fn signal(worker: &Worker, sig: i32) {
     assert_eq!(rc, 0, "kill({sig})");
 }
 
-fn run(args: &[&str], out: &std::path::Path) -> Output {
-    Command::new(NODE)
+/// The trainer (`remote run`) with `args` (separated by spaces), writing to `out`.
+fn trainer(args: &str, out: &std::path::Path) -> Command {
+    let mut command = Command::new(NODE);
+    command
         .arg("run")
-        .args(args)
-        .args(["--out", out.to_str().expect("utf-8 path")])
-        .output()
+        .args(args.split_whitespace())
+        .args(["--out", out.to_str().expect("utf-8 path")]);
+    command
+}
+
+/// Runs the trainer with `args` (separated by spaces) to its end.
+fn run(args: &str, out: &std::path::Path) -> Output {
+    trainer(args, out).output().expect("run the trainer")
+}
+
+/// Starts the trainer with `args`, to do something to its workers mid-run.
+fn spawn(args: &str, out: &std::path::Path) -> Child {
+    trainer(args, out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the trainer")
+}
+
+/// Waits until the trainer has written at least `bytes` of `out` (it writes in blocks of
+/// 8 KiB, so any is some way into the run).
+fn wait_for_output(out: &std::path::Path, bytes: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < bytes {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The JSON line of a run that succeeded.
@@ -103,29 +128,16 @@ fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
     let (a, b) = (worker("tok"), worker("tok"));
     let out = scratch("killed.txt");
     let workers = format!("{},{}", a.addr, b.addr);
-    let trainer = Command::new(NODE)
-        .args(["run", "--workers", &workers, "--token", "tok"])
-        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
-        .args([
-            "--order",
-            "input",
-            "--work-us",
-            "300",
-            "--ticket-size",
-            "16",
-        ])
-        .args(["--out", out.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the trainer");
+    let trainer = spawn(
+        &format!(
+            "--workers {workers} --token tok --items 5000 --epochs 2 \
+             --local-lanes 0 --order input --work-us 300 --ticket-size 16"
+        ),
+        &out,
+    );
     // Mid-run: wait until the first of the output is written (its first 8 KiB, about 700
     // of 10,000 lines), then kill one worker outright.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_output(&out, 1);
     signal(&a, libc::SIGKILL);
     let output = trainer.wait_with_output().expect("the trainer");
     let s = stats(&output);
@@ -140,27 +152,14 @@ fn a_worker_restarted_mid_run_is_used_again_and_nothing_is_lost() {
     let first = worker("tok");
     let addr = first.addr.clone();
     let out = scratch("restarted.txt");
-    let trainer = Command::new(NODE)
-        .args(["run", "--workers", &addr, "--token", "tok"])
-        .args(["--items", "5000", "--epochs", "2", "--local-lanes", "0"])
-        .args([
-            "--order",
-            "input",
-            "--work-us",
-            "200",
-            "--ticket-size",
-            "16",
-        ])
-        .args(["--out", out.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the trainer");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let trainer = spawn(
+        &format!(
+            "--workers {addr} --token tok --items 5000 --epochs 2 \
+             --local-lanes 0 --order input --work-us 200 --ticket-size 16"
+        ),
+        &out,
+    );
+    wait_for_output(&out, 1);
     signal(&first, libc::SIGKILL);
     drop(first);
     // The only worker, back at the same address: the trainer reconnects to it.
@@ -177,28 +176,14 @@ fn a_hung_worker_is_replayed_elsewhere_and_its_late_answers_dropped() {
     let (a, b) = (worker("tok"), worker("tok"));
     let out = scratch("hung.txt");
     let workers = format!("{},{}", a.addr, b.addr);
-    let trainer = Command::new(NODE)
-        .args(["run", "--workers", &workers, "--token", "tok"])
-        .args(["--items", "2000", "--epochs", "1", "--local-lanes", "0"])
-        .args([
-            "--order",
-            "completion",
-            "--work-us",
-            "500",
-            "--ticket-size",
-            "16",
-        ])
-        .args(["--timeout-ms", "500"])
-        .args(["--out", out.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the trainer");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1000 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let trainer = spawn(
+        &format!(
+            "--workers {workers} --token tok --items 2000 --epochs 1 \
+             --local-lanes 0 --order completion --work-us 500 --ticket-size 16 --timeout-ms 500"
+        ),
+        &out,
+    );
+    wait_for_output(&out, 1000);
     signal(&a, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&a, libc::SIGCONT);
@@ -213,28 +198,16 @@ fn a_hung_worker_is_replayed_elsewhere_and_its_late_answers_dropped() {
 fn the_only_worker_hung_for_good_ends_the_run_with_a_clear_error_not_a_hang() {
     let w = worker("tok");
     let out = scratch("hung-for-good.txt");
-    let trainer = Command::new(NODE)
-        .args(["run", "--workers", &w.addr, "--token", "tok"])
-        .args(["--items", "5000", "--epochs", "1", "--local-lanes", "0"])
-        .args([
-            "--order",
-            "input",
-            "--work-us",
-            "300",
-            "--ticket-size",
-            "16",
-        ])
-        .args(["--timeout-ms", "300", "--give-up-ms", "500"])
-        .args(["--out", out.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the trainer");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let addr = &w.addr;
+    let trainer = spawn(
+        &format!(
+            "--workers {addr} --token tok --items 5000 --epochs 1 \
+             --local-lanes 0 --order input --work-us 300 --ticket-size 16 \
+             --timeout-ms 300 --give-up-ms 500"
+        ),
+        &out,
+    );
+    wait_for_output(&out, 1);
     signal(&w, libc::SIGSTOP);
     let output = trainer.wait_with_output().expect("the trainer");
     signal(&w, libc::SIGCONT);
@@ -259,36 +232,18 @@ fn with_every_worker_gone_local_lanes_finish_and_without_them_the_run_fails() {
         w.addr.clone()
     }; // killed: nothing listens there now
     let out = scratch("gone.txt");
-    let common = [
-        "--workers",
-        &gone,
-        "--token",
-        "tok",
-        "--items",
-        "500",
-        "--epochs",
-        "2",
-    ];
-    let tail = [
-        "--order",
-        "input",
-        "--give-up-ms",
-        "300",
-        "--timeout-ms",
-        "300",
-    ];
-    let output = run(
-        &[&common[..], &["--local-lanes", "1"], &tail].concat(),
-        &out,
-    );
+    let args = |lanes: u32| {
+        format!(
+            "--workers {gone} --token tok --items 500 --epochs 2 --local-lanes {lanes} \
+             --order input --give-up-ms 300 --timeout-ms 300"
+        )
+    };
+    let output = run(&args(1), &out);
     let s = stats(&output);
     check_exactly_once(&out, 500, 2, true);
     assert_eq!(s["local"], 1000);
 
-    let output = run(
-        &[&common[..], &["--local-lanes", "0"], &tail].concat(),
-        &out,
-    );
+    let output = run(&args(0), &out);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -302,15 +257,14 @@ fn with_every_worker_gone_local_lanes_finish_and_without_them_the_run_fails() {
 fn a_wrong_token_is_refused_and_local_lanes_do_the_work() {
     let w = worker("right");
     let out = scratch("token.txt");
-    let args = ["--workers", &w.addr, "--token", "wrong", "--items", "400"];
-    let output = run(
-        &[
-            &args[..],
-            &["--epochs", "1", "--local-lanes", "1", "--order", "input"],
-        ]
-        .concat(),
-        &out,
-    );
+    let args = |lanes: u32| {
+        let addr = &w.addr;
+        format!(
+            "--workers {addr} --token wrong --items 400 --epochs 1 --local-lanes {lanes} \
+             --order input"
+        )
+    };
+    let output = run(&args(1), &out);
     let s = stats(&output);
     check_exactly_once(&out, 400, 1, true);
     assert_eq!(s["remote"], 0);
@@ -318,14 +272,7 @@ fn a_wrong_token_is_refused_and_local_lanes_do_the_work() {
     assert!(stderr.contains("wrong or missing token"), "{stderr}");
     assert!(!stderr.contains("right"), "the token leaked: {stderr}");
 
-    let output = run(
-        &[
-            &args[..],
-            &["--epochs", "1", "--local-lanes", "0", "--order", "input"],
-        ]
-        .concat(),
-        &out,
-    );
+    let output = run(&args(0), &out);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("wrong or missing token"), "{stderr}");
@@ -335,23 +282,12 @@ fn a_wrong_token_is_refused_and_local_lanes_do_the_work() {
 fn a_client_of_another_protocol_version_is_refused_with_both_versions() {
     let w = worker("tok");
     let out = scratch("version.txt");
+    let addr = &w.addr;
     let output = run(
-        &[
-            "--workers",
-            &w.addr,
-            "--token",
-            "tok",
-            "--items",
-            "10",
-            "--epochs",
-            "1",
-            "--local-lanes",
-            "0",
-            "--order",
-            "input",
-            "--protocol",
-            "999",
-        ],
+        &format!(
+            "--workers {addr} --token tok --items 10 --epochs 1 \
+             --local-lanes 0 --order input --protocol 999"
+        ),
         &out,
     );
     assert!(!output.status.success());
@@ -364,25 +300,12 @@ fn a_client_of_another_protocol_version_is_refused_with_both_versions() {
 fn local_lanes_and_a_worker_share_the_work_exactly_once() {
     let w = worker("tok");
     let out = scratch("shared.txt");
+    let addr = &w.addr;
     let output = run(
-        &[
-            "--workers",
-            &w.addr,
-            "--token",
-            "tok",
-            "--items",
-            "3000",
-            "--epochs",
-            "2",
-            "--local-lanes",
-            "1",
-            "--order",
-            "completion",
-            "--local-work-us",
-            "400",
-            "--ticket-size",
-            "8",
-        ],
+        &format!(
+            "--workers {addr} --token tok --items 3000 --epochs 2 \
+             --local-lanes 1 --order completion --local-work-us 400 --ticket-size 8"
+        ),
         &out,
     );
     let s = stats(&output);
@@ -390,4 +313,65 @@ fn local_lanes_and_a_worker_share_the_work_exactly_once() {
     let (local, remote) = (s["local"].as_u64().unwrap(), s["remote"].as_u64().unwrap());
     assert_eq!(local + remote, 6000, "{s}");
     assert!(remote > 0, "the throttled local lane took everything: {s}");
+}
+
+#[test]
+fn a_worker_killed_mid_run_and_a_resume_deliver_each_index_once() {
+    use pipeline_examples::remote::{hash_region, value_of, Job};
+    use pipeline_runtime::remote::RemoteWorkers;
+    use pipeline_runtime::{PipelineBuilder, ResumeState};
+
+    const N: u64 = 600;
+    let build = |workers: &RemoteWorkers, state: Option<ResumeState>| {
+        let jobs = (0..N).map(|index| Job {
+            epoch: 0,
+            index,
+            // Slow enough that each worker always holds tickets.
+            work_us: 5000,
+            payload_bytes: 0,
+        });
+        PipelineBuilder::new()
+            .source(jobs)
+            .remote_region(hash_region, workers)
+            .sink()
+            .buffer(1)
+            .resume_from(state)
+            .build()
+            .expect("build")
+    };
+    let tier = |addrs: [&str; 2]| {
+        RemoteWorkers::new(addrs, "t")
+            .local_lanes(0)
+            .ticket_size(8)
+            .timeout(Duration::from_secs(3))
+    };
+    let (doomed, survivor) = (worker("t"), worker("t"));
+    let before = tier([&doomed.addr, &survivor.addr]);
+    let mut first = build(&before, None);
+    let mut got: Vec<(u64, u32)> = Vec::new();
+    let take = |pipeline: &mut pipeline_runtime::Pipeline<_>, got: &mut Vec<_>, n: usize| {
+        for item in pipeline.by_ref().take(n) {
+            let h: pipeline_examples::remote::Hashed = item.expect("an item");
+            got.push((h.index, h.value));
+        }
+    };
+    take(&mut first, &mut got, 150);
+    // Killed while it holds tickets: they are replayed on the survivor.
+    signal(&doomed, libc::SIGKILL);
+    while before.stats().replayed == 0 && got.len() < N as usize {
+        take(&mut first, &mut got, 1);
+    }
+    take(&mut first, &mut got, 50);
+    assert!(before.stats().replayed > 0, "{:?}", before.stats());
+    let state = first.resume_state().expect("a state");
+    drop(first);
+    let fresh = worker("t");
+    let mut rest = build(&tier([&fresh.addr, &survivor.addr]), Some(state));
+    take(&mut rest, &mut got, usize::MAX);
+    got.sort_unstable();
+    let expected: Vec<(u64, u32)> = (0..N).map(|i| (i, value_of(i))).collect();
+    assert_eq!(got.len(), expected.len(), "items delivered, over both runs");
+    assert_eq!(got, expected);
+    let account = &rest.accounts()[0];
+    assert!(account.ended && account.balanced(), "{account}");
 }

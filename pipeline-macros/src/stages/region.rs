@@ -28,23 +28,40 @@ pub(crate) static PROCESS_REGION: KindDescriptor = KindDescriptor {
     modifiers: &[],
     // The builder method, as `.method(f)` followed by the option setters.
     forms: &[Form::plain("process_region")],
-    positional: Positional::Exprs(&[Arg::new(
-        "a region fn registered with `process_region!`",
-        "f",
-        "decode_region",
-    )]),
+    positional: REGION_FN,
     options: OPTIONS,
     plan,
 };
 
-/// The options, in the order their setters are called.
-const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new("executor", ValueType::Expr, "pool", Some("executor")),
-    OptionSpec::new("name", ValueType::Expr, "\"decode\"", Some("name")),
-    OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
-];
+/// The one positional argument of a region stage (`process_region`, `remote_region`).
+pub(super) const REGION_FN: Positional = Positional::Exprs(&[Arg::new(
+    "a region fn registered with `process_region!`",
+    "f",
+    "decode_region",
+)]);
 
-fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+/// A region stage's fn and options, checked (shared by `process_region` and
+/// `remote_region`).
+pub(super) struct RegionStage {
+    pub(super) method: &'static str,
+    pub(super) func: Expr,
+    pub(super) options: OptionValues,
+    /// `stage N `name(f)``, for messages.
+    pub(super) label: String,
+    /// Span of the stage name.
+    pub(super) span: Span,
+    /// Span of the stage's `( .. )`.
+    pub(super) args_span: Span,
+}
+
+/// Checks a region stage's fn: a path, since the workers find the region by name
+/// (`not_a_path` says how to write it).
+pub(super) fn region_stage(
+    checked: CheckedArgs<'_>,
+    name: &str,
+    checks: &mut dyn Checks,
+    not_a_path: &str,
+) -> Option<RegionStage> {
     let CheckedArgs {
         stage,
         number,
@@ -54,45 +71,51 @@ fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStag
     } = checked;
     let [func] = <[Expr; 1]>::try_from(args).ok()?;
     if !matches!(func, Expr::Path(_)) {
-        checks.push(syn::Error::new_spanned(
-            &func,
-            "a process region runs in worker processes, which find it by name: write its \
-             stages in a named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it \
-             with `pipeline_runtime::process_region!(name)`, and write \
-             `process_region(name, executor = pool)`",
-        ));
+        checks.push(syn::Error::new_spanned(&func, not_a_path));
     }
-    if options.get("executor").is_none() {
+    Some(RegionStage {
+        method: form.method,
+        label: format!("stage {number} `{name}({})`", describe(&func)),
+        func,
+        options,
+        span: stage.name.span(),
+        args_span: stage.args_span,
+    })
+}
+
+/// The options, in the order their setters are called.
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new("executor", ValueType::Expr, "pool", Some("executor")),
+    OptionSpec::new("name", ValueType::Expr, "\"decode\"", Some("name")),
+    OptionSpec::new("buffer", ValueType::AtLeastOne, "4", Some("buffer")),
+];
+
+fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
+    let region = region_stage(
+        checked,
+        NAME,
+        checks,
+        "a process region runs in worker processes, which find it by name: write its \
+         stages in a named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it \
+         with `pipeline_runtime::process_region!(name)`, and write \
+         `process_region(name, executor = pool)`",
+    )?;
+    if region.options.get("executor").is_none() {
         checks.error(
-            stage.name.span(),
+            region.span,
             "a process region needs the worker processes to run in: add \
              `executor = pool`, where `pool` is a `ProcessPool`"
                 .to_owned(),
         );
     }
-    let label = format!("stage {number} `{NAME}({})`", describe(&func));
     Some(CheckedStage {
-        label,
-        stage: Box::new(CheckedRegion {
-            method: form.method,
-            func,
-            options,
-            span: stage.name.span(),
-            args_span: stage.args_span,
-        }),
+        label: region.label.clone(),
+        stage: Box::new(CheckedRegion(region)),
     })
 }
 
 /// A checked `process_region` stage.
-struct CheckedRegion {
-    method: &'static str,
-    func: Expr,
-    options: OptionValues,
-    /// Span of the stage name.
-    span: Span,
-    /// Span of the stage's `( .. )`.
-    args_span: Span,
-}
+struct CheckedRegion(RegionStage);
 
 impl ExpandStage for CheckedRegion {
     fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
@@ -111,14 +134,15 @@ impl ExpandStage for CheckedRegion {
             "{label} takes a region fn, `fn(StageBuilder<In>) -> StageBuilder<Out>`, and \
              `{{Self}}` is not one"
         );
-        let guard = Ident::new("__pipeline_guard", self.span);
-        let method = Ident::new(self.method, self.span);
+        let region = &self.0;
+        let guard = Ident::new("__pipeline_guard", region.span);
+        let method = Ident::new(region.method, region.span);
         let input = input_trait(cx);
-        let (first, last) = edge_spans(&self.func);
+        let (first, last) = edge_spans(&region.func);
         let arg = stage_arg(first, last);
-        let func = &self.func;
-        let call = spanned_call(&guard, quote!(#func, #arg), self.args_span);
-        let setters = self.options.setters();
+        let func = &region.func;
+        let call = spanned_call(&guard, quote!(#func, #arg), region.args_span);
+        let setters = region.options.setters();
         quote! {
             let #stage = {
                 #input

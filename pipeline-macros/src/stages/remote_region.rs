@@ -3,15 +3,15 @@
 //! `StageBuilder::remote_region`, feature `remote`). `workers` is a `RemoteWorkers`,
 //! passed by reference; the other options are the builder's setters.
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 use syn::Expr;
 
+use super::region::{region_stage, RegionStage, REGION_FN};
 use crate::checked::{CheckedStage, ExpandContext, ExpandStage};
-use crate::descriptor::{Arg, CheckedArgs, Checks, Form, KindDescriptor, Place, Positional};
+use crate::descriptor::{CheckedArgs, Checks, Form, KindDescriptor, Place};
 use crate::expand::{edge_spans, input_trait, rt, spanned_call, stage_arg, stage_var};
-use crate::expr::describe;
-use crate::option_values::{OptionSpec, OptionValues, ValueType};
+use crate::option_values::{OptionSpec, ValueType};
 
 const NAME: &str = "remote_region";
 
@@ -20,11 +20,7 @@ pub(crate) static REMOTE_REGION: KindDescriptor = KindDescriptor {
     place: Place::Between,
     modifiers: &[],
     forms: &[Form::plain("remote_region")],
-    positional: Positional::Exprs(&[Arg::new(
-        "a region fn registered with `process_region!`",
-        "f",
-        "decode_region",
-    )]),
+    positional: REGION_FN,
     options: OPTIONS,
     plan,
 };
@@ -38,71 +34,50 @@ const OPTIONS: &[OptionSpec] = &[
 ];
 
 fn plan(checked: CheckedArgs<'_>, checks: &mut dyn Checks) -> Option<CheckedStage> {
-    let CheckedArgs {
-        stage,
-        number,
-        form,
-        args,
-        options,
-    } = checked;
-    let [func] = <[Expr; 1]>::try_from(args).ok()?;
-    if !matches!(func, Expr::Path(_)) {
-        checks.push(syn::Error::new_spanned(
-            &func,
-            "a remote region runs in workers, which find it by name: write its stages in a \
-             named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it with \
-             `pipeline_runtime::process_region!(name)`, and write \
-             `remote_region(name, workers = workers)`",
-        ));
-    }
-    let Some(workers) = options.get("workers").map(|w| w.value.clone()) else {
+    let region = region_stage(
+        checked,
+        NAME,
+        checks,
+        "a remote region runs in workers, which find it by name: write its stages in a \
+         named `fn(StageBuilder<In>) -> StageBuilder<Out>`, register it with \
+         `pipeline_runtime::process_region!(name)`, and write \
+         `remote_region(name, workers = workers)`",
+    )?;
+    let Some(workers) = region.options.get("workers").map(|w| w.value.clone()) else {
         checks.error(
-            stage.name.span(),
+            region.span,
             "a remote region needs its workers: add `workers = w`, where `w` is a \
              `pipeline_runtime::remote::RemoteWorkers`"
                 .to_owned(),
         );
         return None;
     };
-    let label = format!("stage {number} `{NAME}({})`", describe(&func));
     Some(CheckedStage {
-        label,
-        stage: Box::new(CheckedRemote {
-            method: form.method,
-            func,
-            workers,
-            options,
-            span: stage.name.span(),
-            args_span: stage.args_span,
-        }),
+        label: region.label.clone(),
+        stage: Box::new(CheckedRemote { region, workers }),
     })
 }
 
 /// A checked `remote_region` stage.
 struct CheckedRemote {
-    method: &'static str,
-    func: Expr,
+    region: RegionStage,
     workers: Expr,
-    options: OptionValues,
-    /// Span of the stage name.
-    span: Span,
-    /// Span of the stage's `( .. )`.
-    args_span: Span,
 }
 
 impl ExpandStage for CheckedRemote {
     fn expand(&self, cx: &ExpandContext<'_>) -> TokenStream {
         let rt = rt();
         let stage = stage_var();
-        let guard = Ident::new("__pipeline_guard", self.span);
-        let method = Ident::new(self.method, self.span);
+        let region = &self.region;
+        let guard = Ident::new("__pipeline_guard", region.span);
+        let method = Ident::new(region.method, region.span);
         let input = input_trait(cx);
-        let (first, last) = edge_spans(&self.func);
+        let (first, last) = edge_spans(&region.func);
         let arg = stage_arg(first, last);
-        let func = &self.func;
+        let func = &region.func;
         let workers = &self.workers;
-        let call = spanned_call(&guard, quote!(#func, &(#workers), #arg), self.args_span);
-        let setters = self.options.setters();
+        let call = spanned_call(&guard, quote!(#func, &(#workers), #arg), region.args_span);
+        let setters = region.options.setters();
         quote! {
             let #stage = {
                 #input

@@ -26,7 +26,7 @@ pub(crate) fn run_local(
 ) {
     let answers = schedule.clone();
     let sink: AnswerSink = Box::new(move |answer| match answer {
-        Ok(a) => answers.answer(lane, a.ticket, a.items),
+        Ok(a) => answers.answer(lane, a.ticket, a.items, a.sources),
         // The same region fails the same way anywhere: not a lane's bad luck.
         Err(why) => answers.fail(format!("local lane {lane}: {why}")),
     });
@@ -259,7 +259,7 @@ async fn read_answers(
                 schema_seen = true;
             }
             Ok(Some(message)) => match wire::decode_batch(&message) {
-                Ok(rows) => schedule.answer(lane, rows.ticket, rows.items),
+                Ok(rows) => schedule.answer(lane, rows.ticket, rows.items, rows.positions),
                 Err(why) => return format!("a bad answer: {why}"),
             },
             Ok(None) => return "the worker ended the exchange".to_owned(),

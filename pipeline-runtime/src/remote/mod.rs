@@ -34,6 +34,8 @@ mod wire;
 mod worker;
 
 #[cfg(test)]
+mod resume_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::Ordering;

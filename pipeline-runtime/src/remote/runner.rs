@@ -6,6 +6,10 @@
 //! inputs followed by an epoch boundary, and the nested pipeline passes the boundary back
 //! only after every output of the ticket, so the outputs between two boundaries are that
 //! ticket's answer, whole.
+//!
+//! The region runs traced: each input goes in under its index in the ticket, and each
+//! output comes back naming the input it stands for ([`Answer::sources`]), so that the
+//! trainer's ledger can resolve positions one by one when the answer is delivered.
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
@@ -34,7 +38,12 @@ pub(crate) struct Ticket {
 pub(crate) struct Answer {
     pub(crate) ticket: u64,
     pub(crate) items: Vec<Vec<u8>>,
+    /// Per output, the index in the ticket of the input it stands for, or [`SEVERAL`].
+    pub(crate) sources: Vec<u64>,
 }
+
+/// The source of an output made of several inputs (a batch made inside the region).
+pub(crate) const SEVERAL: u64 = u64::MAX;
 
 /// Where a runner's answers go (called on its reading thread); an `Err` ends the runner.
 pub(crate) type AnswerSink = Box<dyn FnMut(Result<Answer, String>) + Send>;
@@ -61,7 +70,14 @@ impl RegionRunner {
         registry::check(key, Kind::Region)?;
         let run = registry::lookup::<RegionFn>(key, Kind::Region)
             .ok_or_else(|| format!("`{key}` is not registered as a region"))?;
-        let args = encode(start).map_err(|e| e.to_string())?;
+        // Traced, so that outputs name their inputs; inputs carry no resolved outputs
+        // (fan-outs are not tracked through the tier).
+        let start = RegionStart {
+            trace: true,
+            outputs: false,
+            ..start.clone()
+        };
+        let args = encode(&start).map_err(|e| e.to_string())?;
         let (region_end, our_end) =
             UnixStream::pair().map_err(|e| format!("cannot make a socket pair: {e}"))?;
         let clone = |s: &UnixStream| {
@@ -107,8 +123,8 @@ impl RegionRunner {
                         while let Some(ticket) = inbox.blocking_recv() {
                             lock(&order).push_back(ticket.id);
                             for (id, item) in (0u64..).zip(&ticket.items) {
-                                // Its id in the ticket, and no outputs resolved before (the
-                                // region's inputs are not resume-tracked here).
+                                // Its id is its index in the ticket; no outputs of it were
+                                // resolved before (fan-outs are not tracked here).
                                 let mut header = id.to_le_bytes().to_vec();
                                 write_pairs(&mut header, &[]);
                                 writer.send_parts(&[&[TO_ITEM], &header, item])?;
@@ -154,7 +170,7 @@ fn collect(
     failed: &Mutex<Option<String>>,
     mut sink: AnswerSink,
 ) {
-    let mut outputs = Vec::new();
+    let (mut outputs, mut sources) = (Vec::new(), Vec::new());
     loop {
         let frame = match reader.recv() {
             Ok(Some(frame)) => frame,
@@ -171,19 +187,27 @@ fn collect(
         match tag {
             FROM_READY | FROM_STATS | FROM_TAKEN | FROM_RESOLVED => {}
             // After the count of inputs resolved: the inputs it stands for and those
-            // resolved with it (the ticket's boundary covers both here), then the item.
+            // resolved with it (the ticket's boundary resolves every input here), then
+            // the item.
             FROM_ITEM => match body
                 .get(8..)
                 .and_then(read_pairs)
-                .and_then(|(_, rest)| read_resolved(rest))
+                .and_then(|(ids, rest)| read_resolved(rest).map(|(_, bytes)| (ids, bytes)))
             {
-                Some((_, bytes)) => outputs.push(bytes.to_vec()),
+                Some((ids, bytes)) => {
+                    outputs.push(bytes.to_vec());
+                    sources.push(match ids[..] {
+                        [[id, _]] => id,
+                        _ => SEVERAL,
+                    });
+                }
                 None => return sink(Err("a truncated output from the region".to_owned())),
             },
             FROM_EPOCH => match lock(order).pop_front() {
                 Some(ticket) => sink(Ok(Answer {
                     ticket,
                     items: std::mem::take(&mut outputs),
+                    sources: std::mem::take(&mut sources),
                 })),
                 None => return sink(Err("a boundary for no ticket".to_owned())),
             },

@@ -6,6 +6,10 @@
 //! Lanes are numbered local first, then one per remote worker. Local lanes take any queued
 //! ticket; a remote lane takes one only in a deficit: there are no local lanes, or none is
 //! waiting for work and the consumer has nothing to read.
+//!
+//! Each ticket keeps its inputs' tags (resume tracking, the accounts) here, not in what
+//! lanes see: they go with the first answer to the delivering thread, so a replayed
+//! ticket resolves its positions once, and a late answer never reaches the ledger.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::runner::Ticket;
+use crate::resume::Tag;
 use crate::sync::lock;
 
 /// Tickets a lane holds at once (sent and not answered): one being worked on, one on its way.
@@ -39,6 +44,7 @@ pub(crate) struct Counts {
 
 struct Entry {
     ticket: Arc<Ticket>,
+    tags: Vec<Tag>,
     /// In `pending` now.
     queued: bool,
     replays: u32,
@@ -60,8 +66,8 @@ struct State {
     next_id: u64,
     /// Created and not answered yet.
     open: HashMap<u64, Entry>,
-    /// Answered, not delivered yet: by which lane, and the encoded outputs.
-    answered: BTreeMap<u64, (usize, Vec<Vec<u8>>)>,
+    /// Answered, not delivered yet.
+    answered: BTreeMap<u64, Answered>,
     undelivered: BTreeSet<u64>,
     pending: VecDeque<u64>,
     /// An epoch boundary before ticket `b`: after every ticket numbered below it.
@@ -73,10 +79,22 @@ struct State {
     finished: bool,
 }
 
+/// A ticket's answer, as the delivering thread takes it.
+#[derive(Default)]
+pub(crate) struct Answered {
+    /// The lane that made it.
+    pub(crate) lane: usize,
+    /// The encoded outputs.
+    pub(crate) items: Vec<Vec<u8>>,
+    /// Per output, the index in the ticket of its input (see [`Answer`](super::runner::Answer)).
+    pub(crate) sources: Vec<u64>,
+    /// The ticket's inputs' tags.
+    pub(crate) tags: Vec<Tag>,
+}
+
 /// What the delivering thread does next.
 pub(crate) enum Delivery {
-    /// A ticket's outputs, and the lane that made them.
-    Items(usize, Vec<Vec<u8>>),
+    Items(Answered),
     Boundary,
     End,
     Failed(String),
@@ -162,9 +180,14 @@ impl Schedule {
         self.moved.notify_all();
     }
 
-    /// A new ticket of `positions` and their encoded items, once there is room; false if
-    /// the tier has finished.
-    pub(crate) fn add_ticket(&self, positions: Vec<u64>, items: Vec<Vec<u8>>) -> bool {
+    /// A new ticket of `positions`, their encoded items and their tags, once there is
+    /// room; false if the tier has finished.
+    pub(crate) fn add_ticket(
+        &self,
+        positions: Vec<u64>,
+        items: Vec<Vec<u8>>,
+        tags: Vec<Tag>,
+    ) -> bool {
         let mut state = self.state();
         while state.undelivered.len() >= self.capacity && !state.finished {
             state = self.wait(state);
@@ -183,6 +206,7 @@ impl Schedule {
             id,
             Entry {
                 ticket,
+                tags,
                 queued: true,
                 replays: 0,
             },
@@ -250,8 +274,9 @@ impl Schedule {
         Some(ticket)
     }
 
-    /// `lane` answered ticket `id`: the first answer is kept, a later one dropped.
-    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Vec<u8>>) {
+    /// `lane` answered ticket `id` with `items` and their `sources`: the first answer is
+    /// kept, a later one dropped.
+    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Vec<u8>>, sources: Vec<u64>) {
         let mut state = self.state();
         let me = &mut state.lanes[lane];
         me.held.retain(|&(held, _)| held != id);
@@ -263,7 +288,13 @@ impl Schedule {
                 if entry.queued {
                     state.pending.retain(|&p| p != id);
                 }
-                state.answered.insert(id, (lane, items));
+                let answered = Answered {
+                    lane,
+                    items,
+                    sources,
+                    tags: entry.tags,
+                };
+                state.answered.insert(id, answered);
             }
             None => {
                 // Answered already (by a lane it was replayed on), or never sent.
@@ -376,18 +407,15 @@ impl Schedule {
                 state.answered.keys().next().copied()
             };
             if let Some(id) = next.filter(|&id| id < limit) {
-                let (lane, items) = state.answered.remove(&id).unwrap_or_default();
+                let answered = state.answered.remove(&id).unwrap_or_default();
                 state.undelivered.remove(&id);
-                let counts = &self.lane_counts[lane];
-                counts
-                    .items
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                let items = answered.items.len() as u64;
+                let counts = &self.lane_counts[answered.lane];
+                counts.items.fetch_add(items, Ordering::Relaxed);
                 counts.tickets.fetch_add(1, Ordering::Relaxed);
-                self.counts
-                    .delivered
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                self.counts.delivered.fetch_add(items, Ordering::Relaxed);
                 self.moved.notify_all();
-                return Delivery::Items(lane, items);
+                return Delivery::Items(answered);
             }
             if state.input_ended && first.is_none() {
                 return Delivery::End;
@@ -415,7 +443,7 @@ mod tests {
 
     fn delivered(s: &Schedule) -> Vec<Vec<u8>> {
         match s.next_delivery() {
-            Delivery::Items(_, items) => items,
+            Delivery::Items(answered) => answered.items,
             _ => panic!("expected items"),
         }
     }
@@ -423,7 +451,7 @@ mod tests {
     #[test]
     fn a_late_answer_is_dropped_and_counted_and_the_first_one_delivered_once() {
         let s = schedule(&[true, true], false);
-        assert!(s.add_ticket(vec![0, 1], items(2)));
+        assert!(s.add_ticket(vec![0, 1], items(2), Vec::new()));
         s.end_input();
         let yes = || true;
         let t = s.take(0, &yes).expect("lane 0 takes it");
@@ -434,8 +462,8 @@ mod tests {
         let again = s.take(1, &yes).expect("replayed");
         assert_eq!(again.id, t.id);
         assert!(s.take(0, &yes).is_none(), "a suspect lane takes no more");
-        s.answer(1, t.id, items(2));
-        s.answer(0, t.id, items(2));
+        s.answer(1, t.id, items(2), Vec::new());
+        s.answer(0, t.id, items(2), Vec::new());
         assert_eq!(s.counts.late_dropped.load(Ordering::Relaxed), 2);
         assert_eq!(delivered(&s).len(), 2);
         assert!(matches!(s.next_delivery(), Delivery::End));
@@ -447,7 +475,7 @@ mod tests {
     fn a_lost_lane_replays_what_it_held_first() {
         let s = schedule(&[true, true], false);
         for i in 0..3 {
-            assert!(s.add_ticket(vec![i], items(1)));
+            assert!(s.add_ticket(vec![i], items(1), Vec::new()));
         }
         let yes = || true;
         let a = s.take(0, &yes).unwrap();
@@ -468,19 +496,19 @@ mod tests {
     #[test]
     fn input_order_waits_for_the_oldest_and_boundaries_close_epochs() {
         let s = schedule(&[false], true);
-        assert!(s.add_ticket(vec![0], vec![b"a".to_vec()]));
+        assert!(s.add_ticket(vec![0], vec![b"a".to_vec()], Vec::new()));
         s.add_boundary();
-        assert!(s.add_ticket(vec![1], vec![b"b".to_vec()]));
+        assert!(s.add_ticket(vec![1], vec![b"b".to_vec()], Vec::new()));
         s.end_input();
         let no = || false;
         let first = s.take(0, &no).unwrap();
         let second = s.take(0, &no).unwrap();
-        s.answer(0, second.id, vec![b"b".to_vec()]);
+        s.answer(0, second.id, vec![b"b".to_vec()], Vec::new());
         assert!(
             matches!(s.next_delivery(), Delivery::Nothing),
             "the oldest is not in"
         );
-        s.answer(0, first.id, vec![b"a".to_vec()]);
+        s.answer(0, first.id, vec![b"a".to_vec()], Vec::new());
         assert_eq!(delivered(&s), vec![b"a".to_vec()]);
         assert!(matches!(s.next_delivery(), Delivery::Boundary));
         assert_eq!(delivered(&s), vec![b"b".to_vec()]);
@@ -490,7 +518,7 @@ mod tests {
     #[test]
     fn a_remote_lane_takes_work_only_in_a_deficit_when_there_are_local_lanes() {
         let s = schedule(&[false, true], false);
-        assert!(s.add_ticket(vec![0], items(1)));
+        assert!(s.add_ticket(vec![0], items(1), Vec::new()));
         assert!(
             s.take(1, &|| false).is_none(),
             "the consumer is not waiting"

@@ -1,6 +1,12 @@
 //! `remote_region`: the builder method and its launch. Three kinds of threads share a
 //! [`Schedule`]: one cuts the input into tickets, one per lane works them (local or
 //! remote), and one delivers the answers downstream in order.
+//!
+//! With a ledger (resume tracking, the memory budget, the accounts), each ticket keeps its
+//! inputs' tags in the schedule; when its answer is delivered, each output carries a token
+//! of the input it names, and each input's own token goes just before its last output is
+//! sent (an input with no output counts as filtered). A ticket is delivered once, so its
+//! positions are resolved once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,11 +15,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lanes::{self, Peer};
-use super::schedule::{Delivery, LaneCounts, Schedule, POLL};
+use super::runner::SEVERAL;
+use super::schedule::{Answered, Delivery, LaneCounts, Schedule, POLL};
 use super::wire::MAX_TICKET_BYTES;
 use super::RemoteWorkers;
 use crate::block_on::block_on_until;
-use crate::builder::{fn_name, StageBuilder};
+use crate::builder::{fn_name, PipelineBuilder, StageBuilder};
 use crate::failure::{BuildError, ItemError, StageFailureKind};
 use crate::hook::TaskOutcome;
 use crate::launch::{Launch, LaunchFn};
@@ -21,6 +28,7 @@ use crate::process::channel::{decode, encode};
 use crate::process::region::RegionStart;
 use crate::process::registry::{self, Kind};
 use crate::queue::{Msg, Rx, Tx};
+use crate::resume::accounts::Outcome;
 use crate::resume::Tag;
 use crate::stage::pipe::options::PipeOptions;
 use crate::stage::pipe::Order;
@@ -35,8 +43,9 @@ impl<T: Send + 'static> StageBuilder<T> {
     ///
     /// `region` is a named `fn` registered with [`process_region!`](crate::process_region)
     /// (the workers' binary must register it too). Options: `order` (`Order::Input`
-    /// delivers tickets in input order), `buffer`, `name`. Resume tracking does not pass
-    /// through it yet.
+    /// delivers tickets in input order), `buffer`, `name`. Resume tracking passes through
+    /// it when each output of the region stands for one input (no batch or one-to-many
+    /// stage inside; refused otherwise).
     pub fn remote_region<U, F>(self, region: F, workers: &RemoteWorkers) -> StageBuilder<U>
     where
         T: Serialize,
@@ -56,7 +65,17 @@ impl<T: Send + 'static> StageBuilder<T> {
                 "remote region `{default_name}`: {e}"
             )));
         }
-        // Each lane and worker builds the region from the registry, by name.
+        // Each lane and worker builds the region from the registry, by name; here it is
+        // only built, to see what resume tracking can follow.
+        let untracked = match untracked_inside(&region) {
+            Ok(untracked) => untracked,
+            Err(e) => {
+                errors.push(BuildError::new(format!(
+                    "in remote region `{default_name}`: {e}"
+                )));
+                None
+            }
+        };
         drop(region);
         let workers = workers.clone();
         self.then(
@@ -90,6 +109,7 @@ impl<T: Send + 'static> StageBuilder<T> {
                     workers,
                     input_order: opts.order == Order::Input,
                     buffer: opts.buffer,
+                    untracked,
                 };
                 launch(prev, plan)
             },
@@ -103,6 +123,31 @@ struct Plan {
     workers: RemoteWorkers,
     input_order: bool,
     buffer: Option<usize>,
+    /// Why resume tracking cannot follow the region's outputs, if it cannot.
+    untracked: Option<&'static str>,
+}
+
+/// Builds the region on an empty source (without running it): what inside it makes an
+/// output stand for other than one input (a batch, a one-to-many stage), if anything.
+fn untracked_inside<T, U, F>(region: &F) -> Result<Option<&'static str>, BuildError>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: Fn(StageBuilder<T>) -> StageBuilder<U>,
+{
+    let chain = region(PipelineBuilder::new().source(std::iter::empty::<T>()));
+    let pipeline = chain.sink().num_threads(1).build()?;
+    let words: Vec<&str> = pipeline.shape().split(" -> ").skip(1).collect();
+    Ok(if words.iter().any(|w| w.starts_with("aggregate")) {
+        Some("a batch made inside it (an output standing for several inputs)")
+    } else if words
+        .iter()
+        .any(|w| w.contains("flat pipe") || w.contains("disaggregate"))
+    {
+        Some("a one-to-many stage inside it (several outputs per input)")
+    } else {
+        None
+    })
 }
 
 fn launch<T, U>(prev: LaunchFn<T>, plan: Plan) -> LaunchFn<U>
@@ -112,10 +157,12 @@ where
 {
     Box::new(move |l: &mut Launch, out_cap| {
         let input = prev(l, plan.buffer.unwrap_or(l.queue_capacity))?;
-        if l.ledger.is_some() {
+        let tracked = l.ledger.as_ref().is_some_and(|l| l.tracks_outputs());
+        if let Some(why) = plan.untracked.filter(|_| tracked) {
             return Err(BuildError::new(format!(
-                "remote region `{}`: resume tracking and the memory budget do not pass through \
-                 a remote region yet; turn `track_resume` and `memory_limit` off",
+                "remote region `{}`: resume tracking follows outputs that each stand for one \
+                 input of the region, and this region has {why}; move that stage out of the \
+                 region (after it), or turn `track_resume`/`resume_from` off",
                 plan.name
             )));
         }
@@ -129,8 +176,7 @@ where
             num_threads: l.default_pool.num_threads(),
             queue_capacity: l.queue_capacity,
             continuous: true,
-            // Tickets are the remote tier's unit of exactly once; the ledger does not
-            // cross it (resume tracking is refused).
+            // The runner traces (outputs name their inputs) whatever this says.
             trace: false,
             outputs: false,
         };
@@ -234,20 +280,29 @@ where
     })
 }
 
+/// The ticket being cut.
+#[derive(Default)]
+struct Cut {
+    positions: Vec<u64>,
+    items: Vec<Vec<u8>>,
+    tags: Vec<Tag>,
+    bytes: usize,
+}
+
 /// Cuts the input into tickets: up to `size` inputs, closed early by an epoch boundary or
 /// when the input has nothing ready (so a slow source is not held back).
 fn cut_tickets<T: Serialize>(input: &Rx<T>, schedule: &Schedule, size: usize, ctx: &StageCtx) {
-    let (mut positions, mut items, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+    let mut cut = Cut::default();
     let mut next_position = 0u64;
-    let flush = |positions: &mut Vec<u64>, items: &mut Vec<Vec<u8>>, bytes: &mut usize| {
-        *bytes = 0;
-        items.is_empty() || schedule.add_ticket(std::mem::take(positions), std::mem::take(items))
+    let flush = |cut: &mut Cut| {
+        let cut = std::mem::take(cut);
+        cut.items.is_empty() || schedule.add_ticket(cut.positions, cut.items, cut.tags)
     };
     loop {
         let msg = match input.try_recv() {
             Some(msg) => msg,
             None => {
-                if !flush(&mut positions, &mut items, &mut bytes) {
+                if !flush(&mut cut) {
                     return;
                 }
                 match block_on_until(input.recv(), Some(Instant::now() + POLL)) {
@@ -258,39 +313,39 @@ fn cut_tickets<T: Serialize>(input: &Rx<T>, schedule: &Schedule, size: usize, ct
             }
         };
         match msg {
-            Ok(Msg::Item(item, _)) => {
+            Ok(Msg::Item(item, tag)) => {
                 let position = next_position;
                 next_position += 1;
                 match encode(&item) {
                     Ok(encoded) if encoded.len() <= MAX_TICKET_BYTES => {
-                        bytes += encoded.len();
-                        items.push(encoded);
-                        positions.push(position);
+                        cut.bytes += encoded.len();
+                        cut.items.push(encoded);
+                        cut.positions.push(position);
+                        cut.tags.push(tag);
                     }
                     Ok(encoded) => fail_item(
                         ctx,
+                        tag,
                         format!(
                             "an input of {} bytes is larger than a remote region takes ({} bytes)",
                             encoded.len(),
                             MAX_TICKET_BYTES
                         ),
                     ),
-                    Err(e) => fail_item(ctx, e.to_string()),
+                    Err(e) => fail_item(ctx, tag, e.to_string()),
                 }
-                if (items.len() >= size || bytes >= MAX_TICKET_BYTES)
-                    && !flush(&mut positions, &mut items, &mut bytes)
-                {
+                if (cut.items.len() >= size || cut.bytes >= MAX_TICKET_BYTES) && !flush(&mut cut) {
                     return;
                 }
             }
             Ok(Msg::EpochEnd) => {
-                if !flush(&mut positions, &mut items, &mut bytes) {
+                if !flush(&mut cut) {
                     return;
                 }
                 schedule.add_boundary();
             }
             Err(_closed) => {
-                if flush(&mut positions, &mut items, &mut bytes) {
+                if flush(&mut cut) {
                     schedule.end_input();
                 }
                 return;
@@ -299,8 +354,62 @@ fn cut_tickets<T: Serialize>(input: &Rx<T>, schedule: &Schedule, size: usize, ct
     }
 }
 
-fn fail_item(ctx: &StageCtx, why: String) {
+fn fail_item(ctx: &StageCtx, tag: Tag, why: String) {
+    ctx.resolve(tag, Outcome::Failed);
     ctx.on_failure(ItemError::from_error(&ctx.name, why.into()));
+}
+
+/// The tag of each output of a delivered ticket: a token of the input it names (of every
+/// input of the ticket, grouped, for a batch made inside when resume tracking is off).
+/// Sets in `last` the index of each input's last output. An output naming no input of its
+/// ticket (a worker of another program) is an error.
+fn output_tags(
+    ctx: &StageCtx,
+    answered: &Answered,
+    last: &mut [Option<usize>],
+) -> Result<Vec<Tag>, String> {
+    let Some(ledger) = &ctx.ledger else {
+        return Ok(vec![Tag::NONE; answered.items.len()]);
+    };
+    let inputs = &answered.tags;
+    let valid = |&s: &u64| usize::try_from(s).is_ok_and(|s| s < inputs.len());
+    if let Some(bad) = answered
+        .sources
+        .iter()
+        .find(|&&s| s != SEVERAL && !valid(&s))
+    {
+        return Err(format!(
+            "an output names input {bad} of a ticket of {} inputs; are the workers built from \
+             the same program as the trainer?",
+            inputs.len()
+        ));
+    }
+    if answered.sources.len() != answered.items.len() {
+        return Err("an answer whose outputs do not each name an input".to_owned());
+    }
+    let mut out = Vec::with_capacity(answered.sources.len());
+    for (j, &source) in answered.sources.iter().enumerate() {
+        if source == SEVERAL {
+            if ledger.tracks_outputs() {
+                return Err(
+                    "an output of several inputs (a batch made inside the region), \
+                            which resume tracking does not follow through a remote region"
+                        .to_owned(),
+                );
+            }
+            for &tag in inputs {
+                ledger.add_token(tag);
+            }
+            last.fill(Some(j));
+            out.push(ledger.group(inputs.clone()));
+        } else {
+            let i = source as usize; // checked above
+            ledger.add_token(inputs[i]);
+            last[i] = Some(j);
+            out.push(inputs[i]);
+        }
+    }
+    Ok(out)
 }
 
 /// Passes answers downstream until every ticket is delivered, the tier fails, or the
@@ -314,13 +423,42 @@ fn deliver<T, U: DeserializeOwned + Send + 'static>(
 ) {
     loop {
         match schedule.next_delivery() {
-            Delivery::Items(lane, items) => {
-                for bytes in items {
+            Delivery::Items(answered) => {
+                let mut last = vec![None; answered.tags.len()];
+                let tags = match output_tags(ctx, &answered, &mut last) {
+                    Ok(tags) => tags,
+                    Err(why) => {
+                        ctx.fail_stage(StageFailureKind::Start(BuildError::new(format!(
+                            "remote region `{name}`: {why}"
+                        ))));
+                        input.close();
+                        return;
+                    }
+                };
+                let lane = answered.lane;
+                // Each input's own token goes just before its last output is sent (once
+                // the consumer has that, the state must not replay the input); an input
+                // with no output now, as filtered.
+                let mut finishing: Vec<(usize, Tag)> = Vec::new();
+                if ctx.ledger.is_some() {
+                    for (&tag, last) in answered.tags.iter().zip(&last) {
+                        match last {
+                            Some(j) => finishing.push((*j, tag)),
+                            None => ctx.resolve(tag, Outcome::Filtered),
+                        }
+                    }
+                    finishing.sort_by_key(|&(j, _)| std::cmp::Reverse(j));
+                }
+                for (j, (bytes, tag)) in answered.items.into_iter().zip(tags).enumerate() {
+                    while let Some(&(_, input)) = finishing.last().filter(|(at, _)| *at == j) {
+                        ctx.resolve(input, Outcome::Passed);
+                        finishing.pop();
+                    }
                     match decode::<U>(&bytes) {
                         Ok(value) => {
                             // The statistics' lanes are the tier's: local ones, then workers.
                             ctx.task_ended(lane, None, TaskOutcome::Succeeded);
-                            if output.send_blocking(Msg::Item(value, Tag::NONE)).is_err() {
+                            if output.send_blocking(Msg::Item(value, tag)).is_err() {
                                 input.close();
                                 return;
                             }

@@ -5,8 +5,9 @@
 //! batch per ticket whose `app_metadata` is the ticket's number (8 bytes, little endian).
 //! Items are serde (`postcard`) bytes in the `item` column, so a Flight client in another
 //! language can read the stream. Going out, `position` is each input's source position;
-//! coming back, a region need not map inputs to outputs one to one, so each output row
-//! carries its ticket's first position.
+//! coming back, each output row carries the index in its ticket of the input it stands
+//! for (`u64::MAX` for a batch of several), so that the trainer resolves positions one by
+//! one.
 
 use std::collections::HashMap;
 use std::sync::Arc;

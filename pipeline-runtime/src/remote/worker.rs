@@ -202,8 +202,7 @@ impl FlightService for Exchange {
         let answers = futures::stream::unfold(outbox, |mut outbox| async move {
             let answer = outbox.recv().await?;
             let message = answer.map_err(Status::internal).and_then(|a| {
-                let positions = vec![a.ticket; a.items.len()];
-                wire::encode_batch(a.ticket, positions, &a.items).map_err(Status::internal)
+                wire::encode_batch(a.ticket, a.sources, &a.items).map_err(Status::internal)
             });
             Some((message, outbox))
         });
