@@ -167,8 +167,10 @@ fn a_worker_restarted_mid_run_is_used_again_and_nothing_is_lost() {
     let output = trainer.wait_with_output().expect("the trainer");
     let s = stats(&output);
     check_exactly_once(&out, 5000, 2, true);
+    // Every item came from a worker (no local lanes), so the trainer reconnected to the
+    // restarted one. Whether the first held a ticket when killed depends on timing (it may
+    // have answered all it held), so `replayed` is not asserted here; the test above is.
     assert_eq!(s["remote"], 10000);
-    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
 }
 
 #[test]
