@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use crate::failure::RemotePipelineError;
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::process::region::{
@@ -29,11 +31,11 @@ pub(crate) struct Ticket {
     pub(crate) items: Vec<Vec<u8>>,
 }
 
-/// The outputs of one ticket, encoded.
+/// The outputs of one ticket, encoded (each a slice of the frame it came in).
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) ticket: u64,
-    pub(crate) items: Vec<Vec<u8>>,
+    pub(crate) items: Vec<Bytes>,
 }
 
 /// Where a runner's answers go (called on its reading thread); an `Err` ends the runner.
@@ -177,7 +179,11 @@ fn collect(
                 .and_then(read_pairs)
                 .and_then(|(_, rest)| read_resolved(rest))
             {
-                Some((_, bytes)) => outputs.push(bytes.to_vec()),
+                // The item is the frame's tail: keep the frame, not a copy.
+                Some((_, item)) => {
+                    let start = frame.len() - item.len();
+                    outputs.push(Bytes::from(frame).slice(start..));
+                }
                 None => return sink(Err("a truncated output from the region".to_owned())),
             },
             FROM_EPOCH => match lock(order).pop_front() {

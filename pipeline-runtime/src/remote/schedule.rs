@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::runner::Ticket;
 use crate::sync::lock;
 
@@ -61,7 +63,7 @@ struct State {
     /// Created and not answered yet.
     open: HashMap<u64, Entry>,
     /// Answered, not delivered yet: by which lane, and the encoded outputs.
-    answered: BTreeMap<u64, (usize, Vec<Vec<u8>>)>,
+    answered: BTreeMap<u64, (usize, Vec<Bytes>)>,
     undelivered: BTreeSet<u64>,
     pending: VecDeque<u64>,
     /// An epoch boundary before ticket `b`: after every ticket numbered below it.
@@ -76,7 +78,7 @@ struct State {
 /// What the delivering thread does next.
 pub(crate) enum Delivery {
     /// A ticket's outputs, and the lane that made them.
-    Items(usize, Vec<Vec<u8>>),
+    Items(usize, Vec<Bytes>),
     Boundary,
     End,
     Failed(String),
@@ -251,7 +253,7 @@ impl Schedule {
     }
 
     /// `lane` answered ticket `id`: the first answer is kept, a later one dropped.
-    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Vec<u8>>) {
+    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Bytes>) {
         let mut state = self.state();
         let me = &mut state.lanes[lane];
         me.held.retain(|&(held, _)| held != id);
@@ -413,7 +415,11 @@ mod tests {
         (0..n).map(|i| vec![i]).collect()
     }
 
-    fn delivered(s: &Schedule) -> Vec<Vec<u8>> {
+    fn outputs(n: u8) -> Vec<Bytes> {
+        (0..n).map(|i| Bytes::from(vec![i])).collect()
+    }
+
+    fn delivered(s: &Schedule) -> Vec<Bytes> {
         match s.next_delivery() {
             Delivery::Items(_, items) => items,
             _ => panic!("expected items"),
@@ -434,8 +440,8 @@ mod tests {
         let again = s.take(1, &yes).expect("replayed");
         assert_eq!(again.id, t.id);
         assert!(s.take(0, &yes).is_none(), "a suspect lane takes no more");
-        s.answer(1, t.id, items(2));
-        s.answer(0, t.id, items(2));
+        s.answer(1, t.id, outputs(2));
+        s.answer(0, t.id, outputs(2));
         assert_eq!(s.counts.late_dropped.load(Ordering::Relaxed), 2);
         assert_eq!(delivered(&s).len(), 2);
         assert!(matches!(s.next_delivery(), Delivery::End));
@@ -475,12 +481,12 @@ mod tests {
         let no = || false;
         let first = s.take(0, &no).unwrap();
         let second = s.take(0, &no).unwrap();
-        s.answer(0, second.id, vec![b"b".to_vec()]);
+        s.answer(0, second.id, vec![Bytes::from_static(b"b")]);
         assert!(
             matches!(s.next_delivery(), Delivery::Nothing),
             "the oldest is not in"
         );
-        s.answer(0, first.id, vec![b"a".to_vec()]);
+        s.answer(0, first.id, vec![Bytes::from_static(b"a")]);
         assert_eq!(delivered(&s), vec![b"a".to_vec()]);
         assert!(matches!(s.next_delivery(), Delivery::Boundary));
         assert_eq!(delivered(&s), vec![b"b".to_vec()]);

@@ -205,7 +205,7 @@ impl FlightService for Exchange {
                     let ticket = runner::Ticket {
                         id: rows.ticket,
                         positions: rows.positions,
-                        items: rows.items,
+                        items: rows.items.iter().map(|i| i.to_vec()).collect(),
                     };
                     if !runner.send(Arc::new(ticket)).await {
                         break;
