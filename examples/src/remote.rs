@@ -6,6 +6,9 @@
 //!     Runs a worker until killed; prints `listening on ADDR` once ready. The token may
 //!     come from PIPELINE_REMOTE_TOKEN instead of --token (which other users can see in
 //!     the process list). --addr defaults to 127.0.0.1:0 (loopback, a free port).
+//!   Extra options of `serve`:
+//!     --tls-cert F        serve TLS with the certificate chain in PEM file F (needs
+//!     --tls-key F         its private key, PEM file F); trainers then need --tls-ca
 //!
 //! remote run --workers ADDR,ADDR,... --token T --items N --epochs E --local-lanes L
 //!            --order input|completion --out FILE [--work-us U]
@@ -26,6 +29,10 @@
 //!                         (no workers, no JSON fields but delivered and seconds): the
 //!                         baseline the guide measures against
 //!     --protocol V        claim remote protocol V (tests a worker's refusal)
+//!     --tls-ca F          speak TLS to the workers, trusting only the CA certificate in
+//!                         PEM file F (the one that signed the workers' --tls-cert)
+//!     --tls-domain NAME   the name the workers' certificates carry, when it is not the
+//!                         host of their addresses
 //! ```
 
 use std::fs::File;
@@ -115,6 +122,8 @@ struct RunArgs {
     item_bytes: u32,
     process_workers: usize,
     protocol: Option<u32>,
+    tls_ca: Option<String>,
+    tls_domain: Option<String>,
 }
 
 fn value<'a>(args: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<String, String> {
@@ -135,18 +144,30 @@ fn token_or_env(token: Option<String>) -> Result<String, String> {
         .ok_or_else(|| "give a token: --token T or PIPELINE_REMOTE_TOKEN".to_owned())
 }
 
+fn read_file(path: &str, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {path}: {e}"))
+}
+
 fn serve(args: &[String]) -> Result<(), String> {
     let (mut addr, mut token) = ("127.0.0.1:0".to_owned(), None);
+    let (mut cert, mut key) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--addr" => addr = value(&mut it, flag)?,
             "--token" => token = Some(value(&mut it, flag)?),
+            "--tls-cert" => cert = Some(read_file(&value(&mut it, flag)?, flag)?),
+            "--tls-key" => key = Some(read_file(&value(&mut it, flag)?, flag)?),
             other => return Err(format!("serve: unknown option `{other}`")),
         }
     }
     let token = token_or_env(token)?;
-    let worker = Worker::bind(&addr, &token).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let mut worker = Worker::bind(&addr, &token).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    match (cert, key) {
+        (Some(cert), Some(key)) => worker = worker.tls(&cert, &key).map_err(|e| e.to_string())?,
+        (None, None) => {}
+        _ => return Err("serve: --tls-cert and --tls-key go together".to_owned()),
+    }
     let bound = worker.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {bound}");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
@@ -172,6 +193,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         item_bytes: 0,
         process_workers: 0,
         protocol: None,
+        tls_ca: None,
+        tls_domain: None,
     };
     let mut token = None;
     let mut it = args.iter();
@@ -205,6 +228,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "--item-bytes" => a.item_bytes = number(&v, flag)?,
             "--process-workers" => a.process_workers = number(&v, flag)?,
             "--protocol" => a.protocol = Some(number(&v, flag)?),
+            "--tls-ca" => a.tls_ca = Some(v),
+            "--tls-domain" => a.tls_domain = Some(v),
             other => return Err(format!("run: unknown option `{other}`")),
         }
     }
@@ -250,6 +275,12 @@ fn run(args: &[String]) -> Result<(), String> {
             .give_up_after(Duration::from_millis(a.give_up_ms));
         if let Some(v) = a.protocol {
             workers = workers.protocol_version(v);
+        }
+        if let Some(path) = &a.tls_ca {
+            workers = workers.tls_ca(read_file(path, "--tls-ca")?);
+        }
+        if let Some(name) = &a.tls_domain {
+            workers = workers.tls_domain(name.clone());
         }
         let chain = jobs
             .remote_region(hash_region, &workers)

@@ -26,8 +26,13 @@ fn worker(token: &str) -> Worker {
 }
 
 fn worker_at(addr: &str, token: &str) -> Worker {
+    worker_with(&["--addr", addr, "--token", token])
+}
+
+fn worker_with(args: &[&str]) -> Worker {
     let mut child = Command::new(NODE)
-        .args(["serve", "--addr", addr, "--token", token])
+        .arg("serve")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -144,7 +149,10 @@ fn a_worker_killed_mid_epoch_loses_and_duplicates_nothing() {
     check_exactly_once(&out, 5000, 2, true);
     assert_eq!(s["delivered"], 10000);
     assert_eq!(s["remote"], 10000);
-    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+    // Whether the killed worker held a ticket depends on timing: workers take tickets only
+    // while the consumer waits, and the other may have kept it fed. The replay itself is
+    // asserted where the kill is timed against the trainer's statistics (the resume test
+    // below and the unit tests of `remote`).
 }
 
 #[test]
@@ -376,4 +384,179 @@ fn a_worker_killed_mid_run_and_a_resume_deliver_each_index_once() {
     assert_eq!(got, expected);
     let account = &rest.accounts()[0];
     assert!(account.ended && account.balanced(), "{account}");
+}
+
+/// PEM files of a test CA, and of a worker certificate it signed for `localhost` and
+/// `127.0.0.1` with its key: (ca, cert, key).
+fn certificates(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("the CA");
+    let key = KeyPair::generate().expect("a key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("a worker certificate");
+    let write = |file: &str, text: String| {
+        let path = scratch(&format!("{name}-{file}"));
+        std::fs::write(&path, text).expect("write a PEM file");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let ca_pem = AsRef::<rcgen::Certificate>::as_ref(&ca).pem();
+    (
+        write("ca.pem", ca_pem),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+fn tls_worker(cert: &str, key: &str) -> Worker {
+    worker_with(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--token",
+        "tok",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ])
+}
+
+#[test]
+fn over_tls_with_the_right_ca_every_item_arrives_once_and_the_token_is_still_required() {
+    let (ca, cert, key) = certificates("right");
+    let w = tls_worker(&cert, &key);
+    let out = scratch("tls.txt");
+    let common = ["--workers", &w.addr, "--tls-ca", &ca, "--items", "2000"];
+    let tail = ["--epochs", "2", "--local-lanes", "0", "--order", "input"];
+    let output = run(
+        &[&common[..], &["--token", "tok"], &tail].concat().join(" "),
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 2000, 2, true);
+    assert_eq!(s["remote"], 4000, "{s}");
+
+    // The name checked may be given apart from the address.
+    let output = run(
+        &[
+            &common[..],
+            &["--token", "tok", "--tls-domain", "localhost"],
+            &tail,
+        ]
+        .concat()
+        .join(" "),
+        &out,
+    );
+    assert_eq!(stats(&output)["remote"], 4000);
+
+    let output = run(
+        &[&common[..], &["--token", "wrong"], &tail]
+            .concat()
+            .join(" "),
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wrong or missing token"), "{stderr}");
+}
+
+#[test]
+fn a_plain_client_of_a_tls_worker_gets_nothing_from_it_and_local_lanes_do_the_work() {
+    let (_, cert, key) = certificates("plain");
+    let w = tls_worker(&cert, &key);
+    let out = scratch("plain-to-tls.txt");
+    let common = ["--workers", &w.addr, "--token", "tok", "--items", "500"];
+    let tail = ["--epochs", "1", "--order", "input", "--give-up-ms", "300"];
+    let output = run(
+        &[&common[..], &["--local-lanes", "1"], &tail]
+            .concat()
+            .join(" "),
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 500, 1, true);
+    assert_eq!(s["remote"], 0, "{s}");
+
+    let output = run(
+        &[&common[..], &["--local-lanes", "0"], &tail]
+            .concat()
+            .join(" "),
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no worker can take its tickets"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("if the worker serves TLS, give the trainer its CA certificate"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_tls_client_with_another_ca_is_refused() {
+    let (_, cert, key) = certificates("worker");
+    let (other_ca, _, _) = certificates("other");
+    let w = tls_worker(&cert, &key);
+    let out = scratch("wrong-ca.txt");
+    let common = [
+        "--workers",
+        &w.addr,
+        "--token",
+        "tok",
+        "--tls-ca",
+        &other_ca,
+    ];
+    let tail = ["--items", "300", "--epochs", "1", "--order", "input"];
+    let output = run(
+        &[&common[..], &["--local-lanes", "0"], &tail]
+            .concat()
+            .join(" "),
+        &out,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+
+    let output = run(
+        &[&common[..], &["--local-lanes", "1"], &tail]
+            .concat()
+            .join(" "),
+        &out,
+    );
+    let s = stats(&output);
+    check_exactly_once(&out, 300, 1, true);
+    assert_eq!(s["remote"], 0, "{s}");
+}
+
+#[test]
+fn a_worker_given_a_bad_certificate_says_so_before_listening() {
+    let bad = scratch("bad-cert.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    let bad = bad.to_str().expect("utf-8");
+    let output = Command::new(NODE)
+        .args([
+            "serve",
+            "--token",
+            "tok",
+            "--tls-cert",
+            bad,
+            "--tls-key",
+            bad,
+        ])
+        .output()
+        .expect("run a worker");
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS certificate or key"), "{stderr}");
 }

@@ -12,6 +12,7 @@ use tonic::Code;
 
 use super::runner::{AnswerSink, RegionRunner};
 use super::schedule::{Schedule, POLL};
+use super::tls::{self, ClientTls};
 use super::wire::{self, PROTOCOL_KEY, REGION_KEY, THREADS_KEY, TOKEN_KEY};
 use crate::process::region::RegionStart;
 use crate::sync::lock;
@@ -53,6 +54,7 @@ pub(crate) struct Peer {
     pub(crate) protocol: u32,
     pub(crate) timeout: Duration,
     pub(crate) give_up: Duration,
+    pub(crate) tls: Option<Arc<ClientTls>>,
 }
 
 /// Why a connection could not be made.
@@ -194,17 +196,25 @@ fn connect(
     }
     let timeout = peer.timeout;
     let addr = peer.addr.clone();
+    let tls = peer.tls.clone();
     runtime.block_on(async move {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let tls_on = tls.is_some();
+        let scheme = if tls_on { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| ConnectError::Refused(format!("bad worker address: {e}")))?
             .connect_timeout(timeout)
             .initial_stream_window_size(wire::STREAM_WINDOW)
             .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.config()).map_err(|e| {
+                ConnectError::Refused(format!("the trainer's TLS settings: {}", tls::chain(&e)))
+            })?;
+        }
         let channel = tokio::time::timeout(timeout, endpoint.connect())
             .await
             .map_err(|e| unreachable(&e))?
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| connect_failed(&e, tls_on))?;
         let mut client = FlightServiceClient::new(channel)
             .max_decoding_message_size(wire::MAX_MESSAGE)
             .max_encoding_message_size(wire::MAX_MESSAGE);
@@ -224,6 +234,10 @@ fn connect(
                 | Code::InvalidArgument
                 | Code::NotFound
                 | Code::Unimplemented => ConnectError::Refused(status.message().to_owned()),
+                // A TLS worker's answer to plain HTTP/2 reads as a protocol error.
+                Code::Internal if !tls_on => ConnectError::Unreachable(format!(
+                    "{status} (if the worker serves TLS, give the trainer its CA certificate)"
+                )),
                 _ => ConnectError::Unreachable(status.to_string()),
             })?;
         let broken = Arc::new(AtomicBool::new(false));
@@ -241,6 +255,19 @@ fn connect(
             why,
         })
     })
+}
+
+/// Why a connection failed, with its causes; a failed TLS handshake is a refusal (a
+/// certificate the trainer does not trust, or a worker that does not speak TLS).
+fn connect_failed(e: &tonic::transport::Error, tls: bool) -> ConnectError {
+    let why = tls::chain(e);
+    match (tls, tls::handshake_failed(e)) {
+        (true, true) => ConnectError::Refused(format!(
+            "the TLS handshake failed ({why}); is the worker serving TLS with a certificate \
+             that the trainer's CA signed, for this address or the trainer's TLS domain?"
+        )),
+        _ => ConnectError::Unreachable(why),
+    }
 }
 
 /// Reads a worker's answers until its stream ends; says why it ended.

@@ -21,7 +21,10 @@
 //! With `Order::Input` tickets are delivered in input order (and inside a ticket, in the
 //! order the region gives).
 //!
-//! Files: `wire.rs` (the Flight messages and metadata), `runner.rs` (a region run on
+//! **TLS** when certificates are given: [`Worker::tls`] (its certificate chain and key) and
+//! [`RemoteWorkers::tls_ca`] (the CA that signed them); otherwise plain HTTP/2.
+//!
+//! Files: `wire.rs` (the Flight messages and metadata), `tls.rs` (TLS settings), `runner.rs` (a region run on
 //! tickets in this process, under both a worker and a local lane), `worker.rs` (the Flight
 //! server), `schedule.rs` (the books: tickets, replays, delivery), `lanes.rs` (local and
 //! remote lanes), `stage.rs` (the builder method and its launch).
@@ -30,6 +33,7 @@ mod lanes;
 mod runner;
 mod schedule;
 mod stage;
+mod tls;
 mod wire;
 mod worker;
 
@@ -60,6 +64,8 @@ pub struct RemoteWorkers {
     pub(crate) give_up: Duration,
     pub(crate) worker_threads: Option<usize>,
     pub(crate) protocol: u32,
+    pub(crate) tls_ca: Option<Arc<[u8]>>,
+    pub(crate) tls_domain: Option<String>,
     pub(crate) books: Arc<Books>,
 }
 
@@ -71,6 +77,7 @@ impl std::fmt::Debug for RemoteWorkers {
             .field("local_lanes", &self.local_lanes)
             .field("ticket_size", &self.ticket_size)
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls_ca.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +105,8 @@ impl RemoteWorkers {
             give_up: Duration::from_secs(10),
             worker_threads: None,
             protocol: PROTOCOL_VERSION,
+            tls_ca: None,
+            tls_domain: None,
             books: Arc::default(),
         }
     }
@@ -134,6 +143,31 @@ impl RemoteWorkers {
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.worker_threads = Some(n.max(1));
         self
+    }
+
+    /// Speaks TLS to every worker, trusting only the CA certificate `ca_pem` (PEM, as read
+    /// from its file): the one that signed the workers' certificates ([`Worker::tls`]). A
+    /// worker whose certificate it did not sign, or one without TLS, is refused.
+    pub fn tls_ca(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(ca_pem.into().into());
+        self
+    }
+
+    /// With [`tls_ca`](Self::tls_ca): the name the workers' certificates must carry, when it
+    /// is not the host of their addresses (say, workers reached by IP with certificates for
+    /// a DNS name). Without `tls_ca` it does nothing.
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.tls_domain = Some(name.into());
+        self
+    }
+
+    /// The TLS settings of each connection, if any.
+    pub(crate) fn client_tls(&self) -> Option<Arc<tls::ClientTls>> {
+        let ca_pem = self.tls_ca.clone()?;
+        Some(Arc::new(tls::ClientTls {
+            ca_pem,
+            domain: self.tls_domain.clone(),
+        }))
     }
 
     /// Claims another protocol version (to test a worker's refusal).

@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use crate::failure::RemotePipelineError;
 use crate::process::channel::{decode, encode, Channel, FrameReader, FrameWriter};
 use crate::process::region::{
@@ -33,11 +35,11 @@ pub(crate) struct Ticket {
     pub(crate) items: Vec<Vec<u8>>,
 }
 
-/// The outputs of one ticket, encoded.
+/// The outputs of one ticket, encoded (each a slice of the frame it came in).
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) ticket: u64,
-    pub(crate) items: Vec<Vec<u8>>,
+    pub(crate) items: Vec<Bytes>,
     /// Per output, the index in the ticket of the input it stands for, or [`SEVERAL`].
     pub(crate) sources: Vec<u64>,
 }
@@ -194,8 +196,10 @@ fn collect(
                 .and_then(read_pairs)
                 .and_then(|(ids, rest)| read_resolved(rest).map(|(_, bytes)| (ids, bytes)))
             {
-                Some((ids, bytes)) => {
-                    outputs.push(bytes.to_vec());
+                // The item is the frame's tail: keep the frame, not a copy.
+                Some((ids, item)) => {
+                    let start = frame.len() - item.len();
+                    outputs.push(Bytes::from(frame).slice(start..));
                     sources.push(match ids[..] {
                         [[id, _]] => id,
                         _ => SEVERAL,

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::runner::Ticket;
 use crate::resume::Tag;
 use crate::sync::lock;
@@ -85,7 +87,7 @@ pub(crate) struct Answered {
     /// The lane that made it.
     pub(crate) lane: usize,
     /// The encoded outputs.
-    pub(crate) items: Vec<Vec<u8>>,
+    pub(crate) items: Vec<Bytes>,
     /// Per output, the index in the ticket of its input (see [`Answer`](super::runner::Answer)).
     pub(crate) sources: Vec<u64>,
     /// The ticket's inputs' tags.
@@ -276,7 +278,7 @@ impl Schedule {
 
     /// `lane` answered ticket `id` with `items` and their `sources`: the first answer is
     /// kept, a later one dropped.
-    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Vec<u8>>, sources: Vec<u64>) {
+    pub(crate) fn answer(&self, lane: usize, id: u64, items: Vec<Bytes>, sources: Vec<u64>) {
         let mut state = self.state();
         let me = &mut state.lanes[lane];
         me.held.retain(|&(held, _)| held != id);
@@ -441,7 +443,11 @@ mod tests {
         (0..n).map(|i| vec![i]).collect()
     }
 
-    fn delivered(s: &Schedule) -> Vec<Vec<u8>> {
+    fn outputs(n: u8) -> Vec<Bytes> {
+        (0..n).map(|i| Bytes::from(vec![i])).collect()
+    }
+
+    fn delivered(s: &Schedule) -> Vec<Bytes> {
         match s.next_delivery() {
             Delivery::Items(answered) => answered.items,
             _ => panic!("expected items"),
@@ -462,8 +468,8 @@ mod tests {
         let again = s.take(1, &yes).expect("replayed");
         assert_eq!(again.id, t.id);
         assert!(s.take(0, &yes).is_none(), "a suspect lane takes no more");
-        s.answer(1, t.id, items(2), Vec::new());
-        s.answer(0, t.id, items(2), Vec::new());
+        s.answer(1, t.id, outputs(2), Vec::new());
+        s.answer(0, t.id, outputs(2), Vec::new());
         assert_eq!(s.counts.late_dropped.load(Ordering::Relaxed), 2);
         assert_eq!(delivered(&s).len(), 2);
         assert!(matches!(s.next_delivery(), Delivery::End));
@@ -503,12 +509,12 @@ mod tests {
         let no = || false;
         let first = s.take(0, &no).unwrap();
         let second = s.take(0, &no).unwrap();
-        s.answer(0, second.id, vec![b"b".to_vec()], Vec::new());
+        s.answer(0, second.id, vec![Bytes::from_static(b"b")], Vec::new());
         assert!(
             matches!(s.next_delivery(), Delivery::Nothing),
             "the oldest is not in"
         );
-        s.answer(0, first.id, vec![b"a".to_vec()], Vec::new());
+        s.answer(0, first.id, vec![Bytes::from_static(b"a")], Vec::new());
         assert_eq!(delivered(&s), vec![b"a".to_vec()]);
         assert!(matches!(s.next_delivery(), Delivery::Boundary));
         assert_eq!(delivered(&s), vec![b"b".to_vec()]);

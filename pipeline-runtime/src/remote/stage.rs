@@ -253,6 +253,7 @@ where
                     protocol: workers.protocol,
                     timeout: workers.timeout,
                     give_up: workers.give_up,
+                    tls: workers.client_tls(),
                 };
                 let runtime = runtime.clone().expect("a runtime when there are workers");
                 spawn(

@@ -12,10 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::{Array, BinaryArray, RecordBatch, UInt64Array};
 use arrow_flight::utils::{batches_to_flight_data, flight_data_to_arrow_batch};
 use arrow_flight::FlightData;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
 
 /// The version of this exchange; a worker refuses a client of another.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -65,16 +67,27 @@ pub(crate) fn check_schema(message: &FlightData) -> Result<(), String> {
 }
 
 /// One ticket's rows as a message.
-pub(crate) fn encode_batch(
+pub(crate) fn encode_batch<I: AsRef<[u8]>>(
     ticket: u64,
     positions: Vec<u64>,
-    items: &[Vec<u8>],
+    items: &[I],
 ) -> Result<FlightData, String> {
+    // Sized once: a builder left to grow copies its values on every doubling.
+    let total: usize = items.iter().map(|i| i.as_ref().len()).sum();
+    if i32::try_from(total).is_err() {
+        return Err(format!(
+            "a ticket's items of {total} bytes exceed a Binary column"
+        ));
+    }
+    let mut column = BinaryBuilder::with_capacity(items.len(), total);
+    for item in items {
+        column.append_value(item);
+    }
     let batch = RecordBatch::try_new(
         schema(),
         vec![
             Arc::new(UInt64Array::from(positions)),
-            Arc::new(BinaryArray::from_iter_values(items)),
+            Arc::new(column.finish()),
         ],
     )
     .map_err(|e| e.to_string())?;
@@ -91,7 +104,8 @@ pub(crate) fn encode_batch(
 pub(crate) struct Rows {
     pub(crate) ticket: u64,
     pub(crate) positions: Vec<u64>,
-    pub(crate) items: Vec<Vec<u8>>,
+    /// Slices of the message's body, not copies.
+    pub(crate) items: Vec<Bytes>,
 }
 
 /// A ticket's rows from a message (hostile: every field checked).
@@ -115,13 +129,22 @@ pub(crate) fn decode_batch(message: &FlightData) -> Result<Rows, String> {
     if positions.null_count() > 0 || items.null_count() > 0 {
         return Err("null positions or items".to_owned());
     }
+    // The column's values share the message's buffer; each item is a slice of them.
+    let values = Bytes::from(items.values().clone());
+    let mut rows = Vec::with_capacity(items.len());
+    for ends in items.value_offsets().windows(2) {
+        let (start, end) = (usize::try_from(ends[0]), usize::try_from(ends[1]));
+        match (start, end) {
+            (Ok(start), Ok(end)) if start <= end && end <= values.len() => {
+                rows.push(values.slice(start..end));
+            }
+            _ => return Err("bad offsets in column `item`".to_owned()),
+        }
+    }
     Ok(Rows {
         ticket: u64::from_le_bytes(ticket),
         positions: positions.values().to_vec(),
-        items: items
-            .iter()
-            .map(|i| i.unwrap_or_default().to_vec())
-            .collect(),
+        items: rows,
     })
 }
 
@@ -147,7 +170,7 @@ mod tests {
         let expected = Rows {
             ticket: 7,
             positions: vec![1, 2, 3],
-            items,
+            items: items.into_iter().map(Bytes::from).collect(),
         };
         assert_eq!(rows, expected);
         check_schema(&schema_message().unwrap()).unwrap();

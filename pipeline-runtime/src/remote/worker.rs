@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::runner::{self, Answer, RegionRunner};
+use super::tls::ServerTls;
 use super::wire::{self, PROTOCOL_KEY, PROTOCOL_VERSION, REGION_KEY, THREADS_KEY, TOKEN_KEY};
 use crate::process::region::RegionStart;
 
@@ -25,6 +26,7 @@ pub struct Worker {
     runtime: tokio::runtime::Runtime,
     listener: tokio::net::TcpListener,
     token: Arc<[u8]>,
+    tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("addr", &self.listener.local_addr().ok())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +59,19 @@ impl Worker {
             runtime,
             listener,
             token: token.as_bytes().into(),
+            tls: None,
         })
+    }
+
+    /// Serves over TLS with this certificate chain and private key (PEM, as read from
+    /// their files); trainers then need the CA that signed it
+    /// ([`RemoteWorkers::tls_ca`](super::RemoteWorkers::tls_ca)). The token is still
+    /// required. Fails if the certificate or key does not parse.
+    pub fn tls(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> std::io::Result<Self> {
+        let tls = ServerTls::new(cert_chain_pem, key_pem)
+            .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// The address it listens on.
@@ -71,9 +86,15 @@ impl Worker {
             .max_encoding_message_size(wire::MAX_MESSAGE);
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            server = server
+                .tls_config(tls.config())
+                .map_err(|e| std::io::Error::other(super::tls::chain(&e)))?;
+        }
         self.runtime
             .block_on(
-                tonic::transport::Server::builder()
+                server
                     .initial_stream_window_size(wire::STREAM_WINDOW)
                     .initial_connection_window_size(wire::CONNECTION_WINDOW)
                     .add_service(service)
@@ -184,7 +205,7 @@ impl FlightService for Exchange {
                     let ticket = runner::Ticket {
                         id: rows.ticket,
                         positions: rows.positions,
-                        items: rows.items,
+                        items: rows.items.iter().map(|i| i.to_vec()).collect(),
                     };
                     if !runner.send(Arc::new(ticket)).await {
                         break;
