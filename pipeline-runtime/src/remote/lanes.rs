@@ -234,8 +234,9 @@ fn connect(
                 | Code::InvalidArgument
                 | Code::NotFound
                 | Code::Unimplemented => ConnectError::Refused(status.message().to_owned()),
-                // A TLS worker's answer to plain HTTP/2 reads as a protocol error.
-                Code::Internal if !tls_on => ConnectError::Unreachable(format!(
+                // A TLS worker's answer to plain HTTP/2 reads as a protocol error, a reset or
+                // a broken pipe, depending on timing: any of them may mean TLS.
+                _ if !tls_on => ConnectError::Unreachable(format!(
                     "{status} (if the worker serves TLS, give the trainer its CA certificate)"
                 )),
                 _ => ConnectError::Unreachable(status.to_string()),
